@@ -14,7 +14,7 @@ import pandas as pd
 
 # --- kinds and canonical columns -------------------------------------------------------------
 
-KINDS = ("fills", "trades", "quotes", "book", "options", "bars")
+KINDS = ("fills", "trades", "quotes", "book", "options", "bars", "ticker")
 
 REQUIRED: dict[str, tuple[str, ...]] = {
     # parent orders / metaorders: the execution-cost calibration input
@@ -29,6 +29,9 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     # one row per option quote
     "options": ("timestamp", "symbol", "expiry", "strike", "option_type"),
     "bars": ("timestamp", "open", "high", "low", "close", "volume"),
+    # derivatives ticker (mark / index / last price, funding, open interest), e.g. Tardis
+    # `derivative_ticker`; no bid/ask, so neither quotes nor trades
+    "ticker": ("timestamp", "symbol"),
 }
 
 OPTIONAL: dict[str, tuple[str, ...]] = {
@@ -43,6 +46,9 @@ OPTIONAL: dict[str, tuple[str, ...]] = {
                 "ask_price", "mark_price", "bid_iv", "ask_iv", "mark_iv", "bid_size", "ask_size",
                 "price_unit", "open_interest"),
     "bars": ("symbol", "venue", "quote_volume", "trades"),
+    # funding_rate is a fraction per funding interval (0.0001 = 1 bp)
+    "ticker": ("venue", "mark_price", "index_price", "last_price", "funding_rate",
+               "predicted_funding_rate", "open_interest"),
 }
 
 # Columns derived by the loader, never read from the file.
@@ -58,6 +64,7 @@ POSITIVE: dict[str, tuple[str, ...]] = {
     "book": (),
     "options": ("strike",),
     "bars": ("open", "high", "low", "close"),
+    "ticker": (),
 }
 
 STRING_COLUMNS = ("symbol", "venue", "order_id", "trade_id", "underlying", "option_type",
