@@ -1,0 +1,80 @@
+"""execal's Dash app: `create_app()` wires the panels, the private cache, and background callbacks.
+
+Run it:
+    python app.py                     Dash's own server at http://127.0.0.1:8050, sample fills preloaded
+    gunicorn -w 2 app:server          production; `server` is the Flask server of `create_app()` with the
+                                      environment's settings, built on first access (each worker builds its
+                                      own app; all of them share the one cache directory)
+
+Settings (arguments of `create_app`, else environment, else default):
+    EXECAL_CACHE_DIR       the private cache directory (created 0700), default ~/.cache/execal
+    EXECAL_SAMPLE_DIR      bundled sample files, default sample_data/ beside this file
+    EXECAL_MAX_UPLOAD_MB   upload limit in MB, default 200 (enforced by the server, not the browser)
+
+This module only wires: panels live in components/, numerics in models/.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import dash
+import dash_bootstrap_components as dbc  # noqa: F401  (registers the component library)
+
+from components import layout as shell
+from components import store
+
+ROOT = Path(__file__).resolve().parent
+log = logging.getLogger("execal")
+
+
+def create_app(*, cache_dir: str | None = None, sample_dir: str | None = None,
+               max_upload_mb: float | None = None) -> dash.Dash:
+    """A configured execal Dash app; `create_app().server` is its Flask (WSGI) server."""
+    cache = store.open_cache(cache_dir)
+    settings = shell.Settings(
+        cache_dir=Path(cache.directory),
+        sample_dir=Path(sample_dir or os.environ.get("EXECAL_SAMPLE_DIR") or ROOT / "sample_data").resolve(),
+        max_upload_bytes=shell.max_upload_bytes(max_upload_mb),
+    )
+    app = dash.Dash(
+        __name__,
+        title=shell.APP_TITLE,
+        update_title=None,
+        assets_folder=str(ROOT / "assets"),
+        serve_locally=True,            # no CDN: the app works offline (Bootstrap CSS is in assets/)
+        background_callback_manager=dash.DiskcacheManager(cache),
+        on_error=shell.on_callback_error,
+    )
+    # the base64 upload travels inside one JSON request; bigger requests are refused before parsing
+    app.server.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
+    store.attach(app, store.SessionStore(cache))
+    shell.attach_settings(app, settings)
+    app.layout = lambda: shell.build_layout(app)
+    shell.register_callbacks(app)
+    return app
+
+
+_server = None
+
+
+def __getattr__(name: str):
+    # `app:server` for gunicorn, built lazily so importing this module (tests, cli) has no side effects
+    global _server
+    if name == "server":
+        if _server is None:
+            _server = create_app().server
+        return _server
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def main(host: str = "127.0.0.1", port: int = 8050, debug: bool = False) -> None:
+    logging.basicConfig(level=os.environ.get("EXECAL_LOG", "INFO"))
+    app = create_app()
+    log.info("execal: http://%s:%s", host, port)
+    app.run(host=host, port=port, debug=debug)
+
+
+if __name__ == "__main__":
+    main()

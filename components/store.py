@@ -1,0 +1,294 @@
+"""The server-side session store: where datasets live between callbacks, so frames never ride through the browser.
+
+The browser holds only a session id (uuid4, in a `dcc.Store(storage_type="local")`, so a reload keeps it) and
+dataset keys. Everything else lives in ONE private diskcache directory (mode 0700) shared by all gunicorn workers:
+
+    execal:ds:<key>:parquet   the frame as Parquet bytes (diskcache stores bytes raw: nothing is pickled)
+    execal:ds:<key>:meta      JSON text: kind, source, sha256, validation report, mapping
+    execal:load:<request>     JSON text: the dataset key a (raw-bytes sha256, kind override, mapping) request made,
+                              so loading the same file twice is a lookup, not a parse
+    execal:session:<id>       JSON text: {"active": key, "datasets": [keys, most recent last]}
+
+A dataset key is `<content sha256>-<kind>`, with `-m<digest>` appended when a column mapping shaped the frame.
+Dash's DiskcacheManager (background callbacks) shares the same `diskcache.Cache`; our keys are prefixed `execal:`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import stat
+import tempfile
+import threading
+import uuid
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Callable
+
+import diskcache
+import pandas as pd
+
+from models.schema import DataError, Dataset, DropRecord, ValidationReport
+
+log = logging.getLogger(__name__)
+
+# ids of the app-level stores (layout.py places them; every panel reads them)
+SESSION_STORE_ID = "execal-session"          # {"session_id": uuid4}, localStorage
+ACTIVE_DATASET_ID = "execal-active-dataset"  # {"key": dataset key} or None, memory
+
+DEFAULT_CACHE_DIR = Path("~/.cache/execal")
+# LRU over everything in the cache (datasets and background-callback results): a busy server trims
+# the least recently used datasets instead of filling the disk.
+DEFAULT_CACHE_SIZE_BYTES = 4 * 2**30
+SESSION_TTL_S = 30 * 24 * 3600
+LOAD_INDEX_TTL_S = 30 * 24 * 3600
+MAX_SESSION_DATASETS = 20
+
+_PREFIX = "execal:"
+_KEY_RE = re.compile(r"^[0-9a-f]{64}-[a-z_]+(-m[0-9a-f]{12})?$")
+_UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+
+
+class CacheDirError(RuntimeError):
+    """The cache directory cannot be made private (wrong owner, shared temp dir, not a directory)."""
+
+
+# --- the private directory ----------------------------------------------------------------------
+
+
+def private_cache_dir(path: str | os.PathLike | None = None) -> Path:
+    """The cache directory (`path`, else env EXECAL_CACHE_DIR, else ~/.cache/execal), created 0700.
+
+    An existing directory with group/other permission bits is tightened to 0700 (the cached frames are
+    users' data). A directory owned by another user, or a shared sticky temp directory such as /tmp, is
+    refused rather than chmod-ed: that would either fail or take the directory away from its other users.
+    """
+    raw = path if path is not None else (os.environ.get("EXECAL_CACHE_DIR") or DEFAULT_CACHE_DIR)
+    p = Path(raw).expanduser().resolve()
+    if p == Path(tempfile.gettempdir()).resolve():
+        raise CacheDirError(f"cache directory {p} is the shared temp directory; use a private directory")
+    try:
+        p.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as err:
+        raise CacheDirError(f"cannot create cache directory {p}: {err.strerror}") from err
+    st = p.stat()
+    if not stat.S_ISDIR(st.st_mode):
+        raise CacheDirError(f"cache path {p} is not a directory")
+    if st.st_mode & stat.S_ISVTX:
+        raise CacheDirError(f"cache directory {p} is a shared (sticky) directory; use a private directory")
+    if hasattr(os, "geteuid") and st.st_uid != os.geteuid():
+        raise CacheDirError(f"cache directory {p} is owned by uid {st.st_uid}, not by this user")
+    if stat.S_IMODE(st.st_mode) != 0o700:
+        log.warning("cache directory %s had mode %o; setting 0700", p, stat.S_IMODE(st.st_mode))
+        os.chmod(p, 0o700)
+    return p
+
+
+def open_cache(path: str | os.PathLike | None = None, *,
+               size_limit_bytes: int = DEFAULT_CACHE_SIZE_BYTES) -> diskcache.Cache:
+    """The one `diskcache.Cache` of this server, in `private_cache_dir(path)`.
+
+    Every gunicorn worker opens the same directory; diskcache (SQLite + files) is safe across processes.
+    """
+    directory = private_cache_dir(path)
+    return diskcache.Cache(str(directory), size_limit=int(size_limit_bytes),
+                           eviction_policy="least-recently-used")
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def new_session_id() -> str:
+    return str(uuid.uuid4())
+
+
+def is_session_id(value: Any) -> bool:
+    return isinstance(value, str) and bool(_UUID_RE.match(value))
+
+
+def is_dataset_key(value: Any) -> bool:
+    return isinstance(value, str) and bool(_KEY_RE.match(value))
+
+
+def mapping_digest(mapping: dict[str, str] | None) -> str:
+    """Short stable digest of a column mapping ("" for none): part of a dataset's identity."""
+    if not mapping:
+        return ""
+    text = json.dumps(sorted((str(k), str(v)) for k, v in mapping.items()))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def dataset_key(sha256: str, kind: str, mapping: dict[str, str] | None = None) -> str:
+    digest = mapping_digest(mapping)
+    return f"{sha256}-{kind}" + (f"-m{digest}" if digest else "")
+
+
+def frame_to_parquet(frame: pd.DataFrame) -> bytes:
+    buf = io.BytesIO()
+    frame.to_parquet(buf, engine="pyarrow")
+    return buf.getvalue()
+
+
+def frame_from_parquet(data: bytes) -> pd.DataFrame:
+    return pd.read_parquet(io.BytesIO(data), engine="pyarrow")
+
+
+def report_from_dict(d: dict) -> ValidationReport:
+    return ValidationReport(
+        rows_read=int(d.get("rows_read", 0)), rows_kept=int(d.get("rows_kept", 0)),
+        dropped=[DropRecord(reason=x["reason"], column=x.get("column"), count=int(x["count"]),
+                            first_rows=list(x.get("first_rows", []))) for x in d.get("dropped", [])],
+        warnings=list(d.get("warnings", [])))
+
+
+# --- the store ----------------------------------------------------------------------------------
+
+
+class SessionStore:
+    """Datasets by key and each session's active dataset, on top of one `diskcache.Cache`.
+
+    Decoded frames of the last few datasets are kept in process memory too, so re-rendering a panel
+    does not re-read Parquet; callers get a shallow copy (copy-on-write), so they cannot alter the cache.
+    """
+
+    def __init__(self, cache: diskcache.Cache, *, memory_items: int = 4):
+        self.cache = cache
+        self._memory: OrderedDict[str, Dataset] = OrderedDict()
+        self._memory_items = memory_items
+        self._lock = threading.Lock()
+
+    # datasets ---------------------------------------------------------------------------------
+
+    def put_dataset(self, session_id: str | None, dataset: Dataset, *,
+                    mapping: dict[str, str] | None = None, activate: bool = True) -> str:
+        """Store `dataset` (Parquet bytes + JSON metadata) and, with a session, make it its active one."""
+        key = dataset_key(dataset.sha256, dataset.kind, mapping)
+        if not self.has_dataset(key):
+            meta = {"kind": dataset.kind, "source": dataset.source, "sha256": dataset.sha256,
+                    "report": dataset.report.to_dict(), "mapping": dict(mapping or {})}
+            # parquet first: a reader that finds the meta can rely on the frame being there
+            self.cache.set(self._k("ds", key, "parquet"), frame_to_parquet(dataset.frame))
+            self.cache.set(self._k("ds", key, "meta"), json.dumps(meta))
+        self._remember(key, dataset)
+        if session_id is not None and activate:
+            self.set_active(session_id, key)
+        return key
+
+    def has_dataset(self, key: str) -> bool:
+        return (is_dataset_key(key) and self._k("ds", key, "meta") in self.cache
+                and self._k("ds", key, "parquet") in self.cache)
+
+    def get_dataset(self, session_or_key: str | None) -> Dataset | None:
+        """The dataset for a key, or a session's active dataset; None when unknown or evicted."""
+        if is_session_id(session_or_key):
+            key = self.active_key(session_or_key)
+        elif is_dataset_key(session_or_key):
+            key = session_or_key
+        else:
+            return None
+        if key is None:
+            return None
+        with self._lock:
+            hit = self._memory.get(key)
+            if hit is not None:
+                self._memory.move_to_end(key)
+        if hit is None:
+            meta_text = self.cache.get(self._k("ds", key, "meta"))
+            data = self.cache.get(self._k("ds", key, "parquet"))
+            if meta_text is None or not isinstance(data, bytes):
+                return None
+            meta = json.loads(meta_text)
+            hit = Dataset(kind=meta["kind"], frame=frame_from_parquet(data), source=meta["source"],
+                          sha256=meta["sha256"], report=report_from_dict(meta["report"]))
+            self._remember(key, hit)
+        return dataclasses.replace(hit, frame=hit.frame.copy(deep=False))
+
+    def _remember(self, key: str, dataset: Dataset) -> None:
+        with self._lock:
+            self._memory[key] = dataset
+            self._memory.move_to_end(key)
+            while len(self._memory) > self._memory_items:
+                self._memory.popitem(last=False)
+
+    # the per-content-hash load cache ------------------------------------------------------------
+
+    def load_bytes(self, raw: bytes, *, name: str, kind: str | None = None,
+                   mapping: dict[str, str] | None = None, max_bytes: int | None = None,
+                   loader: Callable[..., Dataset] | None = None,
+                   session_id: str | None = None) -> str:
+        """Load `raw` into the store (or find it there) and return its dataset key.
+
+        The same bytes with the same kind override and mapping are parsed once per cache, whichever
+        worker or session asks. Raises `DataError` (from the loader, or for an over-size file).
+        """
+        if max_bytes is not None and len(raw) > max_bytes:
+            raise DataError(f"file is {len(raw) / 2**20:.1f} MB, over the {max_bytes / 2**20:.0f} MB limit",
+                            file=name)
+        raw_sha = hashlib.sha256(raw).hexdigest()
+        request = self._k("load", raw_sha, kind or "auto", mapping_digest(mapping) or "nomap")
+        key = self.cache.get(request)
+        if not (isinstance(key, str) and self.has_dataset(key)):
+            if loader is None:
+                from models.io import load as loader
+            dataset = loader(raw, name=name, kind=kind, mapping=mapping, max_bytes=max_bytes)
+            key = self.put_dataset(None, dataset, mapping=mapping)
+            self.cache.set(request, key, expire=LOAD_INDEX_TTL_S)
+        if session_id is not None:
+            self.set_active(session_id, key)
+        return key
+
+    # sessions -----------------------------------------------------------------------------------
+
+    def _session(self, session_id: str) -> dict:
+        text = self.cache.get(self._k("session", session_id))
+        return json.loads(text) if isinstance(text, str) else {"active": None, "datasets": []}
+
+    def set_active(self, session_id: str, key: str) -> None:
+        if not is_session_id(session_id):
+            raise ValueError(f"not a session id: {session_id!r}")
+        if not is_dataset_key(key):
+            raise ValueError(f"not a dataset key: {key!r}")
+        # a transaction: two workers updating one session must not lose each other's dataset
+        with self.cache.transact():
+            record = self._session(session_id)
+            datasets = [k for k in record.get("datasets", []) if k != key] + [key]
+            record = {"active": key, "datasets": datasets[-MAX_SESSION_DATASETS:]}
+            self.cache.set(self._k("session", session_id), json.dumps(record), expire=SESSION_TTL_S)
+
+    def active_key(self, session_id: str) -> str | None:
+        """The session's active dataset key, if it is still in the cache."""
+        if not is_session_id(session_id):
+            return None
+        key = self._session(session_id).get("active")
+        return key if isinstance(key, str) and self.has_dataset(key) else None
+
+    def session_keys(self, session_id: str) -> list[str]:
+        """The session's datasets still in the cache, most recent last."""
+        if not is_session_id(session_id):
+            return []
+        return [k for k in self._session(session_id).get("datasets", []) if self.has_dataset(k)]
+
+    @staticmethod
+    def _k(*parts: str) -> str:
+        return _PREFIX + ":".join(parts)
+
+
+# --- the store of a Dash app --------------------------------------------------------------------
+
+_EXTENSION = "execal_store"
+
+
+def attach(app, store: SessionStore) -> None:
+    """Make `store` the app's session store (kept in Flask's per-app `extensions` registry)."""
+    app.server.extensions[_EXTENSION] = store
+
+
+def get_store(app) -> SessionStore:
+    try:
+        return app.server.extensions[_EXTENSION]
+    except KeyError:
+        raise RuntimeError("no session store attached to this app; build it with app.create_app()") from None

@@ -1,0 +1,156 @@
+"""Shared helpers for the app tests: a gunicorn server in a subprocess and a Debian-chromium Playwright browser.
+
+Import the fixtures into a test module (`from tests.browser_utils import gunicorn_app, browser, page`);
+`serve_gunicorn` is also usable directly as a context manager. Never runs `playwright install`: the
+browser is /usr/bin/chromium (Debian package).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+VIEWPORT = {"width": 1280, "height": 800}
+
+FILLS_HEADER = "timestamp,symbol,venue,side,quantity,arrival_price,exec_price\n"
+
+
+def fills_csv(n_rows: int, *, symbol: str = "BTCUSDT", venue: str = "binance", start_hour: int = 0) -> str:
+    """A small valid fills CSV with `n_rows` rows, one an hour."""
+    rows = [f"2024-03-01T{(start_hour + i) % 24:02d}:00:00Z,{symbol},{venue},{'buy' if i % 2 == 0 else 'sell'},"
+            f"{1 + i},{50000 + i},{50000 + i + (5 if i % 2 == 0 else -5)}\n" for i in range(n_rows)]
+    return FILLS_HEADER + "".join(rows)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen
+    cache_dir: Path
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def _wait_ready(url: str, proc: subprocess.Popen, log_path: Path, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"gunicorn exited with {proc.returncode}:\n{log_path.read_text(errors='replace')}")
+        try:
+            with urllib.request.urlopen(url + "/_dash-layout", timeout=5) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"gunicorn not ready after {timeout_s} s:\n{log_path.read_text(errors='replace')}")
+
+
+@contextlib.contextmanager
+def serve_gunicorn(tmp_dir: Path, *, workers: int = 2, env: dict | None = None, ready_timeout_s: float = 60):
+    """Run `python -m gunicorn -w N app:server` with a private cache in `tmp_dir`; stop it with SIGTERM."""
+    port = free_port()
+    cache_dir = tmp_dir / "cache"
+    log_path = tmp_dir / "gunicorn.log"
+    full_env = {**os.environ, "EXECAL_CACHE_DIR": str(cache_dir), **(env or {})}
+    full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), full_env.get("PYTHONPATH")]))
+    cmd = [sys.executable, "-m", "gunicorn", "-w", str(workers), "--threads", "2", "-b", f"127.0.0.1:{port}",
+           "--timeout", "120", "--graceful-timeout", "10",
+           # gunicorn's control socket defaults to one path in $HOME: parallel servers would fight over it
+           "--no-control-socket", "app:server"]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT)
+    server = Server(url=f"http://127.0.0.1:{port}", process=proc, cache_dir=cache_dir, log_path=log_path)
+    try:
+        _wait_ready(server.url, proc, log_path, ready_timeout_s)
+        yield server
+    finally:
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen, timeout_s: float = 20) -> int:
+    """SIGTERM (gunicorn's graceful shutdown), then SIGKILL if it hangs; returns the exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=timeout_s)
+    return proc.returncode
+
+
+def sample_dir_for_tests(tmp_dir: Path) -> Path:
+    """The repo's sample_data/ when it holds fills.csv, else a stand-in with a small fills.csv."""
+    repo = ROOT / "sample_data"
+    if (repo / "fills.csv").is_file():
+        return repo
+    stand_in = tmp_dir / "sample_data"
+    stand_in.mkdir(parents=True, exist_ok=True)
+    (stand_in / "fills.csv").write_text(fills_csv(24, symbol="ETHUSDT", venue="okx"))
+    return stand_in
+
+
+# --- fixtures -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def gunicorn_app(tmp_path_factory):
+    """The app under gunicorn (2 workers), with a private cache and the sample fills to preload."""
+    tmp = tmp_path_factory.mktemp("gunicorn")
+    sample_dir = sample_dir_for_tests(tmp)
+    with serve_gunicorn(tmp, env={"EXECAL_SAMPLE_DIR": str(sample_dir)}) as server:
+        server.sample_dir = sample_dir
+        yield server
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} not found: install Debian's chromium (tests/run.sh does)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def page(browser, gunicorn_app):
+    """A fresh browser context (so a fresh localStorage session) at 1280×800, failing on page errors."""
+    context = browser.new_context(viewport=VIEWPORT, base_url=gunicorn_app.url)
+    context.set_default_timeout(30_000)
+    pg = context.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    pg.errors = errors
+    try:
+        yield pg
+    finally:
+        context.close()

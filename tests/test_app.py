@@ -1,0 +1,427 @@
+"""The app without a browser: pure builders, callback bodies as plain functions, the session store, and
+the app served by gunicorn."""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import stat
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import pytest
+from dash import no_update
+
+from browser_utils import fills_csv, serve_gunicorn
+from components import data_panel, figures, layout, store
+from models.schema import DataError, Dataset, DropRecord, ValidationReport
+
+
+def data_url(text: str | bytes, mime: str = "text/csv") -> str:
+    raw = text.encode() if isinstance(text, str) else text
+    return f"data:{mime};base64," + base64.b64encode(raw).decode()
+
+
+@pytest.fixture
+def cache_dir(tmp_path) -> Path:
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def st(cache_dir) -> store.SessionStore:
+    s = store.SessionStore(store.open_cache(cache_dir))
+    yield s
+    s.cache.close()
+
+
+@pytest.fixture
+def settings(cache_dir, tmp_path) -> layout.Settings:
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    (samples / "fills.csv").write_text(fills_csv(5, symbol="SOLUSDT", venue="bybit"))
+    (samples / "notes.md").write_text("not a data file")
+    return layout.Settings(cache_dir=cache_dir, sample_dir=samples, max_upload_bytes=2**20)
+
+
+def make_dataset(n: int = 3, *, kind: str = "fills") -> Dataset:
+    frame = pd.DataFrame({
+        "timestamp": pd.to_datetime(["2024-01-01 00:00", "2024-01-01 06:00", "2024-01-02 00:00"][:n], utc=True),
+        "symbol": ["BTCUSDT", "ETHUSDT", None][:n],
+        "side": np.array([1, -1, 1][:n], dtype=np.int8),
+        "quantity": [1.0, 2.5, np.nan][:n],
+        "arrival_price": [100.0, 200.0, 300.0][:n],
+        "exec_price": [100.1, 199.9, 300.3][:n],
+    })
+    report = ValidationReport(rows_read=n + 2, rows_kept=n,
+                              dropped=[DropRecord("not positive", "quantity", 2, [4, 5])],
+                              warnings=["timestamps were not sorted; sorted them"])
+    return Dataset(kind=kind, frame=frame, source="my_fills.csv", sha256="ab" * 32, report=report)
+
+
+# --- figures: pure builders ---------------------------------------------------------------------
+
+
+def test_format_span_and_duration():
+    assert figures.format_duration_s(45) == "45 s"
+    assert figures.format_duration_s(750) == "12.5 min"
+    assert figures.format_duration_s(3 * 3600) == "3.0 h"
+    assert figures.format_duration_s(6 * 86400) == "6.0 d"
+    assert figures.format_span("2024-01-01T00:00:00+00:00", "2024-01-02T12:00:00+00:00") == (
+        "2024-01-01 00:00:00 → 2024-01-02 12:00:00 UTC (36.0 h)")
+    assert figures.format_span(None, None) == "–"
+
+
+def test_summary_rows_from_dataset_summary():
+    rows = dict(figures.summary_rows(make_dataset().summary()))
+    assert rows["File"] == "my_fills.csv"
+    assert rows["Kind"].startswith("fills")
+    assert rows["Rows"] == "3"
+    assert rows["Columns"].startswith("6: timestamp, symbol, side")
+    assert rows["Time span"] == "2024-01-01 00:00:00 → 2024-01-02 00:00:00 UTC (24.0 h)"
+    assert rows["Symbols"] == "BTCUSDT, ETHUSDT"
+    assert rows["Venues"] == "–"
+
+
+def test_long_symbol_lists_are_truncated():
+    names = [f"S{i:02d}" for i in range(15)]
+    assert figures.format_names(names, limit=12).endswith("S11 (+3 more)")
+    assert figures.format_names([]) == "–"
+
+
+def test_report_headline_and_drop_rows():
+    report = make_dataset().report.to_dict()
+    assert figures.report_headline(report) == "Read 5 rows, kept 3, dropped 2."
+    assert figures.drop_rows(report) == [{"reason": "not positive", "column": "quantity", "count": "2",
+                                          "first rows": "4, 5"}]
+    clean = ValidationReport(rows_read=7, rows_kept=7).to_dict()
+    assert figures.report_headline(clean) == "Read 7 rows, kept all 7."
+    assert figures.drop_rows(clean) == []
+
+
+def test_preview_table_is_json_ready_and_capped():
+    frame = pd.concat([make_dataset().frame] * 100, ignore_index=True)   # 300 rows
+    columns, rows = figures.preview_table(frame, n_rows=200)
+    assert len(rows) == 200
+    assert [c["field"] for c in columns] == list(frame.columns)
+    assert {c["field"] for c in columns if c.get("type") == "numericColumn"} == {
+        "side", "quantity", "arrival_price", "exec_price"}
+    assert rows[0]["timestamp"] == "2024-01-01 00:00:00.000"
+    assert rows[0]["side"] == 1 and type(rows[0]["side"]) is int
+    assert rows[2]["quantity"] is None and rows[2]["symbol"] is None
+    json.dumps(rows, allow_nan=False)   # NaN would be invalid JSON in the browser
+
+
+def test_preview_table_of_empty_frame():
+    columns, rows = figures.preview_table(make_dataset().frame.iloc[:0])
+    assert rows == [] and len(columns) == 6
+
+
+def test_coverage_counts_show_gaps():
+    ts = pd.Series(pd.to_datetime(["2024-01-01 00:00"] * 3 + ["2024-01-01 00:30"] + ["2024-01-01 09:59"] * 2,
+                                  utc=True))
+    edges, counts = figures.coverage_counts(ts, bins=10)
+    assert counts.sum() == 6
+    assert counts[0] == 4 and counts[-1] == 2 and (counts[1:-1] == 0).all()
+    assert edges[0] == pd.Timestamp("2024-01-01 00:00", tz="UTC")
+
+
+def test_coverage_counts_single_instant_and_empty():
+    one = pd.Series(pd.to_datetime(["2024-01-01"] * 4, utc=True))
+    _, counts = figures.coverage_counts(one)
+    assert counts.tolist() == [4]
+    _, counts = figures.coverage_counts(one.iloc[:0])
+    assert counts.size == 0
+
+
+def test_coverage_figure_and_empty_state():
+    fig = figures.coverage_figure(make_dataset().frame)
+    assert isinstance(fig, go.Figure) and fig.data[0].type == "bar"
+    assert int(np.sum(fig.data[0].y)) == 3
+    empty = figures.coverage_figure(pd.DataFrame({"x": [1]}))
+    assert len(empty.data) == 0 and "No timestamps" in empty.layout.annotations[0].text
+
+
+# --- store ------------------------------------------------------------------------------------
+
+
+def test_cache_dir_is_created_private(tmp_path):
+    d = store.private_cache_dir(tmp_path / "a" / "cache")
+    assert stat.S_IMODE(d.stat().st_mode) == 0o700
+
+
+def test_cache_dir_permissions_are_tightened(tmp_path):
+    d = tmp_path / "loose"
+    d.mkdir()
+    os.chmod(d, 0o755)
+    store.private_cache_dir(d)
+    assert stat.S_IMODE(d.stat().st_mode) == 0o700
+
+
+def test_cache_dir_from_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("EXECAL_CACHE_DIR", str(tmp_path / "from_env"))
+    assert store.private_cache_dir() == (tmp_path / "from_env").resolve()
+
+
+def test_shared_sticky_dirs_are_refused(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)
+    with pytest.raises(store.CacheDirError, match="shared"):
+        store.private_cache_dir(shared)
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o1777   # left alone
+    import tempfile
+    with pytest.raises(store.CacheDirError):
+        store.private_cache_dir(tempfile.gettempdir())
+
+
+def test_dataset_round_trip_across_processes_view(st, cache_dir):
+    ds = make_dataset()
+    sid = store.new_session_id()
+    key = st.put_dataset(sid, ds)
+    assert key == "ab" * 32 + "-fills"
+    # a second store on the same directory stands for another gunicorn worker (no shared memory)
+    other = store.SessionStore(store.open_cache(cache_dir))
+    for got in (other.get_dataset(key), other.get_dataset(sid)):
+        pd.testing.assert_frame_equal(got.frame, ds.frame)
+        assert (got.kind, got.source, got.sha256) == (ds.kind, ds.source, ds.sha256)
+        assert got.report.to_dict() == ds.report.to_dict()
+    assert other.active_key(sid) == key
+    other.cache.close()
+
+
+def test_store_keeps_no_pickles(st):
+    key = st.put_dataset(store.new_session_id(), make_dataset())
+    parquet = st.cache.get(f"execal:ds:{key}:parquet")
+    meta = st.cache.get(f"execal:ds:{key}:meta")
+    assert isinstance(parquet, bytes) and parquet[:4] == b"PAR1"
+    assert isinstance(meta, str) and json.loads(meta)["kind"] == "fills"
+    # diskcache writes pickles in mode 4 (MODE_PICKLE); ours must be raw bytes / text
+    modes = dict(st.cache._sql("SELECT key, mode FROM Cache").fetchall())
+    assert {m for k, m in modes.items() if str(k).startswith("execal:")} <= {1, 2, 3}
+
+
+def test_callers_cannot_alter_the_cached_frame(st):
+    key = st.put_dataset(None, make_dataset())
+    got = st.get_dataset(key)
+    got.frame["quantity"] = 0.0
+    assert st.get_dataset(key).frame["quantity"].iloc[0] == 1.0
+
+
+def test_unknown_or_malformed_keys_give_none(st):
+    assert st.get_dataset(None) is None
+    assert st.get_dataset("../../etc/passwd") is None
+    assert st.get_dataset("cd" * 32 + "-fills") is None
+    assert st.get_dataset(store.new_session_id()) is None
+
+
+def test_session_keeps_its_datasets_and_active_one(st):
+    sid = store.new_session_id()
+    k1 = st.put_dataset(sid, make_dataset())
+    k2 = st.put_dataset(sid, make_dataset(kind="trades"))
+    assert st.active_key(sid) == k2
+    assert st.session_keys(sid) == [k1, k2]
+    st.set_active(sid, k1)
+    assert st.session_keys(sid) == [k2, k1] and st.active_key(sid) == k1
+    with pytest.raises(ValueError):
+        st.set_active("not-a-session", k1)
+
+
+def test_same_bytes_load_once(st):
+    calls = []
+
+    def loader(raw, **kw):
+        from models.io import load
+
+        calls.append(kw["name"])
+        return load(raw, **kw)
+
+    raw = fills_csv(4).encode()
+    k1 = st.load_bytes(raw, name="a.csv", loader=loader)
+    k2 = st.load_bytes(raw, name="a.csv", loader=loader)
+    assert k1 == k2 and calls == ["a.csv"]
+    # a different mapping or kind override is a different request, and with a mapping a different key
+    k3 = st.load_bytes(raw.replace(b"exec_price", b"px"), name="b.csv", mapping={"px": "exec_price"},
+                       loader=loader)
+    assert k3.endswith("-fills-m" + store.mapping_digest({"px": "exec_price"}))
+    assert len(calls) == 2
+    pd.testing.assert_frame_equal(st.get_dataset(k3).frame, st.get_dataset(k1).frame)
+
+
+def test_oversize_is_refused_before_parsing(st):
+    with pytest.raises(DataError, match="big.csv: .*over the 1 MB limit"):
+        st.load_bytes(b"x" * (2**20 + 1), name="big.csv", max_bytes=2**20,
+                      loader=lambda *a, **k: pytest.fail("must not parse"))
+
+
+# --- callback bodies ----------------------------------------------------------------------------
+
+
+def test_upload_sets_active_dataset_and_renders_summary(st, settings):
+    sid = store.new_session_id()
+    out = data_panel.load_dataset(st, settings, trigger=data_panel.UPLOAD, session_id=sid,
+                                  contents=data_url(fills_csv(7)), filename="mine.csv")
+    assert out["alert"] == ("", False)
+    assert out["source"] == {"type": "upload", "name": "mine.csv"}
+    assert st.active_key(sid) == out["active"]["key"]
+    view = data_panel.render_dataset(st, out["active"])
+    rows = dict(figures.summary_rows(st.get_dataset(sid).summary()))
+    assert rows["Rows"] == "7" and rows["File"] == "mine.csv"
+    assert "mine.csv" in str(view["summary"]) and len(view["rows"]) == 7
+    assert view["preview_title"] == "Preview (first 7 of 7 rows)"
+
+
+def test_bad_upload_shows_error_and_keeps_previous(st, settings):
+    sid = store.new_session_id()
+    good = data_panel.load_dataset(st, settings, trigger=data_panel.UPLOAD, session_id=sid,
+                                   contents=data_url(fills_csv(3)), filename="good.csv")
+    bad = data_panel.load_dataset(st, settings, trigger=data_panel.UPLOAD, session_id=sid,
+                                  contents=data_url("price;;\n\x00\x01garbage"), filename="bad.csv")
+    message, is_open = bad["alert"]
+    assert is_open and message.startswith("bad.csv") and "Traceback" not in message
+    assert bad["active"] is no_update and bad["source"] is no_update
+    assert st.active_key(sid) == good["active"]["key"]
+
+
+def test_unexpected_error_is_logged_not_shown(st, settings, monkeypatch, caplog):
+    def boom(*a, **k):
+        raise RuntimeError("secret internal detail")
+
+    monkeypatch.setattr(st, "load_bytes", boom)
+    out = data_panel.load_dataset(st, settings, trigger=data_panel.UPLOAD, session_id=store.new_session_id(),
+                                  contents=data_url(fills_csv(3)), filename="x.csv")
+    message, is_open = out["alert"]
+    assert is_open and "RuntimeError" in message and "secret" not in message
+    assert "secret internal detail" in caplog.text   # the traceback went to the server log
+
+
+def test_first_visit_preloads_sample_fills(st, settings):
+    sid = store.new_session_id()
+    out = data_panel.load_dataset(st, settings, trigger=store.SESSION_STORE_ID, session_id=sid)
+    assert out["source"] == {"type": "sample", "name": "fills.csv"}
+    assert st.get_dataset(sid).summary()["symbols"] == ["SOLUSDT"]
+    # the next visit of the same session finds its dataset, and does not reload the sample
+    st.put_dataset(sid, make_dataset())
+    again = data_panel.load_dataset(st, settings, trigger=None, session_id=sid)
+    assert again["active"] == {"key": "ab" * 32 + "-fills"} and again["source"] is no_update
+
+
+def test_first_visit_without_samples_is_an_empty_state(st, settings, tmp_path):
+    empty = layout.Settings(cache_dir=settings.cache_dir, sample_dir=tmp_path / "none", max_upload_bytes=2**20)
+    out = data_panel.load_dataset(st, empty, trigger=store.SESSION_STORE_ID, session_id=store.new_session_id())
+    assert out["active"] is None
+    view = data_panel.render_dataset(st, out["active"])
+    assert data_panel.EMPTY_MESSAGE in str(view["summary"]) and view["rows"] == []
+
+
+def test_evicted_dataset_says_so(st):
+    view = data_panel.render_dataset(st, {"key": "cd" * 32 + "-fills"})
+    assert "no longer in the server's cache" in str(view["summary"])
+
+
+def test_sample_picker_only_opens_listed_files(st, settings):
+    assert data_panel.sample_files(settings.sample_dir) == ["fills.csv"]
+    sid = store.new_session_id()
+    out = data_panel.load_dataset(st, settings, trigger=data_panel.SAMPLE, session_id=sid,
+                                  sample="../../cache/x.csv")
+    assert out["alert"][1] and "no such bundled sample" in out["alert"][0]
+    assert st.active_key(sid) is None
+
+
+def test_reload_applies_kind_and_mapping(st, settings):
+    sid = store.new_session_id()
+    contents = data_url(fills_csv(3).replace("exec_price", "fill_px"))
+    first = data_panel.load_dataset(st, settings, trigger=data_panel.UPLOAD, session_id=sid,
+                                    contents=contents, filename="renamed.csv")
+    assert first["alert"][1] and "renamed.csv" in first["alert"][0]
+    fixed = data_panel.load_dataset(st, settings, trigger=data_panel.APPLY, session_id=sid, contents=contents,
+                                    filename="renamed.csv", mapping_text="fill_px=exec_price", kind="fills",
+                                    source={"type": "upload", "name": "renamed.csv"})
+    assert fixed["alert"] == ("", False)
+    assert "exec_price" in st.get_dataset(sid).frame.columns
+    nothing = data_panel.load_dataset(st, settings, trigger=data_panel.APPLY, session_id=sid, source=None)
+    assert nothing["alert"][1] and "Load a file first" in nothing["alert"][0]
+
+
+def test_bad_mapping_text_is_a_data_error(st, settings):
+    out = data_panel.load_dataset(st, settings, trigger=data_panel.UPLOAD, session_id=store.new_session_id(),
+                                  contents=data_url(fills_csv(3)), filename="f.csv", mapping_text="nonsense")
+    assert out["alert"][1] and "mapping" in out["alert"][0]
+
+
+def test_decode_upload_rejects_garbage():
+    assert data_panel.decode_upload(data_url(b"abc"), "f.csv") == b"abc"
+    with pytest.raises(DataError, match="f.csv"):
+        data_panel.decode_upload("data:text/csv;base64,@@@", "f.csv")
+    with pytest.raises(DataError):
+        data_panel.decode_upload("plain text", "f.csv")
+
+
+def test_invalid_session_gets_a_message(st, settings):
+    out = data_panel.load_dataset(st, settings, trigger=data_panel.UPLOAD, session_id="tampered",
+                                  contents=data_url(fills_csv(3)), filename="f.csv")
+    assert out["alert"][1] and out["active"] is no_update
+
+
+# --- app ----------------------------------------------------------------------------------------
+
+
+def test_routing_picks_panel_from_path():
+    assert layout.visible_panel("/") == 0
+    assert layout.visible_panel("/data") == layout.PANELS.index(data_panel)
+    assert layout.visible_panel("/no-such-panel") == 0
+
+
+def test_upload_limit_setting(monkeypatch):
+    monkeypatch.setenv("EXECAL_MAX_UPLOAD_MB", "12.5")
+    assert layout.max_upload_bytes() == int(12.5 * 2**20)
+    assert layout.max_upload_bytes(3) == 3 * 2**20
+    monkeypatch.setenv("EXECAL_MAX_UPLOAD_MB", "lots")
+    with pytest.raises(ValueError, match="EXECAL_MAX_UPLOAD_MB"):
+        layout.max_upload_bytes()
+    monkeypatch.delenv("EXECAL_MAX_UPLOAD_MB")
+    assert layout.max_upload_bytes() == 200 * 2**20
+
+
+def test_create_app_wires_server(tmp_path, settings):
+    import app as app_module
+
+    app = app_module.create_app(cache_dir=str(tmp_path / "c"), sample_dir=str(settings.sample_dir),
+                                max_upload_mb=1)
+    assert stat.S_IMODE((tmp_path / "c").stat().st_mode) == 0o700
+    client = app.server.test_client()
+    page = client.get("/")
+    assert page.status_code == 200 and b"<title>execal</title>" in page.data
+    layout_json = client.get("/_dash-layout").get_json()
+    text = json.dumps(layout_json)
+    for panel in layout.PANELS:
+        assert layout.nav_link_id(panel) in text and layout.panel_container_id(panel) in text
+    assert store.SESSION_STORE_ID in text and data_panel.UPLOAD in text
+    # server-side size limit: a request bigger than the base64 of 1 MB is refused before any callback
+    assert app.server.config["MAX_CONTENT_LENGTH"] == int(2**20 * 4 / 3) + 2**20
+    big = client.post("/_dash-update-component", data=b"x" * (3 * 2**20), content_type="application/json")
+    assert big.status_code == 413
+    # no CDN: every stylesheet and script is served by the app itself
+    assert b"cdn.jsdelivr" not in page.data and b"unpkg.com" not in page.data
+
+
+def test_gunicorn_serves_the_app(tmp_path):
+    with serve_gunicorn(tmp_path, workers=2, env={"EXECAL_MAX_UPLOAD_MB": "0.5"}) as server:
+        with urllib.request.urlopen(server.url + "/", timeout=30) as r:
+            assert r.status == 200 and b"<title>execal</title>" in r.read()
+        with urllib.request.urlopen(server.url + "/_dash-layout", timeout=30) as r:
+            assert r.status == 200 and store.SESSION_STORE_ID in r.read().decode()
+        # the limit from the environment is enforced by every worker
+        for _ in range(4):
+            req = urllib.request.Request(server.url + "/_dash-update-component", data=b"x" * (2 * 2**20),
+                                         headers={"Content-Type": "application/json"})
+            with pytest.raises(urllib.error.HTTPError) as err:
+                urllib.request.urlopen(req, timeout=30)
+            assert err.value.code == 413
+        assert stat.S_IMODE(server.cache_dir.stat().st_mode) == 0o700
+        proc = server.process
+    assert proc.returncode == 0, server.log()
+    assert "Traceback" not in server.log()
