@@ -40,6 +40,8 @@ GZIP_EXPANSION_LIMIT = 5
 # more than this fraction of rows dropped means the file, not a few rows, is wrong
 MAX_DROP_FRACTION = 0.5
 _HEAD_BYTES = 64 * 1024
+# pyarrow infers column types from the first block; a later bad cell triggers a re-read
+_CSV_BLOCK_BYTES = 8 * 1024**2
 _MB = 1024**2
 
 # canonical name -> spellings users have (compared lower-case). First spelling wins when a file
@@ -118,7 +120,7 @@ def load(source: str | os.PathLike | bytes, *, name: str | None = None, kind: st
         if raw.size == 0:
             raise DataError("the file is empty (the gzip archive holds 0 bytes)", file=label)
     if _BINANCE_LINE.match(head):
-        return _load_binance_capture(source, raw, kind)
+        return _load_binance_capture(raw, kind)
     if head[:4] == b"PAR1":
         parsed = _Parsed(_read_parquet(raw))
     else:
@@ -205,7 +207,9 @@ def _limit_bytes(max_bytes: int | None) -> int:
 
 
 def _mb(n: int) -> str:
-    return f"{n / _MB:.1f}".rstrip("0").rstrip(".")
+    """Bytes as MB for messages: 2 decimals, fewer when they are zeros (tiny limits keep 2 digits)."""
+    x = n / _MB
+    return f"{x:.2f}".rstrip("0").rstrip(".") if x >= 0.01 else f"{x:.2g}"
 
 
 @dataclass
@@ -357,7 +361,7 @@ def _read_csv(raw: _Raw) -> _Parsed:
             table = pacsv.read_csv(
                 raw.source(),
                 read_options=pacsv.ReadOptions(skip_rows=skip, use_threads=handler is None,
-                                               block_size=8 * _MB),
+                                               block_size=_CSV_BLOCK_BYTES),
                 parse_options=pacsv.ParseOptions(delimiter=delim, invalid_row_handler=handler),
                 convert_options=pacsv.ConvertOptions(column_types=forced, strings_can_be_null=True))
             break
@@ -511,7 +515,7 @@ def _from_table(parsed: _Parsed, *, label: str, sha256: str, kind: str | None,
     return Dataset(kind, clean, label, sha256, report)
 
 
-def _load_binance_capture(source, raw: _Raw, kind: str | None) -> Dataset:
+def _load_binance_capture(raw: _Raw, kind: str | None) -> Dataset:
     """Raw Binance websocket capture: parsed by models.binance, validated here."""
     try:
         from models import binance   # lazy: optional reader, and heavy JSON parsing
@@ -523,8 +527,15 @@ def _load_binance_capture(source, raw: _Raw, kind: str | None) -> Dataset:
     if kind not in streams:
         raise DataError(f"a raw Binance capture holds {', '.join(streams)}, not {kind!r}",
                         file=raw.label)
-    src = source if isinstance(source, (bytes, bytearray, memoryview)) else os.fspath(source)
-    capture = binance.read_capture(bytes(src) if not isinstance(src, str) else src, name=raw.label)
+    # hand over the bytes already decompressed for sniffing rather than reading the file again
+    src = raw.data if raw.data is not None else raw.path
+    try:
+        capture = binance.read_capture(src, name=raw.label)
+    except DataError:
+        raise
+    except Exception as exc:   # the user gets a sentence; the chained traceback stays for logs
+        raise DataError(f"could not read the raw Binance capture ({type(exc).__name__}: {exc})",
+                        file=raw.label) from exc
     frames = {s: getattr(capture, s, None) for s in streams}
     frame = frames[kind]
     if frame is None or len(frame) == 0:
@@ -611,9 +622,16 @@ def _epoch_to_utc(values: np.ndarray, ok: np.ndarray) -> tuple[pd.Series, np.nda
         ok = ok & (np.abs(vals) < bound)
         ns = np.where(ok, vals, 0) * factor
     else:
-        scaled = values * float(factor)
-        ok = ok & np.isfinite(scaled) & (np.abs(scaled) < 9.2e18)
-        ns = np.where(ok, np.round(scaled), 0).astype(np.int64)
+        # a float epoch near 1.7e9 s (or 1.7e12 ms, 1.7e15 us) carries ~0.2 us of precision:
+        # scale whole and fractional parts separately and round to the microsecond, so that
+        # 1709294401.25 s is exactly ...:01.25 and not ...:01.249999872
+        ok = ok & np.isfinite(values) & (np.abs(values) * factor < 9.2e18)
+        safe = np.where(ok, values, 0.0)
+        whole = np.floor(safe)
+        frac_ns = (safe - whole) * factor
+        if factor >= 1000:
+            frac_ns = np.round(frac_ns / 1000.0) * 1000.0
+        ns = whole.astype(np.int64) * factor + np.round(frac_ns).astype(np.int64)
     ts = pd.Series(pd.to_datetime(ns, unit="ns", utc=True))
     ts[~ok] = pd.NaT
     return ts, ~ok, unit
