@@ -1,0 +1,358 @@
+"""Calibration results: immutable, the same type for a fit and for parameters set by hand.
+
+arch's split: `Calibrator.fit()` returns a `CalibrationResult`; `Calibrator.fix(params)` returns
+the same type with status "fixed", so the tweak slider and the fitted view share one code path.
+A result holds the parameters, the sandwich covariance (valid under a robust loss), the optimizer's
+own report (status, message, iterations, active bounds: never swallowed), predictions and residuals
+on the rows used, and metrics. Cheap metrics (in-sample, out-of-sample, walk-forward) are computed
+when the result is built; the breakdowns by venue / symbol / side / size bucket are computed on
+first access (`metrics`) so that building a result for a slider move on a million fills stays fast.
+
+Sign conventions: `residuals_bps` = observed − predicted; `bias_bps` = mean(predicted − observed)
+(> 0: the model over-predicts costs); `z` = residual / expected noise (1e4·sigma·√T).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from models.features import Features, impact_features
+from models.schema import ValidationReport
+
+GROUP_METRICS = ("venue", "symbol", "side", "size_bucket")
+
+
+def _readonly(a: np.ndarray | None) -> np.ndarray | None:
+    if a is None:
+        return None
+    a = np.asarray(a)
+    if a.flags.writeable:
+        a = a.view()
+        a.flags.writeable = False
+    return a
+
+
+def _num(x) -> float | None:
+    """JSON-ready float: NaN/inf become None."""
+    if x is None:
+        return None
+    x = float(x)
+    return x if np.isfinite(x) else None
+
+
+# --- metrics ---------------------------------------------------------------------------------
+
+def error_metrics(observed: np.ndarray, predicted: np.ndarray,
+                  expected_noise_bps: np.ndarray | None = None) -> dict:
+    """RMSE, MAE, median absolute error, bias, R² (all in bps) and residual z-scores."""
+    residual = observed - predicted
+    ok = np.isfinite(residual)
+    if not ok.all():
+        residual, observed = residual[ok], observed[ok]
+        if expected_noise_bps is not None:
+            expected_noise_bps = expected_noise_bps[ok]
+    n = int(residual.shape[0])
+    out: dict[str, Any] = {"n": n}
+    if n == 0:
+        return out | {k: None for k in ("rmse_bps", "mae_bps", "median_abs_error_bps", "bias_bps",
+                                         "r2", "z_mean", "z_std", "z_rms")}
+    abs_res = np.abs(residual)
+    sse = float(np.dot(residual, residual))
+    centred = observed - observed.mean()
+    sst = float(np.dot(centred, centred))
+    out["rmse_bps"] = (sse / n) ** 0.5
+    out["mae_bps"] = float(abs_res.mean())
+    out["median_abs_error_bps"] = float(np.median(abs_res))
+    out["bias_bps"] = -float(residual.mean())
+    out["r2"] = 1.0 - sse / sst if sst > 0 else None
+    if expected_noise_bps is not None:
+        z = residual / expected_noise_bps
+        z = z[np.isfinite(z)]
+        out["z_mean"] = float(z.mean()) if z.size else None
+        out["z_std"] = float(z.std(ddof=1)) if z.size > 1 else None
+        out["z_rms"] = float(np.sqrt(np.mean(z * z))) if z.size else None
+    else:
+        out["z_mean"] = out["z_std"] = out["z_rms"] = None
+    return {k: (_num(v) if isinstance(v, float) else v) for k, v in out.items()}
+
+
+def group_metrics(codes: np.ndarray, labels, observed, predicted, expected_noise_bps=None,
+                  *, max_median_groups: int = 200) -> dict[str, dict]:
+    """`error_metrics` per group, vectorised with bincount (medians by mask for ≤ 200 groups)."""
+    residual = observed - predicted
+    ok = np.isfinite(residual) & (codes >= 0)
+    codes, residual, observed = codes[ok], residual[ok], observed[ok]
+    g = len(labels)
+    n = np.bincount(codes, minlength=g).astype(np.float64)
+    s_res = np.bincount(codes, residual, minlength=g)
+    s_res2 = np.bincount(codes, residual * residual, minlength=g)
+    s_abs = np.bincount(codes, np.abs(residual), minlength=g)
+    s_obs = np.bincount(codes, observed, minlength=g)
+    s_obs2 = np.bincount(codes, observed * observed, minlength=g)
+    zs = None
+    if expected_noise_bps is not None:
+        z = residual / expected_noise_bps[ok]
+        zok = np.isfinite(z)
+        zc, z = codes[zok], z[zok]
+        zs = (np.bincount(zc, minlength=g).astype(np.float64), np.bincount(zc, z, minlength=g),
+              np.bincount(zc, z * z, minlength=g))
+    out = {}
+    for i, label in enumerate(labels):
+        ni = n[i]
+        if ni == 0:
+            continue
+        sst = s_obs2[i] - s_obs[i] ** 2 / ni
+        m = {"n": int(ni), "rmse_bps": _num((s_res2[i] / ni) ** 0.5), "mae_bps": _num(s_abs[i] / ni),
+             "median_abs_error_bps": None, "bias_bps": _num(-s_res[i] / ni),
+             "r2": _num(1.0 - s_res2[i] / sst) if sst > 1e-12 * max(s_obs2[i], 1e-300) else None,
+             "z_mean": None, "z_std": None, "z_rms": None}
+        if zs is not None and zs[0][i] > 0:
+            zn, z1, z2 = zs[0][i], zs[1][i], zs[2][i]
+            m["z_mean"] = _num(z1 / zn)
+            m["z_rms"] = _num((z2 / zn) ** 0.5)
+            if zn > 1:
+                m["z_std"] = _num((max(z2 - z1 * z1 / zn, 0.0) / (zn - 1)) ** 0.5)
+        if g <= max_median_groups:
+            m["median_abs_error_bps"] = _num(np.median(np.abs(residual[codes == i])))
+        out[str(label)] = m
+    return out
+
+
+# --- reports ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class OptimizerReport:
+    """What the optimizer said, verbatim where it speaks (scipy's status codes and messages)."""
+    method: str
+    loss: str
+    f_scale: float
+    weights: str
+    status: int | None           # scipy's codes: 0 max_nfev, 1 gtol, 2 ftol, 3 xtol, 4 ftol+xtol; None: fixed
+    message: str
+    success: bool
+    converged: bool
+    nfev: int = 0
+    njev: int | None = None
+    iterations: int | None = None
+    cost: float | None = None    # ½·Σ f_scale²·rho(z) at the solution, on the training rows
+    active_bounds: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    starts: tuple[Mapping, ...] = ()   # multistart / global-search stages
+    settings: Mapping = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "loss": self.loss, "f_scale": self.f_scale,
+                "weights": self.weights, "status": self.status, "message": self.message,
+                "success": self.success, "converged": self.converged, "nfev": self.nfev,
+                "njev": self.njev, "iterations": self.iterations, "cost": _num(self.cost),
+                "active_bounds": list(self.active_bounds), "warnings": list(self.warnings),
+                "starts": [dict(s) for s in self.starts], "settings": dict(self.settings)}
+
+
+@dataclass(frozen=True, eq=False)
+class BootstrapResult:
+    """Parameters refitted on resamples of whole clusters (days or order ids)."""
+    by: str
+    n: int
+    seed: int
+    clusters: int
+    names: tuple[str, ...]
+    samples: np.ndarray          # (n_ok, k) read-only; failed refits are excluded
+    failures: int
+
+    def conf_int(self, alpha: float = 0.05) -> dict[str, tuple[float, float]]:
+        """Percentile intervals."""
+        if self.samples.shape[0] == 0:
+            return {k: (np.nan, np.nan) for k in self.names}
+        lo, hi = np.quantile(self.samples, [alpha / 2, 1 - alpha / 2], axis=0)
+        return {k: (float(a), float(b)) for k, a, b in zip(self.names, lo, hi)}
+
+    @property
+    def std_errors(self) -> dict[str, float]:
+        sd = self.samples.std(axis=0, ddof=1) if self.samples.shape[0] > 1 else np.full(len(self.names), np.nan)
+        return dict(zip(self.names, map(float, sd)))
+
+    def to_dict(self, alpha: float = 0.05) -> dict:
+        return {"by": self.by, "n": self.n, "seed": self.seed, "clusters": self.clusters,
+                "failures": self.failures, "alpha": alpha,
+                "std_errors": {k: _num(v) for k, v in self.std_errors.items()},
+                "conf_int": {k: [_num(a), _num(b)] for k, (a, b) in self.conf_int(alpha).items()}}
+
+
+# --- the result ------------------------------------------------------------------------------
+
+@dataclass(frozen=True, eq=False)
+class CalibrationResult:
+    """An impact model with parameters, fitted (`status == "fitted"`) or set by hand ("fixed")."""
+    model: Any                          # ImpactModel
+    theta: np.ndarray                   # full parameter vector (model.params order), read-only
+    free: tuple[str, ...]               # names that were estimated
+    covariance: np.ndarray              # (k, k) over `free`, sandwich form; NaN when fixed
+    report: OptimizerReport
+    features: Features                  # the usable rows (train and test)
+    is_train: np.ndarray                # bool per usable row
+    predicted_bps: np.ndarray
+    residuals_bps: np.ndarray           # observed − predicted (NaN without an observed cost)
+    status: str                         # "fitted" | "fixed"
+    participation: str
+    weights: str
+    validation: ValidationReport
+    settings: Mapping = field(default_factory=dict)     # Calibrator.get_params()
+    bounds: Mapping = field(default_factory=dict)       # {name: (lower, upper)} used
+    out_of_sample: Mapping | None = None
+    walk_forward: Mapping | None = None
+    bootstrap: BootstrapResult | None = None
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        for name in ("theta", "covariance", "is_train", "predicted_bps", "residuals_bps"):
+            object.__setattr__(self, name, _readonly(getattr(self, name)))
+
+    # -- parameters ---------------------------------------------------------------------------
+    @property
+    def params(self) -> dict[str, float]:
+        return self.model.as_dict(self.theta)
+
+    @property
+    def fixed(self) -> tuple[str, ...]:
+        return tuple(n for n in self.model.param_names if n not in self.free)
+
+    @property
+    def std_errors(self) -> dict[str, float]:
+        se = np.sqrt(np.clip(np.diag(self.covariance), 0.0, None)) if self.covariance.size else []
+        by_name = dict(zip(self.free, map(float, se)))
+        return {n: by_name.get(n, np.nan) for n in self.model.param_names}
+
+    def conf_int(self, alpha: float = 0.05) -> dict[str, tuple[float, float]]:
+        """Normal-approximation intervals from the sandwich standard errors (NaN for fixed params)."""
+        zcrit = float(stats.norm.ppf(1 - alpha / 2))
+        se = self.std_errors
+        return {n: (v - zcrit * se[n], v + zcrit * se[n]) for n, v in self.params.items()}
+
+    @property
+    def correlation(self) -> pd.DataFrame:
+        cov = self.covariance
+        sd = np.sqrt(np.clip(np.diag(cov), 0.0, None)) if cov.size else np.array([])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            corr = cov / np.outer(sd, sd) if cov.size else cov
+        return pd.DataFrame(corr, index=list(self.free), columns=list(self.free))
+
+    # -- data views ---------------------------------------------------------------------------
+    @property
+    def n_train(self) -> int:
+        return int(self.is_train.sum())
+
+    @property
+    def row_index(self) -> np.ndarray:
+        """0-based position in the input of each row of `predicted_bps` / `residuals_bps`."""
+        return self.features.row_index
+
+    @property
+    def observed_bps(self) -> np.ndarray | None:
+        return self.features.cost_bps
+
+    @property
+    def in_sample(self) -> dict:
+        if "in_sample" not in self._cache:
+            self._cache["in_sample"] = self._metrics_on(self.is_train)
+        return self._cache["in_sample"]
+
+    def _metrics_on(self, mask) -> dict:
+        f = self.features
+        if f.cost_bps is None:
+            return {"n": 0}
+        if mask.all():
+            noise = f.expected_noise_bps
+            return error_metrics(f.cost_bps, self.predicted_bps, noise)
+        noise = f.expected_noise_bps
+        return error_metrics(f.cost_bps[mask], self.predicted_bps[mask],
+                             None if noise is None else noise[mask])
+
+    @property
+    def metrics(self) -> dict:
+        """{in_sample, out_of_sample, walk_forward, by_venue, by_symbol, by_side, by_size_bucket};
+        breakdowns are over the in-sample rows and computed on first access."""
+        if "metrics" not in self._cache:
+            out = {"in_sample": self.in_sample, "out_of_sample": self.out_of_sample,
+                   "walk_forward": self.walk_forward}
+            f = self.features
+            train = f if self.is_train.all() else f.take_rows(self.is_train)
+            pred = self.predicted_bps if self.is_train.all() else self.predicted_bps[self.is_train]
+            for name in GROUP_METRICS:
+                grouping = train.group(name) if train.cost_bps is not None else None
+                out[f"by_{name}"] = None if grouping is None else group_metrics(
+                    grouping[0], grouping[1], train.cost_bps, pred, train.expected_noise_bps)
+            self._cache["metrics"] = out
+        return self._cache["metrics"]
+
+    # -- use ----------------------------------------------------------------------------------
+    def predict(self, fills) -> np.ndarray:
+        """Expected cost (bps) of every row of `fills` (frame, mapping or `Features`); NaN where
+        an input is missing."""
+        features = fills if isinstance(fills, Features) else impact_features(
+            getattr(fills, "frame", fills), self.participation)
+        self.model.check(features)
+        return self.model.predict(self.theta, features)
+
+    def with_bootstrap(self, bootstrap: BootstrapResult) -> "CalibrationResult":
+        return replace(self, bootstrap=bootstrap, _cache={})
+
+    def to_config(self, provenance: Mapping | None = None) -> dict:
+        from models.config import config_dict
+        return config_dict(self, provenance)
+
+    def summary(self) -> str:
+        """A plain-text table (what the CLI prints)."""
+        rep = self.report
+        lines = [f"{self.model.label} ({self.model.name}): {self.model.formula}",
+                 f"status: {self.status}; optimizer {rep.method}, loss {rep.loss}, f_scale {rep.f_scale:g}, "
+                 f"weights {rep.weights}; {rep.message}",
+                 f"rows: {self.n_train} in-sample, {len(self.is_train) - self.n_train} out-of-sample",
+                 f"{'param':<8}{'value':>14}{'std err':>12}{'95% CI':>28}"]
+        ci = self.conf_int()
+        se = self.std_errors
+        for name, value in self.params.items():
+            lo, hi = ci[name]
+            tag = "" if name in self.free else "  (fixed)"
+            lines.append(f"{name:<8}{value:>14.6g}{se[name]:>12.4g}   [{lo:>11.5g}, {hi:>11.5g}]{tag}")
+        m = self.in_sample
+        if m.get("n"):
+            lines.append(f"in-sample: RMSE {m['rmse_bps']:.3f} bps, MAE {m['mae_bps']:.3f}, "
+                         f"bias {m['bias_bps']:.3f}, R² {m['r2'] if m['r2'] is None else round(m['r2'], 4)}")
+        for w in rep.warnings:
+            lines.append(f"warning: {w}")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True, eq=False)
+class Segment:
+    key: Mapping[str, str]
+    result: CalibrationResult
+
+
+@dataclass(frozen=True, eq=False)
+class SegmentedResult:
+    """One parameter set per segment plus the pooled fit, and the test of equal coefficients."""
+    by: tuple[str, ...]
+    pooled: CalibrationResult
+    segments: tuple[Segment, ...]
+    test: Mapping
+
+    def segment(self, **key) -> CalibrationResult:
+        for s in self.segments:
+            if dict(s.key) == {k: str(v) for k, v in key.items()}:
+                return s.result
+        raise KeyError(f"no segment {key}")
+
+    def predict(self, fills) -> np.ndarray:
+        """Segment parameters where the row's segment was fitted, pooled parameters elsewhere."""
+        from models.config import predict_from_config
+        return predict_from_config(self.to_config(), fills)
+
+    def to_config(self, provenance: Mapping | None = None) -> dict:
+        from models.config import config_dict
+        return config_dict(self, provenance)
