@@ -350,8 +350,10 @@ class SegmentedResult:
 
     def predict(self, fills) -> np.ndarray:
         """Segment parameters where the row's segment was fitted, pooled parameters elsewhere."""
-        from models.config import predict_from_config
-        return predict_from_config(self.to_config(), fills)
+        from models.config import predict_segmented
+        return predict_segmented(self.pooled.model, self.pooled.theta,
+                                 [(dict(s.key), s.result.theta) for s in self.segments], fills,
+                                 self.pooled.participation)
 
     def to_config(self, provenance: Mapping | None = None) -> dict:
         from models.config import config_dict
