@@ -41,7 +41,7 @@ GZIP_EXPANSION_LIMIT = 5
 MAX_DROP_FRACTION = 0.5
 _HEAD_BYTES = 64 * 1024
 # pyarrow infers column types from the first block; a later bad cell triggers a re-read
-_CSV_BLOCK_BYTES = 8 * 1024**2
+_CSV_BLOCK_BYTES = 4 * 1024**2
 _MB = 1024**2
 
 # canonical name -> spellings users have (compared lower-case). First spelling wins when a file
@@ -358,12 +358,15 @@ def _read_csv(raw: _Raw) -> _Parsed:
             bad_lines.append(row.number)
             return "skip"
         try:
-            table = pacsv.read_csv(
+            # the streaming reader peaks at about half the memory of read_csv (which parses all
+            # blocks at once) for ~0.1 s more on 1M rows; see bench/bench_load.py
+            reader = pacsv.open_csv(
                 raw.source(),
                 read_options=pacsv.ReadOptions(skip_rows=skip, use_threads=handler is None,
                                                block_size=_CSV_BLOCK_BYTES),
                 parse_options=pacsv.ParseOptions(delimiter=delim, invalid_row_handler=handler),
                 convert_options=pacsv.ConvertOptions(column_types=forced, strings_can_be_null=True))
+            table = reader.read_all()
             break
         except pa.ArrowInvalid as exc:
             msg = str(exc)
@@ -855,8 +858,11 @@ def _validate(frame: pd.DataFrame, kind: str, *, source: str, rows: np.ndarray |
     report.dropped.extend(drops.records)
 
     keep = ~drops.mask
-    clean = pd.DataFrame({c: (out[c][keep] if isinstance(out[c], np.ndarray)
-                              else out[c][keep].reset_index(drop=True)) for c in keep_cols})
+    if keep.all():   # the usual case: no boolean-index copy of every column
+        clean = pd.DataFrame({c: out[c] for c in keep_cols}, copy=False)
+    else:
+        clean = pd.DataFrame({c: (out[c][keep] if isinstance(out[c], np.ndarray)
+                                  else out[c][keep].reset_index(drop=True)) for c in keep_cols})
     kept_rows = rows[keep]
     if kind == "fills":
         clean["cost_bps"] = (clean["side"].to_numpy(np.float64)

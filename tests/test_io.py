@@ -492,3 +492,28 @@ def test_validate_public():
     assert any("earlier than the row before" in w for w in report.warnings)
     assert any("extra" in w for w in report.warnings)
     assert "extra" not in clean.columns
+
+
+def test_generic_options_file(tmp_path):
+    csv = ("timestamp,symbol,expiry,strike,type,mark_iv,underlying_price\n"
+           "2024-03-01T00:00:00Z,BTC-29MAR24-60000-C,2024-03-29T08:00:00Z,60000,C,0.55,61000\n"
+           "2024-03-01T00:00:00Z,BTC-29MAR24-60000-P,2024-03-29T08:00:00Z,60000,p,0.56,61000\n"
+           "2024-03-01T00:00:00Z,BTC-29MAR24-60000-X,2024-03-29T08:00:00Z,60000,straddle,0.5,61000\n")
+    ds = load(write(tmp_path, "o.csv", csv))
+    assert ds.kind == "options"
+    assert ds.frame["option_type"].tolist() == ["call", "put"]
+    assert ds.frame["expiry"].iloc[0] == ts("2024-03-29 08:00")
+    assert [(d.column, d.first_rows) for d in ds.report.dropped] == [("option_type", [3])]
+
+
+@pytest.mark.shared_data
+def test_tardis_file_with_the_wrong_kind(shared_data):
+    with pytest.raises(DataError, match="Tardis 'trades' file, i.e. kind 'trades', not 'quotes'"):
+        load(shared_data / "tardis/binance-futures_trades_BTCUSDT_2020-02-22.csv", kind="quotes")
+
+
+def test_tardis_trades_as_upload_bytes(shared_data):
+    blob = (shared_data / "tardis/format-examples/bitmex_trades_XBTUSD.csv").read_bytes()
+    ds = load(gzip.compress(blob), name="bitmex_trades_XBTUSD.csv.gz")
+    assert ds.kind == "trades" and len(ds.frame) == 10 and (ds.frame["side"] == -1).all()
+    assert ds.frame["quantity"].iloc[0] == 2152.0 and ds.source == "bitmex_trades_XBTUSD.csv.gz"
