@@ -640,8 +640,8 @@ def _epoch_to_utc(values: np.ndarray, ok: np.ndarray) -> tuple[pd.Series, np.nda
     return ts, ~ok, unit
 
 
-def _to_utc(series: pd.Series, column: str, source: str,
-            notes: list[str]) -> tuple[pd.Series, np.ndarray]:
+def _to_utc(series: pd.Series, column: str, source: str, notes: list[str],
+            rows: np.ndarray) -> tuple[pd.Series, np.ndarray]:
     """Any timestamp spelling -> (datetime64[ns, UTC] series, mask of unparseable cells).
 
     Accepts datetimes (naive = UTC), epoch numbers in s/ms/us/ns (by magnitude), numeric text,
@@ -668,9 +668,7 @@ def _to_utc(series: pd.Series, column: str, source: str,
         else:
             values = series.to_numpy(np.int64, na_value=0)
             ok = series.notna().to_numpy()
-        ts, bad, unit = _epoch_to_utc(values, ok)
-        notes.append(f"column '{column}': epoch numbers read as {_UNIT_WORD[unit]}")
-        return ts.set_axis(index), bad
+        return _epoch_checked(values, ok, column, source, notes, rows, index)
     if not _is_text(series):
         raise DataError(f"has type {series.dtype}, not timestamps", file=source, column=column)
     text = series.astype("str").str.strip()
@@ -680,20 +678,37 @@ def _to_utc(series: pd.Series, column: str, source: str,
         vals = numbers.to_numpy(np.float64, na_value=np.nan)
         if numbers.dtype.kind in "iu":
             vals = numbers.to_numpy(np.int64)
-        ts, bad, unit = _epoch_to_utc(vals, np.isfinite(vals.astype(np.float64)))
-        notes.append(f"column '{column}': epoch numbers read as {_UNIT_WORD[unit]}")
-        return ts.set_axis(index), bad
+        return _epoch_checked(vals, np.isfinite(vals.astype(np.float64)), column, source, notes,
+                              rows, index)
     ts = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")
     bad = ts.isna().to_numpy()
     if bad.all() and n:
         first = _first_values(series, np.ones(n, dtype=bool))
         raise DataError(f"no value could be read as a timestamp (e.g. {first}); use ISO-8601 "
                         f"such as 2024-01-31T12:00:00Z or numbers since the epoch",
-                        file=source, column=column, rows=list(range(1, min(n, 5) + 1)))
+                        file=source, column=column, rows=rows[:5].tolist())
     return ts.astype("datetime64[ns, UTC]").set_axis(index), bad
 
 
 _UNIT_WORD = {"s": "seconds", "ms": "milliseconds", "us": "microseconds", "ns": "nanoseconds"}
+# epoch numbers whose typical value lands before this are not epoch timestamps (e.g. 20240301
+# read as seconds is 1970-08-23): refuse rather than guess
+_EPOCH_PLAUSIBLE_FROM = pd.Timestamp("1990-01-01", tz="UTC")
+
+
+def _epoch_checked(values: np.ndarray, ok: np.ndarray, column: str, source: str,
+                   notes: list[str], rows: np.ndarray, index) -> tuple[pd.Series, np.ndarray]:
+    ts, bad, unit = _epoch_to_utc(values, ok)
+    if (~bad).any():
+        typical = ts[~bad].iloc[int((~bad).sum()) // 2]
+        if typical < _EPOCH_PLAUSIBLE_FROM:
+            example = values[ok][0] if ok.any() else values[0]
+            raise DataError(f"numbers such as {example!r} do not look like seconds, milliseconds, "
+                            f"microseconds or nanoseconds since 1970 (they would mean "
+                            f"{typical:%Y-%m-%d}); use ISO-8601 text such as 2024-01-31T12:00:00Z",
+                            file=source, column=column, rows=rows[:5].tolist())
+    notes.append(f"column '{column}': epoch numbers read as {_UNIT_WORD[unit]}")
+    return ts.set_axis(index), bad
 
 
 def _side_codes(series: pd.Series, kind: str, source: str, rows: np.ndarray) -> np.ndarray:
@@ -796,7 +811,7 @@ def _validate(frame: pd.DataFrame, kind: str, *, source: str, rows: np.ndarray |
     for col in _TIME_COLUMNS:
         if col not in keep_cols:
             continue
-        ts, bad = _to_utc(frame[col], col, source, notes)
+        ts, bad = _to_utc(frame[col], col, source, notes, rows)
         if col == "timestamp" or col in REQUIRED[kind]:
             drops.add(bad, f"unparseable or missing {col}", col)
         out[col] = ts

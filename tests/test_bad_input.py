@@ -344,3 +344,9 @@ def test_messages_never_tracebacks(tmp_path):
         with pytest.raises(DataError) as err:
             load(blob, name="u.csv")
         assert str(err.value).startswith("u.csv") and "\n" not in str(err.value)
+
+
+def test_compact_dates_are_not_epoch_seconds(tmp_path):
+    rows = [f"2024030{i + 1},BTCUSDT,buy,1,100,100.1\n" for i in range(3)]
+    with pytest.raises(DataError, match="20240301.*do not look like seconds.*1970-08-23"):
+        load(write(tmp_path, rows))

@@ -484,7 +484,9 @@ def test_tardis_format_detection():
 
 
 def test_validate_public():
-    frame = pd.DataFrame({"timestamp": [3, 1, 2], "symbol": ["X"] * 3, "price": [1.0, 2.0, -1.0],
+    t = 1_709_251_200
+    frame = pd.DataFrame({"timestamp": [t + 3, t + 1, t + 2], "symbol": ["X"] * 3,
+                          "price": [1.0, 2.0, -1.0],
                           "quantity": [1, 1, 1], "extra": ["a", "b", "c"]})
     clean, report = validate(frame, "trades", source="mine")
     assert clean["price"].tolist() == [2.0, 1.0]
