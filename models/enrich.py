@@ -72,8 +72,56 @@ def _numeric(frame: pd.DataFrame, column: str) -> np.ndarray:
     return pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
 
 
-def _strings(frame: pd.DataFrame, column: str) -> np.ndarray:
-    return frame[column].astype(str).to_numpy(dtype=object)
+class _FillKeys:
+    """Integer codes of the fills' symbols (and venues), computed once for all data sources:
+    grouping 1,000,000 fills by string keys per source would dominate the run time."""
+
+    def __init__(self, fills: pd.DataFrame):
+        self.n = len(fills)
+        self.sym_code, uniques = pd.factorize(fills["symbol"])
+        self.symbols = pd.Index(np.asarray(uniques, dtype=object).astype(str))
+        self.has_venue = "venue" in fills.columns
+        if self.has_venue:
+            self.venue_code, uniques = pd.factorize(fills["venue"])
+            self.venues = pd.Index(np.asarray(uniques, dtype=object).astype(str))
+        self._rows: dict[bool, dict[int, np.ndarray]] = {}
+
+    def _combine(self, sym: np.ndarray, venue: np.ndarray | None) -> np.ndarray:
+        if venue is None:
+            return sym
+        return np.where((sym < 0) | (venue < 0), -1, sym * max(len(self.venues), 1) + venue)
+
+    def rows(self, use_venue: bool) -> dict[int, np.ndarray]:
+        """{key code: positions of the fills with that key}."""
+        if use_venue not in self._rows:
+            code = self._combine(self.sym_code, self.venue_code if use_venue else None)
+            order = np.argsort(code, kind="stable")
+            sorted_code = code[order]
+            cuts = np.flatnonzero(np.diff(sorted_code)) + 1
+            self._rows[use_venue] = {int(sorted_code[c[0]]): order[c]
+                                     for c in np.split(np.arange(order.size), cuts)
+                                     if c.size and sorted_code[c[0]] >= 0}
+        return self._rows[use_venue]
+
+    @staticmethod
+    def _map(column: pd.Series, categories: pd.Index) -> np.ndarray:
+        codes, uniques = pd.factorize(column)
+        mapped = categories.get_indexer(pd.Index(np.asarray(uniques, dtype=object).astype(str)))
+        return np.append(mapped, -1)[codes]          # -1 (missing value) stays -1
+
+    def data_codes(self, data: pd.DataFrame, name: str, use_venue: bool) -> np.ndarray:
+        """Key codes of a data frame's rows in the fills' coding (-1: a key no fill has)."""
+        if "symbol" in data.columns:
+            sym = self._map(data["symbol"], self.symbols)
+        elif len(self.symbols) == 1:
+            sym = np.zeros(len(data), dtype=np.intp)
+        else:
+            # a symbol-less file (e.g. bars of one instrument) is only unambiguous for one symbol
+            raise DataError(f"has no symbol column but the fills have {len(self.symbols)} symbols "
+                            f"({', '.join(self.symbols[:5])}); add a symbol column",
+                            file=name, column="symbol")
+        venue = self._map(data["venue"], self.venues) if use_venue else None
+        return self._combine(sym, venue)
 
 
 @dataclass
@@ -87,41 +135,17 @@ class _Grouped:
     fill_rows: dict[int, np.ndarray]
 
 
-def _group(fills: pd.DataFrame, data: pd.DataFrame, name: str, t_ns: np.ndarray,
+def _group(keys: _FillKeys, data: pd.DataFrame, name: str, t_ns: np.ndarray,
            valid: np.ndarray) -> _Grouped:
-    use_venue = "venue" in fills.columns and "venue" in data.columns
-    fill_sym = _strings(fills, "symbol")
-    if "symbol" in data.columns:
-        data_sym = _strings(data, "symbol")
-    else:
-        # a symbol-less file (e.g. bars of one instrument) is only unambiguous for one symbol
-        symbols = pd.unique(fill_sym)
-        if len(symbols) != 1:
-            raise DataError(f"has no symbol column but the fills have {len(symbols)} symbols "
-                            f"({', '.join(map(str, symbols[:5]))}); add a symbol column",
-                            file=name, column="symbol")
-        data_sym = np.full(len(data), symbols[0], dtype=object)
-    if use_venue:
-        fill_key = fill_sym + "\x1f" + _strings(fills, "venue")
-        data_key = data_sym + "\x1f" + _strings(data, "venue")
-    else:
-        fill_key, data_key = fill_sym, data_sym
-    categories = pd.Index(pd.unique(fill_key))
-    fill_code = categories.get_indexer(fill_key)
-    data_code = categories.get_indexer(data_key)     # -1: a key no fill has
+    use_venue = keys.has_venue and "venue" in data.columns
+    data_code = keys.data_codes(data, name, use_venue)
     keep = np.flatnonzero((data_code >= 0) & valid)
     # one sort by (key, time) instead of a sort per group
     keep = keep[np.lexsort((t_ns[keep], data_code[keep]))]
     codes = data_code[keep]
-    bounds = np.flatnonzero(np.diff(codes)) + 1
-    groups = {int(codes[c[0]]): c for c in np.split(np.arange(keep.size), bounds) if c.size}
-    groups = {k: keep[v] for k, v in groups.items()}
-    f_order = np.argsort(fill_code, kind="stable")
-    f_codes = fill_code[f_order]
-    f_bounds = np.flatnonzero(np.diff(f_codes)) + 1
-    fill_rows = {int(f_codes[c[0]]): f_order[c]
-                 for c in np.split(np.arange(f_order.size), f_bounds) if c.size}
-    return _Grouped(groups, fill_rows)
+    cuts = np.flatnonzero(np.diff(codes)) + 1
+    groups = {int(codes[c[0]]): keep[c] for c in np.split(np.arange(keep.size), cuts) if c.size}
+    return _Grouped(groups, keys.rows(use_venue))
 
 
 # --- per-group kernels -------------------------------------------------------------------------
@@ -398,12 +422,12 @@ def _valid_time(t_ns: np.ndarray) -> np.ndarray:
     return t_ns != np.iinfo(np.int64).min
 
 
-def _prepare_bars(fills, bars, arrival, duration_s) -> _BarSource:
+def _prepare_bars(fills, keys, bars, arrival, duration_s) -> _BarSource:
     _require(bars, "bars", ("timestamp", "close", "volume"))
     t = _time_ns(bars, "bars")
     close, volume = _numeric(bars, "close"), _numeric(bars, "volume")
     valid = _valid_time(t) & np.isfinite(close) & (close > 0) & np.isfinite(volume) & (volume >= 0)
-    grouped = _group(fills, bars, "bars", t, valid)
+    grouped = _group(keys, bars, "bars", t, valid)
     series = {}
     for code, rows in grouped.groups.items():
         start = t[rows]
@@ -421,24 +445,25 @@ def _prepare_bars(fills, bars, arrival, duration_s) -> _BarSource:
     return src
 
 
-def _prepare_trades(fills, trades, arrival, duration_s) -> _TradeSource:
+def _prepare_trades(fills, keys, trades, arrival, duration_s) -> _TradeSource:
     _require(trades, "trades", ("timestamp", "price", "quantity"))
     t = _time_ns(trades, "trades")
     price, qty = _numeric(trades, "price"), _numeric(trades, "quantity")
     valid = _valid_time(t) & np.isfinite(price) & (price > 0) & np.isfinite(qty) & (qty >= 0)
-    grouped = _group(fills, trades, "trades", t, valid)
+    grouped = _group(keys, trades, "trades", t, valid)
     src = _TradeSource("trades", fills, arrival, duration_s, trades, grouped, t)
     src.ignored_rows = int((~valid).sum())
     return src
 
 
-def _prepare_quotes(fills, frame, arrival, duration_s, *, label, bid_col, ask_col) -> _QuoteSource:
+def _prepare_quotes(fills, keys, frame, arrival, duration_s, *, label, bid_col,
+                    ask_col) -> _QuoteSource:
     _require(frame, label, ("timestamp", bid_col, ask_col))
     t = _time_ns(frame, label)
     bid, ask = _numeric(frame, bid_col), _numeric(frame, ask_col)
     # a crossed or empty quote has no meaningful spread: skip it, the previous quote stands
     valid = _valid_time(t) & np.isfinite(bid) & np.isfinite(ask) & (bid > 0) & (ask >= bid)
-    grouped = _group(fills, frame, label, t, valid)
+    grouped = _group(keys, frame, label, t, valid)
     src = _QuoteSource(label, fills, arrival, duration_s, grouped, t, bid, ask)
     src.ignored_rows = int((~valid).sum())
     return src
@@ -469,24 +494,25 @@ def enrich(fills: pd.DataFrame, *, trades: pd.DataFrame | None = None,
     _require(fills, "fills", ("timestamp", "symbol"))
     arrival = _time_ns(fills, "fills")
     duration_s = _numeric(fills, "duration_s")
+    keys = _FillKeys(fills)
 
     sources: dict[str, list[_Source]] = {f: [] for f in FIELDS}
     trade_src = bar_src = None
     if trades is not None:
-        trade_src = _prepare_trades(fills, trades, arrival, duration_s)
+        trade_src = _prepare_trades(fills, keys, trades, arrival, duration_s)
     if bars is not None:
-        bar_src = _prepare_bars(fills, bars, arrival, duration_s)
+        bar_src = _prepare_bars(fills, keys, bars, arrival, duration_s)
     # horizon volume: prints are exact, bars are pro-rata; adv/volatility: bars first
     sources["market_volume"] = [s for s in (trade_src, bar_src) if s is not None]
     daily = [s for s in (bar_src, trade_src) if s is not None]
     sources["adv"] = list(daily)
     sources["volatility"] = list(daily)
     if quotes is not None:
-        sources["spread_bps"].append(_prepare_quotes(fills, quotes, arrival, duration_s,
+        sources["spread_bps"].append(_prepare_quotes(fills, keys, quotes, arrival, duration_s,
                                                      label="quotes", bid_col="bid_price",
                                                      ask_col="ask_price"))
     if book is not None:
-        sources["spread_bps"].append(_prepare_quotes(fills, book, arrival, duration_s,
+        sources["spread_bps"].append(_prepare_quotes(fills, keys, book, arrival, duration_s,
                                                      label="book", bid_col="bid_price_0",
                                                      ask_col="ask_price_0"))
     options = {"adv_window_days": adv_window_days, "vol_window_days": vol_window_days,
