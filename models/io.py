@@ -302,7 +302,7 @@ def _sniff_delimiter(head: bytes) -> tuple[str, int]:
     """(delimiter, number of preamble lines to skip), from the first lines of the file.
 
     A delimiter wins when it splits the header and the next lines into the same number (> 1)
-    of fields; ',' is preferred on ties. Leading one-field lines before a consistent table
+    of fields; a reading without preamble beats one with, more fields beat fewer, ',' wins ties. Leading one-field lines before a consistent table
     (e.g. a 'https://www.cryptodatadownload.com' banner) are a preamble.
     """
     text = head.decode("utf-8", errors="replace").lstrip("\ufeff")
@@ -320,7 +320,8 @@ def _sniff_delimiter(head: bytes) -> tuple[str, int]:
         if not body or body[0] < 2:
             continue
         consistent = sum(c == body[0] for c in body) / len(body)
-        key = (consistent >= 0.9, consistent, delim == ",", body[0])
+        # consistent first, then no preamble, then more fields; ',' breaks ties
+        key = (consistent >= 0.9, skip == 0, consistent, body[0], delim == ",")
         if best_key is None or key > best_key:
             best, best_key, best_skip = delim, key, skip
     return best, best_skip

@@ -48,6 +48,11 @@ _RENAMES = {
 _LEVEL_RE = re.compile(r"^(asks|bids)\[(\d+)\]\.(price|amount)$")
 
 DEFAULT_DEPTH = 25
+# A 25-level wide snapshot is 100 float64 = 800 bytes; replaying a day of updates into one
+# snapshot per distinct timestamp would not fit in memory (and takes ~13 us per snapshot), so
+# above this many snapshots load() samples on the finest interval of _INTERVAL_LADDER_S that fits.
+DEFAULT_MAX_SNAPSHOTS = 250_000
+_INTERVAL_LADDER_S = (0.001, 0.01, 0.1, 1.0, 10.0, 60.0, 600.0, 3600.0)
 
 
 def detect_format(columns: Iterable[str]) -> str | None:
@@ -99,7 +104,8 @@ def us_to_utc(values: pd.Series) -> pd.Series:
 
 
 def to_canonical(frame: pd.DataFrame, fmt: str, *, rows: np.ndarray | None = None,
-                 depth: int = DEFAULT_DEPTH, interval_s: float | None = None) -> Converted:
+                 depth: int = DEFAULT_DEPTH, interval_s: float | None = None,
+                 max_snapshots: int | None = DEFAULT_MAX_SNAPSHOTS) -> Converted:
     """Rename a raw Tardis frame (lower-case headers) to canonical columns and units.
 
     `rows` are the 1-based data row numbers of `frame` in the user's file (default 1..n).
@@ -107,7 +113,8 @@ def to_canonical(frame: pd.DataFrame, fmt: str, *, rows: np.ndarray | None = Non
     if rows is None:
         rows = np.arange(1, len(frame) + 1, dtype=np.int64)
     if fmt == "incremental_book_L2":
-        return rebuild_book(frame, rows=rows, depth=depth, interval_s=interval_s)
+        return rebuild_book(frame, rows=rows, depth=depth, interval_s=interval_s,
+                            max_snapshots=max_snapshots)
     out = frame.rename(columns=_RENAMES.get(fmt, {}))
     out["timestamp"] = us_to_utc(out["timestamp"])
     warnings: list[str] = []
@@ -161,7 +168,8 @@ class _Book:
 
 
 def rebuild_book(frame: pd.DataFrame, *, rows: np.ndarray | None = None,
-                 depth: int = DEFAULT_DEPTH, interval_s: float | None = None) -> Converted:
+                 depth: int = DEFAULT_DEPTH, interval_s: float | None = None,
+                 max_snapshots: int | None = None) -> Converted:
     """Replay Tardis `incremental_book_L2` rows into wide book snapshots (kind "book").
 
     Rows are applied in file order (Tardis' arrival order). `is_snapshot` rows replace the book
@@ -169,8 +177,10 @@ def rebuild_book(frame: pd.DataFrame, *, rows: np.ndarray | None = None,
     deletes a level. A snapshot of the top `depth` levels a side is emitted after every distinct
     exchange timestamp of a symbol, or with `interval_s` once per interval: the row stamped at
     the interval's end holds the book after all updates up to and including that time (intervals
-    without updates are not emitted). Rows with an unknown side or a missing price/amount cannot
-    be applied and are dropped (and reported).
+    without updates are not emitted). Without `interval_s`, if there would be more than
+    `max_snapshots` snapshots, the finest interval of 1 ms, 10 ms, 100 ms, 1 s, ... that keeps
+    within it is used instead (and a warning says so). Rows with an unknown side or a missing
+    price/amount cannot be applied and are dropped (and reported).
     """
     n = len(frame)
     if rows is None:
@@ -208,21 +218,19 @@ def rebuild_book(frame: pd.DataFrame, *, rows: np.ndarray | None = None,
     is_bid, is_snap, rows_k = is_bid[keep], is_snap[keep], rows[keep]
     m = len(ts_us)
 
-    # group key: a run of rows with the same symbol and the same timestamp (or interval)
-    if interval_s:
-        step = int(round(interval_s * 1e6))
-        stamp = -((-ts_us) // step) * step          # ceil to the interval's end
-    else:
-        stamp = ts_us
-    # a symbol's group ends where the next row of the same symbol has another stamp
-    last_of_group = np.zeros(m, dtype=bool)
-    for code in range(len(sym_names)):
-        idx = np.flatnonzero(sym_codes == code)
-        if len(idx):
-            s = stamp[idx]
-            ends = np.append(s[1:] != s[:-1], True)
-            last_of_group[idx[ends]] = True
+    by_symbol = [np.flatnonzero(sym_codes == code) for code in range(len(sym_names))]
+    stamp, last_of_group = _groups(ts_us, by_symbol, interval_s)
     n_emit = int(last_of_group.sum())
+    sampled_note = ""
+    if not interval_s and max_snapshots and n_emit > max_snapshots:
+        for step_s in _INTERVAL_LADDER_S:
+            stamp, last_of_group = _groups(ts_us, by_symbol, step_s)
+            n_emit = int(last_of_group.sum())
+            if n_emit <= max_snapshots:
+                break
+        interval_s = step_s
+        sampled_note = (f": one per distinct timestamp would exceed {max_snapshots:,} "
+                        f"snapshots")
     bid_p = np.full((n_emit, depth), np.nan); bid_s = np.full((n_emit, depth), np.nan)
     ask_p = np.full((n_emit, depth), np.nan); ask_s = np.full((n_emit, depth), np.nan)
     out_stamp = np.empty(n_emit, dtype=np.int64)
@@ -264,6 +272,26 @@ def rebuild_book(frame: pd.DataFrame, *, rows: np.ndarray | None = None,
         out[f"ask_price_{lvl}"] = ask_p[:, lvl]
         out[f"ask_size_{lvl}"] = ask_s[:, lvl]
     how = f"every {interval_s:g} s" if interval_s else "every distinct timestamp"
-    warnings = [f"incremental_book_L2: {n} updates replayed into {n_emit} snapshots "
-                f"(top {depth} levels, {how})"]
+    warnings = [f"incremental_book_L2: {n:,} updates replayed into {n_emit:,} snapshots "
+                f"(top {depth} levels, {how}{sampled_note})"]
     return Converted("book", pd.DataFrame(out), out_rows, drops, warnings)
+
+
+def _groups(ts_us: np.ndarray, by_symbol: list[np.ndarray],
+            interval_s: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """(stamp per row, mask of the last row of each emitted group).
+
+    A group is a run of one symbol's rows with the same stamp: the exchange timestamp, or with
+    an interval its end (timestamps rounded up to a multiple of the interval).
+    """
+    if interval_s:
+        step = max(int(round(interval_s * 1e6)), 1)
+        stamp = -((-ts_us) // step) * step
+    else:
+        stamp = ts_us
+    last = np.zeros(len(ts_us), dtype=bool)
+    for idx in by_symbol:
+        if len(idx):
+            s = stamp[idx]
+            last[idx[np.append(s[1:] != s[:-1], True)]] = True
+    return stamp, last

@@ -350,3 +350,10 @@ def test_compact_dates_are_not_epoch_seconds(tmp_path):
     rows = [f"2024030{i + 1},BTCUSDT,buy,1,100,100.1\n" for i in range(3)]
     with pytest.raises(DataError, match="20240301.*do not look like seconds.*1970-08-23"):
         load(write(tmp_path, rows))
+
+
+def test_bom_semicolon_decimal_comma_single_row():
+    blob = "\ufefftimestamp;symbol;price;quantity\n2024-01-01T00:00:00Z;X;1,5;2\n".encode()
+    ds = load(blob, name="bom.csv")
+    assert ds.frame[["price", "quantity"]].iloc[0].tolist() == [1.5, 2.0]
+    assert any("';'-delimited" in w for w in ds.report.warnings)

@@ -519,3 +519,18 @@ def test_tardis_trades_as_upload_bytes(shared_data):
     ds = load(gzip.compress(blob), name="bitmex_trades_XBTUSD.csv.gz")
     assert ds.kind == "trades" and len(ds.frame) == 10 and (ds.frame["side"] == -1).all()
     assert ds.frame["quantity"].iloc[0] == 2152.0 and ds.source == "bitmex_trades_XBTUSD.csv.gz"
+
+
+def test_incremental_book_sampled_when_too_many_snapshots():
+    t = 1_600_000_000_000_000
+    rows = [("x", "A", t + i * 4_000, t, "false", "bid", 100.0 - (i % 5), float(i + 1))
+            for i in range(1000)]                                   # one update every 4 ms
+    conv = tardis.to_canonical(_incremental(rows), "incremental_book_L2", max_snapshots=200)
+    # 1000 distinct timestamps > 200: 1 ms and 10 ms grids give 1000 and 400, 100 ms gives 41
+    assert len(conv.frame) == 41
+    assert "every 0.1 s: one per distinct timestamp would exceed 200" in conv.warnings[0]
+    exact = tardis.to_canonical(_incremental(rows), "incremental_book_L2", max_snapshots=None)
+    assert len(exact.frame) == 1000
+    # the sampled rows equal the exact replay at the last update of each 100 ms interval
+    last = exact.frame.set_index(exact.rows).loc[conv.rows]
+    np.testing.assert_array_equal(last["bid_size_0"].to_numpy(), conv.frame["bid_size_0"].to_numpy())
