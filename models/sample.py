@@ -696,14 +696,17 @@ def market_truth(market: Market) -> dict:
 
 def _readme(truth: dict, sizes: dict[str, int], seed: int) -> str:
     f, m, o = truth["fills"], truth["market"], truth["options"]
-    yrow = " | ".join(f"{v}: {f['params']['Y'][v]:g}" for v in f["venues"]) \
-        if isinstance(f["params"].get("Y"), dict) else str(f["params"].get("Y"))
+    yrow = (", ".join(f"{v}: {f['params']['Y'][v]:g}" for v in f["venues"])
+            if isinstance(f["params"].get("Y"), dict) else str(f["params"].get("Y")))
+    burst, bad = f["outliers"]["noise_burst"], f["outliers"]["bad_print"]
+    fill_days = m["days"] - m["warmup_days"]
     lines = [
         "# execal sample data (generated, do not edit)",
         "",
-        "Synthetic crypto market data with known parameters: a calibration on these files should find",
-        "the values below. Every file comes from one seed and one simulated market, so the files agree",
-        "with each other (bars are the sum of the tape, `adv`/`market_volume` come from the same volume).",
+        "Synthetic crypto market data with known parameters: a calibration on these files should",
+        "find the values below. Every file comes from one seed and one simulated market, so the files",
+        "agree with each other (bars are the sum of the tape, `adv`/`market_volume` come from the",
+        "same volume).",
         "",
         "Regenerate (byte-identical for a seed; `tests/test_sample.py` checks the committed copy):",
         "",
@@ -716,21 +719,24 @@ def _readme(truth: dict, sizes: dict[str, int], seed: int) -> str:
         "| file | what | rows | bytes |",
         "|---|---|---:|---:|",
         f"| fills.csv | {f['n']:,} metaorders (canonical fills columns), {m['fills_start'][:10]} to "
-        f"{m['end'][:10]} (60 UTC days, 24/7), {', '.join(f['symbols'])} on {', '.join(f['venues'])} "
+        f"{m['end'][:10]} ({fill_days} UTC days, 24/7), {', '.join(f['symbols'])} on "
+        f"{', '.join(f['venues'])} "
         f"| {truth['rows']['fills.csv']:,} | {sizes['fills.csv']:,} |",
-        f"| bars_15m.csv | 15-minute OHLCV of the mid path, labelled by open time, volume in base units "
-        f"(consolidated), from {m['start'][:10]} (a {m['warmup_days']}-day warm-up before the first "
-        f"fill, so a 20-day adv/volatility exists for every fill) | {truth['rows']['bars_15m.csv']:,} "
-        f"| {sizes['bars_15m.csv']:,} |",
-        f"| trades_BTCUSDT.csv.gz | {TAPE_SYMBOL} {TAPE_VENUE} prints of {TAPE_DAY}: each minute's volume "
-        f"equals the bars' minute volume; price = mid +- half spread by aggressor side, tick {TICK} "
-        f"| {truth['rows']['trades_BTCUSDT.csv.gz']:,} | {sizes['trades_BTCUSDT.csv.gz']:,} |",
-        f"| quotes_BTCUSDT.csv.gz | top of book of the same day and venue at random times; spread = the "
-        f"venue's spread of that minute | {truth['rows']['quotes_BTCUSDT.csv.gz']:,} "
+        f"| bars_15m.csv | 15-minute OHLCV of the mid path, labelled by open time, volume in base "
+        f"units (consolidated), from {m['start'][:10]} (a {m['warmup_days']}-day warm-up before the "
+        f"first fill, so a 20-day adv/volatility exists for every fill) "
+        f"| {truth['rows']['bars_15m.csv']:,} | {sizes['bars_15m.csv']:,} |",
+        f"| trades_BTCUSDT.csv.gz | {TAPE_SYMBOL} {TAPE_VENUE} prints of {TAPE_DAY}: each minute's "
+        f"volume equals the bars' minute volume; price = mid +- half spread by aggressor side, "
+        f"tick {TICK} | {truth['rows']['trades_BTCUSDT.csv.gz']:,} "
+        f"| {sizes['trades_BTCUSDT.csv.gz']:,} |",
+        f"| quotes_BTCUSDT.csv.gz | top of book of the same day and venue at random times; spread = "
+        f"the venue's spread of that minute | {truth['rows']['quotes_BTCUSDT.csv.gz']:,} "
         f"| {sizes['quotes_BTCUSDT.csv.gz']:,} |",
         f"| options_chain.csv | BTC option chain snapshot at {o['snapshot']} (Deribit-like: "
-        f"{len(o['expiries'])} expiries, calls and puts, inverse prices in BTC, IVs as fractions) from "
-        f"an SSVI surface | {truth['rows']['options_chain.csv']:,} | {sizes['options_chain.csv']:,} |",
+        f"{len(o['expiries'])} expiries, calls and puts, inverse prices in BTC, IVs as fractions) "
+        f"from an SSVI surface | {truth['rows']['options_chain.csv']:,} "
+        f"| {sizes['options_chain.csv']:,} |",
         "| ground_truth.json | every true parameter, machine-readable | | |",
         "",
         "## Fills: the true cost model",
@@ -748,17 +754,19 @@ def _readme(truth: dict, sizes: dict[str, int], seed: int) -> str:
         f"| noise | `{f['noise']['formula']}`, dof = {f['noise']['dof']:g}, scale = "
         f"{f['noise']['scale']:g} |",
         f"| outliers | {f['outliers']['share']:.1%} of rows ({f['outliers']['count']}): "
-        f"{f['outliers']['noise_burst']['count']} noise bursts of +-U({NOISE_BURST_RANGE[0]:g}, {NOISE_BURST_RANGE[1]:g}) x the noise sd, "
-        f"{f['outliers']['bad_print']['count']} bad prints of +-U({BAD_PRINT_RANGE_BPS[0]:g}, {BAD_PRINT_RANGE_BPS[1]:g}) bps (order ids in "
-        f"ground_truth.json) |",
-        f"| participation Q/adv | 10^(-5 + 4 Beta{PARTICIPATION_BETA}): 1e-5 to 0.1, most orders small |",
+        f"{burst['count']} noise bursts of +-U({burst['times_noise_sd'][0]:g}, "
+        f"{burst['times_noise_sd'][1]:g}) x the fill's noise sd, {bad['count']} bad prints of "
+        f"+-U({bad['bps'][0]:g}, {bad['bps'][1]:g}) bps (order ids in ground_truth.json) |",
+        f"| participation Q/adv | 10^(-5 + 4 Beta{PARTICIPATION_BETA}): 1e-5 to 0.1, most orders "
+        f"small |",
         f"| duration_s | Q/adv / POV days, POV log-uniform {POV_RANGE}, clipped to "
         f"{DURATION_RANGE_S[0]} s to {DURATION_RANGE_S[1]} s |",
         f"| fee_bps | " + ", ".join(f"{v}: {x:g}" for v, x in f["fee_bps"].items()) + " |",
         "",
         "## Market",
         "",
-        "| symbol | price at start | sigma calm | sigma stressed | adv base | spread bps (binance, okx, coinbase) | stressed days |",
+        "| symbol | price at start | sigma calm | sigma stressed | adv base "
+        "| spread bps (binance, okx, coinbase) | stressed days |",
         "|---|---:|---:|---:|---:|---|---:|",
     ]
     for s, v in m["symbols"].items():
@@ -768,22 +776,26 @@ def _readme(truth: dict, sizes: dict[str, int], seed: int) -> str:
     tr = m["regime"]["transition"]
     lines += [
         "",
-        f"- Regimes: a two-state Markov chain per symbol on UTC days, P(calm->stressed) = {tr[0][1]:g}, "
-        f"P(stressed->calm) = {tr[1][0]:g}; the `volatility` column is the sigma of the arrival day's regime.",
+        f"- Regimes: a two-state Markov chain per symbol on UTC days, P(calm->stressed) = "
+        f"{tr[0][1]:g}, P(stressed->calm) = {tr[1][0]:g}; the `volatility` column is the sigma of "
+        f"the arrival day's regime.",
         f"- Price: {m['price_path']}.",
         f"- Volume: stressed days x{m['volume']['stress_mult']:g}, day noise log-sd "
         f"{m['volume']['daily_logsd']:g}, minute noise log-sd {m['volume']['minute_logsd']:g}, "
         f"intraday profile `{m['volume']['intraday']}`. `adv` = {m['volume']['adv']}; "
         f"`market_volume` = {m['volume']['market_volume']}.",
-        f"- Spread: `{m['spread']['form']}`, per-minute AR(1) phi {m['spread']['ar_phi_per_minute']:g}, "
+        f"- Spread: `{m['spread']['form']}`, per-minute AR(1) phi "
+        f"{m['spread']['ar_phi_per_minute']:g}, "
         f"log-sd {m['spread']['logsd']:g}, stressed x{m['spread']['stress_mult']:g}.",
         "",
         "## Options: the true SSVI surface",
         "",
         f"w(k, theta) = {o['w']}, phi(theta) = {o['phi']}, rho = {o['rho']:g}, eta = {o['eta']:g}, "
         f"gamma = {o['gamma']:g}; {o['theta_term_structure']['form']} with sigma_short = "
-        f"{o['theta_term_structure']['sigma_short']:g}, sigma_long = {o['theta_term_structure']['sigma_long']:g}, "
-        f"tau = {o['theta_term_structure']['tau_years']:g} y. Futures F = S exp({o['futures_basis_annual']:g} T), "
+        f"{o['theta_term_structure']['sigma_short']:g}, sigma_long = "
+        f"{o['theta_term_structure']['sigma_long']:g}, tau = "
+        f"{o['theta_term_structure']['tau_years']:g} y. Futures F = S exp("
+        f"{o['futures_basis_annual']:g} T), "
         f"S = {o['spot']:,}; {o['discounting']}; mark_iv is on the surface, bid/ask = mark -+ "
         f"`{o['iv_half_spread']['form']}` (base {o['iv_half_spread']['base']:g}, per_sd "
         f"{o['iv_half_spread']['per_sd']:g}).",
