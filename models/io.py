@@ -75,7 +75,8 @@ _TEXT_COLUMNS = frozenset(STRING_COLUMNS) | {"side"}
 _SIGNATURE: dict[str, tuple[str, ...]] = {
     **REQUIRED,
     "book": ("timestamp", "symbol", "bid_price_0", "ask_price_0"),
-    "ticker": ("timestamp", "symbol", "mark_price"),
+    # funding makes it a derivatives ticker; mark_price alone is also in option chains
+    "ticker": ("timestamp", "symbol", "mark_price", "funding_rate"),
 }
 
 # binary formats people upload by mistake: magic -> what it is
@@ -773,6 +774,15 @@ def _duplicates(frame: pd.DataFrame, keys: list[np.ndarray]) -> np.ndarray:
     return out
 
 
+def _sorted_within(symbol: pd.Series, ts_ns: np.ndarray) -> bool:
+    """True when each symbol's rows, in file order, have non-decreasing timestamps."""
+    codes, _ = pd.factorize(symbol)
+    order = np.argsort(codes, kind="stable")
+    same = codes[order][1:] == codes[order][:-1]
+    ts = ts_ns[order]
+    return not (same & (ts[1:] < ts[:-1])).any()
+
+
 def _column_order(kind: str, columns: Iterable[str]) -> list[str]:
     present = set(columns)
     order = [c for c in REQUIRED[kind] + OPTIONAL[kind] + DERIVED.get(kind, ()) if c in present]
@@ -887,9 +897,14 @@ def _validate(frame: pd.DataFrame, kind: str, *, source: str, rows: np.ndarray |
     ts_ns = clean["timestamp"].to_numpy("datetime64[ns]").view(np.int64)
     backwards = np.flatnonzero(ts_ns[1:] < ts_ns[:-1]) + 1
     if len(backwards):
-        report.warnings.append(
-            f"{len(backwards)} row(s) earlier than the row before them (first at rows "
-            f"{', '.join(map(str, kept_rows[backwards][:5]))}); sorted by timestamp")
+        first = ", ".join(map(str, kept_rows[backwards][:5]))
+        if "symbol" in clean.columns and _sorted_within(clean["symbol"], ts_ns):
+            # several symbols one after the other, each in time order: normal, just merged
+            report.warnings.append(f"rows were in time order per symbol, one symbol after "
+                                   f"another (new symbol at rows {first}); merged by timestamp")
+        else:
+            report.warnings.append(f"{len(backwards)} row(s) earlier than the row before them "
+                                   f"(first at rows {first}); sorted by timestamp")
         order = np.argsort(ts_ns, kind="stable")
         clean = clean.take(order).reset_index(drop=True)
     report.rows_kept = len(clean)

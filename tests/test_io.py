@@ -534,3 +534,15 @@ def test_incremental_book_sampled_when_too_many_snapshots():
     # the sampled rows equal the exact replay at the last update of each 100 ms interval
     last = exact.frame.set_index(exact.rows).loc[conv.rows]
     np.testing.assert_array_equal(last["bid_size_0"].to_numpy(), conv.frame["bid_size_0"].to_numpy())
+
+
+def test_option_chain_with_mark_price_is_options_not_ticker():
+    assert detect_kind(["timestamp", "symbol", "expiry", "strike", "option_type", "mark_price"]) == "options"
+
+
+def test_symbols_one_after_another_are_merged(tmp_path):
+    csv = ("timestamp,symbol,price,quantity\n2024-03-01T00:00:00Z,A,1,1\n2024-03-01T00:00:02Z,A,1,1\n"
+           "2024-03-01T00:00:01Z,B,1,1\n2024-03-01T00:00:03Z,B,1,1\n")
+    ds = load(write(tmp_path, "t.csv", csv))
+    assert ds.frame["symbol"].tolist() == ["A", "B", "A", "B"]
+    assert any("in time order per symbol" in w and "rows 3" in w for w in ds.report.warnings)
