@@ -453,17 +453,21 @@ def make_bars(market: Market, bar_minutes: int = 15) -> pd.DataFrame:
     dec = np.array([SYMBOL_SPECS[s]["price_decimals"] for s in market.symbols])[:, None]
     scale = 10.0 ** dec
 
+    # rows in time order, symbols interleaved: the file is sorted by timestamp like a download
+    def flat(x):
+        return x.T.ravel()
+
     def px(x):
-        return (np.round(np.exp(x) * scale) / scale).ravel()
+        return flat(np.round(np.exp(x) * scale) / scale)
 
     start = market.start.astype("datetime64[m]")
     ts = start + np.arange(n_bars) * np.timedelta64(bar_minutes, "m")
     volume = market.minute_volume.reshape(n_sym, n_bars, bar_minutes).sum(2)
     return pd.DataFrame({
-        "timestamp": np.tile(_iso(ts, "s"), n_sym),
-        "symbol": np.repeat(np.asarray(market.symbols), n_bars),
+        "timestamp": np.repeat(_iso(ts, "s"), n_sym),
+        "symbol": np.tile(np.asarray(market.symbols), n_bars),
         "open": px(path[:, :, 0]), "high": px(path.max(2)), "low": px(path.min(2)),
-        "close": px(path[:, :, -1]), "volume": np.round(volume, 4).ravel(),
+        "close": px(path[:, :, -1]), "volume": flat(np.round(volume, 4)),
     })
 
 

@@ -322,3 +322,16 @@ def test_symbol_dates_are_deribit_style():
     assert sample._deribit_date(np.datetime64("2024-11-01")) == "1NOV24"
     assert sample._deribit_date(np.datetime64("2024-12-27")) == "27DEC24"
     assert re.fullmatch(r"\d{1,2}[A-Z]{3}\d{2}", sample._deribit_date(np.datetime64("2025-10-31")))
+
+
+def test_sample_files_load_cleanly_with_the_readers(root):
+    io_mod = pytest.importorskip("models.io", reason="models/io.py (readers) not present")
+    kinds = {"fills.csv": "fills", "bars_15m.csv": "bars", "trades_BTCUSDT.csv.gz": "trades",
+             "quotes_BTCUSDT.csv.gz": "quotes", "options_chain.csv": "options"}
+    for name, kind in kinds.items():
+        ds = io_mod.load(root / "sample_data" / name)
+        assert ds.kind == kind, name
+        assert ds.report.dropped == [] and ds.report.warnings == [], (name, ds.report.to_dict())
+    fills = io_mod.load(root / "sample_data" / "fills.csv").frame
+    expected, _ = sample.generate_fills(20_000, seed=7)
+    np.testing.assert_allclose(fills["cost_bps"], expected["cost_bps"], rtol=0, atol=1e-9)
