@@ -11,15 +11,17 @@ column, how many rows it filled, from which source, and how many are still missi
   pro-rata for the partly covered first and last bars (volume spread evenly inside a bar; a gap
   between bars counts as no volume). A window not inside the data stays NaN.
 - `adv`: mean daily volume of the `adv_window_days` UTC days strictly before the arrival day; each of
-  them must be complete (all its bars present), otherwise the fill stays NaN. Bars, or, without
-  bars, the trades (only days strictly between the first and the last trade day count as complete).
+  them must be complete (all its bars present), otherwise the fill stays NaN.
 - `volatility`: daily sigma (fraction) from data strictly before the arrival day, no look-ahead.
   `vol_method="daily"` (default): sample std (ddof=1) of the `vol_window_days` daily close-to-close
   log returns ending the day before arrival (needs `vol_window_days + 1` complete days).
   `vol_method="intraday"`: std of all bar-to-bar log returns of those days times sqrt(bars per day);
   more precise for the same window, but biased upwards when bars carry bid-ask bounce.
+  adv and volatility come from bars; where bars do not cover a fill's symbol, from trades turned
+  into 15-minute bars (only days strictly between the first and the last trade day are complete:
+  the edges of a recording are usually partial days).
 - `spread_bps`: (ask - bid) / mid * 1e4 of the last quote at or before arrival (backward as-of
-  match) no older than `quote_max_age_s`; from book level 0 when only a book is given. Crossed
+  match) no older than `quote_max_age_s`; from book level 0 where quotes do not cover it. Crossed
   quotes (ask < bid) are ignored and counted.
 
 Data is matched to fills by symbol, and by venue too when both frames have a venue column. The work
@@ -298,9 +300,6 @@ class _Source:
         self.ignored_rows = 0
         self.note = ""
 
-    def fields(self) -> tuple[str, ...]:
-        raise NotImplementedError
-
     def estimate(self, field: str, **options) -> np.ndarray:
         raise NotImplementedError
 
@@ -312,9 +311,6 @@ class _BarSource(_Source):
         self.bars = bars_by_group
         self.grouped = grouped
         self._tables: dict[int, _DayTable] = {}
-
-    def fields(self):
-        return ("market_volume", "adv", "volatility")
 
     def _table(self, code: int) -> _DayTable:
         if code not in self._tables:
@@ -357,9 +353,6 @@ class _TradeSource(_Source):
             self.series[code] = (t_ns[rows], price[rows], qty[rows])
         self._bars = None
 
-    def fields(self):
-        return ("market_volume", "adv", "volatility")
-
     def bar_source(self) -> _BarSource:
         if self._bars is None:
             bars = {}
@@ -396,9 +389,6 @@ class _QuoteSource(_Source):
         self.grouped = grouped
         self.series = {code: (t_ns[rows], bid[rows], ask[rows])
                        for code, rows in grouped.groups.items()}
-
-    def fields(self):
-        return ("spread_bps",)
 
     def estimate(self, field, *, quote_max_age_s, **_):
         out = np.full(len(self.fills), np.nan)
