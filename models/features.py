@@ -179,9 +179,10 @@ class Features:
         return out
 
     # -- subsetting ---------------------------------------------------------------------------
-    def take_rows(self, idx) -> "Features":
+    def take_rows(self, idx, *, labels: bool = True) -> "Features":
         """The same features for a subset of rows (index array, boolean mask or slice); cached
-        derived arrays are carried over, not recomputed."""
+        derived arrays are carried over, not recomputed. `labels=False` leaves out the grouping
+        columns (numerics only, for start values and inner loops)."""
         if isinstance(idx, slice) and idx == slice(None):
             return self
         if isinstance(idx, np.ndarray) and idx.dtype == bool:
@@ -194,11 +195,11 @@ class Features:
             if v is None or not isinstance(v, (np.ndarray, tuple)):
                 cache[k] = v
             elif k.startswith("group:"):
-                if k != "group:size_bucket":
+                if labels and k != "group:size_bucket":
                     cache[k] = (_take(v[0], idx), v[1])
             else:
                 cache[k] = _take(v, idx)
-        labels = {k: _take(v, idx) for k, v in self.labels.items()}
+        labels = {k: _take(v, idx) for k, v in self.labels.items()} if labels else {}
         extra = {k: _take(v, idx) for k, v in self.extra.items()}
         row_index = self.row_index if self.row_index is not None else np.arange(self.n)
         return Features(participation=sub(self.participation), sigma=sub(self.sigma),

@@ -99,7 +99,7 @@ class _Problem:
         z /= c2
         rho, rho1, rho2 = LOSSES[self.loss].rho(z)
         if self.m is not None:
-            cost = 0.5 * c2 * float(np.dot(rho, self.m))
+            cost = 0.5 * c2 * float(np.einsum("i,i->", rho, self.m))   # not BLAS: see _lm_normal
         else:
             cost = 0.5 * c2 * float(rho.sum())
         return cost, rho1, rho2, z
@@ -108,7 +108,7 @@ class _Problem:
         return self.rho(self.residuals(x))[0]
 
     def take(self, idx, m=None) -> "_Problem":
-        return dataclasses.replace(self, features=self.features.take_rows(idx), y=self.y[idx],
+        return dataclasses.replace(self, features=self.features.take_rows(idx, labels=False), y=self.y[idx],
                                    w=None if self.w is None else self.w[idx], m=m)
 
 
@@ -178,8 +178,10 @@ def _lm_normal(prob: _Problem, x0, max_nfev=None, tol=DEFAULT_TOL) -> _Solution:
         if prob.m is not None:
             psi *= prob.m
             gn *= prob.m
-        g = J.T @ psi
-        H = J.T @ (J * gn[:, None])
+        # einsum rather than BLAS: k is 1-6, and OpenBLAS thread wake-ups cost more than the work
+        JT = J.T
+        g = np.einsum("kn,n->k", JT, psi)
+        H = np.einsum("kn,jn->kj", JT * gn, JT)
         active = ((x <= lo) & (g > 0)) | ((x >= hi) & (g < 0))
         free = ~active
         scale = np.sqrt(np.maximum(np.diag(H), EPS)) * np.sqrt(max(2.0 * cost, EPS))
@@ -305,13 +307,14 @@ def sandwich_covariance(prob: _Problem, x) -> tuple[np.ndarray, list[str]]:
     m = np.ones_like(r) if prob.m is None else prob.m
     psi = rho1 * r
     a_w = (rho1 + 2.0 * rho2 * z) * m
-    A = J.T @ (J * a_w[:, None])
+    JT = J.T
+    A = np.einsum("kn,jn->kj", JT * a_w, JT)
     eig = np.linalg.eigvalsh(A) if np.isfinite(A).all() else np.array([-1.0])
     if eig.min() <= 1e-12 * max(eig.max(), EPS):
         # cauchy/arctan can make the exact Hessian indefinite: use the IRLS (rho') form instead
-        A = J.T @ (J * (rho1 * m)[:, None])
+        A = np.einsum("kn,jn->kj", JT * (rho1 * m), JT)
         notes.append("robust-loss Hessian not positive definite: standard errors use the IRLS form")
-    B = J.T @ (J * (psi * psi * m)[:, None])
+    B = np.einsum("kn,jn->kj", JT * (psi * psi * m), JT)
     n = prob.n_eff
     try:
         Ainv = np.linalg.inv(A)
@@ -612,7 +615,7 @@ class Calibrator:
     def fit(self, fills, cost_bps=None) -> CalibrationResult:
         """Calibrate on `fills`; a non-converged fit is returned with its status and a warning."""
         features, validation, weights = self._usable(self.features(fills, cost_bps), need_cost=True)
-        order = self._time_order(features)
+        order = self._time_order(features) if (self.test_fraction > 0 or self.walk_forward) else None
         is_train = np.ones(features.n, dtype=bool)
         if self.test_fraction > 0:
             n_test = int(round(self.test_fraction * features.n))
@@ -845,8 +848,8 @@ def segment_test(pooled: CalibrationResult, results: list[CalibrationResult]) ->
         res_r = f.cost_bps - pooled.model.predict(pooled.theta, f)
         if w is not None:
             res_u, res_r = res_u * w, res_r * w
-        ss_u += float(res_u @ res_u)
-        ss_r += float(res_r @ res_r)
+        ss_u += float(np.einsum("i,i->", res_u, res_u))
+        ss_r += float(np.einsum("i,i->", res_r, res_r))
         n += f.n
     df1, df2 = (K - 1) * k, n - K * k
     chow = None

@@ -63,9 +63,14 @@ def _linear(z):
 
 
 def _soft_l1(z):
-    t = 1.0 + z
-    rho1 = t ** -0.5
-    return 2.0 * (t * rho1 - 1.0), rho1, -0.5 * rho1 / t
+    t = z + 1.0
+    root = np.sqrt(t)
+    rho1 = np.reciprocal(root)
+    rho2 = rho1 / t
+    rho2 *= -0.5
+    root -= 1.0
+    root *= 2.0
+    return root, rho1, rho2
 
 
 def _huber(z):
