@@ -399,8 +399,14 @@ class Calibrator:
             if not np.isfinite(float(value)):
                 raise CalibrationError(f"fixed value of '{name}' must be a finite number, got {value!r}")
         for name, b in self.bounds.items():
-            if len(b) != 2 or not float(b[0]) < float(b[1]):
-                raise CalibrationError(f"bounds of '{name}' must be (lower, upper) with lower < upper, got {b!r}")
+            try:
+                lo, hi = (-np.inf if b[0] is None else float(b[0])), (np.inf if b[1] is None else float(b[1]))
+                ok = len(b) == 2 and lo < hi
+            except (TypeError, ValueError, IndexError):
+                ok = False
+            if not ok:
+                raise CalibrationError(f"bounds of '{name}' must be (lower, upper) with lower < upper "
+                                       f"(None for no bound), got {b!r}")
         allowed_opts = {p.name for p in spec.params}
         unknown = [k for k in self.options if k not in allowed_opts]
         if unknown:

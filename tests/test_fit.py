@@ -140,6 +140,13 @@ def test_bounds_are_respected_and_reported(fills):
     assert fast.report.active_bounds == res.report.active_bounds
 
 
+def test_one_sided_bounds(fills):
+    res = Calibrator(bounds={"Y": (None, 0.5)}).fit(fills)
+    assert res.params["Y"] == pytest.approx(0.5) and res.bounds["Y"] == (-np.inf, 0.5)
+    with pytest.raises(CalibrationError, match="finite bounds"):
+        Calibrator(optimizer="multistart", bounds={"Y": (None, 0.5)}).fit(fills)
+
+
 def test_fixed_parameters_are_not_estimated(fills):
     res = Calibrator(fixed={"delta": 0.5}).fit(fills)
     assert res.free == ("Y",) and res.params["delta"] == 0.5
