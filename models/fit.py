@@ -42,6 +42,11 @@ TERMINATION_MESSAGES = {   # scipy.optimize.least_squares' own wording, reused b
 }
 
 
+# settings that define the objective: a bootstrap must refit the same one
+_OBJECTIVE_SETTINGS = ("model", "loss", "f_scale", "weights", "weight_column", "fixed", "bounds",
+                       "participation", "free", "test_fraction")
+
+
 class CalibrationError(ValueError):
     """A calibration that cannot be run on this data or with these settings; says why."""
 
@@ -740,6 +745,12 @@ class Calibrator:
             result = self.fit(fills)
         if result.status != "fitted":
             raise CalibrationError("bootstrap needs a fitted result, not hand-set parameters")
+        mine = self.get_params()
+        differ = [k for k in _OBJECTIVE_SETTINGS if result.settings.get(k) != mine[k]]
+        if differ:
+            raise CalibrationError("the result was fitted with other settings ("
+                                   + ", ".join(f"{k}: {result.settings.get(k)!r} vs {mine[k]!r}" for k in differ)
+                                   + "); bootstrap it with the calibrator that fitted it")
         features = result.features if result.is_train.all() else result.features.take_rows(result.is_train)
         grouping = features.group(by)
         if grouping is None:

@@ -295,6 +295,9 @@ class CalibrationResult:
         an input is missing."""
         features = fills if isinstance(fills, Features) else impact_features(
             getattr(fills, "frame", fills), self.participation)
+        if features.participation_kind != self.participation:
+            raise ValueError(f"these features use participation '{features.participation_kind}', "
+                             f"the model was calibrated with '{self.participation}'")
         self.model.check(features)
         return self.model.predict(self.theta, features)
 

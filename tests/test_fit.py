@@ -164,8 +164,10 @@ def test_same_input_and_seed_give_identical_output(fills):
     np.testing.assert_array_equal(a.covariance, b.covariance)
     np.testing.assert_array_equal(a.bootstrap.samples, b.bootstrap.samples)
     assert a.out_of_sample == b.out_of_sample
-    c = Calibrator(seed=6).bootstrap(result=a, n=20, by="day")
+    c = Calibrator(optimizer="multistart", test_fraction=0.2, seed=6).bootstrap(result=a, n=20, by="day")
     assert not np.array_equal(c.bootstrap.samples, a.bootstrap.samples)
+    with pytest.raises(CalibrationError, match="other settings.*loss"):
+        Calibrator(loss="huber", test_fraction=0.2).bootstrap(result=a, n=5)
 
 
 def test_non_converged_fit_is_flagged_not_hidden(fills):
