@@ -337,10 +337,16 @@ def sandwich_covariance(prob: _Problem, x) -> tuple[np.ndarray, list[str]]:
 class Calibrator:
     """Settings of one calibration (validated here, so a bad choice fails before any data is read).
 
-    Parameters (besides the brief's): `free` names default-fixed parameters to estimate (e.g.
-    ("h",) to fit the spread coefficient); `max_nfev` caps function evaluations; `tol` is ftol =
-    xtol = gtol; `options` holds optimizer-specific settings from the registry (e.g.
-    {"starts": 16}, {"maxiter": 200, "subsample": 20000}).
+    `test_fraction` holds out the latest share of the rows (by timestamp, else row order) for
+    out-of-sample metrics; `walk_forward=k` splits all usable rows into k+1 time blocks and fits on
+    blocks [0, i) to predict block i (expanding window). `free` names default-fixed parameters to
+    estimate (e.g. ("h",) to fit the spread coefficient); `max_nfev` caps function evaluations;
+    `tol` is ftol = xtol = gtol (1e-10: tight enough that every solver lands on the same optimum
+    to 1e-6); `options` holds optimizer-specific settings from the registry (e.g. {"starts": 16},
+    {"maxiter": 200, "subsample": 20000}).
+
+    The default optimizer is scipy's 'trf' (the reference); 'lm_normal' finds the same optimum
+    3-5× faster on a million fills and is what `bootstrap` uses for its refits.
     """
 
     def __init__(self, model: str = "power_law", optimizer: str = "trf", loss: str = "soft_l1",
