@@ -109,6 +109,8 @@ def test_features_from_a_frame():
     # string sides are understood too
     strings = df.drop(columns="cost_bps").assign(side=np.where(df["side"] > 0, "BUY", "sell"))
     np.testing.assert_allclose(impact_features(strings).cost_bps, derived.cost_bps)
+    unknown = df.drop(columns="cost_bps").assign(side=np.where(np.arange(len(df)) == 2, 0, df["side"]))
+    assert np.isnan(impact_features(unknown).cost_bps[2])     # side 0: direction unknown, no cost
     codes, labels = f.group("venue")
     assert set(labels) == {"binance", "okx", "coinbase"}
     assert (np.array(labels)[codes] == df["venue"].to_numpy()).all()
