@@ -83,35 +83,62 @@ def walk_book(px: np.ndarray, sz: np.ndarray, sizes, mid: np.ndarray, side: int 
         empty = np.full((n_snap, n_size), np.nan)
         return Walk(empty, empty.copy(), np.ones((n_snap, n_size), bool), np.zeros(n_snap))
 
-    usable = (sz > 0) & np.isfinite(px)
+    # sorted sizes make the global search's queries ascending, which numpy's binary search
+    # exploits (it starts each search at the previous answer): 10x faster than shuffled
+    order = None
+    if n_size > 1 and np.any(np.diff(sizes) < 0):
+        order = np.argsort(sizes, kind="stable")
+        sizes = sizes[order]
+
+    usable = np.isfinite(px)
+    usable &= sz > 0
     qty = np.where(usable, sz, 0.0)
     # a leading zero column so that "cumulative before level k" is column k
-    cum_qty = np.zeros((n_snap, n_lev + 1))
+    width = n_lev + 1
+    cum_qty = np.zeros((n_snap, width))
     np.cumsum(qty, axis=1, out=cum_qty[:, 1:])
-    cum_notional = np.zeros((n_snap, n_lev + 1))
-    np.cumsum(np.where(usable, px * qty, 0.0), axis=1, out=cum_notional[:, 1:])
-    depth = cum_qty[:, -1]
+    level_notional = np.zeros_like(qty)
+    np.multiply(px, qty, out=level_notional, where=usable)
+    cum_notional = np.zeros((n_snap, width))
+    np.cumsum(level_notional, axis=1, out=cum_notional[:, 1:])
+    del qty, level_notional, usable
+    depth = cum_qty[:, -1].copy()
 
     # one global search: row i's cumulative quantities shifted by i * (max depth + 1)
     stride = float(depth.max()) + 1.0
     offset = np.arange(n_snap, dtype=np.float64) * stride
-    haystack = (cum_qty[:, 1:] + offset[:, None]).ravel()
-    needles = (sizes[None, :] + offset[:, None]).ravel()
-    pos = np.searchsorted(haystack, needles, side="left").reshape(n_snap, n_size)
-    # level that fills the last unit; the offset's rounding can only push it one row over
-    level = pos - (np.arange(n_snap) * n_lev)[:, None]
+    haystack = cum_qty[:, 1:] + offset[:, None]
+    needles = sizes[None, :] + offset[:, None]
+    pos = np.searchsorted(haystack.ravel(), needles.ravel(), side="left")
+    del haystack, needles
+    # the level that fills the last unit; the offset's rounding can only push it one row over
+    level = pos.reshape(n_snap, n_size)
+    level -= (np.arange(n_snap) * n_lev)[:, None]
     np.clip(level, 0, n_lev - 1, out=level)
+    # flat indices into the (n_snap, n_lev + 1) cumulative arrays: 1-D take beats 2-D fancy
+    level += (np.arange(n_snap) * width)[:, None]
+    flat = level.ravel()
+    before_qty = np.take(cum_qty.ravel(), flat).reshape(n_snap, n_size)
+    before_notional = np.take(cum_notional.ravel(), flat).reshape(n_snap, n_size)
+    flat -= np.repeat(np.arange(n_snap), n_size)          # same level, px has n_lev columns
+    last_px = np.take(px.ravel(), flat).reshape(n_snap, n_size)
+    del level, flat, pos
 
-    rows = np.arange(n_snap)[:, None]
-    before_qty = cum_qty[rows, level]
-    before_notional = cum_notional[rows, level]
-    last_px = px[rows, level]
-    notional = before_notional + (sizes[None, :] - before_qty) * last_px
+    # vwap = (notional before the last level + remainder * its price) / size, in place
+    vwap = np.subtract(sizes[None, :], before_qty, out=before_qty)
+    vwap *= last_px
+    vwap += before_notional
+    vwap /= sizes[None, :]
     exhausted = sizes[None, :] > depth[:, None]       # exact test, not the shifted one
-    vwap = notional / sizes[None, :]
     vwap[exhausted] = np.nan
     with np.errstate(invalid="ignore", divide="ignore"):
-        cost = (vwap / mid[:, None] - 1.0) * 1e4 * side
+        scale = 1e4 * side / mid
+        cost = vwap * scale[:, None]
+        cost -= 1e4 * side
+    if order is not None:
+        back = np.empty_like(order)
+        back[order] = np.arange(n_size)
+        cost, vwap, exhausted = cost[:, back], vwap[:, back], exhausted[:, back]
     return Walk(cost_bps=cost, vwap=vwap, exhausted=exhausted, depth=depth)
 
 

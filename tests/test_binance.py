@@ -352,3 +352,12 @@ def test_empty_and_non_capture_inputs(tmp_path):
         read_capture(tmp_path / "missing.gz")
     with pytest.raises(ValueError):
         read_capture(b"", market="kraken")
+
+
+def test_capture_without_snapshot_keeps_trades_and_says_why_no_book(tmp_path):
+    lines = [ln for ln in futures_lines() if "lastUpdateId" not in ln]
+    cap = read_capture(write_gz(tmp_path / "usdm_nosnap.gz", lines))
+    assert len(cap.book) == 0 and cap.stats["synced"] is False
+    assert cap.stats["diffs_applied"] == 0 and cap.stats["diffs_buffered_before_snapshot"] == 4
+    assert any("no REST depth snapshot" in w for w in cap.warnings)
+    assert len(cap.trades) == 2 and len(cap.quotes) == 1

@@ -67,7 +67,7 @@ def test_size_exactly_at_a_level_boundary_is_continuous():
     # cum depth is 1, 3, 6: an order of exactly 3 consumes levels 0-1 and nothing of level 2
     eps = 1e-9
     c = walk_cost_bps(ASK_PX, ASK_SZ, np.array([3.0 - eps, 3.0, 3.0 + eps]), MID, +1)[0]
-    assert c[1] == pytest.approx(bps(302 / 3), abs=1e-12)
+    assert c[1] == pytest.approx(bps(302 / 3), abs=1e-9)
     assert abs(c[0] - c[1]) < 1e-6 and abs(c[2] - c[1]) < 1e-6
     assert c[0] <= c[1] <= c[2]
 
@@ -75,7 +75,7 @@ def test_size_exactly_at_a_level_boundary_is_continuous():
 def test_partial_last_level():
     # 1.25 units: 1 at 100 and 0.25 at 101
     c = walk_cost_bps(ASK_PX, ASK_SZ, np.array([1.25]), MID, +1)[0, 0]
-    assert c == pytest.approx(bps((100 + 0.25 * 101) / 1.25), abs=1e-12)
+    assert c == pytest.approx(bps((100 + 0.25 * 101) / 1.25), abs=1e-9)
 
 
 def test_beyond_visible_depth_is_nan_and_counted():
@@ -166,7 +166,7 @@ def test_market_impact_curve_tidy_frame():
     buy = curve[curve.side == 1].reset_index(drop=True)
     sell = curve[curve.side == -1].reset_index(drop=True)
     # snapshot 0, buy 2: 1 @ 100 + 1 @ 101
-    assert buy.loc[1, "cost_bps"] == pytest.approx(bps(100.5), abs=1e-12)
+    assert buy.loc[1, "cost_bps"] == pytest.approx(bps(100.5), abs=1e-9)
     assert buy.loc[1, "depth_fraction"] == pytest.approx(2 / 3)
     assert buy.loc[0, "notional"] == pytest.approx(99.5)
     assert buy.loc[0, "half_spread_bps"] == pytest.approx(0.5 / 99.5 * 1e4)
