@@ -288,7 +288,7 @@ def impact_features(fills: pd.DataFrame | Mapping[str, Any], participation: str 
     cost = col("cost_bps")
     if cost is None and {"side", "arrival_price", "exec_price"} <= columns:
         side = _side_array(fills["side"])
-        side[side == 0] = np.nan     # unknown direction: no cost (the fit drops and counts the row)
+        side = np.where(side == 0, np.nan, side)   # unknown direction: no cost (dropped and counted)
         cost = side * (col("exec_price") / col("arrival_price") - 1.0) * 1e4
     labels = {}
     for name in GROUP_COLUMNS:
