@@ -121,6 +121,18 @@ def test_matches_naive_reference_on_random_books():
     np.testing.assert_allclose(fast_sell, slow_sell, rtol=0, atol=1e-9)   # NaN == NaN here
 
 
+def test_unsorted_sizes_come_back_in_the_callers_order():
+    rng = np.random.default_rng(5)
+    ask_px, ask_sz, mid = random_books(rng, 30, 20)
+    sizes = rng.uniform(0.01, 25.0, 50)                 # shuffled, some beyond depth
+    order = np.argsort(sizes)
+    w = walk_book(ask_px, ask_sz, sizes, mid, +1)
+    w_sorted = walk_book(ask_px, ask_sz, sizes[order], mid, +1)
+    np.testing.assert_array_equal(w.cost_bps[:, order], w_sorted.cost_bps)
+    np.testing.assert_array_equal(w.exhausted[:, order], w_sorted.exhausted)
+    assert w.exhausted.any() and not w.exhausted.all()
+
+
 def test_cost_is_non_decreasing_in_size():
     rng = np.random.default_rng(11)
     ask_px, ask_sz, mid = random_books(rng, 200, 40)
