@@ -50,7 +50,7 @@ def run(quick: bool = False) -> list[dict]:
     features, _, weights = base._usable(base.features(fills), need_cost=True)
     prob = base._problem(features, weights)
     x0 = base.model.start(prob.features, prob.y, prob.w, prob.theta, prob.free)[prob.free]
-    lmfit_s, x_lmfit = best_of(lambda: _lmfit_fit(prob, x0), repeat=1 if not quick else 2)
+    lmfit_s, x_lmfit = best_of(lambda: _lmfit_fit(prob, x0), repeat=3)
     for optimizer in ("lm_normal", "trf"):
         cal = Calibrator(model="power_law", loss="soft_l1", optimizer=optimizer)
         secs, res = best_of(lambda: cal.fit(fills), repeat=3)

@@ -130,6 +130,7 @@ class _Solution:
     active: np.ndarray               # -1 lower, +1 upper, 0 free (per free parameter)
     starts: tuple = ()
     extra_warnings: tuple = ()
+    state: tuple | None = None       # (r, rho', rho'', z) at x, when the solver has them
 
 
 def _active_mask(x, lo, hi) -> np.ndarray:
@@ -245,7 +246,7 @@ def _lm_normal(prob: _Problem, x0, max_nfev=None, tol=DEFAULT_TOL) -> _Solution:
                 status = 0
                 break
     return _Solution(x, status, TERMINATION_MESSAGES[status], status > 0, nfev, njev, iterations,
-                     cost, _active_mask(x, lo, hi))
+                     cost, _active_mask(x, lo, hi), state=(r, rho1, rho2, z))
 
 
 def _local(prob, x0, method, max_nfev, tol) -> _Solution:
@@ -300,14 +301,18 @@ def _multistart(prob, x0, local, starts, seed, max_nfev, tol) -> _Solution:
 
 # --- covariance ------------------------------------------------------------------------------
 
-def sandwich_covariance(prob: _Problem, x) -> tuple[np.ndarray, list[str]]:
-    """A⁻¹BA⁻¹·n/(n−k) of the robust M-estimator at x (see module docstring)."""
+def sandwich_covariance(prob: _Problem, x, state=None) -> tuple[np.ndarray, list[str]]:
+    """A⁻¹BA⁻¹·n/(n−k) of the robust M-estimator at x (see module docstring); `state` =
+    (r, rho', rho'', z) at x when the solver already has them."""
     notes = []
     k = prob.k
     if k == 0:
         return np.empty((0, 0)), notes
-    r = prob.residuals(x)
-    _, rho1, rho2, z = prob.rho(r)
+    if state is None:
+        r = prob.residuals(x)
+        _, rho1, rho2, z = prob.rho(r)
+    else:
+        r, rho1, rho2, z = state
     J = prob.jac(x)
     m = np.ones_like(r) if prob.m is None else prob.m
     psi = rho1 * r
@@ -645,7 +650,7 @@ class Calibrator:
         prob = self._problem(train, weights)
         self._check_identifiable(prob)
         sol = self._solve(prob, self.seed)
-        cov, notes = sandwich_covariance(prob, sol.x)
+        cov, notes = sandwich_covariance(prob, sol.x, sol.state)
         report = self._report(prob, sol, weights, notes)
         for w in report.warnings[:1] if not sol.success else []:
             warnings.warn(w, CalibrationWarning, stacklevel=2)
