@@ -53,6 +53,12 @@ def create_app(*, cache_dir: str | None = None, sample_dir: str | None = None,
     shell.attach_settings(app, settings)
     app.layout = lambda: shell.build_layout(app)
     shell.register_callbacks(app)
+    # Dash finishes its setup (script registry) on the first request, and that is not thread-safe: two
+    # concurrent first requests to a threaded gunicorn worker can 500 on the JS bundles ("not a
+    # registered library"). One request here, before the worker serves anyone, does it single-threaded.
+    warm = app.server.test_client().get("/")
+    if warm.status_code != 200:
+        raise RuntimeError(f"execal failed to start: GET / answered {warm.status_code}")
     return app
 
 

@@ -93,6 +93,13 @@ def parse_mapping_text(text: str | None) -> dict[str, str] | None:
     return mapping or None
 
 
+KEPT_NOTE = "\nThe dataset shown below is unchanged."
+
+
+def _kept_note(st: store_mod.SessionStore, session_id: str) -> str:
+    return KEPT_NOTE if st.active_key(session_id) else ""
+
+
 def alert(message: str) -> tuple[str, bool]:
     return message, True
 
@@ -110,11 +117,14 @@ def _load_source(st: store_mod.SessionStore, settings, session_id: str, source: 
         if name not in sample_files(settings.sample_dir):
             raise DataError("no such bundled sample file", file=name)
         raw = (settings.sample_dir / name).read_bytes()
+        # the upload limit protects the server from users' files, not from its own samples
+        max_bytes = max(settings.max_upload_bytes, len(raw))
     else:
         if not contents:
             raise DataError("choose a file to upload first", file=name)
         raw = decode_upload(contents, name)
-    return st.load_bytes(raw, name=name, kind=kind, mapping=mapping, max_bytes=settings.max_upload_bytes,
+        max_bytes = settings.max_upload_bytes
+    return st.load_bytes(raw, name=name, kind=kind, mapping=mapping, max_bytes=max_bytes,
                          session_id=session_id)
 
 
@@ -157,12 +167,12 @@ def load_dataset(st: store_mod.SessionStore, settings, *, trigger: str | None, s
     try:
         key = _load_source(st, settings, session_id, source, contents, kind, mapping_text)
     except DataError as err:
-        out["alert"] = alert(str(err))
+        out["alert"] = alert(str(err) + _kept_note(st, session_id))
         return out
     except Exception as err:  # never a traceback in the browser: log it, say one line
         log.exception("loading %s failed", source.get("name"))
         out["alert"] = alert(f"{source.get('name')}: could not be loaded ({type(err).__name__}). "
-                             "The details are in the server log.")
+                             "The details are in the server log." + _kept_note(st, session_id))
         return out
     out["active"] = {"key": key}
     out["source"] = source
@@ -237,7 +247,7 @@ def layout(app) -> html.Div:
 
     settings = get_settings(app)
     samples = sample_files(settings.sample_dir)
-    limit = f"{settings.max_upload_mb:g} MB"
+    limit = f"{settings.max_upload_mb:.3g} MB"
     load_card = dbc.Card([
         dbc.CardHeader(html.H2("Load data", className="h6 mb-0")),
         dbc.CardBody([
@@ -260,10 +270,7 @@ def layout(app) -> html.Div:
             _labelled("Column mapping", dbc.Input(
                 id=MAPPING, type="text", placeholder="their_name=canonical, ...", debounce=True),
                 MAPPING, "For columns the loader does not recognise, e.g. px=exec_price, qty=quantity."),
-            dbc.Button("Reload with these options", id=APPLY, color="secondary", outline=True, size="sm",
-                       className="mb-3"),
-            dbc.Alert(id=ALERT, is_open=False, color="danger", className="mb-0 execal-error"),
-            dbc.Alert(id=SIZE_ALERT, is_open=False, color="danger", className="mb-0 mt-2"),
+            dbc.Button("Reload with these options", id=APPLY, color="secondary", outline=True, size="sm"),
             dcc.Store(id=LIMITS, data={"max_request_chars": settings.max_request_bytes, "limit": limit}),
             dcc.Store(id=SOURCE, storage_type="memory"),
         ]),
@@ -285,7 +292,7 @@ def layout(app) -> html.Div:
         id=GRID, rowData=[], columnDefs=[], className="execal-grid",
         style={"height": "360px", "width": "100%"},
         defaultColDef={"sortable": True, "resizable": True, "filter": True, "minWidth": 110},
-        columnSize="responsiveSizeToFit",
+        columnSize="autoSize",
         # dots in a column name must not be read as nested fields; no custom HTML templates (XSS guard)
         dashGridOptions={"suppressFieldDotNotation": True, "animateRows": False,
                          "localeText": {"noRowsToShow": "No rows to preview"}},
@@ -293,7 +300,9 @@ def layout(app) -> html.Div:
     preview_card = card("Preview", grid, title_id=PREVIEW_TITLE)
     return dbc.Row([
         dbc.Col(load_card, md=4, lg=3),
-        dbc.Col([summary_card, dbc.Row([dbc.Col(report_card, lg=6), dbc.Col(coverage_card, lg=6)]),
+        dbc.Col([dbc.Alert(id=ALERT, is_open=False, color="danger", dismissable=True, className="execal-error"),
+                 dbc.Alert(id=SIZE_ALERT, is_open=False, color="danger", className="execal-error"),
+                 summary_card, dbc.Row([dbc.Col(report_card, lg=6), dbc.Col(coverage_card, lg=6)]),
                  preview_card], md=8, lg=9),
     ], className="execal-data-panel")
 
@@ -344,7 +353,8 @@ def register_callbacks(app) -> None:
         function(contents, filename, limits) {
             if (!contents || !limits) { return ["", false]; }
             if (contents.length > limits.max_request_chars) {
-                return [(filename || "file") + ": file is over the " + limits.limit + " upload limit", true];
+                return [(filename || "file") + ": the file is over the " + limits.limit +
+                        " upload limit and was not loaded.\\nThe dataset shown below is unchanged.", true];
             }
             return ["", false];
         }

@@ -35,6 +35,8 @@ NAV_ID = "execal-nav"
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MAX_UPLOAD_MB = 200.0
+# the rest of an upload's callback request: JSON framing, file name, the other inputs and states
+REQUEST_OVERHEAD_BYTES = 64 * 2**10
 
 
 def nav_link_id(panel: ModuleType) -> str:
@@ -66,7 +68,7 @@ class Settings:
     @property
     def max_request_bytes(self) -> int:
         """Flask's MAX_CONTENT_LENGTH: the upload travels base64 (4/3) inside a JSON callback request."""
-        return int(self.max_upload_bytes * 4 / 3) + 2**20
+        return int(self.max_upload_bytes * 4 / 3) + REQUEST_OVERHEAD_BYTES
 
 
 def max_upload_bytes(max_upload_mb: float | None = None) -> int:

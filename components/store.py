@@ -226,8 +226,8 @@ class SessionStore:
         worker or session asks. Raises `DataError` (from the loader, or for an over-size file).
         """
         if max_bytes is not None and len(raw) > max_bytes:
-            raise DataError(f"file is {len(raw) / 2**20:.1f} MB, over the {max_bytes / 2**20:.0f} MB limit",
-                            file=name)
+            raise DataError(f"file is {len(raw) / 2**20:.3g} MB ({len(raw):,} bytes), over the "
+                            f"{max_bytes / 2**20:.3g} MB upload limit", file=name)
         raw_sha = hashlib.sha256(raw).hexdigest()
         request = self._k("load", raw_sha, kind or "auto", mapping_digest(mapping) or "nomap")
         key = self.cache.get(request)

@@ -54,28 +54,39 @@ class Server:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
-def _wait_ready(url: str, proc: subprocess.Popen, log_path: Path, timeout_s: float) -> None:
+def _wait_ready(url: str, proc: subprocess.Popen, log_path: Path, timeout_s: float, probe: bool) -> None:
+    """Until gunicorn answers. With `probe=False` only the listening socket is checked, so no HTTP
+    request warms a worker before the test's own requests do."""
+    host, port = url.rsplit("/", 1)[-1].split(":")
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"gunicorn exited with {proc.returncode}:\n{log_path.read_text(errors='replace')}")
         try:
-            with urllib.request.urlopen(url + "/_dash-layout", timeout=5) as r:
-                if r.status == 200:
+            if not probe:
+                # connections queue in the listen backlog until a worker accepts them
+                with socket.create_connection((host, int(port)), timeout=5):
                     return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            else:
+                with urllib.request.urlopen(url + "/_dash-layout", timeout=5) as r:
+                    if r.status == 200:
+                        return
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
             pass
         time.sleep(0.2)
     raise RuntimeError(f"gunicorn not ready after {timeout_s} s:\n{log_path.read_text(errors='replace')}")
 
 
 @contextlib.contextmanager
-def serve_gunicorn(tmp_dir: Path, *, workers: int = 2, env: dict | None = None, ready_timeout_s: float = 60):
+def serve_gunicorn(tmp_dir: Path, *, workers: int = 2, env: dict | None = None, ready_timeout_s: float = 60,
+                   probe: bool = True):
     """Run `python -m gunicorn -w N app:server` with a private cache in `tmp_dir`; stop it with SIGTERM."""
     port = free_port()
     cache_dir = tmp_dir / "cache"
     log_path = tmp_dir / "gunicorn.log"
-    full_env = {**os.environ, "EXECAL_CACHE_DIR": str(cache_dir), **(env or {})}
+    # hermetic: the caller's EXECAL_* settings do not leak into the server under test
+    base = {k: v for k, v in os.environ.items() if not k.startswith("EXECAL_")}
+    full_env = {**base, "EXECAL_CACHE_DIR": str(cache_dir), **(env or {})}
     full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), full_env.get("PYTHONPATH")]))
     cmd = [sys.executable, "-m", "gunicorn", "-w", str(workers), "--threads", "2", "-b", f"127.0.0.1:{port}",
            "--timeout", "120", "--graceful-timeout", "10",
@@ -85,7 +96,7 @@ def serve_gunicorn(tmp_dir: Path, *, workers: int = 2, env: dict | None = None, 
         proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT)
     server = Server(url=f"http://127.0.0.1:{port}", process=proc, cache_dir=cache_dir, log_path=log_path)
     try:
-        _wait_ready(server.url, proc, log_path, ready_timeout_s)
+        _wait_ready(server.url, proc, log_path, ready_timeout_s, probe)
         yield server
     finally:
         stop(proc)
@@ -103,27 +114,16 @@ def stop(proc: subprocess.Popen, timeout_s: float = 20) -> int:
     return proc.returncode
 
 
-def sample_dir_for_tests(tmp_dir: Path) -> Path:
-    """The repo's sample_data/ when it holds fills.csv, else a stand-in with a small fills.csv."""
-    repo = ROOT / "sample_data"
-    if (repo / "fills.csv").is_file():
-        return repo
-    stand_in = tmp_dir / "sample_data"
-    stand_in.mkdir(parents=True, exist_ok=True)
-    (stand_in / "fills.csv").write_text(fills_csv(24, symbol="ETHUSDT", venue="okx"))
-    return stand_in
-
-
 # --- fixtures -----------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="session")
 def gunicorn_app(tmp_path_factory):
-    """The app under gunicorn (2 workers), with a private cache and the sample fills to preload."""
+    """The app under gunicorn (2 workers), with a private cache and the bundled sample_data/ (default)."""
+    if not (ROOT / "sample_data" / "fills.csv").is_file():
+        pytest.fail("sample_data/fills.csv is missing: regenerate it with models/sample.py")
     tmp = tmp_path_factory.mktemp("gunicorn")
-    sample_dir = sample_dir_for_tests(tmp)
-    with serve_gunicorn(tmp, env={"EXECAL_SAMPLE_DIR": str(sample_dir)}) as server:
-        server.sample_dir = sample_dir
+    with serve_gunicorn(tmp) as server:
         yield server
 
 

@@ -3,8 +3,11 @@ the app served by gunicorn."""
 from __future__ import annotations
 
 import base64
+import concurrent.futures
+import http.client
 import json
 import os
+import re
 import stat
 import urllib.error
 import urllib.request
@@ -252,7 +255,7 @@ def test_same_bytes_load_once(st):
 
 
 def test_oversize_is_refused_before_parsing(st):
-    with pytest.raises(DataError, match="big.csv: .*over the 1 MB limit"):
+    with pytest.raises(DataError, match=r"big.csv: file is .*\(1,048,577 bytes\), over the 1 MB upload limit"):
         st.load_bytes(b"x" * (2**20 + 1), name="big.csv", max_bytes=2**20,
                       loader=lambda *a, **k: pytest.fail("must not parse"))
 
@@ -282,6 +285,7 @@ def test_bad_upload_shows_error_and_keeps_previous(st, settings):
                                   contents=data_url("price;;\n\x00\x01garbage"), filename="bad.csv")
     message, is_open = bad["alert"]
     assert is_open and message.startswith("bad.csv") and "Traceback" not in message
+    assert message.endswith(data_panel.KEPT_NOTE)
     assert bad["active"] is no_update and bad["source"] is no_update
     assert st.active_key(sid) == good["active"]["key"]
 
@@ -401,27 +405,71 @@ def test_create_app_wires_server(tmp_path, settings):
         assert layout.nav_link_id(panel) in text and layout.panel_container_id(panel) in text
     assert store.SESSION_STORE_ID in text and data_panel.UPLOAD in text
     # server-side size limit: a request bigger than the base64 of 1 MB is refused before any callback
-    assert app.server.config["MAX_CONTENT_LENGTH"] == int(2**20 * 4 / 3) + 2**20
+    assert app.server.config["MAX_CONTENT_LENGTH"] == int(2**20 * 4 / 3) + layout.REQUEST_OVERHEAD_BYTES
     big = client.post("/_dash-update-component", data=b"x" * (3 * 2**20), content_type="application/json")
     assert big.status_code == 413
     # no CDN: every stylesheet and script is served by the app itself
     assert b"cdn.jsdelivr" not in page.data and b"unpkg.com" not in page.data
 
 
+def _status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=60) as r:
+            r.read()
+            return r.status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+def _post_declaring(url: str, n_bytes: int, body: bytes = b"") -> int:
+    """Status of a POST that declares `n_bytes` of body and sends none: a server enforcing its size
+    limit answers from the header alone (a real upload sending the body races the server's close)."""
+    host, port = url.split("//", 1)[1].split("/", 1)[0].split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        conn.putrequest("POST", "/_dash-update-component")
+        conn.putheader("Content-Type", "application/json")
+        conn.putheader("Content-Length", str(n_bytes))
+        conn.endheaders(body or None)
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
 def test_gunicorn_serves_the_app(tmp_path):
-    with serve_gunicorn(tmp_path, workers=2, env={"EXECAL_MAX_UPLOAD_MB": "0.5"}) as server:
+    import app as app_module
+
+    # the page's script and stylesheet URLs, from an in-process app, so no request warms a worker
+    local = app_module.create_app(cache_dir=str(tmp_path / "local-cache"))
+    index = local.server.test_client().get("/").get_data(as_text=True)
+    assets = re.findall(r'(?:src|href)="(/[^"?]+\.(?:js|css)(?:\?[^"]*)?)"', index)
+    assert any("dash_renderer" in a for a in assets) and any("bootstrap" in a for a in assets)
+
+    with serve_gunicorn(tmp_path, workers=2, env={"EXECAL_MAX_UPLOAD_MB": "0.5"}, probe=False) as server:
+        # first contact: every script and stylesheet at once, on cold workers (Dash's first-request
+        # setup is not thread-safe; create_app() does it before the worker serves anyone)
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            codes = list(pool.map(lambda a: _status(server.url + a), assets * 4))
+        assert set(codes) == {200}, [a for a, c in zip(assets * 4, codes) if c != 200]
         with urllib.request.urlopen(server.url + "/", timeout=30) as r:
-            assert r.status == 200 and b"<title>execal</title>" in r.read()
+            assert r.status == 200 and "<title>execal</title>" in r.read().decode()
         with urllib.request.urlopen(server.url + "/_dash-layout", timeout=30) as r:
             assert r.status == 200 and store.SESSION_STORE_ID in r.read().decode()
-        # the limit from the environment is enforced by every worker
-        for _ in range(4):
-            req = urllib.request.Request(server.url + "/_dash-update-component", data=b"x" * (2 * 2**20),
-                                         headers={"Content-Type": "application/json"})
-            with pytest.raises(urllib.error.HTTPError) as err:
-                urllib.request.urlopen(req, timeout=30)
-            assert err.value.code == 413
+        # the upload limit from the environment is enforced by every worker
+        limit = int(0.5 * 2**20 * 4 / 3) + layout.REQUEST_OVERHEAD_BYTES
+        assert [_post_declaring(server.url, limit + 1) for _ in range(4)] == [413] * 4
+        assert _post_declaring(server.url, 2, b"xx") == 400   # under the limit: read, then refused as bad JSON
         assert stat.S_IMODE(server.cache_dir.stat().st_mode) == 0o700
         proc = server.process
     assert proc.returncode == 0, server.log()
     assert "Traceback" not in server.log()
+
+
+def test_upload_limit_applies_to_uploads_not_bundled_samples(st, settings):
+    tiny = layout.Settings(cache_dir=settings.cache_dir, sample_dir=settings.sample_dir, max_upload_bytes=100)
+    sid = store.new_session_id()
+    up = data_panel.load_dataset(st, tiny, trigger=data_panel.UPLOAD, session_id=sid,
+                                 contents=data_url(fills_csv(5)), filename="big.csv")
+    assert up["alert"][1] and "upload limit" in up["alert"][0]
+    sample = data_panel.load_dataset(st, tiny, trigger=data_panel.SAMPLE, session_id=sid, sample="fills.csv")
+    assert sample["alert"] == ("", False) and st.active_key(sid) == sample["active"]["key"]
