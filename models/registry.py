@@ -144,6 +144,11 @@ _ALL_LOSSES = tuple(LOSSES)
 _MAX_NFEV = Param("max_nfev", 0, 0, 1e6, "evaluations",
                   "stop after this many function evaluations (0 = optimizer default)")
 OPTIMIZERS: dict[str, OptimizerSpec] = {s.name: s for s in (
+    OptimizerSpec("lm_normal", "Fast LM (normal equations)",
+                  "Levenberg–Marquardt on the p×p normal equations with the robust loss applied as "
+                  "IRLS weights (the same objective and termination rules as scipy's trf), "
+                  "bounds by projection: one pass over the data per iteration, for millions of fills",
+                  "local", True, _ALL_LOSSES, (_MAX_NFEV,)),
     OptimizerSpec("trf", "Trust region reflective (scipy)",
                   "scipy.optimize.least_squares(method='trf'): bounded, robust losses, analytic "
                   "Jacobian, x_scale='jac'", "local", True, _ALL_LOSSES, (_MAX_NFEV,)),
@@ -154,11 +159,6 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {s.name: s for s in (
                   "scipy.optimize.least_squares(method='lm'): unbounded, least squares only "
                   "(the solution is checked against the model bounds afterwards)", "local", False,
                   ("linear",), (_MAX_NFEV,)),
-    OptimizerSpec("lm_normal", "Fast LM (normal equations)",
-                  "Levenberg–Marquardt on the p×p normal equations with the robust loss applied as "
-                  "IRLS weights (the same objective and termination rules as scipy's trf), "
-                  "bounds by projection: one pass over the data per iteration, for millions of fills",
-                  "local", True, _ALL_LOSSES, (_MAX_NFEV,)),
     OptimizerSpec("differential_evolution", "Global search + polish",
                   "scipy.optimize.differential_evolution on the robust cost (on an evenly spaced "
                   "subsample of at most `subsample` rows), then a local 'trf' polish on all rows",

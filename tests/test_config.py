@@ -47,7 +47,7 @@ def test_config_has_the_documented_layout(result, tmp_path, fills):
     assert m["conf_int"]["delta"] == list(result.conf_int()["delta"])
     assert m["bootstrap"]["n"] == 10 and set(m["bootstrap"]["conf_int"]) == {"Y", "delta"}
     opt = cfg["optimizer"]
-    assert opt["method"] == "trf" and opt["loss"] == "soft_l1" and opt["report"]["status"] == result.report.status
+    assert opt["method"] == "lm_normal" and opt["loss"] == "soft_l1" and opt["report"]["status"] == result.report.status
     assert opt["report"]["message"] == result.report.message and "active_bounds" in opt["report"]
     data = cfg["data"]
     assert data["sha256"] == hashlib.sha256(csv.read_bytes()).hexdigest()
