@@ -2,8 +2,12 @@
 
     execal inspect PATH [--kind K] [--map a=b,...]     summary of a data file (JSON)
     execal serve [--host H] [--port P] [--workers N]   the dashboard (gunicorn; --dev for Dash's server)
+    execal models                                      models, parameters, optimizers, losses (JSON)
+    execal calibrate PATH --model M [...] --out cfg    fit an execution-cost model, write the config
+    execal predict --config cfg PATH [--out preds.csv] expected cost of each fill from a config
 
-Exit codes: 0 ok, 2 bad input or usage (a short message on stderr, never a traceback), 1 unexpected.
+Exit codes: 0 ok, 2 bad input or usage (a short message on stderr, never a traceback),
+3 the fit did not converge (the config is still written, with the optimizer's status), 1 unexpected.
 """
 from __future__ import annotations
 
@@ -63,6 +67,123 @@ def cmd_serve(args) -> int:
     return 0  # pragma: no cover
 
 
+def _pairs(text: str | None, what: str) -> dict[str, str]:
+    """"a=1,b=2" -> {"a": "1", "b": "2"}."""
+    out: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in (text or "").split(","))):
+        name, sep, value = part.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            raise UsageError(f"{what}: expected name=value, got {part!r}")
+        out[name.strip()] = value.strip()
+    return out
+
+
+def _number(text: str, what: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise UsageError(f"{what}: {text!r} is not a number") from None
+
+
+def _filter(ds, args):
+    """Apply --symbol/--venue/--start/--end; returns (frame, filters as recorded in provenance)."""
+    import pandas as pd
+
+    frame, filters = ds.frame, {}
+    for col in ("symbol", "venue"):
+        wanted = getattr(args, col)
+        if wanted:
+            if col not in frame.columns:
+                raise UsageError(f"--{col}: {ds.source} has no '{col}' column")
+            frame = frame[frame[col].isin(wanted)]
+            filters[col] = list(wanted)
+    for name, op in (("start", "ge"), ("end", "lt")):
+        value = getattr(args, name)
+        if value:
+            try:
+                ts = pd.Timestamp(value)
+            except ValueError:
+                raise UsageError(f"--{name}: {value!r} is not a date/time") from None
+            ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+            frame = frame[getattr(frame["timestamp"], op)(ts)]
+            filters[name] = ts.isoformat()
+    if frame.empty:
+        raise UsageError(f"{ds.source}: no rows left after the filters {filters}")
+    return frame.reset_index(drop=True), filters
+
+
+def cmd_models(args) -> int:
+    from models.registry import describe
+
+    _json_out(describe())
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    import warnings
+
+    from models.config import dump_config, make_provenance
+    from models.fit import Calibrator, CalibrationWarning
+
+    ds = _load(args.path, "fills", args.map)
+    frame, filters = _filter(ds, args)
+    fixed = {k: _number(v, "--fix") for k, v in _pairs(args.fix, "--fix").items()}
+    bounds = {}
+    for name, rng in _pairs(args.bound, "--bound").items():
+        lo, sep, hi = rng.partition(":")
+        if not sep:
+            raise UsageError(f"--bound: expected name=lower:upper, got {name}={rng}")
+        bounds[name] = (None if lo in ("", "-inf") else _number(lo, "--bound"),
+                        None if hi in ("", "inf") else _number(hi, "--bound"))
+    options = {k: _number(v, "--option") for k, v in _pairs(args.option, "--option").items()}
+    options = {k: int(v) if float(v).is_integer() else v for k, v in options.items()}
+    calibrator = Calibrator(model=args.model, optimizer=args.optimizer, loss=args.loss,
+                            f_scale=args.f_scale, weights=args.weights, weight_column=args.weight_column,
+                            fixed=fixed, bounds=bounds, participation=args.participation,
+                            test_fraction=args.test_fraction, walk_forward=args.walk_forward,
+                            multistart=args.multistart, seed=args.seed,
+                            free=tuple(filter(None, (args.free or "").split(","))), options=options)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", CalibrationWarning)
+        if args.by:
+            result = calibrator.fit_segments(frame, by=tuple(args.by.split(",")))
+            pooled = result.pooled
+        else:
+            result = pooled = calibrator.fit(frame)
+        if args.bootstrap:
+            boot = calibrator.bootstrap(frame, n=args.bootstrap, by=args.bootstrap_by, result=pooled)
+            if args.by:
+                result = type(result)(by=result.by, pooled=boot, segments=result.segments, test=result.test)
+            else:
+                result = boot
+    for w in caught:
+        print(f"execal: warning: {w.message}", file=sys.stderr)
+    text = dump_config(result, make_provenance(ds, filters=filters, frame=frame), args.out or "json")
+    if not args.out:
+        sys.stdout.write(text)
+    if not args.quiet:
+        print(pooled.summary(), file=sys.stderr)
+    converged = pooled.report.success and all(s.result.report.success for s in getattr(result, "segments", ()))
+    return 0 if converged else 3
+
+
+def cmd_predict(args) -> int:
+    from models.config import load_config, predict_from_config
+
+    config = load_config(args.config)
+    ds = _load(args.path, "fills", args.map)
+    frame = ds.frame.copy()
+    frame["predicted_cost_bps"] = predict_from_config(config, frame)
+    if "cost_bps" in frame.columns:
+        frame["residual_bps"] = frame["cost_bps"] - frame["predicted_cost_bps"]
+    frame["timestamp"] = frame["timestamp"].map(lambda t: t.isoformat())
+    if args.out:
+        frame.to_csv(args.out, index=False)
+    else:
+        frame.to_csv(sys.stdout, index=False)
+    return 0
+
+
 # --- parser -----------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,6 +199,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", action="store_true", help="include the full validation report")
     p.set_defaults(func=cmd_inspect)
 
+    from models.registry import LOSSES, MODELS, OPTIMIZERS, PARTICIPATION, WEIGHTS
+
+    p = sub.add_parser("models", help="list models, parameters, optimizers, losses and weights (JSON)")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("calibrate", help="fit an execution-cost model to fills and write its config")
+    p.add_argument("path", help="fills file (CSV, CSV.gz or Parquet)")
+    p.add_argument("--model", required=True, choices=list(MODELS))
+    p.add_argument("--optimizer", default="lm_normal", choices=list(OPTIMIZERS))
+    p.add_argument("--loss", default="soft_l1", choices=list(LOSSES))
+    p.add_argument("--f-scale", type=float, default=1.0, help="robust-loss scale (default 1)")
+    p.add_argument("--weights", default="auto", choices=list(WEIGHTS))
+    p.add_argument("--weight-column", help="the column for --weights column")
+    p.add_argument("--participation", default="adv", choices=list(PARTICIPATION),
+                   help="Q/adv (default) or Q/market_volume (horizon participation)")
+    p.add_argument("--by", help="segment by venue, symbol, side or a comma list (one fit each + pooled)")
+    p.add_argument("--fix", help="fix parameters: name=value,...")
+    p.add_argument("--bound", help="bound parameters: name=lower:upper,... (empty side = unbounded)")
+    p.add_argument("--free", help="estimate parameters fixed by default (e.g. h)")
+    p.add_argument("--option", help="optimizer options: name=value,... (see `execal models`)")
+    p.add_argument("--test-fraction", type=float, default=0.0, help="latest share held out (0 = none)")
+    p.add_argument("--walk-forward", type=int, default=0, help="expanding-window folds (0 = off)")
+    p.add_argument("--multistart", type=int, default=0)
+    p.add_argument("--bootstrap", type=int, default=0, metavar="N", help="bootstrap resamples (0 = off)")
+    p.add_argument("--bootstrap-by", default="day", choices=["day", "order_id"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--symbol", action="append", help="keep only this symbol (repeatable)")
+    p.add_argument("--venue", action="append", help="keep only this venue (repeatable)")
+    p.add_argument("--start", help="keep fills at or after this UTC time")
+    p.add_argument("--end", help="keep fills before this UTC time")
+    p.add_argument("--map", help="column mapping their_name=canonical_name,...")
+    p.add_argument("--out", help="config file (.json, .yaml); stdout (JSON) when omitted")
+    p.add_argument("--quiet", action="store_true", help="no summary on stderr")
+    p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser("predict", help="expected cost of each fill from a config (CSV out)")
+    p.add_argument("path", help="fills file")
+    p.add_argument("--config", required=True, help="config written by `execal calibrate`")
+    p.add_argument("--map", help="column mapping their_name=canonical_name,...")
+    p.add_argument("--out", help="CSV file; stdout when omitted")
+    p.set_defaults(func=cmd_predict)
+
     p = sub.add_parser("serve", help="start the dashboard")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8050)
@@ -89,13 +252,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("EXECAL_LOG", "WARNING"))
+    from models.config import ConfigError
+    from models.fit import CalibrationError
     from models.schema import DataError
 
     ap = build_parser()
     args = ap.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (DataError, UsageError) as err:
+    except (DataError, UsageError, CalibrationError, ConfigError) as err:
         print(f"execal: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

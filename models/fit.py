@@ -383,6 +383,11 @@ class Calibrator:
         self.max_nfev = None if not max_nfev else int(max_nfev)
         self.tol = float(tol)
         self.options = dict(options or {})
+        # max_nfev is listed among every optimizer's options in the registry (so the UI and CLI
+        # offer it); it has one home here.
+        nfev_option = self.options.pop("max_nfev", None)
+        if nfev_option and not self.max_nfev:
+            self.max_nfev = int(nfev_option)
         self._validate()
 
     # -- settings -----------------------------------------------------------------------------
