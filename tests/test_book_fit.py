@@ -25,8 +25,9 @@ def test_fit_recovers_a_known_power_law_curve():
     r = fit_book_power_law(curve)
     assert r.report.success
     for name, truth in (("Y", 0.3), ("delta", 0.7)):
-        lo, hi = r.conf_int()[name]
-        assert lo <= truth <= hi, (name, r.params[name], lo, hi)
+        est, se = r.params[name], r.std_errors[name]
+        # within 4 standard errors (a 95 % interval misses 1 time in 20 by design) and 2 %
+        assert abs(est - truth) < 4 * se and abs(est / truth - 1) < 0.02, (name, est, se)
 
 
 @pytest.fixture(scope="module")
