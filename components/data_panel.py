@@ -14,7 +14,7 @@ import base64
 import binascii
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dash_ag_grid as dag
 import dash_bootstrap_components as dbc
@@ -23,7 +23,11 @@ from dash.exceptions import PreventUpdate
 
 from components import figures
 from components import store as store_mod
+from models.io import parse_mapping
 from models.schema import KINDS, DataError
+
+if TYPE_CHECKING:
+    from components.layout import Settings
 
 log = logging.getLogger(__name__)
 
@@ -79,18 +83,10 @@ def decode_upload(contents: str, filename: str) -> bytes:
 
 
 def parse_mapping_text(text: str | None) -> dict[str, str] | None:
-    """'their=canonical, ...' → {their: canonical}; None for an empty box."""
+    """'their=canonical, ...' → {their: canonical}; None for an empty box. Raises DataError."""
     if not text or not text.strip():
         return None
-    from models.io import parse_mapping
-
-    try:
-        mapping = parse_mapping(text)
-    except DataError:
-        raise
-    except ValueError as err:
-        raise DataError(f"column mapping: {err}") from None
-    return mapping or None
+    return parse_mapping(text) or None
 
 
 KEPT_NOTE = "\nThe dataset shown below is unchanged."
@@ -107,7 +103,7 @@ def alert(message: str) -> tuple[str, bool]:
 # --- callback bodies ----------------------------------------------------------------------------
 
 
-def _load_source(st: store_mod.SessionStore, settings, session_id: str, source: dict, contents: str | None,
+def _load_source(st: store_mod.SessionStore, settings: Settings, session_id: str, source: dict, contents: str | None,
                  kind: str | None, mapping_text: str | None) -> str:
     """Load an upload or a bundled sample for a session; returns the dataset key (raises DataError)."""
     kind = None if kind in (None, "", AUTO_KIND) else kind
@@ -128,7 +124,7 @@ def _load_source(st: store_mod.SessionStore, settings, session_id: str, source: 
                          session_id=session_id)
 
 
-def load_dataset(st: store_mod.SessionStore, settings, *, trigger: str | None, session_id: Any,
+def load_dataset(st: store_mod.SessionStore, settings: Settings, *, trigger: str | None, session_id: Any,
                  contents: str | None = None, filename: str | None = None, sample: str | None = None,
                  kind: str | None = None, mapping_text: str | None = None,
                  source: dict | None = None) -> dict:
@@ -268,7 +264,7 @@ def layout(app) -> html.Div:
                 options=[{"label": "Detect automatically", "value": AUTO_KIND}]
                 + [{"label": figures.KIND_LABELS.get(k, k), "value": k} for k in KINDS]), KIND),
             _labelled("Column mapping", dbc.Input(
-                id=MAPPING, type="text", placeholder="their_name=canonical, ...", debounce=True),
+                id=MAPPING, type="text", placeholder="their_name=canonical, ..."),
                 MAPPING, "For columns the loader does not recognise, e.g. px=exec_price, qty=quantity."),
             dbc.Button("Reload with these options", id=APPLY, color="secondary", outline=True, size="sm"),
             dcc.Store(id=LIMITS, data={"max_request_chars": settings.max_request_bytes, "limit": limit}),
@@ -292,7 +288,6 @@ def layout(app) -> html.Div:
         id=GRID, rowData=[], columnDefs=[], className="execal-grid",
         style={"height": "360px", "width": "100%"},
         defaultColDef={"sortable": True, "resizable": True, "filter": True, "minWidth": 110},
-        columnSize="autoSize",
         # dots in a column name must not be read as nested fields; no custom HTML templates (XSS guard)
         dashGridOptions={"suppressFieldDotNotation": True, "animateRows": False,
                          "localeText": {"noRowsToShow": "No rows to preview"}},

@@ -114,7 +114,8 @@ def preview_table(frame: pd.DataFrame, n_rows: int = PREVIEW_ROWS) -> tuple[list
         col = head[name]
         field = str(name)
         numeric = pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)
-        if isinstance(col.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_any_dtype(col):
+        is_time = isinstance(col.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_any_dtype(col)
+        if is_time:
             text = col.dt.strftime("%Y-%m-%d %H:%M:%S.%f").str.slice(0, 23)
             values = text.astype(object).where(col.notna(), None).tolist()
         elif numeric or pd.api.types.is_bool_dtype(col):
@@ -124,7 +125,9 @@ def preview_table(frame: pd.DataFrame, n_rows: int = PREVIEW_ROWS) -> tuple[list
             text = col.astype(str).astype(object)
             values = text.where(col.notna(), None).tolist()
         data[field] = values
-        spec = {"field": field, "headerName": field}
+        # widths from the header and the kind of value: the grid's own auto-size runs before rows arrive
+        base_px = 210 if is_time else (110 if numeric else 120)
+        spec = {"field": field, "headerName": field, "width": max(base_px, 8 * len(field) + 56)}
         if numeric:
             spec["type"] = "numericColumn"
             if pd.api.types.is_float_dtype(col):

@@ -119,8 +119,9 @@ def build_layout(app) -> html.Div:
         dbc.Container([
             dbc.Alert(id=APP_ALERT_ID, is_open=False, color="danger", dismissable=True,
                       className="execal-app-alert"),
-            *[html.Div(p.layout(app), id=panel_container_id(p), hidden=i != 0, role="main")
-              for i, p in enumerate(PANELS)],
+            html.Main([html.Section(p.layout(app), id=panel_container_id(p), hidden=i != 0,
+                                    **{"aria-label": p.TITLE})
+                       for i, p in enumerate(PANELS)]),
         ], fluid=True, className="execal-main"),
     ])
 

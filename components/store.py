@@ -32,6 +32,7 @@ from typing import Any, Callable
 import diskcache
 import pandas as pd
 
+from models import io as model_io
 from models.schema import DataError, Dataset, DropRecord, ValidationReport
 
 log = logging.getLogger(__name__)
@@ -232,9 +233,7 @@ class SessionStore:
         request = self._k("load", raw_sha, kind or "auto", mapping_digest(mapping) or "nomap")
         key = self.cache.get(request)
         if not (isinstance(key, str) and self.has_dataset(key)):
-            if loader is None:
-                from models.io import load as loader
-            dataset = loader(raw, name=name, kind=kind, mapping=mapping, max_bytes=max_bytes)
+            dataset = (loader or model_io.load)(raw, name=name, kind=kind, mapping=mapping, max_bytes=max_bytes)
             key = self.put_dataset(None, dataset, mapping=mapping)
             self.cache.set(request, key, expire=LOAD_INDEX_TTL_S)
         if session_id is not None:

@@ -412,6 +412,37 @@ def test_create_app_wires_server(tmp_path, settings):
     assert b"cdn.jsdelivr" not in page.data and b"unpkg.com" not in page.data
 
 
+def test_background_callbacks_share_the_private_cache(tmp_path):
+    import app as app_module
+
+    app = app_module.create_app(cache_dir=str(tmp_path / "c"))
+    assert store.get_store(app).cache is app._background_manager.handle
+    assert Path(app._background_manager.handle.directory) == (tmp_path / "c").resolve()
+
+
+def test_unexpected_callback_error_shows_a_line_not_a_traceback(tmp_path, monkeypatch, caplog):
+    import app as app_module
+
+    def broken(*args, **kwargs):
+        raise KeyError("internal-detail-xyz")
+
+    monkeypatch.setattr(data_panel, "render_dataset", broken)
+    app = app_module.create_app(cache_dir=str(tmp_path / "c"))
+    client = app.server.test_client()
+    callback = next(d for d in client.get("/_dash-dependencies").get_json()
+                    if d["inputs"][0]["id"] == store.ACTIVE_DATASET_ID)
+    outputs = [{"id": i, "property": p} for i, p in re.findall(r"\.\.?([\w-]+)\.(\w+)", callback["output"])]
+    body = {"output": callback["output"], "outputs": outputs, "changedPropIds": [f"{store.ACTIVE_DATASET_ID}.data"],
+            "inputs": [{"id": store.ACTIVE_DATASET_ID, "property": "data", "value": {"key": "x"}}], "state": []}
+    response = client.post("/_dash-update-component", json=body)
+    text = response.get_data(as_text=True)
+    assert response.status_code == 200, text
+    assert "internal-detail-xyz" not in text and "Traceback" not in text
+    side = response.get_json()["sideUpdate"][layout.APP_ALERT_ID]
+    assert side["is_open"] is True and "KeyError" in side["children"] and "server log" in side["children"]
+    assert "internal-detail-xyz" in caplog.text
+
+
 def _status(url: str) -> int:
     try:
         with urllib.request.urlopen(url, timeout=60) as r:
