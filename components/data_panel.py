@@ -103,8 +103,8 @@ def alert(message: str) -> tuple[str, bool]:
 # --- callback bodies ----------------------------------------------------------------------------
 
 
-def _load_source(st: store_mod.SessionStore, settings: Settings, session_id: str, source: dict, contents: str | None,
-                 kind: str | None, mapping_text: str | None) -> str:
+def _load_source(st: store_mod.SessionStore, settings: Settings, session_id: str, source: dict,
+                 contents: str | None, kind: str | None, mapping_text: str | None) -> str:
     """Load an upload or a bundled sample for a session; returns the dataset key (raises DataError)."""
     kind = None if kind in (None, "", AUTO_KIND) else kind
     mapping = parse_mapping_text(mapping_text)

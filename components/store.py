@@ -45,6 +45,8 @@ DEFAULT_CACHE_DIR = Path("~/.cache/execal")
 # LRU over everything in the cache (datasets and background-callback results): a busy server trims
 # the least recently used datasets instead of filling the disk.
 DEFAULT_CACHE_SIZE_BYTES = 4 * 2**30
+# decoded frames kept per process (each gunicorn worker has its own)
+MEMORY_BUDGET_BYTES = 512 * 2**20
 SESSION_TTL_S = 30 * 24 * 3600
 LOAD_INDEX_TTL_S = 30 * 24 * 3600
 MAX_SESSION_DATASETS = 20
@@ -152,14 +154,15 @@ def report_from_dict(d: dict) -> ValidationReport:
 class SessionStore:
     """Datasets by key and each session's active dataset, on top of one `diskcache.Cache`.
 
-    Decoded frames of the last few datasets are kept in process memory too, so re-rendering a panel
-    does not re-read Parquet; callers get a shallow copy (copy-on-write), so they cannot alter the cache.
+    Decoded frames of the most recently used datasets (up to `memory_bytes` per process) are kept in
+    memory too, so re-rendering a panel does not re-read Parquet; callers get a shallow copy
+    (copy-on-write), so they cannot alter the cached frame.
     """
 
-    def __init__(self, cache: diskcache.Cache, *, memory_items: int = 4):
+    def __init__(self, cache: diskcache.Cache, *, memory_bytes: int = MEMORY_BUDGET_BYTES):
         self.cache = cache
-        self._memory: OrderedDict[str, Dataset] = OrderedDict()
-        self._memory_items = memory_items
+        self._memory: OrderedDict[str, tuple[Dataset, int]] = OrderedDict()
+        self._memory_bytes = memory_bytes
         self._lock = threading.Lock()
 
     # datasets ---------------------------------------------------------------------------------
@@ -194,9 +197,10 @@ class SessionStore:
         if key is None:
             return None
         with self._lock:
-            hit = self._memory.get(key)
-            if hit is not None:
+            entry = self._memory.get(key)
+            if entry is not None:
                 self._memory.move_to_end(key)
+        hit = entry[0] if entry is not None else None
         if hit is None:
             meta_text = self.cache.get(self._k("ds", key, "meta"))
             data = self.cache.get(self._k("ds", key, "parquet"))
@@ -209,10 +213,13 @@ class SessionStore:
         return dataclasses.replace(hit, frame=hit.frame.copy(deep=False))
 
     def _remember(self, key: str, dataset: Dataset) -> None:
+        size = int(dataset.frame.memory_usage(index=True, deep=False).sum())
+        if size > self._memory_bytes:
+            return   # a frame bigger than the budget is re-read from Parquet instead
         with self._lock:
-            self._memory[key] = dataset
+            self._memory[key] = (dataset, size)
             self._memory.move_to_end(key)
-            while len(self._memory) > self._memory_items:
+            while sum(n for _, n in self._memory.values()) > self._memory_bytes:
                 self._memory.popitem(last=False)
 
     # the per-content-hash load cache ------------------------------------------------------------

@@ -432,7 +432,8 @@ def test_unexpected_callback_error_shows_a_line_not_a_traceback(tmp_path, monkey
     callback = next(d for d in client.get("/_dash-dependencies").get_json()
                     if d["inputs"][0]["id"] == store.ACTIVE_DATASET_ID)
     outputs = [{"id": i, "property": p} for i, p in re.findall(r"\.\.?([\w-]+)\.(\w+)", callback["output"])]
-    body = {"output": callback["output"], "outputs": outputs, "changedPropIds": [f"{store.ACTIVE_DATASET_ID}.data"],
+    body = {"output": callback["output"], "outputs": outputs,
+            "changedPropIds": [f"{store.ACTIVE_DATASET_ID}.data"],
             "inputs": [{"id": store.ACTIVE_DATASET_ID, "property": "data", "value": {"key": "x"}}], "state": []}
     response = client.post("/_dash-update-component", json=body)
     text = response.get_data(as_text=True)
@@ -504,3 +505,18 @@ def test_upload_limit_applies_to_uploads_not_bundled_samples(st, settings):
     assert up["alert"][1] and "upload limit" in up["alert"][0]
     sample = data_panel.load_dataset(st, tiny, trigger=data_panel.SAMPLE, session_id=sid, sample="fills.csv")
     assert sample["alert"] == ("", False) and st.active_key(sid) == sample["active"]["key"]
+
+
+def test_memory_cache_respects_its_budget(cache_dir):
+    ds = make_dataset()
+    size = int(ds.frame.memory_usage(index=True, deep=False).sum())
+    small = store.SessionStore(store.open_cache(cache_dir), memory_bytes=size * 2)
+    k1 = small.put_dataset(None, ds)
+    k2 = small.put_dataset(None, make_dataset(kind="trades"))
+    k3 = small.put_dataset(None, make_dataset(kind="quotes"))
+    assert list(small._memory) == [k2, k3]          # the oldest was let go
+    pd.testing.assert_frame_equal(small.get_dataset(k1).frame, ds.frame)   # and comes back from disk
+    tiny = store.SessionStore(small.cache, memory_bytes=size - 1)
+    tiny.put_dataset(None, ds)
+    assert not tiny._memory
+    small.cache.close()
