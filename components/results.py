@@ -1,0 +1,121 @@
+"""Server-side calibration results and the data filters every panel after Data applies.
+
+Results are keyed by what produced them: (dataset key, filters, calibrator settings), so repeating a
+fit is a lookup. They live in the app's private diskcache (our own objects, pickled by diskcache in
+the 0700 directory; nothing here comes from an upload) plus a small per-worker memory cache.
+The browser only holds keys: `ACTIVE_RESULT_ID` = {"key": result key} and `FILTERS_ID` = filters.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections import OrderedDict
+from typing import Any
+
+import diskcache
+import numpy as np
+import pandas as pd
+
+ACTIVE_RESULT_ID = "execal-active-result"   # dcc.Store (memory): {"key": result key} or None
+FILTERS_ID = "execal-filters"               # dcc.Store (memory): filters dict, see apply_filters
+
+FILTER_KEYS = ("symbol", "venue", "start", "end", "size_min", "size_max")
+_PREFIX = "result:"
+_MEMORY_ITEMS = 8
+
+
+def clean_filters(filters: dict | None) -> dict:
+    """Only known keys with a value; lists sorted (so equal selections give equal keys)."""
+    out = {}
+    for k in FILTER_KEYS:
+        v = (filters or {}).get(k)
+        if v in (None, "", []):
+            continue
+        out[k] = sorted(map(str, v)) if isinstance(v, (list, tuple)) else v
+    return out
+
+
+def apply_filters(frame: pd.DataFrame, filters: dict | None) -> pd.DataFrame:
+    """Rows of `frame` that pass the filters: symbol / venue lists, [start, end) UTC times,
+    size_min <= quantity <= size_max. Unknown columns are ignored (a bars file has no venue)."""
+    f = clean_filters(filters)
+    keep = np.ones(len(frame), dtype=bool)
+    for col in ("symbol", "venue"):
+        if col in f and col in frame.columns:
+            keep &= frame[col].astype(str).isin(f[col]).to_numpy()
+    if "timestamp" in frame.columns:
+        for name, op in (("start", "ge"), ("end", "lt")):
+            if name in f:
+                ts = pd.Timestamp(f[name])
+                ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+                keep &= getattr(frame["timestamp"], op)(ts).to_numpy()
+    if "quantity" in frame.columns:
+        if "size_min" in f:
+            keep &= (frame["quantity"] >= float(f["size_min"])).to_numpy()
+        if "size_max" in f:
+            keep &= (frame["quantity"] <= float(f["size_max"])).to_numpy()
+    return frame if keep.all() else frame.loc[keep].reset_index(drop=True)
+
+
+def result_key(dataset_key: str, filters: dict | None, settings: dict[str, Any]) -> str:
+    """Deterministic key of a calibration: same data, filters and settings -> same key."""
+    blob = json.dumps({"data": dataset_key, "filters": clean_filters(filters), "settings": settings},
+                      sort_keys=True, default=str)
+    return _PREFIX + hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def is_result_key(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith(_PREFIX) and len(value) == len(_PREFIX) + 32
+
+
+class ResultStore:
+    """Results by key (diskcache, shared by workers) and each session's active result."""
+
+    def __init__(self, cache: diskcache.Cache):
+        self.cache = cache
+        self._memory: OrderedDict[str, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def put(self, key: str, result: Any, *, meta: dict | None = None) -> str:
+        self.cache.set(key, result)
+        self.cache.set(key + ":meta", json.dumps(meta or {}, default=str))
+        self._remember(key, result)
+        return key
+
+    def get(self, key: str | None) -> Any | None:
+        if not is_result_key(key):
+            return None
+        with self._lock:
+            if key in self._memory:
+                self._memory.move_to_end(key)
+                return self._memory[key]
+        result = self.cache.get(key)
+        if result is not None:
+            self._remember(key, result)
+        return result
+
+    def meta(self, key: str | None) -> dict:
+        raw = self.cache.get(key + ":meta") if is_result_key(key) else None
+        return json.loads(raw) if raw else {}
+
+    def _remember(self, key: str, result: Any) -> None:
+        with self._lock:
+            self._memory[key] = result
+            self._memory.move_to_end(key)
+            while len(self._memory) > _MEMORY_ITEMS:
+                self._memory.popitem(last=False)
+
+    def set_active(self, session_id: str, key: str) -> None:
+        self.cache.set(f"session:{session_id}:result", key)
+
+    def active(self, session_id: str | None) -> str | None:
+        return self.cache.get(f"session:{session_id}:result") if session_id else None
+
+
+def attach(app, results: ResultStore) -> None:
+    app.server.config["EXECAL_RESULTS"] = results
+
+
+def get_results(app) -> ResultStore:
+    return app.server.config["EXECAL_RESULTS"]
