@@ -17,7 +17,7 @@ import dash_bootstrap_components as dbc
 from dash import Input, Output, State, dcc, html, set_props
 from dash.exceptions import PreventUpdate
 
-from components import data_panel, store
+from components import data_panel, results, store
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +115,9 @@ def build_layout(app) -> html.Div:
         dcc.Location(id=LOCATION_ID, refresh=False),
         dcc.Store(id=store.SESSION_STORE_ID, storage_type="local", data=store.new_session_id()),
         dcc.Store(id=store.ACTIVE_DATASET_ID, storage_type="memory"),
+        # keys only: the active result ({"key": result key}) and the data filters every later panel applies
+        dcc.Store(id=results.ACTIVE_RESULT_ID, storage_type="memory"),
+        dcc.Store(id=results.FILTERS_ID, storage_type="memory", data={}),
         navbar(),
         dbc.Container([
             dbc.Alert(id=APP_ALERT_ID, is_open=False, color="danger", dismissable=True,
