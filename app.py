@@ -23,7 +23,7 @@ import dash
 import dash_bootstrap_components as dbc  # noqa: F401  (registers the component library)
 
 from components import layout as shell
-from components import store
+from components import results, store
 
 ROOT = Path(__file__).resolve().parent
 log = logging.getLogger("execal")
@@ -50,6 +50,7 @@ def create_app(*, cache_dir: str | None = None, sample_dir: str | None = None,
     # the base64 upload travels inside one JSON request; bigger requests are refused before parsing
     app.server.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     store.attach(app, store.SessionStore(cache))
+    results.attach(app, results.ResultStore(cache))
     shell.attach_settings(app, settings)
     app.layout = lambda: shell.build_layout(app)
     shell.register_callbacks(app)
