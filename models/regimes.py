@@ -1,0 +1,563 @@
+"""Volatility regimes: a Markov-switching variance model (2 or 3 regimes) fitted to returns.
+
+The model is statsmodels' `MarkovRegression(y, k_regimes=k, trend="c", switching_variance=True)`
+(`switching_mean=False`: one mean; True: a mean per regime), with its steady-state initial
+probabilities: y_t | s_t = j ~ N(μ_j, σ²_j), P[i, j] = Pr(s_t = j | s_{t-1} = i). Parameters are
+reported under statsmodels' names and in its order (p[i->j], const, sigma2[j]) and `loglike`
+equals statsmodels' `loglike` on the same parameters (tests/test_regimes.py checks it).
+
+Why not statsmodels' fit: its Hamilton filter walks the series in Python-level steps per
+iteration of a quasi-Newton search, which takes minutes on 50,000 returns. Here the filter is a
+*blocked scan*: the recursion v_t = normalise(η_t ⊙ (v_{t-1} P)) is cut into √n blocks; each
+block's transfer matrix is built for all blocks at once (√n vectorised steps), the block
+boundaries are chained (√n small steps), then every block is filtered at once from its boundary
+(√n vectorised steps). It is the same arithmetic as the sequential filter, so the likelihood is
+identical, at about 3√n numpy calls instead of n. Estimation: EM (Baum–Welch; the backward pass
+is the same scan run backwards) from a rolling-variance start, then a quasi-Newton polish of the
+exact likelihood; standard errors from a central-difference Hessian in statsmodels' parameters.
+
+Regimes are sorted by volatility (regime 0 the calmest) so labels never swap between runs.
+Expected duration of regime j = 1 / (1 − p[j->j]) periods. `regime_labels(fills, bars, result)`
+gives each fill the most probable regime by the *filtered* probability at arrival (the one-step
+prediction from the bars closed before it), never the smoothed one, so there is no look-ahead in
+the state (the parameters are the full-sample fit).
+"""
+from __future__ import annotations
+
+import math
+import time
+import warnings as _warnings
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+from scipy import optimize
+
+from models.impact import Param
+from models.realized import (DAYS_PER_YEAR, NS_PER_DAY, Returns, VolatilityModel, VolatilityResult,
+                             _freq_label, _time_ns, bar_series, data_info, returns_from,
+                             returns_of_bars)
+from models.schema import DataError
+
+LOG_2PI = math.log(2.0 * math.pi)
+TINY = 1e-300
+MIN_OBS_PER_PARAM = 20
+VAR_FLOOR = 1e-6              # × sample variance: a regime cannot collapse onto zero returns
+
+
+# --- the blocked scan (the hot kernel) -------------------------------------------------------
+
+def _scan(E: np.ndarray, M: np.ndarray, v0: np.ndarray, block: int | None = None):
+    """v_t = normalise(E_t ⊙ (v_{t-1} @ M)) for t = 0..n-1 from v0; returns (V (n,k), log c (n,))
+    with c_t the normaliser, computed in ~3√n vectorised steps (see the module docstring)."""
+    n, k = E.shape
+    L = block or max(8, int(math.sqrt(n)))
+    B = -(-n // L)
+    pad = B * L - n
+    Ep = np.concatenate([E, np.ones((pad, k))]) if pad else E
+    Ep = Ep.reshape(B, L, k)
+    # 1. transfer matrix of every block but the last, all blocks at once
+    starts = np.empty((B, k))
+    starts[0] = v0
+    if B > 1:
+        T = np.broadcast_to(np.eye(k), (B - 1, k, k)).copy()
+        El = Ep[:-1]
+        for l in range(L):
+            T = T @ M
+            T *= El[:, l, None, :]
+            T /= T.sum(axis=(1, 2), keepdims=True) + TINY
+        # 2. chain the block boundaries
+        cur = np.asarray(v0, dtype=np.float64)
+        for b in range(B - 1):
+            cur = cur @ T[b]
+            cur = cur / (cur.sum() + TINY)
+            starts[b + 1] = cur
+    # 3. every block from its boundary, all at once
+    V = np.empty((B, L, k))
+    logc = np.empty((B, L))
+    cur = starts
+    for l in range(L):
+        u = cur @ M
+        u *= Ep[:, l]
+        c = u.sum(1)
+        np.maximum(c, TINY, out=c)
+        cur = u / c[:, None]
+        V[:, l] = cur
+        logc[:, l] = c
+    np.log(logc, out=logc)
+    return V.reshape(B * L, k)[:n], logc.reshape(-1)[:n]
+
+
+def _log_densities(y: np.ndarray, mu: np.ndarray, sigma2: np.ndarray) -> np.ndarray:
+    """(n, k) Gaussian log densities."""
+    d = y[:, None] - mu[None, :]
+    return -0.5 * (LOG_2PI + np.log(sigma2)[None, :] + d * d / sigma2[None, :])
+
+
+def steady_state(P: np.ndarray) -> np.ndarray:
+    """Ergodic probabilities of a row-stochastic P, exactly as statsmodels computes them."""
+    k = P.shape[0]
+    A = np.c_[(np.eye(k) - P.T).T, np.ones(k)].T   # statsmodels' (column-stochastic) construction
+    return np.maximum(np.linalg.pinv(A)[:, -1], 1e-20)
+
+
+def _filter(y, P, mu, sigma2):
+    """Hamilton filter: (loglik, filtered (n,k), scaled emissions (n,k), per-t log max)."""
+    logf = _log_densities(y, mu, sigma2)
+    m = logf.max(1)
+    E = np.exp(logf - m[:, None])
+    F, logc = _scan(E, P, steady_state(P))
+    return float(m.sum() + logc.sum()), F, E, m
+
+
+def _smooth(P, F, E):
+    """Smoothed probabilities (n,k) and expected transition counts (k,k) (Baum–Welch)."""
+    n, k = F.shape
+    W, _ = _scan(E[::-1], P.T, np.ones(k))
+    W = W[::-1]                                  # W_t ∝ η_t ⊙ β_t
+    beta = np.empty_like(F)
+    beta[-1] = 1.0
+    beta[:-1] = W[1:] @ P.T
+    G = F * beta
+    G /= G.sum(1, keepdims=True)
+    Z = np.einsum("ti,ti->t", F[:-1] @ P, W[1:])
+    N = P * ((F[:-1] / np.maximum(Z, TINY)[:, None]).T @ W[1:])
+    return G, N
+
+
+# --- parameters --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Theta:
+    P: np.ndarray         # (k, k) row-stochastic
+    mu: np.ndarray        # (k,) (all equal without switching mean)
+    sigma2: np.ndarray    # (k,)
+
+    def sorted(self) -> "_Theta":
+        order = np.argsort(self.sigma2, kind="stable")
+        return _Theta(self.P[np.ix_(order, order)], self.mu[order], self.sigma2[order])
+
+
+def param_names(k: int, switching_mean: bool) -> list[str]:
+    """statsmodels' names and order."""
+    names = [f"p[{i}->{j}]" for j in range(k - 1) for i in range(k)]
+    names += [f"const[{j}]" for j in range(k)] if switching_mean else ["const"]
+    return names + [f"sigma2[{j}]" for j in range(k)]
+
+
+def _to_vector(th: _Theta, switching_mean: bool) -> np.ndarray:
+    k = th.P.shape[0]
+    p = [th.P[i, j] for j in range(k - 1) for i in range(k)]
+    mu = list(th.mu) if switching_mean else [th.mu[0]]
+    return np.array(p + mu + list(th.sigma2))
+
+
+def _from_vector(x: np.ndarray, k: int, switching_mean: bool) -> _Theta:
+    x = np.asarray(x, dtype=np.float64)
+    P = np.empty((k, k))
+    pos = 0
+    for j in range(k - 1):
+        P[:, j] = x[pos:pos + k]
+        pos += k
+    P[:, k - 1] = 1.0 - P[:, :k - 1].sum(1)
+    nm = k if switching_mean else 1
+    mu = x[pos:pos + nm] if switching_mean else np.full(k, x[pos])
+    pos += nm
+    return _Theta(P, np.asarray(mu, dtype=np.float64), x[pos:pos + k].copy())
+
+
+def loglike(params, y, k: int, switching_mean: bool = False) -> float:
+    """Log-likelihood at statsmodels-ordered parameters (same value as statsmodels' `loglike`)."""
+    th = _from_vector(np.asarray(params), k, switching_mean)
+    if (th.P < 0).any() or (th.sigma2 <= 0).any():
+        return -np.inf
+    return _filter(np.asarray(y, dtype=np.float64), th.P, th.mu, th.sigma2)[0]
+
+
+# unconstrained coordinates for the polish: row logits (last = 0), means, log variances
+def _pack(th: _Theta, switching_mean: bool) -> np.ndarray:
+    k = th.P.shape[0]
+    P = np.maximum(th.P, 1e-12)
+    logits = np.log(P[:, :k - 1]) - np.log(P[:, k - 1:])
+    mu = th.mu if switching_mean else th.mu[:1]
+    return np.concatenate([logits.ravel(), mu, np.log(th.sigma2)])
+
+
+def _unpack(z: np.ndarray, k: int, switching_mean: bool) -> _Theta:
+    nl = k * (k - 1)
+    logits = np.concatenate([z[:nl].reshape(k, k - 1), np.zeros((k, 1))], 1)
+    logits -= logits.max(1, keepdims=True)
+    P = np.exp(logits)
+    P /= P.sum(1, keepdims=True)
+    nm = k if switching_mean else 1
+    mu = z[nl:nl + nm] if switching_mean else np.full(k, z[nl])
+    return _Theta(P, np.asarray(mu, dtype=np.float64), np.exp(z[nl + nm:nl + nm + k]))
+
+
+# --- estimation --------------------------------------------------------------------------------
+
+def _start(y: np.ndarray, k: int) -> _Theta:
+    """Rolling-variance start: the k quantile groups of a local variance, persistent chain."""
+    n = y.shape[0]
+    w = int(min(max(n // 50, 5), 200))
+    d = y - y.mean()
+    cs = np.concatenate([[0.0], np.cumsum(d * d)])
+    idx = np.arange(n)
+    lo = np.clip(idx - w // 2, 0, n)
+    hi = np.clip(idx + w // 2 + 1, 0, n)
+    local = (cs[hi] - cs[lo]) / (hi - lo)
+    edges = np.quantile(local, np.linspace(0, 1, k + 1)[1:-1])
+    group = np.searchsorted(edges, local, side="right")
+    sigma2 = np.array([np.mean(d[group == j] ** 2) if (group == j).any() else np.var(d) for j in range(k)])
+    sigma2 = np.maximum(sigma2, np.var(d) * 1e-3)
+    stay = 1.0 - 1.0 / max(w, 10)
+    P = np.full((k, k), (1.0 - stay) / (k - 1))
+    np.fill_diagonal(P, stay)
+    return _Theta(P, np.full(k, y.mean()), sigma2)
+
+
+def _em(y, th: _Theta, switching_mean: bool, floor: float, max_iter: int, tol: float):
+    llf_old = -np.inf
+    history = []
+    it = 0
+    for it in range(1, max_iter + 1):
+        llf, F, E, _ = _filter(y, th.P, th.mu, th.sigma2)
+        history.append(llf)
+        if abs(llf - llf_old) <= tol * (1.0 + abs(llf)):
+            return th, llf, it, True
+        llf_old = llf
+        G, N = _smooth(th.P, F, E)
+        P = N / np.maximum(N.sum(1, keepdims=True), TINY)
+        nk = np.maximum(G.sum(0), TINY)
+        if switching_mean:
+            mu = (G.T @ y) / nk
+        else:
+            prec = G / th.sigma2[None, :]
+            mu = np.full(th.mu.shape, float(prec.sum(1) @ y / prec.sum()))
+        d2 = (y[:, None] - mu[None, :]) ** 2
+        sigma2 = np.maximum(np.einsum("tk,tk->k", G, d2) / nk, floor)
+        th = _Theta(P, mu, sigma2)
+    llf = _filter(y, th.P, th.mu, th.sigma2)[0]
+    return th, llf, it, False
+
+
+def _loglik_grad(z: np.ndarray, y: np.ndarray, k: int, switching_mean: bool):
+    """Log-likelihood and its exact gradient in the unconstrained coordinates of `_pack`.
+
+    Fisher's identity: the score is the expected complete-data score under the smoothed
+    probabilities, so one filter + one smoother pass gives the whole gradient (the initial
+    steady-state term's derivative is taken numerically: it only involves the k×k matrix)."""
+    th = _unpack(z, k, switching_mean)
+    llf, F, E, _ = _filter(y, th.P, th.mu, th.sigma2)
+    G, N = _smooth(th.P, F, E)
+    d = y[:, None] - th.mu[None, :]
+    Gd = G * d
+    g_mu = Gd.sum(0) / th.sigma2
+    g_ls2 = 0.5 * (np.einsum("tk,tk->k", Gd, d) / th.sigma2 - G.sum(0))
+    g_logit = (N - th.P * N.sum(1, keepdims=True))[:, :k - 1]
+    nl = k * (k - 1)
+
+    def initial(a):
+        t = _unpack(np.concatenate([a, z[nl:]]), k, switching_mean)
+        return float(G[0] @ np.log(np.maximum(steady_state(t.P) @ t.P, TINY)))
+    a = z[:nl]
+    h = 1e-6
+    g_init = np.array([(initial(a + h * e) - initial(a - h * e)) / (2 * h) for e in np.eye(nl)])
+    grad = np.concatenate([g_logit.ravel() + g_init, g_mu if switching_mean else [g_mu.sum()], g_ls2])
+    return llf, grad
+
+
+def _natural_jacobian(z: np.ndarray, k: int, switching_mean: bool) -> np.ndarray:
+    """d(statsmodels parameters)/d(unconstrained coordinates), by central differences."""
+    m = z.shape[0]
+    J = np.empty((m, m))
+    for i in range(m):
+        h = 1e-6 * max(1.0, abs(z[i]))
+        e = np.zeros(m)
+        e[i] = h
+        J[:, i] = (_to_vector(_unpack(z + e, k, switching_mean), switching_mean)
+                   - _to_vector(_unpack(z - e, k, switching_mean), switching_mean)) / (2 * h)
+    return J
+
+
+@dataclass(frozen=True, eq=False)
+class MarkovResult(VolatilityResult):
+    """A Markov-switching variance fit; regimes sorted by volatility (0 = calmest)."""
+    k_regimes: int = 2
+    switching_mean: bool = False
+    transition: np.ndarray | None = None      # (k,k) row-stochastic, P[i,j] = Pr(j | i)
+    mu: np.ndarray | None = None
+    sigma2: np.ndarray | None = None          # per period, fraction²
+    returns: Returns | None = None
+    filtered: np.ndarray | None = None        # (n,k) Pr(s_t | y_1..y_t)
+    smoothed: np.ndarray | None = None        # (n,k) Pr(s_t | all y)
+
+    def __post_init__(self):
+        for name in ("transition", "mu", "sigma2", "filtered", "smoothed"):
+            a = getattr(self, name)
+            if a is not None and a.flags.writeable:
+                a = a.view()
+                a.flags.writeable = False
+                object.__setattr__(self, name, a)
+
+    @property
+    def regimes(self) -> list[dict]:
+        return list(self.summary["regimes"])
+
+    def probabilities_frame(self) -> pd.DataFrame:
+        """Tidy: timestamp, regime, filtered, smoothed (one row per period and regime)."""
+        r = self.returns
+        n, k = self.smoothed.shape
+        return pd.DataFrame({
+            "timestamp": np.repeat(r.timestamps.to_numpy(), k),
+            "regime": np.tile(np.arange(k), n),
+            "filtered": self.filtered.ravel(), "smoothed": self.smoothed.ravel()})
+
+    def regime_path(self) -> pd.DataFrame:
+        """Per period: timestamp, return, most probable regime (smoothed and filtered), and the
+        regime's daily sigma."""
+        r = self.returns
+        s = self.smoothed.argmax(1)
+        sig_daily = np.sqrt(self.sigma2 * r.periods_per_day)
+        return pd.DataFrame({"timestamp": r.timestamps, "return": np.asarray(r.values),
+                             "regime": s.astype(np.int8), "regime_filtered": self.filtered.argmax(1).astype(np.int8),
+                             "sigma_daily": sig_daily[s]})
+
+    def filter(self, y: np.ndarray) -> tuple[float, np.ndarray]:
+        """(loglik, filtered probabilities) of other returns (same period) at these parameters."""
+        llf, F, _, _ = _filter(np.asarray(y, dtype=np.float64), np.asarray(self.transition),
+                               np.asarray(self.mu), np.asarray(self.sigma2))
+        return llf, F
+
+
+def _regime_summary(th: _Theta, G: np.ndarray, period_ns: int) -> list[dict]:
+    per_day = NS_PER_DAY / period_ns
+    share = G.mean(0)
+    stationary = steady_state(th.P)
+    out = []
+    for j in range(th.P.shape[0]):
+        stay = th.P[j, j]
+        dur = 1.0 / (1.0 - stay) if stay < 1 else float("inf")
+        sig = math.sqrt(th.sigma2[j])
+        out.append({"regime": j, "mean": float(th.mu[j]), "sigma": sig,
+                    "sigma_daily": sig * math.sqrt(per_day),
+                    "sigma_annualized": sig * math.sqrt(per_day * DAYS_PER_YEAR),
+                    "expected_duration_periods": dur, "expected_duration_days": dur / per_day,
+                    "share_of_time": float(share[j]), "share_stationary": float(stationary[j]),
+                    "share_most_probable": float(np.mean(G.argmax(1) == j))})
+    return out
+
+
+def _score_hessian(z, y, k, switching_mean):
+    """(loglik, score, Hessian) in unconstrained coordinates; the Hessian by central differences
+    of the exact score (2m filter + smoother passes)."""
+    f, g = _loglik_grad(z, y, k, switching_mean)
+    m = z.shape[0]
+    H = np.empty((m, m))
+    for i in range(m):
+        h = 1e-5 * max(1.0, abs(z[i]))
+        e = np.zeros(m)
+        e[i] = h
+        H[:, i] = (_loglik_grad(z + e, y, k, switching_mean)[1]
+                   - _loglik_grad(z - e, y, k, switching_mean)[1]) / (2 * h)
+    return f, g, 0.5 * (H + H.T)
+
+
+def _newton(z, y, k, switching_mean, floor, max_iter=20, tol=1e-9):
+    """Newton–Raphson with step halving from EM's solution. Returns (z, loglik, score, Hessian,
+    status, message, iterations); status 0 converged (Newton decrement < tol), 1 Hessian not
+    negative definite (a flat ridge: e.g. a redundant regime), 2 iteration limit, 3 no ascent."""
+    for it in range(1, max_iter + 1):
+        f, g, H = _score_hessian(z, y, k, switching_mean)
+        try:
+            np.linalg.cholesky(-H)
+        except np.linalg.LinAlgError:
+            return z, f, g, H, 1, "the Hessian is not negative definite (flat likelihood ridge)", it
+        step = np.linalg.solve(-H, g)
+        decrement = 0.5 * float(g @ step)
+        if decrement < tol:
+            return z, f, g, H, 0, f"Newton decrement {decrement:.1e} < {tol:g}", it
+        t = 1.0
+        for _ in range(40):
+            zn = z + t * step
+            th = _unpack(zn, k, switching_mean)
+            if (th.sigma2 >= floor).all() and _filter(y, th.P, th.mu, th.sigma2)[0] > f:
+                break
+            t *= 0.5
+        else:
+            return z, f, g, H, 3, "no ascent along the Newton direction", it
+        z = zn
+    f, g, H = _score_hessian(z, y, k, switching_mean)
+    return z, f, g, H, 2, f"Newton stopped after {max_iter} iterations", max_iter
+
+
+def fit_markov(data, *, k_regimes: int = 2, switching_mean: bool = False, freq: str | None = None,
+               symbol: str | None = None, bar: str | None = None, gaps: str = "error",
+               period: str | None = None, max_iter: int = 100, tol: float = 1e-8,
+               **_ignored) -> MarkovResult:
+    """Fit a k-regime (2 or 3) Markov-switching variance model by maximum likelihood.
+
+    EM (at most `max_iter` iterations, stopping when the relative log-likelihood change is below
+    `tol`) gets close cheaply; Newton–Raphson on the exact score (Fisher's identity) and its
+    numerical Hessian finishes, with a quasi-Newton (L-BFGS) fallback on flat ridges. The returns
+    are standardised for the fit (numerics) and the parameters converted back, so `params` are in
+    the units of the returns as given and `loglikelihood` is of those returns.
+    """
+    if k_regimes not in (2, 3):
+        raise ValueError("k_regimes must be 2 or 3")
+    returns = data if isinstance(data, Returns) else returns_from(
+        data, freq=freq, symbol=symbol, bar=bar, gaps=gaps, period=period)
+    names = param_names(k_regimes, switching_mean)
+    returns.require(MIN_OBS_PER_PARAM * len(names), f"a {k_regimes}-regime Markov-switching model")
+    t0 = time.perf_counter()
+    y_raw = np.asarray(returns.values, dtype=np.float64)
+    loc, scale = float(y_raw.mean()), float(y_raw.std())
+    y = (y_raw - loc) / scale
+    k = k_regimes
+    floor = VAR_FLOOR
+    warnings: list[str] = []
+
+    th, llf, iters, em_ok = _em(y, _start(y, k), switching_mean, floor, max_iter, tol)
+    optimizer: dict[str, Any] = {"method": "EM (Baum-Welch) then Newton-Raphson", "em_iterations": iters,
+                                 "em_converged": em_ok, "em_loglik": llf - y.shape[0] * math.log(scale)}
+    with np.errstate(all="ignore"):
+        z, llf, g, H, status, message, n_it = _newton(_pack(th, switching_mean), y, k, switching_mean, floor)
+    optimizer.update({"newton_status": status, "newton_message": message, "newton_iterations": n_it})
+    rounds = 0
+    while status != 0 and rounds < 3:
+        # off the concave region (or on a ridge): quasi-Newton steps, then Newton again
+        rounds += 1
+
+        def nll(x):
+            t = _unpack(x, k, switching_mean)
+            if (t.sigma2 < floor).any():
+                return 1e300, np.zeros_like(x)
+            f, grad = _loglik_grad(x, y, k, switching_mean)
+            return -f, -grad
+        with np.errstate(all="ignore"):
+            res = optimize.minimize(nll, z, jac=True, method="L-BFGS-B",
+                                    options={"maxiter": 100, "ftol": 1e-15, "gtol": 1e-6})
+            if -res.fun >= llf:
+                z = res.x
+            z, llf, g, H, status, message, n_it = _newton(z, y, k, switching_mean, floor, max_iter=10)
+        optimizer.update({"method": "EM (Baum-Welch), Newton-Raphson and L-BFGS", "lbfgs_rounds": rounds,
+                          "lbfgs_message": str(res.message), "newton_status": status,
+                          "newton_message": message})
+    # converged: a vanishing Newton decrement, or a score that is numerically zero
+    grad_max = float(np.max(np.abs(g)))
+    optimizer["gradient_max_abs"] = grad_max
+    converged = status == 0 or grad_max < 1e-4 * max(1.0, math.sqrt(y.shape[0]))
+    if not converged:
+        warnings.append(f"not converged: {message} (largest score component {grad_max:.3g})")
+
+    # sort regimes by variance; the Hessian's coordinates do not depend on the order of blocks
+    # for the standard errors we recompute at the sorted parameters (cheap relative to the fit)
+    th = _unpack(z, k, switching_mean)
+    order = np.argsort(th.sigma2, kind="stable")
+    if not np.array_equal(order, np.arange(k)):
+        th = th.sorted()
+        z = _pack(th, switching_mean)
+        with np.errstate(all="ignore"):
+            llf, g, H = _score_hessian(z, y, k, switching_mean)
+    llf, F, E, _ = _filter(y, th.P, th.mu, th.sigma2)
+    G, _ = _smooth(th.P, F, E)
+    if (th.sigma2 <= floor * 1.0001).any():
+        warnings.append("a regime's variance sits on the floor (1e-6 × the sample variance): many "
+                        "identical returns (flat bars?) make the likelihood unbounded there")
+
+    # standard errors: inverse observed information in unconstrained coordinates, delta method to
+    # statsmodels' parameters, then to the returns' units (y_raw = loc + scale·y)
+    nat = _Theta(th.P, loc + scale * th.mu, th.sigma2 * scale ** 2)
+    llf_raw = llf - y.shape[0] * math.log(scale)
+    x_nat = _to_vector(nat, switching_mean)
+    try:
+        J = _natural_jacobian(z, k, switching_mean)
+        cov = J @ np.linalg.inv(-H) @ J.T
+        d = np.diag(cov)
+        ok = np.isfinite(d) & (d > 0)
+        se_std = np.where(ok, np.sqrt(np.where(ok, d, 0.0)), np.nan)
+        if not ok.all() or np.any(np.linalg.eigvalsh(-H) <= 0):
+            warnings.append("the Hessian is not negative definite at the optimum: standard errors "
+                            "are unreliable (NaN where undefined); too many regimes for the data?")
+    except np.linalg.LinAlgError:
+        se_std = np.full(x_nat.shape, np.nan)
+        warnings.append("singular Hessian: standard errors undefined")
+    npt = k * (k - 1)
+    nm = k if switching_mean else 1
+    conv = np.ones_like(se_std)
+    conv[npt:npt + nm] = scale
+    conv[npt + nm:] = scale ** 2
+    se = se_std * conv
+    regimes = _regime_summary(nat, G, returns.period_ns)
+    summary = {"regimes": regimes, "transition_matrix": nat.P.tolist(),
+               "transition_note": "row i, column j: Pr(regime j next period | regime i now)",
+               "seconds": time.perf_counter() - t0}
+    return MarkovResult(
+        model="markov", params=dict(zip(names, map(float, x_nat))), std_errors=dict(zip(names, map(float, se))),
+        loglikelihood=llf_raw, n_obs=returns.n, converged=bool(converged), status="fitted",
+        message=message,
+        units={n: ("probability" if n.startswith("p[") else "return per period" if n.startswith("const")
+                   else "return² per period") for n in names},
+        summary=summary,
+        settings={"k_regimes": k, "switching_mean": switching_mean,
+                  "freq": freq or _freq_label(returns.period_ns), "max_iter": max_iter, "tol": tol},
+        optimizer=optimizer, warnings=tuple(warnings),
+        data=data_info(returns.source, returns.symbol, returns.t_ns, returns.period_ns),
+        validation=returns.report, k_regimes=k, switching_mean=switching_mean,
+        transition=nat.P, mu=nat.mu, sigma2=nat.sigma2, returns=returns, filtered=F, smoothed=G)
+
+
+# --- regimes of fills, without look-ahead ------------------------------------------------------
+
+def regime_labels(fills: pd.DataFrame, bars, result: MarkovResult, *,
+                  return_probabilities: bool = False):
+    """The regime of each fill: argmax of the *filtered* probability at its arrival.
+
+    The filter runs on `bars` (same symbol and sampling as the fit) with the result's parameters;
+    a fill arriving at time a gets the one-step prediction P' ξ_{t|t} from the last return known
+    at or before a (the bar closed by then), i.e. only information available at arrival. Fills
+    before the second bar or after the last bar's period, or of another symbol, get -1.
+    Returns a Series "regime" (int8) aligned with `fills`, or with `return_probabilities` a frame
+    with the label and Pr(regime j) columns.
+    """
+    if not isinstance(result, MarkovResult):
+        raise TypeError("regime_labels needs a MarkovResult (fit_markov)")
+    symbol = result.returns.symbol
+    series = bar_series(bars, symbol=symbol, gaps="skip")
+    period = result.settings.get("freq")
+    ret = returns_of_bars(series, None if period == _freq_label(series.bar_ns) else period)
+    if ret.period_ns != result.returns.period_ns:
+        raise DataError(f"the bars give {_freq_label(ret.period_ns)} returns but the regimes were "
+                        f"fitted on {_freq_label(result.returns.period_ns)} returns", file=series.source)
+    _, F = result.filter(ret.values)
+    pred = F @ np.asarray(result.transition)           # Pr(s_{t+1} | y_1..y_t)
+    known = ret.known_at_ns
+    arrival = _time_ns(fills, "fills", np.arange(1, len(fills) + 1))
+    i = np.searchsorted(known, arrival, side="right") - 1
+    ok = (i >= 0) & (arrival < known[-1] + ret.period_ns) if known.shape[0] else np.zeros(len(fills), bool)
+    if symbol is not None and "symbol" in fills.columns:
+        ok &= (fills["symbol"].astype("string") == symbol).fillna(False).to_numpy(bool)
+    k = result.k_regimes
+    probs = np.full((len(fills), k), np.nan)
+    probs[ok] = pred[i[ok]]
+    labels = np.full(len(fills), -1, dtype=np.int8)
+    labels[ok] = probs[ok].argmax(1)
+    lab = pd.Series(labels, index=fills.index, name="regime")
+    if not return_probabilities:
+        return lab
+    out = pd.DataFrame({"regime": lab})
+    for j in range(k):
+        out[f"p_regime_{j}"] = probs[:, j]
+    return out
+
+
+MARKOV_MODEL = VolatilityModel(
+    name="markov", label="Markov-switching variance",
+    formula="r_t | s_t=j ~ N(μ, σ²_j), Pr(s_t=j | s_{t-1}=i) = p[i->j]",
+    params=(Param("p[i->i]", 0.98, 0.0, 1.0, "probability", "probability of staying in regime i"),
+            Param("const", 0.0, -1.0, 1.0, "return per period", "mean return"),
+            Param("sigma2[j]", 1e-4, 0.0, 1.0, "return² per period", "variance of regime j")),
+    options={"k_regimes": (2, 3), "switching_mean": (False, True), "freq": None},
+    reference="Hamilton 1989; Kim 1994; statsmodels MarkovRegression",
+    fit_path="models.regimes:fit_markov")
