@@ -54,6 +54,16 @@ def get_model(model, kind: str = "impact") -> ImpactModel:
 for _m in IMPACT_MODELS:
     register_model(_m)
 
+# volatility models: realised estimators, GARCH family (arch), Markov regimes, Merton jumps
+# (their modules import arch / statsmodels only when a model is fitted)
+from models.garch import GARCH_MODELS  # noqa: E402
+from models.jumps import MERTON_MODEL  # noqa: E402
+from models.realized import REALIZED_MODEL  # noqa: E402
+from models.regimes import MARKOV_MODEL  # noqa: E402
+
+for _m in (REALIZED_MODEL, *GARCH_MODELS, MARKOV_MODEL, MERTON_MODEL):
+    register_model(_m)
+
 # --- losses ----------------------------------------------------------------------------------
 
 
