@@ -64,6 +64,12 @@ from models.regimes import MARKOV_MODEL  # noqa: E402
 for _m in (REALIZED_MODEL, *GARCH_MODELS, MARKOV_MODEL, MERTON_MODEL):
     register_model(_m)
 
+# volatility surfaces (models/svi.py): raw SVI per expiry and the SSVI surface
+from models.svi import SURFACE_MODELS  # noqa: E402  (after the impact models: registry order)
+
+for _m in SURFACE_MODELS:
+    register_model(_m)
+
 # --- losses ----------------------------------------------------------------------------------
 
 
