@@ -184,6 +184,47 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_vol(args) -> int:
+    """Fit a volatility model to bars or trades; JSON with parameters, standard errors,
+    log-likelihood and convergence (exit 3 when the fit did not converge; the JSON is still written)."""
+    from models.registry import get_model
+
+    model = get_model(args.model, kind="volatility")
+    ds = _load(args.path, args.kind, args.map)
+    options = {"symbol": args.symbol, "bar": args.bar, "gaps": args.gaps}
+    if args.model == "realized":
+        options.update(estimator=args.estimator, freq=args.freq or "1D", window=args.window)
+    else:
+        options["freq"] = args.freq
+    if args.model in ("garch", "gjr", "egarch"):
+        options["dist"] = args.dist
+    if args.model == "markov":
+        options.update(k_regimes=args.regimes, switching_mean=args.switching_mean)
+    result = model.fit(ds, **options)
+    out = result.to_dict()
+    if args.model in ("garch", "gjr", "egarch"):
+        fc = result.forecast(args.horizon)
+        out["forecast"] = [{"h": int(h), "timestamp": t.isoformat(), "sigma_daily": float(s),
+                            "sigma_annualized": float(a)}
+                           for h, t, s, a in zip(fc["h"], fc["timestamp"], fc["sigma_daily"],
+                                                 fc["sigma_annualized"])]
+    if args.model == "markov":
+        out["regimes"] = out["summary"]["regimes"]
+    _json_out(out, args.out)
+    for w in result.warnings:
+        print(f"execal: warning: {w}", file=sys.stderr)
+    if not args.quiet:
+        se = result.std_errors
+        lines = [f"{args.model}: {result.message} (converged: {result.converged}, "
+                 f"loglik {out['loglikelihood']})"]
+        lines += [f"  {k:<16}{v:>14.6g}  ± {se.get(k, float('nan')):.3g}" for k, v in result.params.items()]
+        for r in out.get("regimes", []):
+            lines.append(f"  regime {r['regime']}: sigma_daily {r['sigma_daily']:.4g}, expected duration "
+                         f"{r['expected_duration_days']:.3g} days, share of time {r['share_of_time']:.3f}")
+        print("\n".join(lines), file=sys.stderr)
+    return 0 if result.converged else 3
+
+
 # --- parser -----------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -240,6 +281,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--map", help="column mapping their_name=canonical_name,...")
     p.add_argument("--out", help="CSV file; stdout when omitted")
     p.set_defaults(func=cmd_predict)
+
+    from models.realized import ESTIMATORS, GAP_POLICIES
+    from models.registry import models_of_kind
+
+    p = sub.add_parser("vol", help="fit a volatility model (realised, GARCH family, regimes, jumps) to "
+                                   "bars or trades (JSON)")
+    p.add_argument("path", help="bars or trades file (CSV, CSV.gz, Parquet, Tardis, Binance capture)")
+    p.add_argument("--model", required=True, choices=list(models_of_kind("volatility")))
+    p.add_argument("--estimator", default="yang_zhang", choices=list(ESTIMATORS),
+                   help="realised estimator reported in params (all are in the JSON); realized only")
+    p.add_argument("--freq", help="realized: the period estimates are made over (default 1D); other "
+                                  "models: the return interval, a multiple of the bar (default: the bar)")
+    p.add_argument("--window", type=int, default=1, help="realized: periods pooled per estimate")
+    p.add_argument("--bar", help="bar length built from trades (default 1min), or coarser bars from bars")
+    p.add_argument("--gaps", default="error", choices=list(GAP_POLICIES),
+                   help="missing bars: stop with an error (default) or skip the returns across them")
+    p.add_argument("--dist", default="normal", choices=["normal", "t"], help="GARCH family errors")
+    p.add_argument("--horizon", type=int, default=10, help="GARCH family forecast periods")
+    p.add_argument("--regimes", type=int, default=2, choices=[2, 3], help="markov: number of regimes")
+    p.add_argument("--switching-mean", action="store_true", help="markov: a mean per regime")
+    p.add_argument("--symbol", help="the symbol to use when the file holds several")
+    p.add_argument("--kind", choices=["bars", "trades"], help="dataset kind (detected when omitted)")
+    p.add_argument("--map", help="column mapping their_name=canonical_name,...")
+    p.add_argument("--out", help="JSON file; stdout when omitted")
+    p.add_argument("--quiet", action="store_true", help="no summary on stderr")
+    p.set_defaults(func=cmd_vol)
 
     p = sub.add_parser("serve", help="start the dashboard")
     p.add_argument("--host", default="127.0.0.1")
