@@ -225,6 +225,29 @@ def cmd_vol(args) -> int:
     return 0 if result.converged else 3
 
 
+def cmd_surface(args) -> int:
+    """Fit raw SVI per expiry or an SSVI surface to an option chain; JSON with, per expiry, the
+    parameters, RMSE in vol points, optimizer report and butterfly violations, plus calendar
+    violations (exit 3 when a slice's optimizer did not converge; the JSON is still written)."""
+    from models.options import prepare_chain
+    from models.svi import SurfaceCalibrator
+
+    ds = _load(args.path, "options", args.map)
+    chain = prepare_chain(ds, underlying=args.underlying, as_of=args.as_of, forward=args.forward,
+                          iv_source=args.iv_source)
+    calibrator = SurfaceCalibrator(args.model, args.weights, args.no_arbitrage, method=args.method)
+    result = calibrator.fit(chain)
+    out = result.to_dict()
+    out["config"] = result.to_config()
+    _json_out(out, args.out)
+    for w in result.warnings + tuple(chain.report.warnings):
+        print(f"execal: warning: {w}", file=sys.stderr)
+    if not args.quiet:
+        print(result.summary(), file=sys.stderr)
+    converged = all(s.optimizer is None or s.optimizer.success for s in result.slices)
+    return 0 if converged else 3
+
+
 # --- parser -----------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -307,6 +330,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="JSON file; stdout when omitted")
     p.add_argument("--quiet", action="store_true", help="no summary on stderr")
     p.set_defaults(func=cmd_vol)
+
+    from models.options import FORWARD_METHODS, IV_SOURCES
+    from models.svi import WEIGHTS as SURFACE_WEIGHTS
+
+    p = sub.add_parser("surface", help="fit an implied-volatility surface (raw SVI per expiry or SSVI) "
+                                       "to an option chain, with its arbitrage report (JSON)")
+    p.add_argument("path", help="option chain (Tardis options_chain CSV or a generic chain)")
+    p.add_argument("--model", default="svi", choices=list(models_of_kind("surface")))
+    p.add_argument("--weights", default="vega", choices=list(SURFACE_WEIGHTS),
+                   help="residual weights: vega (default), inverse bid-ask spread, or uniform")
+    p.add_argument("--no-arbitrage", action="store_true",
+                   help="fit under the no-butterfly (and calendar) constraints")
+    p.add_argument("--method", default="quasi_explicit", choices=["quasi_explicit", "least_squares"],
+                   help="SVI optimizer: Zeliade's quasi-explicit reduction (default) or plain least squares")
+    p.add_argument("--underlying", help="the coin to fit when the chain holds several (e.g. BTC)")
+    p.add_argument("--as-of", help="snapshot time (UTC); default: the latest quote")
+    p.add_argument("--forward", default="auto", choices=list(FORWARD_METHODS),
+                   help="forward per expiry: futures price, else put-call parity, else underlying price")
+    p.add_argument("--iv-source", default="auto", choices=list(IV_SOURCES),
+                   help="invert prices (default when there are prices) or use the file's IVs")
+    p.add_argument("--map", help="column mapping their_name=canonical_name,...")
+    p.add_argument("--out", help="JSON file; stdout when omitted")
+    p.add_argument("--quiet", action="store_true", help="no summary on stderr")
+    p.set_defaults(func=cmd_surface)
 
     p = sub.add_parser("serve", help="start the dashboard")
     p.add_argument("--host", default="127.0.0.1")
