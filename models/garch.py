@@ -119,7 +119,8 @@ class GarchResult(VolatilityResult):
         method = "simulation" if (self.vol == "egarch" and horizon > 1) else "analytic"
         kwargs = {}
         if method == "simulation":
-            kwargs = {"simulations": simulations, "random_state": np.random.RandomState(seed)}
+            gen = np.random.default_rng(seed)
+            kwargs = {"simulations": simulations, "rng": gen.standard_normal}
         with _warnings.catch_warnings():
             _warnings.simplefilter("ignore")
             f = res.forecast(horizon=horizon, method=method, reindex=False, **kwargs)
