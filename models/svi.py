@@ -1157,10 +1157,17 @@ class SurfaceCalibrator:
             cond = ssvi_conditions(global_params["rho"], global_params["eta"], global_params["gamma"],
                                    [f.theta for f in sorted(fitted, key=lambda f: f.T_years)])
         warn = list(warn)
-        for f in out:
-            if f.optimizer is not None and not f.optimizer.success and f.status == "fitted":
-                warn.append(f"expiry {f.expiry.isoformat()}: the optimizer did not converge "
-                            f"({f.optimizer.message}); the parameters are where it stopped")
+        if global_params is None:
+            failed = [f for f in out if f.optimizer is not None and not f.optimizer.success
+                      and f.status == "fitted"]
+        elif optimizer is not None and not optimizer.success:
+            failed, warn = [], warn + [f"the SSVI fit did not converge ({optimizer.message}); the "
+                                       "parameters are where it stopped"]
+        else:
+            failed = []
+        for f in failed:
+            warn.append(f"expiry {f.expiry.isoformat()}: the optimizer did not converge "
+                        f"({f.optimizer.message}); the parameters are where it stopped")
         return SurfaceResult(model=self.model, status=status, slices=tuple(out),
                              global_params=global_params, optimizer=optimizer,
                              calendar_violations=tuple(calendar), ssvi_conditions=cond,
@@ -1286,6 +1293,9 @@ class SurfaceCalibrator:
             fits = self._fit_svi(slices, k_grid)
             return self._finish(chain, slices, fits, k_grid, status="fitted", warn=notes, t0=t0)
         fits, gp, opt = self._fit_ssvi_slices(slices, k_grid)
+        if len(slices) < 3:
+            notes.append(f"{len(slices)} expiry(ies): phi(theta) is seen at {len(slices)} point(s), so "
+                         "eta and gamma are not separately identified")
         if not opt.success:
             warnings.warn(f"SSVI fit did not converge: {opt.message}", RuntimeWarning, stacklevel=2)
         return self._finish(chain, slices, fits, k_grid, status="fitted", global_params=gp,

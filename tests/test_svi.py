@@ -327,3 +327,37 @@ def test_default_grid_covers_the_quotes_and_beyond():
     g = default_k_grid([-2.0, 0.5])
     assert g[0] == -3.0 and g[-1] == 1.5 and g.size == 2001
     assert default_k_grid()[0] == -1.5
+
+
+# --- the command line ------------------------------------------------------------------------------------------
+
+def test_cli_surface_writes_parameters_rmse_and_arbitrage(root, tmp_path, capsys):
+    import cli
+    out = tmp_path / "surface.json"
+    code = cli.main(["surface", str(root / "sample_data" / "options_chain.csv"), "--model", "svi",
+                     "--weights", "spread", "--out", str(out), "--quiet"])
+    assert code == 0
+    data = json.loads(out.read_text())
+    assert data["model"] == "svi" and data["weights"] == "spread" and len(data["expiries"]) == 8
+    for e in data["expiries"]:
+        assert set(e["params"]) == set(SVI_PARAMS) and e["rmse_vol_pts"] < 1e-3
+        assert e["butterfly_violations"] == [] and e["min_g"] > 0
+        assert e["optimizer"]["success"] is True
+    assert data["calendar_violations"] == [] and data["config"]["kind"] == "surface"
+    code = cli.main(["surface", str(root / "sample_data" / "options_chain.csv"), "--model", "ssvi",
+                     "--no-arbitrage", "--out", str(out), "--quiet"])
+    assert code == 0
+    data = json.loads(out.read_text())
+    assert data["ssvi"]["eta"] == pytest.approx(1.2, rel=1e-4) and data["no_arbitrage"] is True
+    assert data["arbitrage"]["ssvi_conditions"]["free_of_static_arbitrage"] is True
+
+
+def test_cli_surface_bad_input_is_one_line_exit_2(shared_data, capsys):
+    import cli
+    code = cli.main(["surface", str(shared_data / "tardis" / "format-examples" / "deribit_options_chain.csv")])
+    err = capsys.readouterr().err
+    assert code == 2 and "several underlyings (BTC, ETH)" in err and "Traceback" not in err
+    code = cli.main(["surface", str(shared_data / "tardis" / "format-examples" / "deribit_options_chain.csv"),
+                     "--underlying", "BTC", "--quiet"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and [e["status"] for e in out["expiries"]] == ["skipped", "skipped"]
