@@ -5,6 +5,11 @@ later panels read. A file that fails to load leaves the previous dataset active 
 `DataError` message in an alert; anything unexpected is logged server-side and shown as one short line.
 On a session's first visit the bundled sample fills are loaded, so the app never opens empty.
 
+It also owns the *filters* (date range, symbol, venue, size range) that every later panel applies: the
+Filters card writes `results.FILTERS_ID` (a small dict, see `results.apply_filters`). The controls follow
+the active result: after a fit, a config import or a page reload they show the filters that result was
+calibrated on (when it belongs to the active dataset), and they are cleared when another dataset is loaded.
+
 `load_dataset` and `render_dataset` are the callbacks' bodies as plain functions (tests call them directly);
 `register_callbacks` only wires them to ids.
 """
@@ -12,16 +17,20 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import dash_ag_grid as dag
 import dash_bootstrap_components as dbc
+import numpy as np
+import pandas as pd
 from dash import Input, Output, State, ctx, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
 from components import figures
+from components import results as results_mod
 from components import store as store_mod
 from models.io import parse_mapping
 from models.schema import KINDS, DataError
@@ -58,6 +67,16 @@ REPORT = _id("report")
 COVERAGE = _id("coverage")
 GRID = _id("grid")
 PREVIEW_TITLE = _id("preview-title")
+FILTER_START = _id("filter-start")
+FILTER_END = _id("filter-end")
+FILTER_SYMBOL = _id("filter-symbol")
+FILTER_VENUE = _id("filter-venue")
+FILTER_SIZE_MIN = _id("filter-size-min")
+FILTER_SIZE_MAX = _id("filter-size-max")
+FILTER_CLEAR = _id("filter-clear")
+FILTER_STATUS = _id("filter-status")
+# the controls, in the order the filter callbacks read and write their values
+FILTER_CONTROLS = (FILTER_START, FILTER_END, FILTER_SYMBOL, FILTER_VENUE, FILTER_SIZE_MIN, FILTER_SIZE_MAX)
 
 
 # --- pure helpers -------------------------------------------------------------------------------
@@ -228,6 +247,166 @@ def report_component(report: dict, warnings: list[str] | None) -> html.Div:
     return html.Div(children)
 
 
+# --- filters ------------------------------------------------------------------------------------
+
+# the columns a filter reads: counting rows that pass copies only these, not the whole frame
+FILTER_COLUMNS = ("timestamp", "symbol", "venue", "quantity")
+NO_FILTER_VALUES = (None, None, [], [], None, None)
+
+
+def filter_choices(frame: pd.DataFrame | None) -> dict:
+    """What the Filters card offers for a frame: symbols, venues, the date span (YYYY-MM-DD, UTC) and
+    the size span; `has[column]` is False for a column the data lacks (its control is disabled)."""
+    out: dict[str, Any] = {"symbols": [], "venues": [], "first_date": None, "last_date": None,
+                           "size_min": None, "size_max": None, "has": {c: False for c in FILTER_COLUMNS}}
+    if frame is None:
+        return out
+    for col, key in (("symbol", "symbols"), ("venue", "venues")):
+        if col in frame.columns:
+            out["has"][col] = True
+            out[key] = sorted(map(str, frame[col].dropna().unique()))
+    if "timestamp" in frame.columns and frame["timestamp"].notna().any():
+        out["has"]["timestamp"] = True
+        out["first_date"] = frame["timestamp"].min().strftime("%Y-%m-%d")
+        out["last_date"] = frame["timestamp"].max().strftime("%Y-%m-%d")
+    if "quantity" in frame.columns:
+        out["has"]["quantity"] = True
+        q = frame["quantity"].to_numpy(dtype=float, na_value=np.nan)
+        q = q[np.isfinite(q)]
+        if q.size:
+            out["size_min"], out["size_max"] = float(q.min()), float(q.max())
+    return out
+
+
+def _utc_midnight(day: dt.date) -> str:
+    return f"{day.isoformat()}T00:00:00+00:00"
+
+
+def filters_from_controls(start_date: str | None, end_date: str | None, symbols, venues,
+                          size_min, size_max) -> tuple[dict, list[str]]:
+    """(filters dict for `results.apply_filters`, problems) from the card's control values.
+
+    The end date is inclusive for the user (a day picked is a day kept), so the filter's exclusive
+    `end` is the next UTC midnight. A problem (unreadable date, reversed range) means the filters
+    are not applied; the card says why.
+    """
+    problems: list[str] = []
+    out: dict[str, Any] = {}
+
+    def day(text, what):
+        if text in (None, ""):
+            return None
+        try:
+            return dt.date.fromisoformat(str(text))
+        except ValueError:
+            problems.append(f"the {what} date {text!r} is not a date (YYYY-MM-DD)")
+            return None
+
+    start, end = day(start_date, "start"), day(end_date, "end")
+    if start is not None:
+        out["start"] = _utc_midnight(start)
+    if end is not None:
+        out["end"] = _utc_midnight(end + dt.timedelta(days=1))
+    if start is not None and end is not None and end < start:
+        problems.append(f"the end date {end} is before the start date {start}")
+    if symbols:
+        out["symbol"] = list(symbols)
+    if venues:
+        out["venue"] = list(venues)
+
+    def size(value, what):
+        if value in (None, ""):
+            return None
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            problems.append(f"the {what} size {value!r} is not a number")
+            return None
+        if not np.isfinite(v) or v < 0:
+            problems.append(f"the {what} size must be a number ≥ 0, got {value!r}")
+            return None
+        return v
+
+    lo, hi = size(size_min, "smallest"), size(size_max, "largest")
+    if lo is not None:
+        out["size_min"] = lo
+    if hi is not None:
+        out["size_max"] = hi
+    if lo is not None and hi is not None and hi < lo:
+        problems.append(f"the largest size {hi:g} is below the smallest {lo:g}")
+    return results_mod.clean_filters(out), problems
+
+
+def controls_from_filters(filters: dict | None) -> tuple:
+    """The card's control values (start date, end date, symbols, venues, size min, size max) that
+    produce `filters` (the inverse of `filters_from_controls`; an end inside a day shows that day)."""
+    f = results_mod.clean_filters(filters)
+
+    def utc(text):
+        ts = pd.Timestamp(text)
+        return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+    start = utc(f["start"]).strftime("%Y-%m-%d") if "start" in f else None
+    # exclusive end: the last day kept is the day of the instant just before it
+    end = (utc(f["end"]) - pd.Timedelta(1, "ns")).strftime("%Y-%m-%d") if "end" in f else None
+    return (start, end, list(f.get("symbol", [])), list(f.get("venue", [])),
+            f.get("size_min"), f.get("size_max"))
+
+
+def filter_status(frame: pd.DataFrame | None, filters: dict | None) -> tuple[str, str]:
+    """(sentence, Bootstrap text class) saying how many rows pass the filters."""
+    if frame is None:
+        return "Load a dataset to filter it.", "text-muted"
+    n = len(frame)
+    if not results_mod.clean_filters(filters):
+        return f"No filters: all {n:,} rows are used.", "text-muted"
+    narrow = frame[[c for c in FILTER_COLUMNS if c in frame.columns]]
+    kept = len(results_mod.apply_filters(narrow, filters))
+    if kept == 0:
+        return f"No rows pass these filters (0 of {n:,}); calibration needs at least a few.", "text-danger"
+    return f"{kept:,} of {n:,} rows pass the filters.", "text-body"
+
+
+def same_controls(a, b) -> bool:
+    """Control values equal up to list order and number formatting (None == [] for the pickers)."""
+    def norm(v):
+        if v in (None, "", []):
+            return None
+        if isinstance(v, (list, tuple)):
+            return tuple(sorted(map(str, v)))
+        if isinstance(v, (int, float)):
+            return float(v)
+        return str(v)
+    return [norm(x) for x in a] == [norm(x) for x in b]
+
+
+def filter_card_update(st: store_mod.SessionStore, results: results_mod.ResultStore, *,
+                       triggered: set[str], active: dict | None, active_result: dict | None,
+                       current: tuple) -> dict:
+    """The Filters card after the active dataset, the active result or the Clear button changed.
+
+    Returns {"choices": filter_choices(...) | None (unchanged), "values": control values | None
+    (unchanged)}. The values follow the active result when it was calibrated on the active dataset;
+    a newly loaded dataset clears them; Clear clears them.
+    """
+    key = (active or {}).get("key") if isinstance(active, dict) else None
+    dataset = st.get_dataset(key) if key else None
+    choices = filter_choices(dataset.frame if dataset is not None else None) \
+        if store_mod.ACTIVE_DATASET_ID in triggered or not triggered else None
+    result_key = (active_result or {}).get("key") if isinstance(active_result, dict) else None
+    meta = results.meta(result_key) if result_key else {}
+    if FILTER_CLEAR in triggered or dataset is None:
+        target = NO_FILTER_VALUES
+    elif key and meta.get("dataset") == key:
+        target = controls_from_filters(meta.get("filters"))
+    elif store_mod.ACTIVE_DATASET_ID in triggered:
+        target = NO_FILTER_VALUES
+    else:
+        target = None
+    values = None if target is None or same_controls(target, current) else target
+    return {"choices": choices, "values": values}
+
+
 # --- layout -------------------------------------------------------------------------------------
 
 
@@ -272,6 +451,31 @@ def layout(app) -> html.Div:
         ]),
     ], className="mb-3")
 
+    filter_card = dbc.Card([
+        dbc.CardHeader(html.H2("Filters", className="h6 mb-0")),
+        dbc.CardBody([
+            html.Div("Applied by every later panel: calibration, diagnostics and export.",
+                     className="form-text mt-0 mb-2"),
+            dbc.Row([
+                dbc.Col(_labelled("From (UTC)", dbc.Input(id=FILTER_START, type="date"), FILTER_START)),
+                dbc.Col(_labelled("To (UTC, inclusive)", dbc.Input(id=FILTER_END, type="date"), FILTER_END)),
+            ], className="g-2"),
+            _labelled("Symbols", dcc.Dropdown(id=FILTER_SYMBOL, multi=True, options=[],
+                                              placeholder="All symbols"), FILTER_SYMBOL),
+            _labelled("Venues", dcc.Dropdown(id=FILTER_VENUE, multi=True, options=[],
+                                             placeholder="All venues"), FILTER_VENUE),
+            dbc.Row([
+                dbc.Col(_labelled("Size from", dbc.Input(id=FILTER_SIZE_MIN, type="number", min=0,
+                                                         debounce=True, placeholder="any"), FILTER_SIZE_MIN)),
+                dbc.Col(_labelled("Size to", dbc.Input(id=FILTER_SIZE_MAX, type="number", min=0,
+                                                       debounce=True, placeholder="any"), FILTER_SIZE_MAX)),
+            ], className="g-2"),
+            html.Div("Size is the order quantity, in the symbol's base units.", className="form-text mt-0 mb-2"),
+            html.P("Load a dataset to filter it.", id=FILTER_STATUS, role="status", className="small mb-2"),
+            dbc.Button("Clear filters", id=FILTER_CLEAR, color="secondary", outline=True, size="sm"),
+        ]),
+    ], className="mb-3")
+
     def card(title, body, title_id=None):
         heading = html.H2(title, className="h6 mb-0", **({"id": title_id} if title_id else {}))
         return dbc.Card([dbc.CardHeader(heading), dbc.CardBody(body)], className="mb-3")
@@ -294,7 +498,7 @@ def layout(app) -> html.Div:
     )
     preview_card = card("Preview", grid, title_id=PREVIEW_TITLE)
     return dbc.Row([
-        dbc.Col(load_card, md=4, lg=3),
+        dbc.Col([load_card, filter_card], md=4, lg=3),
         dbc.Col([dbc.Alert(id=ALERT, is_open=False, color="danger", dismissable=True, className="execal-error"),
                  dbc.Alert(id=SIZE_ALERT, is_open=False, color="danger", className="execal-error"),
                  summary_card, dbc.Row([dbc.Col(report_card, lg=6), dbc.Col(coverage_card, lg=6)]),
@@ -340,6 +544,55 @@ def register_callbacks(app) -> None:
         view = render_dataset(st, active)
         return (view["summary"], view["report"], view["coverage"], view["columns"], view["rows"],
                 view["preview_title"])
+
+    results = results_mod.get_results(app)
+
+    @app.callback(
+        Output(FILTER_SYMBOL, "options"), Output(FILTER_VENUE, "options"),
+        Output(FILTER_START, "min"), Output(FILTER_START, "max"),
+        Output(FILTER_END, "min"), Output(FILTER_END, "max"),
+        Output(FILTER_SIZE_MIN, "placeholder"), Output(FILTER_SIZE_MAX, "placeholder"),
+        Output(FILTER_START, "disabled"), Output(FILTER_END, "disabled"), Output(FILTER_SYMBOL, "disabled"),
+        Output(FILTER_VENUE, "disabled"), Output(FILTER_SIZE_MIN, "disabled"), Output(FILTER_SIZE_MAX, "disabled"),
+        [Output(c, "value") for c in FILTER_CONTROLS],
+        Input(results_mod.ACTIVE_RESULT_ID, "data"), Input(store_mod.ACTIVE_DATASET_ID, "data"),
+        Input(FILTER_CLEAR, "n_clicks"),
+        [State(c, "value") for c in FILTER_CONTROLS],
+    )
+    def _filter_controls(active_result, active, _clear, *current):
+        triggered = {p.rsplit(".", 1)[0] for p in ctx.triggered_prop_ids}
+        out = filter_card_update(st, results, triggered=triggered, active=active,
+                                 active_result=active_result, current=current)
+        c = out["choices"]
+        if c is None:
+            head = [no_update] * 14
+        else:
+            has = c["has"]
+            size_hint = (lambda v: "any" if v is None else f"{v:.6g}")
+            head = [[{"label": x, "value": x} for x in c["symbols"]],
+                    [{"label": x, "value": x} for x in c["venues"]],
+                    c["first_date"], c["last_date"], c["first_date"], c["last_date"],
+                    size_hint(c["size_min"]), size_hint(c["size_max"]),
+                    not has["timestamp"], not has["timestamp"], not has["symbol"], not has["venue"],
+                    not has["quantity"], not has["quantity"]]
+        values = out["values"]
+        return head + ([no_update] * len(FILTER_CONTROLS) if values is None else list(values))
+
+    @app.callback(
+        Output(results_mod.FILTERS_ID, "data"), Output(FILTER_STATUS, "children"),
+        Output(FILTER_STATUS, "className"),
+        [Input(c, "value") for c in FILTER_CONTROLS], Input(store_mod.ACTIVE_DATASET_ID, "data"),
+        State(results_mod.FILTERS_ID, "data"),
+    )
+    def _apply_filter_controls(start, end, symbols, venues, size_min, size_max, active, current):
+        filters, problems = filters_from_controls(start, end, symbols, venues, size_min, size_max)
+        if problems:
+            return no_update, "Not applied: " + "; ".join(problems) + ".", "small mb-2 text-danger"
+        key = (active or {}).get("key") if isinstance(active, dict) else None
+        dataset = st.get_dataset(key) if key else None
+        text, color = filter_status(dataset.frame if dataset is not None else None, filters)
+        changed = filters != results_mod.clean_filters(current)
+        return (filters if changed else no_update), text, f"small mb-2 {color}"
 
     # Over-size uploads are refused by the server (MAX_CONTENT_LENGTH) before any callback runs, so the
     # browser itself says why; the size of the base64 payload is known there without sending it.
