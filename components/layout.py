@@ -17,7 +17,7 @@ import dash_bootstrap_components as dbc
 from dash import Input, Output, State, dcc, html, set_props
 from dash.exceptions import PreventUpdate
 
-from components import data_panel, results, store
+from components import calibrate_panel, data_panel, results, store
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +27,7 @@ APP_SUBTITLE = "execution-cost & volatility calibration"
 # The panels, in nav order. One line per panel.
 PANELS: list[ModuleType] = [
     data_panel,
+    calibrate_panel,
 ]
 
 LOCATION_ID = "execal-url"
