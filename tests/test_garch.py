@@ -142,3 +142,29 @@ def test_bad_input():
         fit_garch(gappy)
     with pytest.raises(ValueError, match="unknown GARCH variant"):
         fit_garch(rng.normal(0, 0.01, 500), vol="figarch")
+
+
+@pytest.mark.shared_data
+def test_cli_garch_and_realized(shared_data, tmp_path, capsys):
+    import cli
+
+    bars = shared_data / "bars" / "coinbase_btc-usd_1h_2024.csv"
+    out = tmp_path / "g.json"
+    assert cli.main(["vol", str(bars), "--model", "gjr", "--dist", "t", "--horizon", "24",
+                     "--out", str(out), "--quiet"]) == 0
+    doc = json.loads(out.read_text())
+    assert list(doc["params"]) == ["mu", "omega", "alpha[1]", "gamma[1]", "beta[1]", "nu"]
+    assert all(v is not None and v > 0 for v in doc["std_errors"].values())
+    assert doc["converged"] is True and doc["optimizer"]["convergence_flag"] == 0
+    assert len(doc["forecast"]) == 24 and doc["forecast"][0]["sigma_daily"] > 0
+    out = tmp_path / "r.json"
+    assert cli.main(["vol", str(bars), "--model", "realized", "--estimator", "parkinson",
+                     "--out", str(out), "--quiet"]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["settings"]["estimator"] == "parkinson" and len(doc["periods"]) == 256
+    assert doc["summary"]["jumps"]["bns_periods_tested"] > 200
+    # daily returns from 1-minute bars of one month: too few for a GARCH, said plainly
+    code = cli.main(["vol", str(shared_data / "bars" / "ftx_btc-perp_1m_2022-01.csv"), "--model", "garch",
+                     "--freq", "1D"])
+    err = capsys.readouterr().err
+    assert code == 2 and "too few observations for GARCH(1,1): 31 returns at 1D" in err

@@ -224,3 +224,25 @@ def test_bad_input():
         fit_markov(np.full(500, 0.001))
     with pytest.raises(ValueError, match="2 or 3"):
         fit_markov(np.random.default_rng(0).normal(size=600), k_regimes=4)
+
+
+def test_cli_writes_regimes_with_volatility_duration_and_share(root, tmp_path, capsys):
+    import cli
+
+    out = tmp_path / "vol.json"
+    code = cli.main(["vol", str(root / "sample_data" / "bars_15m.csv"), "--model", "markov",
+                     "--symbol", "SOLUSDT", "--out", str(out)])
+    assert code == 0
+    doc = json.loads(out.read_text())
+    assert doc["converged"] is True and doc["loglikelihood"] is not None
+    assert set(doc["params"]) == set(param_names(2, False)) == set(doc["std_errors"])
+    calm, stressed = doc["regimes"]
+    for reg in (calm, stressed):
+        assert {"sigma_daily", "sigma_annualized", "expected_duration_days", "share_of_time"} <= set(reg)
+    assert calm["sigma_daily"] == pytest.approx(0.045, rel=0.1)
+    assert stressed["sigma_daily"] == pytest.approx(0.095, rel=0.1)
+    assert "regime 1: sigma_daily" in capsys.readouterr().err
+    # bad input: one clean line, exit 2, no traceback
+    code = cli.main(["vol", str(root / "sample_data" / "bars_15m.csv"), "--model", "markov"])
+    err = capsys.readouterr().err
+    assert code == 2 and "several symbols" in err and "Traceback" not in err
