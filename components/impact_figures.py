@@ -35,7 +35,7 @@ HISTOGRAM_BINS = 80
 HISTOGRAM_TAIL = 0.005                # histogram range: [0.5 %, 99.5 %] quantiles; the rest is counted
 MIXTURE_SAMPLE = 4_000                # rows whose noise scales make the noise-model mixture
 QQ_POINTS = 400
-MIN_BIN_COUNT = 3                     # bins with fewer rows are not drawn (their s.e. means nothing)
+MIN_BIN_COUNT = 10                    # bins with fewer rows are not drawn (their mean is noise)
 MAD_TO_SD = 1.482602218505602         # 1/Φ⁻¹(3/4): MAD of a normal sample → its standard deviation
 FIGURE_HEIGHT = 330
 PALETTE = ("#0d6efd", "#fd7e14", "#198754", "#6f42c1", "#d63384", "#20c997", "#dc3545", "#6c757d",
@@ -725,18 +725,27 @@ def result_metric_columns(result) -> dict[str, Mapping | None]:
     return cols
 
 
-def delta_rows(fitted: Mapping[str, Mapping | None], tweaked: Mapping[str, Mapping | None]) -> list[dict]:
-    """The tweak table: for each sample (in / out) and metric, fitted, tweaked and Δ = tweaked − fitted."""
+TWEAK_METRICS = ("rmse_bps", "mae_bps", "median_abs_error_bps", "bias_bps", "r2", "z_rms")
+
+
+def delta_rows(fitted: Mapping[str, Mapping | None], tweaked: Mapping[str, Mapping | None],
+               keys: Sequence[str] = TWEAK_METRICS) -> list[dict]:
+    """The tweak table, one row per metric: for each sample ("in-sample", "out-of-sample") the fitted
+    value, the tweaked value and Δ = tweaked − fitted. Samples without metrics are left out."""
+    labels = dict(METRIC_LABELS)
+    samples = [s for s in fitted if (fitted.get(s) or tweaked.get(s))]
+    short = {"in-sample": "in", "out-of-sample": "out"}
     rows = []
-    for sample in fitted:
-        f, t = fitted.get(sample) or {}, tweaked.get(sample) or {}
-        if not f and not t:
-            continue
-        for key, label in METRIC_LABELS[1:]:
-            a, b = f.get(key), t.get(key)
-            d = None if a is None or b is None else b - a
-            rows.append({"sample": sample, "metric": label, "fitted": format_number(a), "tweaked": format_number(b),
-                         "Δ": "—" if d is None else f"{d:+.4g}", "key": key})
+    for key in keys:
+        row = {"metric": labels.get(key, key)}
+        for sample in samples:
+            a, b = (fitted.get(sample) or {}).get(key), (tweaked.get(sample) or {}).get(key)
+            tag = short.get(sample, sample)
+            row[f"{tag}: fitted"] = format_number(a)
+            row[f"{tag}: tweaked"] = format_number(b)
+            row[f"{tag}: Δ"] = "—" if a is None or b is None else f"{b - a:+.4g}"
+        row["key"] = key
+        rows.append(row)
     return rows
 
 

@@ -322,8 +322,10 @@ def test_delta_rows_are_tweaked_minus_fitted():
     fitted = {"in-sample": {"rmse_bps": 10.0, "bias_bps": 1.0, "n": 5}, "out-of-sample": None}
     tweaked = {"in-sample": {"rmse_bps": 12.5, "bias_bps": -0.5, "n": 5}, "out-of-sample": None}
     rows = {r["key"]: r for r in F.delta_rows(fitted, tweaked)}
-    assert rows["rmse_bps"]["Δ"] == "+2.5" and rows["bias_bps"]["Δ"] == "-1.5"
-    assert all(r["sample"] == "in-sample" for r in rows.values())
+    assert rows["rmse_bps"]["in: Δ"] == "+2.5" and rows["bias_bps"]["in: Δ"] == "-1.5"
+    assert rows["rmse_bps"]["in: fitted"] == "10" and rows["rmse_bps"]["in: tweaked"] == "12.5"
+    assert rows["r2"]["in: Δ"] == "—"
+    assert not any(k.startswith("out") for k in rows["rmse_bps"])     # no held-out rows: no columns
 
 
 def test_segment_tables_and_figure(segmented):
