@@ -17,7 +17,7 @@ import dash_bootstrap_components as dbc
 from dash import Input, Output, State, dcc, html, set_props
 from dash.exceptions import PreventUpdate
 
-from components import calibrate_panel, data_panel, results, store
+from components import calibrate_panel, data_panel, diagnostics_panel, results, store, tweak_panel
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,8 @@ APP_SUBTITLE = "execution-cost & volatility calibration"
 PANELS: list[ModuleType] = [
     data_panel,
     calibrate_panel,
+    diagnostics_panel,
+    tweak_panel,
 ]
 
 LOCATION_ID = "execal-url"
