@@ -13,8 +13,10 @@ block's transfer matrix is built for all blocks at once (√n vectorised steps),
 boundaries are chained (√n small steps), then every block is filtered at once from its boundary
 (√n vectorised steps). It is the same arithmetic as the sequential filter, so the likelihood is
 identical, at about 3√n numpy calls instead of n. Estimation: EM (Baum–Welch; the backward pass
-is the same scan run backwards) from a rolling-variance start, then a quasi-Newton polish of the
-exact likelihood; standard errors from a central-difference Hessian in statsmodels' parameters.
+is the same scan run backwards) from a rolling-variance start, then Newton–Raphson on the exact
+score (Fisher's identity: one filter + smoother pass) with a numerical Hessian, BFGS where the
+likelihood is flat; standard errors from that Hessian, by the delta method in statsmodels'
+parameters.
 
 Regimes are sorted by volatility (regime 0 the calmest) so labels never swap between runs.
 Expected duration of regime j = 1 / (1 − p[j->j]) periods. `regime_labels(fills, bars, result)`
@@ -364,20 +366,25 @@ def _score_hessian(z, y, k, switching_mean):
     return f, g, 0.5 * (H + H.T)
 
 
-def _newton(z, y, k, switching_mean, floor, max_iter=20, tol=1e-9):
-    """Newton–Raphson with step halving from EM's solution. Returns (z, loglik, score, Hessian,
-    status, message, iterations); status 0 converged (Newton decrement < tol), 1 Hessian not
-    negative definite (a flat ridge: e.g. a redundant regime), 2 iteration limit, 3 no ascent."""
-    for it in range(1, max_iter + 1):
-        f, g, H = _score_hessian(z, y, k, switching_mean)
+def _maximise(z, y, k, switching_mean, floor, newton_iter=4, tol=1e-7):
+    """From EM's solution to the maximum: Newton–Raphson (exact score, numerical Hessian, step
+    halving) while the Hessian is negative definite, which converges in 2–3 steps when the model
+    is identified; otherwise BFGS started from the (eigenvalue-floored) inverse Hessian, one score
+    evaluation per iteration, for flat ridges (a transition probability going to 0, a redundant
+    regime). Returns (z, loglik, score, Hessian at z, converged, message, details)."""
+    n = y.shape[0]
+    f, g, H = _score_hessian(z, y, k, switching_mean)
+    details: dict[str, Any] = {"newton_iterations": 0}
+    for it in range(1, newton_iter + 1):
         try:
-            np.linalg.cholesky(-H)
+            L = np.linalg.cholesky(-H)
         except np.linalg.LinAlgError:
-            return z, f, g, H, 1, "the Hessian is not negative definite (flat likelihood ridge)", it
-        step = np.linalg.solve(-H, g)
+            break
+        step = np.linalg.solve(L.T, np.linalg.solve(L, g))
         decrement = 0.5 * float(g @ step)
+        details["newton_iterations"] = it - 1
         if decrement < tol:
-            return z, f, g, H, 0, f"Newton decrement {decrement:.1e} < {tol:g}", it
+            return z, f, g, H, True, f"Newton decrement {decrement:.1e} < {tol:g}", details
         t = 1.0
         for _ in range(40):
             zn = z + t * step
@@ -386,10 +393,31 @@ def _newton(z, y, k, switching_mean, floor, max_iter=20, tol=1e-9):
                 break
             t *= 0.5
         else:
-            return z, f, g, H, 3, "no ascent along the Newton direction", it
+            break
         z = zn
+        f, g, H = _score_hessian(z, y, k, switching_mean)
+    details["newton_iterations"] = it
+
+    def nll(x):
+        t = _unpack(x, k, switching_mean)
+        if (t.sigma2 < floor).any() or not np.all(np.isfinite(x)):
+            return 1e300, np.zeros_like(x)
+        fx, gx = _loglik_grad(x, y, k, switching_mean)
+        return -fx, -gx
+    w, V = np.linalg.eigh(-H)
+    w = np.maximum(np.abs(w), 1e-5 * max(np.abs(w).max(), 1e-300))
+    inv0 = (V / w) @ V.T
+    gtol = 1e-5 * math.sqrt(n)
+    with np.errstate(all="ignore"):
+        res = optimize.minimize(nll, z, jac=True, method="BFGS",
+                                options={"hess_inv0": 0.5 * (inv0 + inv0.T), "gtol": gtol, "maxiter": 500})
+    if -res.fun >= f:
+        z = res.x
     f, g, H = _score_hessian(z, y, k, switching_mean)
-    return z, f, g, H, 2, f"Newton stopped after {max_iter} iterations", max_iter
+    grad_max = float(np.max(np.abs(g)))
+    details.update({"bfgs_iterations": int(res.nit), "bfgs_message": str(res.message)})
+    converged = bool(res.success) or grad_max < gtol
+    return z, f, g, H, converged, f"BFGS: {res.message}", details
 
 
 def fit_markov(data, *, k_regimes: int = 2, switching_mean: bool = False, freq: str | None = None,
@@ -400,7 +428,7 @@ def fit_markov(data, *, k_regimes: int = 2, switching_mean: bool = False, freq: 
 
     EM (at most `max_iter` iterations, stopping when the relative log-likelihood change is below
     `tol`) gets close cheaply; Newton–Raphson on the exact score (Fisher's identity) and its
-    numerical Hessian finishes, with a quasi-Newton (L-BFGS) fallback on flat ridges. The returns
+    numerical Hessian finishes, with BFGS (started from that Hessian) on flat ridges. The returns
     are standardised for the fit (numerics) and the parameters converted back, so `params` are in
     the units of the returns as given and `loglikelihood` is of those returns.
     """
@@ -419,40 +447,22 @@ def fit_markov(data, *, k_regimes: int = 2, switching_mean: bool = False, freq: 
     warnings: list[str] = []
 
     th, llf, iters, em_ok = _em(y, _start(y, k), switching_mean, floor, max_iter, tol)
-    optimizer: dict[str, Any] = {"method": "EM (Baum-Welch) then Newton-Raphson", "em_iterations": iters,
+    optimizer: dict[str, Any] = {"method": "EM (Baum-Welch), then Newton-Raphson (BFGS on flat ridges)",
+                                 "em_iterations": iters,
                                  "em_converged": em_ok, "em_loglik": llf - y.shape[0] * math.log(scale)}
+    th = th.sorted()     # sorted before the polish, so its Hessian is usually the final one
     with np.errstate(all="ignore"):
-        z, llf, g, H, status, message, n_it = _newton(_pack(th, switching_mean), y, k, switching_mean, floor)
-    optimizer.update({"newton_status": status, "newton_message": message, "newton_iterations": n_it})
-    rounds = 0
-    while status != 0 and rounds < 3:
-        # off the concave region (or on a ridge): quasi-Newton steps, then Newton again
-        rounds += 1
-
-        def nll(x):
-            t = _unpack(x, k, switching_mean)
-            if (t.sigma2 < floor).any():
-                return 1e300, np.zeros_like(x)
-            f, grad = _loglik_grad(x, y, k, switching_mean)
-            return -f, -grad
-        with np.errstate(all="ignore"):
-            res = optimize.minimize(nll, z, jac=True, method="L-BFGS-B",
-                                    options={"maxiter": 100, "ftol": 1e-15, "gtol": 1e-6})
-            if -res.fun >= llf:
-                z = res.x
-            z, llf, g, H, status, message, n_it = _newton(z, y, k, switching_mean, floor, max_iter=10)
-        optimizer.update({"method": "EM (Baum-Welch), Newton-Raphson and L-BFGS", "lbfgs_rounds": rounds,
-                          "lbfgs_message": str(res.message), "newton_status": status,
-                          "newton_message": message})
-    # converged: a vanishing Newton decrement, or a score that is numerically zero
+        z, llf, g, H, converged, message, details = _maximise(_pack(th, switching_mean), y, k,
+                                                               switching_mean, floor)
+    optimizer.update(details)
+    optimizer["message"] = message
     grad_max = float(np.max(np.abs(g)))
     optimizer["gradient_max_abs"] = grad_max
-    converged = status == 0 or grad_max < 1e-4 * max(1.0, math.sqrt(y.shape[0]))
     if not converged:
         warnings.append(f"not converged: {message} (largest score component {grad_max:.3g})")
 
-    # sort regimes by variance; the Hessian's coordinates do not depend on the order of blocks
-    # for the standard errors we recompute at the sorted parameters (cheap relative to the fit)
+    # regimes sorted by variance; the polish rarely reorders them, if it did the Hessian (in
+    # coordinates that depend on the order) is recomputed at the sorted parameters
     th = _unpack(z, k, switching_mean)
     order = np.argsort(th.sigma2, kind="stable")
     if not np.array_equal(order, np.arange(k)):
