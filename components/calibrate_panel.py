@@ -34,6 +34,7 @@ from dash import ALL, Input, Output, State, ctx, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
 from components import impact_figures as fig_tables
+from components.report import optimizer_status
 from components import results as results_mod
 from components import store as store_mod
 from models.config import make_provenance
@@ -436,30 +437,6 @@ def restored_result(results: results_mod.ResultStore, session_id: Any) -> dict |
 
 
 # --- the result, shown --------------------------------------------------------------------------
-
-
-def optimizer_status(result) -> dict:
-    """What the optimizer said, for the status banner: badge text and colour, message, counts, bounds."""
-    pooled = getattr(result, "pooled", result)
-    rep = pooled.report
-    segments = getattr(result, "segments", ())
-    not_converged = [f"{fig_tables.segment_name(s.key)} (status {s.result.report.status}: "
-                     f"{s.result.report.message})" for s in segments if not s.result.report.converged]
-    active = list(rep.active_bounds) + [f"{fig_tables.segment_name(s.key)}: {b}" for s in segments
-                                         for b in s.result.report.active_bounds]
-    if pooled.status == "fixed":
-        badge, color, converged = "Parameters set by hand", "secondary", None
-    elif rep.converged and not not_converged:
-        badge, color, converged = "Converged", "success", True
-    else:
-        badge, color, converged = "NOT converged", "danger", False
-    n_rows = int(pooled.is_train.shape[0])
-    return {"badge": badge, "color": color, "converged": converged, "status": rep.status,
-            "message": rep.message, "method": rep.method, "loss": rep.loss, "f_scale": rep.f_scale,
-            "weights": rep.weights, "iterations": rep.iterations, "nfev": rep.nfev, "njev": rep.njev,
-            "cost": rep.cost, "active_bounds": active, "warnings": list(rep.warnings),
-            "segments_not_converged": not_converged, "n_train": pooled.n_train,
-            "n_test": n_rows - pooled.n_train, "segments": len(segments)}
 
 
 def _fmt(value, digits: int = 6) -> str:

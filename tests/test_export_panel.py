@@ -1,0 +1,284 @@
+"""The Export panel and the HTML report without a browser: config / predictions / report downloads from the
+server-side stores (who may download what), and importing a config back into the same view."""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import plotly
+import pytest
+from dash import no_update
+
+from browser_utils import fills_csv
+from components import calibrate_panel as cp
+from components import export_panel as ep
+from components import report
+from components import results as results_mod
+from components import store
+from models.config import dump_config, load_config
+from models.io import load
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "sample_data" / "fills.csv"
+SESSION = "0b9f6f1e-2a8e-4b51-9d64-3f1c2a7b8e90"
+OTHER_SESSION = "5d1c0a34-7f2e-4e0b-a1c9-2b8f9e6d4c11"
+
+
+@pytest.fixture
+def st(tmp_path):
+    s = store.SessionStore(store.open_cache(tmp_path / "cache"))
+    yield s
+    s.cache.close()
+
+
+@pytest.fixture
+def results(st):
+    return results_mod.ResultStore(st.cache)
+
+
+@pytest.fixture
+def fills_key(st) -> str:
+    return st.load_bytes(SAMPLE.read_bytes(), name="fills.csv", session_id=SESSION)
+
+
+def calibrate(st, results, fills_key, filters=None, **changes) -> str:
+    c = cp.controls_from_settings(None)
+    c.update(changes)
+    plan = cp.plan_calibration(st, results, session_id=SESSION, active_dataset={"key": fills_key},
+                               filters=filters or {}, run_settings=cp.build_settings(**c))
+    return cp.run_calibration(st, results, plan["job"]) if plan["job"] else plan["active"]["key"]
+
+
+def data_url(text: str | bytes) -> str:
+    raw = text.encode() if isinstance(text, str) else text
+    return "data:application/octet-stream;base64," + base64.b64encode(raw).decode()
+
+
+def body_text(body) -> str:
+    return body if isinstance(body, str) else "".join(body)
+
+
+# --- downloads ----------------------------------------------------------------------------------
+
+
+def test_config_downloads_validate_and_carry_provenance(st, results, fills_key):
+    key = calibrate(st, results, fills_key, filters={"venue": ["okx", "binance"]})
+    result = results.get(key)
+    texts = {}
+    for name in ("config.json", "config.yaml"):
+        body, mime, filename = ep.export_response(st, results, name, SESSION, key)
+        assert filename.startswith("execal_power_law_") and filename.endswith(name)
+        texts[name] = body
+        cfg = load_config(body)
+        assert cfg["model"]["params"] == result.params          # exact: floats written with repr
+        assert cfg["data"]["sha256"] == st.get_dataset(fills_key).sha256
+        assert cfg["data"]["filters"] == {"venue": ["binance", "okx"]}
+        frame = load(SAMPLE.read_bytes(), name="fills.csv").frame
+        assert cfg["data"]["rows"] == int(frame["venue"].isin(["okx", "binance"]).sum())
+        assert cfg["optimizer"]["report"]["converged"] is True
+    assert json.loads(texts["config.json"])["model"]["name"] == "power_law"
+    assert texts["config.yaml"].startswith("schema_version: 1")
+
+
+def test_predictions_csv_is_what_the_model_predicts(st, results, fills_key):
+    key = calibrate(st, results, fills_key, settings={**cp.controls_from_settings(None)["settings"],
+                                                     "test_fraction": 0.2})
+    result = results.get(key)
+    body, mime, _ = ep.export_response(st, results, "predictions.csv", SESSION, key)
+    assert mime == "text/csv"
+    frame = pd.read_csv(io.StringIO(body_text(body)))
+    n = result.features.n
+    assert len(frame) == n
+    assert list(frame.columns) == ["row", "timestamp", "symbol", "venue", "side", "order_id", "quantity",
+                                   "participation", "observed_cost_bps", "predicted_cost_bps", "residual_bps",
+                                   "sample"]
+    np.testing.assert_allclose(frame["predicted_cost_bps"], result.predicted_bps, rtol=1e-9)
+    np.testing.assert_allclose(frame["residual_bps"], frame["observed_cost_bps"] - frame["predicted_cost_bps"],
+                               rtol=0, atol=1e-6)   # each column to 10 significant digits
+    assert (frame["sample"] == "held-out").sum() == n - result.n_train
+    assert frame["row"].iloc[0] == result.row_index[0] + 1
+    assert set(frame["side"]) == {1, -1}
+    # blocks glue into the same file, with one header
+    chunked = "".join(ep.predictions_chunks(result, chunk_rows=777))
+    assert chunked == "".join(ep.predictions_chunks(result, chunk_rows=10**7))
+    assert chunked.count("row,timestamp") == 1
+
+
+def test_segmented_predictions_use_each_segments_parameters(st, results, fills_key):
+    key = calibrate(st, results, fills_key, segments=["venue"])
+    result = results.get(key)
+    frame = pd.read_csv(io.StringIO(body_text(ep.export_response(st, results, "predictions.csv", SESSION, key)[0])))
+    np.testing.assert_allclose(frame["predicted_cost_bps"], result.predict(result.pooled.features), rtol=1e-9)
+    assert set(frame["segment"]) == {"venue=binance", "venue=coinbase", "venue=okx"}
+    assert (frame["segment"] == "venue=" + frame["venue"]).all()
+
+
+def test_report_is_self_contained_and_says_what_the_panel_says(st, results, fills_key):
+    key = calibrate(st, results, fills_key, segments=["venue"], bootstrap_n=20)
+    result = results.get(key)
+    page, mime, filename = ep.export_response(st, results, "report.html", SESSION, key)
+    assert mime == "text/html" and filename.endswith("report.html")
+    # offline: plotly.js inline once, nothing fetched from anywhere
+    assert page.count("<script>") == 1 + page.count("Plotly.newPlot(")
+    assert not re.search(r"<script[^>]+src=|<link[^>]+href=|<img[^>]+src=\"?https?:", page)
+    assert len(page) < 8 * 2**20
+    scripts = re.findall(r"var f=(.*?);Plotly\.newPlot", page)
+    figs = report.report_figures(result)
+    assert len(scripts) == len(figs) == 6
+    for text in scripts:
+        assert json.loads(text.replace("<\\/", "</"))["data"]
+    assert '<span class="badge success">Converged</span>' in page
+    for name, value in result.pooled.params.items():
+        assert f"<td>{name}</td><td>{value:.6g}</td>" in page
+    assert "venue=okx" in page and "bootstrap 95% CI" in page
+    assert st.get_dataset(fills_key).sha256 in page      # provenance
+    assert '"schema_version": 1' in page                 # the config itself
+
+
+def test_report_escapes_what_users_name():
+    frame = load(fills_csv(40).encode(), name="x.csv").frame
+    frame["adv"], frame["volatility"] = 1e4, 0.03
+    from models.fit import Calibrator
+    result = Calibrator(weights="none").fit(frame)
+    page = report.build_report(result, {"source": "<script>alert(1)</script>.csv"}, figures=[], plotlyjs="")
+    assert "<script>alert(1)" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;.csv" in page
+
+
+def test_downloads_are_for_the_sessions_own_results(st, results, fills_key, tmp_path):
+    key = calibrate(st, results, fills_key)
+    with pytest.raises(ep.ExportError, match="no such result for this session"):
+        ep.export_response(st, results, "config.json", OTHER_SESSION, key)
+    with pytest.raises(ep.ExportError, match="no such export"):
+        ep.export_response(st, results, "../../etc/passwd", SESSION, key)
+    with pytest.raises(ep.ExportError):
+        ep.export_response(st, results, "config.json", "not-a-session", key)
+    # a session that loaded the same file may download results fitted on it
+    st.set_active(OTHER_SESSION, fills_key)
+    assert ep.export_response(st, results, "config.json", OTHER_SESSION, key)[0]
+    results.cache.delete(key)   # evicted (a worker that never held it in memory asks)
+    with pytest.raises(ep.ExportError, match="no longer in the server's cache"):
+        ep.export_response(st, results_mod.ResultStore(st.cache), "config.json", SESSION, key)
+
+
+def test_export_route_serves_attachments(tmp_path):
+    import app as app_module
+
+    app = app_module.create_app(cache_dir=str(tmp_path / "c"))
+    st, results = store.get_store(app), results_mod.get_results(app)
+    fills_key = st.load_bytes(SAMPLE.read_bytes(), name="fills.csv", session_id=SESSION)
+    key = calibrate(st, results, fills_key)
+    client = app.server.test_client()
+    r = client.get(ep.link_href(SESSION, key, "config.json"))
+    assert r.status_code == 200 and r.mimetype == "application/json"
+    assert r.headers["Content-Disposition"] == f'attachment; filename="{ep.download_name(results.get(key), key, "config.json")}"'
+    assert load_config(r.get_data(as_text=True))["model"]["params"] == results.get(key).params
+    r = client.get(ep.link_href(SESSION, key, "predictions.csv"))
+    assert r.status_code == 200 and r.get_data(as_text=True).count("\n") == results.get(key).features.n + 1
+    assert client.get(ep.link_href(OTHER_SESSION, key, "config.json")).status_code == 404
+    assert client.get(ep.ROUTE_PREFIX + "config.json").status_code == 404
+
+
+# --- import -------------------------------------------------------------------------------------
+
+
+def test_import_round_trip_restores_the_same_view(st, results, fills_key):
+    key = calibrate(st, results, fills_key, filters={"symbol": ["BTCUSDT"]}, segments=["venue"], optimizer="trf",
+                    loss="huber")
+    fitted = results.get(key)
+    text = ep.export_response(st, results, "config.yaml", SESSION, key)[0]
+    out = ep.import_config(st, results, session_id=SESSION, active_dataset={"key": fills_key},
+                           contents=data_url(text), filename="my.yaml")
+    assert out["color"] == "success" and out["message"].startswith("Imported my.yaml: Power law")
+    new_key = out["active"]["key"]
+    assert new_key != key and results.active(SESSION) == new_key
+    imported, meta = results.get(new_key), results.meta(new_key)
+    assert imported.pooled.status == "fixed" and imported.pooled.params == fitted.pooled.params
+    assert [s.result.params for s in imported.segments] == [s.result.params for s in fitted.segments]
+    assert imported.pooled.features.n == fitted.pooled.features.n         # the config's filters applied
+    np.testing.assert_allclose(imported.predict(imported.pooled.features), fitted.predict(fitted.pooled.features),
+                               rtol=1e-12)
+    assert meta["filters"] == {"symbol": ["BTCUSDT"]}
+    # the Calibrate controls come back as they were
+    c = cp.controls_from_settings(meta["settings"])
+    assert (c["optimizer"], c["loss"], c["segments"]) == ("trf", "huber", ["venue"])
+    assert meta["settings"]["calibrator"] == results.meta(key)["settings"]["calibrator"]
+    # the panel shows the config's standard errors, not a hand-set result's blanks
+    rows = cp.parameter_table_rows(imported, meta)
+    y = next(r for r in rows if r["parameter"] == "Y")
+    assert y["std err"].endswith("(config)") and y["value"] == f"{fitted.pooled.params['Y']:.6g}"
+    # importing the same file again is the same result
+    again = ep.import_config(st, results, session_id=SESSION, active_dataset={"key": fills_key},
+                             contents=data_url(text), filename="my.yaml")
+    assert again["active"] == {"key": new_key}
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("{not json", "not valid JSON or YAML at line 1"),
+    ('{"schema_version": 1, "model": {"name": "nope", "params": {}}}', "config key 'model.name': expected one of"),
+    ('{"schema_version": 1, "model": {"name": "power_law", "params": {"Y": 1}}}', "config key 'model.params'"),
+    ('{"schema_version": 9}', "config key 'schema_version'"),
+    (b"\xff\xfe\x00garbage", "not UTF-8 text"),
+])
+def test_bad_configs_are_named_and_change_nothing(st, results, fills_key, text, expected):
+    before = calibrate(st, results, fills_key)
+    out = ep.import_config(st, results, session_id=SESSION, active_dataset={"key": fills_key},
+                           contents=data_url(text), filename="bad.json")
+    assert out["active"] is no_update and out["color"] == "danger"
+    assert out["message"].startswith("bad.json:") and expected in out["message"]
+    assert "Traceback" not in out["message"] and out["message"].endswith("The active result is unchanged.")
+    assert results.active(SESSION) == before
+
+
+def test_import_needs_fills_to_apply_to(st, results, fills_key):
+    key = calibrate(st, results, fills_key)
+    text = ep.export_response(st, results, "config.json", SESSION, key)[0]
+    out = ep.import_config(st, results, session_id=SESSION, active_dataset=None, contents=data_url(text),
+                           filename="c.json")
+    assert "load the fills" in out["message"]
+    bars = st.load_bytes((ROOT / "sample_data" / "bars_15m.csv").read_bytes(), name="bars_15m.csv")
+    out = ep.import_config(st, results, session_id=SESSION, active_dataset={"key": bars}, contents=data_url(text),
+                           filename="c.json")
+    assert "applies to fills; the active dataset is bars" in out["message"]
+    out = ep.import_config(st, results, session_id=SESSION, active_dataset={"key": fills_key},
+                           contents="not a data url", filename="c.json")
+    assert "base64 data URL" in out["message"]
+
+
+def test_import_on_other_data_says_so(st, results, fills_key):
+    key = calibrate(st, results, fills_key)
+    text = ep.export_response(st, results, "config.json", SESSION, key)[0]
+    small = load(fills_csv(30).encode(), name="small.csv")
+    frame = small.frame.assign(adv=5e4, volatility=0.02)
+    buf = io.BytesIO()
+    frame.to_parquet(buf)
+    other = st.load_bytes(buf.getvalue(), name="small.parquet", session_id=SESSION)
+    out = ep.import_config(st, results, session_id=SESSION, active_dataset={"key": other}, contents=data_url(text),
+                           filename="c.json")
+    assert out["color"] == "warning" and "a different sha256" in out["message"]
+    assert results.get(out["active"]["key"]).params == results.get(key).params
+
+
+def test_export_summary_and_links(st, results, fills_key):
+    empty = ep.summary_component(results, None)
+    assert empty.children == ep.NO_RESULT
+    key = calibrate(st, results, fills_key)
+    text = json.dumps(ep.summary_component(results, key), cls=plotly.utils.PlotlyJSONEncoder)
+    assert "Converged" in text and "Power law (power_law)" in text and "Y = " in text
+    href = ep.link_href(SESSION, key, "report.html")
+    assert href.startswith("/_execal/export/report.html?session=") and "key=result%3A" in href
+
+
+def test_dump_of_an_imported_result_keeps_the_parameters(st, results, fills_key):
+    key = calibrate(st, results, fills_key)
+    text = ep.export_response(st, results, "config.json", SESSION, key)[0]
+    new = ep.import_config(st, results, session_id=SESSION, active_dataset={"key": fills_key},
+                           contents=data_url(text), filename="c.json")["active"]["key"]
+    again = load_config(ep.export_response(st, results, "config.json", SESSION, new)[0])
+    assert again["model"]["params"] == load_config(text)["model"]["params"]
+    assert again["model"]["status"] == "fixed"
+    assert load_config(dump_config(results.get(new), ep.provenance_of(results.meta(new)), "yaml"))
