@@ -17,7 +17,7 @@ import dash_bootstrap_components as dbc
 from dash import Input, Output, State, dcc, html, set_props
 from dash.exceptions import PreventUpdate
 
-from components import calibrate_panel, data_panel, diagnostics_panel, results, store, tweak_panel
+from components import calibrate_panel, data_panel, diagnostics_panel, export_panel, results, store, tweak_panel
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,7 @@ PANELS: list[ModuleType] = [
     calibrate_panel,
     diagnostics_panel,
     tweak_panel,
+    export_panel,
 ]
 
 LOCATION_ID = "execal-url"
