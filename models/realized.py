@@ -978,6 +978,9 @@ def fill_volatility(fills: pd.DataFrame, bars, estimator: str = "yang_zhang", wi
         raise ValueError(f"unknown estimator {estimator!r}; choose one of {', '.join(ESTIMATORS)}")
     if window_days < 1:
         raise ValueError("window_days must be >= 1")
+    if isinstance(bars, (str, os.PathLike)):
+        from models.io import load
+        bars = load(bars)            # once, not once per symbol
     frame, _, _, _ = _as_dataset(bars, "bars")
     day = _fill_days(fills)
     n = len(fills)

@@ -93,3 +93,11 @@ def test_bad_input():
         fit_merton(np.random.default_rng(0).normal(0, 0.01, 150))
     with pytest.raises(DataError, match="constant returns"):
         fit_merton(np.zeros(1_000))
+
+
+def test_non_convergence_is_reported():
+    r, _ = simulate(5_000, seed=6)
+    res = fit_merton(r, max_iter=1)
+    assert not res.converged
+    assert any(w.startswith("not converged") for w in res.warnings)
+    assert res.to_dict()["converged"] is False

@@ -246,3 +246,13 @@ def test_cli_writes_regimes_with_volatility_duration_and_share(root, tmp_path, c
     code = cli.main(["vol", str(root / "sample_data" / "bars_15m.csv"), "--model", "markov"])
     err = capsys.readouterr().err
     assert code == 2 and "several symbols" in err and "Traceback" not in err
+
+
+@pytest.mark.shared_data
+def test_degenerate_likelihood_is_reported_not_hidden(shared_data):
+    """1-second bars of a 2-hour trade tape are mostly flat (no trade, zero return): a regime can
+    sit on exact zeros, where the Gaussian likelihood is unbounded. The fit says so."""
+    res = fit_markov(shared_data / "tardis" / "binance-futures_trades_BTCUSDT_2020-02-22.csv", bar="1s")
+    assert any("variance sits on the floor" in w for w in res.warnings)
+    assert res.converged == (not any(w.startswith("not converged") for w in res.warnings))
+    assert res.to_dict()["warnings"] == list(res.warnings)
