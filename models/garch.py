@@ -28,9 +28,8 @@ import numpy as np
 import pandas as pd
 
 from models.impact import Param
-from models.realized import (DAYS_PER_YEAR, NS_PER_DAY, Returns, VolatilityModel, VolatilityResult,
+from models.realized import (DAYS_PER_YEAR, Returns, VolatilityModel, VolatilityResult,
                              _freq_label, data_info, returns_from)
-from models.schema import DataError
 
 VOLS: dict[str, dict[str, Any]] = {
     "garch": {"vol": "GARCH", "o": 0, "label": "GARCH(1,1)",

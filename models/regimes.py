@@ -28,9 +28,8 @@ from __future__ import annotations
 
 import math
 import time
-import warnings as _warnings
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd

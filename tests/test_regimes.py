@@ -12,7 +12,7 @@ from statsmodels.tsa.regime_switching.markov_regression import MarkovRegression
 
 from models.io import load
 from models.realized import returns_from
-from models.regimes import (_filter, _scan, fit_markov, loglike, param_names, regime_labels,
+from models.regimes import (_scan, fit_markov, loglike, param_names, regime_labels,
                             steady_state)
 from models.schema import DataError
 
