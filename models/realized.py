@@ -65,7 +65,9 @@ TRADE_BAR = "1min"               # default bar length of bars built from trades
 # --- time helpers ----------------------------------------------------------------------------
 
 def parse_freq(freq: str | pd.Timedelta | None, what: str = "freq") -> int | None:
-    """A frequency string ("1D", "1h", "15min", "1s") as integer nanoseconds (None stays None)."""
+    """A frequency string ("1D", "1h", "15min", "1s") as integer nanoseconds (None stays None).
+
+    A bad value raises DataError (a ValueError): the CLI reports it as bad input, exit 2."""
     if freq is None:
         return None
     try:
@@ -74,9 +76,9 @@ def parse_freq(freq: str | pd.Timedelta | None, what: str = "freq") -> int | Non
         try:
             ns = int(pd.Timedelta(pd.tseries.frequencies.to_offset(freq)).value)
         except (ValueError, TypeError):
-            raise ValueError(f"{what} {freq!r} is not a frequency (examples: 1D, 1h, 15min, 1s)") from None
+            raise DataError(f"{what} {freq!r} is not a frequency (examples: 1D, 1h, 15min, 1s)") from None
     if ns <= 0:
-        raise ValueError(f"{what} must be positive, got {freq!r}")
+        raise DataError(f"{what} must be positive, got {freq!r}")
     return ns
 
 
