@@ -263,14 +263,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", action="store_true", help="include the full validation report")
     p.set_defaults(func=cmd_inspect)
 
-    from models.registry import LOSSES, MODELS, OPTIMIZERS, PARTICIPATION, WEIGHTS
+    from models.registry import LOSSES, OPTIMIZERS, PARTICIPATION, WEIGHTS, models_of_kind
 
     p = sub.add_parser("models", help="list models, parameters, optimizers, losses and weights (JSON)")
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("calibrate", help="fit an execution-cost model to fills and write its config")
     p.add_argument("path", help="fills file (CSV, CSV.gz or Parquet)")
-    p.add_argument("--model", required=True, choices=list(MODELS))
+    p.add_argument("--model", required=True, choices=list(models_of_kind("impact")))
     p.add_argument("--optimizer", default="lm_normal", choices=list(OPTIMIZERS))
     p.add_argument("--loss", default="soft_l1", choices=list(LOSSES))
     p.add_argument("--f-scale", type=float, default=1.0, help="robust-loss scale (default 1)")
