@@ -450,3 +450,63 @@ def test_progress_calibrator_counts_fits_without_changing_them():
     assert calls == [0, 1, 2] and cp.segment_count(cal.features(frame), ("side",)) == 2
     assert seg.pooled.params == plain.pooled.params
     assert [s.result.params for s in seg.segments] == [s.result.params for s in plain.segments]
+
+
+# --- the callbacks, wired: a page replayed through the server without a browser ------------------
+
+
+def test_callbacks_wire_the_panels_through_a_replayed_page(tmp_path):
+    import app as app_module
+    from bench.bench_dashboard import Renderer
+    from components import export_panel as ep
+
+    app = app_module.create_app(cache_dir=str(tmp_path / "c"), sample_dir=str(ROOT / "sample_data"))
+    st, results = store.get_store(app), results_mod.get_results(app)
+    page = Renderer(app.server.test_client(), SESSION)
+    page.load()
+    dataset = page.props[(store.ACTIVE_DATASET_ID, "data")]
+    assert st.get_dataset(dataset["key"]).source == "fills.csv"      # first visit: the sample
+    assert page.props[(results_mod.ACTIVE_RESULT_ID, "data")] is None
+    assert cp.EMPTY_MESSAGE in json.dumps(page.props[(cp.STATUS, "children")])
+    assert page.props[(ep.CONFIG_JSON, "disabled")] is True
+    assert page.props[(dp.FILTER_VENUE, "options")] == [{"label": v, "value": v} for v in ("binance", "coinbase", "okx")]
+
+    # a filter and a segmentation, then Calibrate: not in the cache, so a job is requested
+    page.set(dp.FILTER_VENUE, "value", ["okx", "coinbase"])
+    assert page.props[(results_mod.FILTERS_ID, "data")] == {"venue": ["coinbase", "okx"]}
+    page.set(cp.SEGMENTS, "value", ["symbol"])
+    page.set(cp.RUN, "n_clicks", 1)
+    job = page.props[(cp.JOB, "data")]
+    assert job["filters"] == {"venue": ["coinbase", "okx"]} and job["settings"]["segments"] == ["symbol"]
+    # the job process's part, then its output reaches the page as the background callback's would
+    out = cp.run_job(st, results, job)
+    page.set(results_mod.ACTIVE_RESULT_ID, "data", out["active"])
+    status = json.dumps(page.props[(cp.STATUS, "children")])
+    assert "Converged" in status and "3 segments" in status
+    assert page.props[(ep.CONFIG_JSON, "href")] == ep.link_href(SESSION, job["key"], "config.json")
+    assert page.props[(ep.CONFIG_JSON, "disabled")] is False
+    fitted = results.get(job["key"]).pooled.params
+    assert f"{fitted['delta']:.6g}" in json.dumps(page.props[(cp.PARAMS, "children")])
+    # pressing Calibrate again: answered from the cache, no second job
+    page.set(cp.RUN, "n_clicks", 2)
+    assert page.props[(cp.JOB, "data")] == job
+    assert "from the cache" in page.props[(cp.NOTE, "children")]
+
+    # the form follows the registry: lm takes least squares only; the weight column opens for 'column'
+    page.set(cp.OPTIMIZER, "value", "lm")
+    assert page.props[(cp.LOSS, "value")] == "linear"
+    assert [o["value"] for o in page.props[(cp.LOSS, "options")]] == ["linear"]
+    assert page.props[(cp.WEIGHT_COLUMN, "disabled")] is True
+    page.set(cp.WEIGHTS_PICK, "value", "column")
+    assert page.props[(cp.WEIGHT_COLUMN, "disabled")] is False
+    page.set(cp.MODEL, "value", "almgren")
+    assert [p.name for p in registry.get_model("almgren").params] == [
+        i["param"] for i in page.ids.values() if isinstance(i, dict) and i.get("type") == cp.PARAM_MODE]
+
+    # a reload: the result, its filters and the settings that produced it come back
+    page.load()
+    assert page.props[(results_mod.ACTIVE_RESULT_ID, "data")] == {"key": job["key"]}
+    assert page.props[(dp.FILTER_VENUE, "value")] == ["coinbase", "okx"]
+    assert page.props[(results_mod.FILTERS_ID, "data")] == {"venue": ["coinbase", "okx"]}
+    assert page.props[(cp.SEGMENTS, "value")] == ["symbol"]
+    assert page.props[(cp.OPTIMIZER, "value")] == "lm_normal" and page.props[(cp.MODEL, "value")] == "power_law"
