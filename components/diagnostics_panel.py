@@ -125,13 +125,14 @@ def participation_label(kind: str) -> str:
     return "participation Q/ADV" if kind == "adv" else "participation Q/V (volume during the order)"
 
 
-def build_diagnostics(result) -> dict:
-    """Every figure and table of the panel for one result (a CalibrationResult or SegmentedResult)."""
+def build_diagnostics(result, *, max_points: int = F.MAX_SCATTER_POINTS) -> dict:
+    """Every figure and table of the panel for one result (a CalibrationResult or SegmentedResult);
+    scatters draw at most `max_points` orders."""
     view = F.view_of(result)
-    index = F.scatter_index(view)
+    index = F.scatter_index(view, max_points)
     residual = view.residual_bps
-    finite = residual[np.isfinite(residual)]
-    y_range = F.central_range(finite, extra=(0.0,)) if finite.size else None
+    tails = view.residual_tails
+    y_range = F.central_range(residual, extra=(0.0,), quantiles=tails) if tails else None
     p_bins = F.log_bins(view.participation)
     time_bins = (F.linear_bins(view.time_ns.astype(np.float64)) if view.time_ns is not None else None)
     metric_columns = F.result_metric_columns(result)

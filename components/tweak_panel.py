@@ -33,7 +33,7 @@ from components import figures
 from components import impact_figures as F
 from components import results as results_mod
 from components import store as store_mod
-from components.diagnostics_panel import _LRU, active_key, results_of, rows_table
+from components.diagnostics_panel import _LRU, active_key, participation_label, results_of, rows_table
 from models.fit import CalibrationError, Calibrator
 from models.result import error_metrics
 from models.schema import DataError
@@ -228,7 +228,11 @@ class TweakState:
         self.bins = F.log_bins(self.view.participation)
         self.fitted_params = dict(result.params)
         self.fitted_metrics = self.metrics(np.asarray(result.predicted_bps))
-        self.fitted_curve = F.participation_series(self.view, self.bins)[0].curves["fitted"]
+        # binned observed costs and the fitted curve do not move with the parameters; a move only
+        # re-averages the new predictions per bin (one bincount, rows outside the bins in a dump bin)
+        self.series = F.participation_series(self.view, self.bins)
+        self._codes = np.where(self.bins.codes >= 0, self.bins.codes, self.bins.count)
+        self._curve_count = np.bincount(self._codes, minlength=self.bins.count + 1)[:self.bins.count]
         # the fit objective on every row at the fitted values: what a tweak's objective compares with
         self.fitted_loss = self.calibrator.fix(self.fitted_params, self.features).report.cost
 
@@ -247,10 +251,19 @@ class TweakState:
         fixed = self.calibrator.fix(dict(params), self.features)
         predicted = np.asarray(fixed.predicted_bps)
         metrics = self.metrics(predicted)
-        series = F.participation_series(self.view, self.bins, {"fitted": self.view.predicted_bps,
-                                                               "tweaked": predicted})
-        return {"result": fixed, "predicted": predicted, "metrics": metrics, "series": series,
+        return {"result": fixed, "predicted": predicted, "metrics": metrics, "series": self.tweaked_series(predicted),
                 "loss": fixed.report.cost}
+
+    def tweaked_series(self, predicted: np.ndarray) -> list[F.CurveSeries]:
+        """The fitted series with a 'tweaked' curve: the mean of `predicted` per participation bin."""
+        if len(self.series) == 1:
+            curve = F.bin_means(self._codes, self.bins.count, predicted, self._curve_count)
+            if curve is not None:
+                s = self.series[0]
+                return [F.CurveSeries(s.name, s.centres, s.count, s.observed_mean, s.observed_se,
+                                      {"fitted": s.curves["fitted"], "tweaked": curve})]
+        return F.participation_series(self.view, self.bins, {"fitted": self.view.predicted_bps,
+                                                             "tweaked": predicted})
 
 
 _states = _LRU(CACHE_ITEMS)
@@ -293,19 +306,28 @@ def tweak_outputs(state: TweakState, params: Mapping[str, float], *, full: bool)
     view = state.view.with_predicted(up["predicted"])
     if full:
         pva = F.predicted_vs_actual_figure(view, plan=state.plan)
+        curve = F.cost_vs_participation_figure(up["series"], curve_styles=FIXED_STYLES,
+                                               participation_label=participation_label(state.view.participation_kind))
     else:
-        pva = Patch()
-        for i, props in F.predicted_vs_actual_update(up["predicted"], state.plan).items():
-            for prop, values in props.items():
-                pva["data"][i][prop] = values
+        # only the x of the drawn orders and the tweaked curve move: patch those, keep the rest
+        pva = as_patch(F.predicted_vs_actual_update(up["predicted"], state.plan))
+        curve = as_patch(F.cost_vs_participation_update(up["series"], "tweaked"))
     rows = F.delta_rows(state.fitted_metrics, up["metrics"])
     return {
         DELTAS: delta_badges(state, up["metrics"], up["loss"]),
         METRICS: rows_table(rows, table_id=_id("metrics-table"), skip=("key",)),
-        CURVE: F.cost_vs_participation_figure(up["series"], curve_styles=FIXED_STYLES,
-                                              participation_label="participation Q/V"),
+        CURVE: curve,
         PRED_ACTUAL: pva,
     }
+
+
+def as_patch(update: Mapping[int, Mapping[str, Any]]) -> Patch:
+    """A Dash Patch setting figure["data"][trace][prop] = values for each entry of `update`."""
+    patch = Patch()
+    for i, props in update.items():
+        for prop, values in props.items():
+            patch["data"][i][prop] = values
+    return patch
 
 
 def empty_outputs(message: str) -> dict:

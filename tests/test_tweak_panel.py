@@ -9,12 +9,14 @@ import warnings
 import dash
 import diskcache
 import numpy as np
+import pandas as pd
 import pytest
 from dash import Patch, no_update
 from dash.exceptions import PreventUpdate
 from plotly.io.json import to_json_plotly
 
 from components import diagnostics_panel as D
+from components import impact_figures as F
 from components import results as R
 from components import tweak_panel as T
 from models.fit import Calibrator, CalibrationWarning
@@ -188,9 +190,17 @@ def test_slider_move_matches_fix_and_independent_metrics(results, fitted):
     first = ops[0]["params"]["value"]
     got = np.frombuffer(base64.b64decode(first["bdata"]), "<f4")
     np.testing.assert_allclose(got, fixed.predicted_bps[state.plan.rows[0]], rtol=1e-6)
-    # the curve figure carries both the fitted and the tweaked curve
-    curve = resp.outputs[T.CURVE]
-    assert {t.name for t in curve.data} >= {"all orders: fitted", "all orders: tweaked"}
+    # the curve figure: only the tweaked line moves (trace 2, after the binned costs and the fitted
+    # line); its values are the mean of the fix's predictions per participation bin
+    curve_ops = resp.outputs[T.CURVE].to_plotly_json()["operations"]
+    assert [op["location"] for op in curve_ops] == [["data", 2, "y"]]
+    full = T.tweak_response(results, base, resp.params, T.BASE, {}, {}, base["order"]).outputs[T.CURVE]
+    assert [t.name for t in full.data] == ["all orders", "all orders: fitted", "all orders: tweaked"]
+    codes = state.bins.codes
+    means = pd.Series(fixed.predicted_bps).groupby(codes).mean()
+    counts = pd.Series(codes).value_counts().sort_index()
+    shown = counts.index[counts >= F.MIN_BIN_COUNT]
+    np.testing.assert_allclose(curve_ops[0]["params"]["value"], means.loc[shown].to_numpy(), rtol=1e-9)
 
 
 def test_box_entry_moves_its_slider_clipped_to_the_slider_range(results, fitted):
