@@ -30,17 +30,16 @@ from typing import Any, Callable, Mapping
 
 import dash_bootstrap_components as dbc
 import numpy as np
-from dash import ALL, Input, Output, State, ctx, dcc, html, no_update
+from dash import ALL, Input, Output, State, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
 from components import impact_figures as fig_tables
-from components.report import optimizer_status
 from components import results as results_mod
 from components import store as store_mod
+from components.report import optimizer_status
 from models.config import make_provenance
 from models.fit import CalibrationError, Calibrator, CalibrationWarning
-from models.registry import (LOSSES, OPTIMIZERS, PARTICIPATION, SETTINGS, WEIGHTS, describe, get_model,
-                             models_of_kind)
+from models.registry import LOSSES, OPTIMIZERS, SETTINGS, WEIGHTS, describe, get_model, models_of_kind
 from models.result import BootstrapResult
 from models.schema import DataError
 

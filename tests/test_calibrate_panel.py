@@ -2,7 +2,6 @@
 the cache lookup before any work, the background run's body (stages, meta, errors), and what is shown."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import warnings
 from pathlib import Path
@@ -11,7 +10,7 @@ import numpy as np
 import pandas as pd
 import plotly
 import pytest
-from dash import html, no_update
+from dash import no_update
 
 from browser_utils import fills_csv
 from components import calibrate_panel as cp
