@@ -35,7 +35,7 @@ NEEDS_COLUMNS: dict[str, list[str]] = {
 }
 SIZE_BUCKET_EDGES = np.array([1e-4, 1e-3, 1e-2, 1e-1])
 SIZE_BUCKET_LABELS = ("<0.01%", "0.01–0.1%", "0.1–1%", "1–10%", "≥10%")
-GROUP_COLUMNS = ("venue", "symbol", "side", "order_id")
+GROUP_COLUMNS = ("venue", "symbol", "side", "order_id", "regime")
 
 
 @dataclass(frozen=True, eq=False)

@@ -642,6 +642,10 @@ class Calibrator:
     # -- public -------------------------------------------------------------------------------
     def fit(self, fills, cost_bps=None) -> CalibrationResult:
         """Calibrate on `fills`; a non-converged fit is returned with its status and a warning."""
+        if OPTIMIZERS[self.optimizer].strategy in ("time_varying", "online"):
+            # kalman / sgd learn a path (models/timevarying.py); this returns its final state
+            from models.timevarying import calibrate_time_varying
+            return calibrate_time_varying(self, fills, cost_bps).result
         features, validation, weights = self._usable(self.features(fills, cost_bps), need_cost=True)
         order = self._time_order(features) if (self.test_fraction > 0 or self.walk_forward) else None
         is_train = np.ones(features.n, dtype=bool)
@@ -754,6 +758,8 @@ class Calibrator:
         """
         if by not in ("day", "order_id"):
             raise CalibrationError(f"bootstrap by must be 'day' or 'order_id', got {by!r}")
+        if OPTIMIZERS[self.optimizer].strategy in ("time_varying", "online"):
+            raise CalibrationError(f"optimizer '{self.optimizer}' estimates a path: bootstrap a batch fit")
         if n < 2:
             raise CalibrationError("bootstrap needs n ≥ 2 resamples")
         if result is None:
@@ -812,8 +818,9 @@ class Calibrator:
         weighted residual sums of squares)."""
         by = (by,) if isinstance(by, str) else tuple(by)
         for b in by:
-            if b not in ("venue", "symbol", "side"):
-                raise CalibrationError(f"segments by {b!r}: choose from venue, symbol, side")
+            if b not in ("venue", "symbol", "side", "regime"):
+                raise CalibrationError(f"segments by {b!r}: choose from venue, symbol, side, regime "
+                                       "(a 'regime' column: see models.timevarying.with_regimes)")
         all_features = self.features(fills)
         groupings = []
         for b in by:

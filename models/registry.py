@@ -145,7 +145,7 @@ class OptimizerSpec:
     name: str
     label: str
     description: str
-    strategy: str                  # "local" | "global" | "multistart"
+    strategy: str                  # "local" | "global" | "multistart" | "time_varying" | "online"
     supports_bounds: bool
     losses: tuple[str, ...]        # the losses it accepts
     params: tuple[Param, ...] = ()
@@ -188,6 +188,30 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {s.name: s for s in (
                   "bounds; keeps the lowest cost (guards against local minima)", "multistart", True,
                   _ALL_LOSSES,
                   (Param("starts", 8, 1, 1000, "starts", "number of extra starting points"), _MAX_NFEV)),
+    # time-varying calibrations (models/timevarying.py): a path of parameters, not one set; the
+    # result is the final state, compared with the batch fit (lm_normal) on the same settings
+    OptimizerSpec("kalman", "Kalman filter (drifting coefficient)",
+                  "the impact coefficient (Y; lambda of the linear law) drifts as a random walk whose "
+                  "variance per day q is estimated by maximum likelihood with the noise scale; the "
+                  "smoothed path with its bands over time; the other parameters stay at the batch "
+                  "fit; outliers (beyond k robust sd) are left out", "time_varying", False,
+                  _ALL_LOSSES,
+                  (Param("outlier_k", 5.0, 0.0, 100.0, "robust sd", "fills whose residual at the "
+                         "batch fit exceeds k robust standard deviations are left out (0 = keep all)"),
+                   Param("reweight", 1, 0, 1, "0/1", "judge outliers once more at the smoothed path "
+                         "(1) or only at the batch fit (0)"),
+                   Param("path_points", 2000, 10, 100_000, "points", "path points kept in the config"))),
+    OptimizerSpec("sgd", "Online SGD (fill by fill)",
+                  "every free parameter updated fill by fill in time order (stochastic Gauss-Newton "
+                  "on the robust loss, analytic Jacobian), learning rate max(1/(t + t0), 1/window): "
+                  "converges like recursive least squares, then tracks drift with a memory of "
+                  "`window` fills; its path is compared with the batch fit", "online", True,
+                  _ALL_LOSSES,
+                  (Param("window", 5000, 0, 1e8, "fills", "learning-rate floor 1/window (0 = pure "
+                         "1/t decay: converges to the batch fit, cannot follow drift)"),
+                   Param("t0", 100, 0, 1e8, "fills", "weight of the start values (model defaults), "
+                         "in fills"),
+                   Param("path_points", 2000, 10, 100_000, "points", "path points kept in the config"))),
 )}
 
 # --- weights ---------------------------------------------------------------------------------
