@@ -40,6 +40,7 @@ MAD_TO_SD = 1.482602218505602         # 1/Φ⁻¹(3/4): MAD of a normal sample �
 FIGURE_HEIGHT = 330
 PALETTE = ("#0d6efd", "#fd7e14", "#198754", "#6f42c1", "#d63384", "#20c997", "#dc3545", "#6c757d",
            "#0dcaf0", "#ffc107")
+NO_COST = "No observed costs: the data has no cost_bps (or side, arrival and execution prices)"
 METRIC_LABELS = (
     ("n", "Orders"),
     ("rmse_bps", "RMSE (bps)"),
@@ -497,8 +498,10 @@ def predicted_vs_actual_figure(view: ResultView | None, index: np.ndarray | None
     if view is None:
         return empty_figure("No calibration result yet: run one in the Calibrate panel")
     plan = plan if plan is not None else scatter_plan(view, index)
-    if plan is None or not np.isfinite(view.predicted_bps).any():
-        return empty_figure("No order has both an observed and a predicted cost")
+    if plan is None:
+        return empty_figure(NO_COST)
+    if not np.isfinite(view.predicted_bps).any():
+        return empty_figure("No order has a predicted cost")
     cls = _scatter_class(plan.drawn)
     fig = go.Figure()
     for i, (name, rows, custom) in enumerate(zip(plan.names, plan.rows, plan.hover)):
@@ -555,6 +558,8 @@ def cost_vs_participation_figure(series: Sequence[CurveSeries] | None, *,
                 legendgroup=s.name, showlegend=False, line=style,
                 hovertemplate="Q/V %{x:.3g}<br>" + label + " %{y:.3g} bps" + f"<extra>{s.name}</extra>"))
     if drawn == 0:
+        if all(not np.any(s.count) for s in series):
+            return empty_figure(NO_COST)
         return empty_figure(f"Too few orders per participation bin (fewer than {MIN_BIN_COUNT})")
     _layout(fig, x_title=f"{participation_label} (log scale)", y_title="cost (bps)")
     fig.update_xaxes(type="log")
@@ -606,7 +611,7 @@ def residual_scatter_figure(x: np.ndarray | None, residual: np.ndarray, index: n
     if log_x:
         ok_all &= xv > 0
     if not ok_all.any():
-        return empty_figure(empty_message)
+        return empty_figure(NO_COST if not np.isfinite(residual).any() else empty_message)
     index = index[ok_all[index]]
     if time_x:
         # epoch milliseconds on a date axis: an f8 typed array instead of one ISO string per point
@@ -658,7 +663,7 @@ def residual_histogram_figure(view: ResultView | None, *, bins: int = HISTOGRAM_
     ok = np.isfinite(wr)
     w = view.residual_weights
     if ok.sum() < 2:
-        return empty_figure("Too few residuals for a histogram")
+        return empty_figure(NO_COST if not ok.any() else "Too few residuals for a histogram")
     r_ok = view.residual_bps[ok]
     lo, hi = view.residual_tails
     if hi <= lo:
@@ -714,6 +719,8 @@ def qq_figure(view: ResultView | None) -> go.Figure:
         return empty_figure("No calibration result yet: run one in the Calibrate panel")
     wr = view.weighted_residual
     s = view.noise_scale
+    if not np.isfinite(wr).any():
+        return empty_figure(NO_COST)
     if not (np.isfinite(s) and s > 0):
         return empty_figure("The residuals have no spread: nothing to compare with a normal")
     theo, sample = qq_points(wr / s)

@@ -310,7 +310,7 @@ def tweak_outputs(state: TweakState, params: Mapping[str, float], *, full: bool)
                                                participation_label=participation_label(state.view.participation_kind))
     else:
         # only the x of the drawn orders and the tweaked curve move: patch those, keep the rest
-        pva = as_patch(F.predicted_vs_actual_update(up["predicted"], state.plan))
+        pva = no_update if state.plan is None else as_patch(F.predicted_vs_actual_update(up["predicted"], state.plan))
         curve = as_patch(F.cost_vs_participation_update(up["series"], "tweaked"))
     rows = F.delta_rows(state.fitted_metrics, up["metrics"])
     return {
@@ -321,8 +321,11 @@ def tweak_outputs(state: TweakState, params: Mapping[str, float], *, full: bool)
     }
 
 
-def as_patch(update: Mapping[int, Mapping[str, Any]]) -> Patch:
-    """A Dash Patch setting figure["data"][trace][prop] = values for each entry of `update`."""
+def as_patch(update: Mapping[int, Mapping[str, Any]]) -> Patch | Any:
+    """A Dash Patch setting figure["data"][trace][prop] = values for each entry of `update`
+    (no_update when there is nothing to change, e.g. a figure in its empty state)."""
+    if not update:
+        return no_update
     patch = Patch()
     for i, props in update.items():
         for prop, values in props.items():

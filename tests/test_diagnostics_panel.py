@@ -149,3 +149,12 @@ def test_layout_and_callbacks_wired(results):
     outputs = " ".join(app.callback_map)
     for i, prop in D.OUTPUT_PROPS.items():
         assert f"{i}.{prop}" in outputs
+
+
+def test_result_without_observed_costs_says_so(results, sample):
+    """A config's parameters applied to fills without prices (a 'fixed' result): nothing to compare."""
+    frame = sample.frame.drop(columns=["arrival_price", "exec_price", "side", "cost_bps"], errors="ignore")
+    out = D.diagnostics_outputs(results, put(results, Calibrator().fix({"Y": 0.8, "delta": 0.5}, frame), "nocost"))
+    for g in (D.PRED_ACTUAL, D.COST_PARTICIPATION, D.RESID_FITTED, D.RESID_TIME, D.HISTOGRAM, D.QQ):
+        assert len(out[g].data) == 0 and annotation(out[g]) == F.NO_COST, g
+    assert out[D.STATUS].to_plotly_json()["props"]["data-level"] == "info"

@@ -316,3 +316,15 @@ def test_layout_and_callbacks_wired(results):
     T.register_callbacks(app)
     outputs = " ".join(app.callback_map)
     assert f"{T.CURVE}.figure" in outputs and f"{R.ACTIVE_RESULT_ID}.data" in outputs
+
+
+def test_result_without_observed_costs_moves_without_errors(results, sample):
+    frame = sample.frame.drop(columns=["arrival_price", "exec_price", "side", "cost_bps"], errors="ignore")
+    key = put(results, Calibrator().fix({"Y": 0.8, "delta": 0.5}, frame))
+    base = base_of(results, key)
+    first = T.tweak_response(results, base, None, T.BASE, {}, {}, base["order"])
+    assert first.outputs[T.PRED_ACTUAL].layout.annotations[0].text == F.NO_COST
+    resp = move(results, base, first.params, "Y", 1.0)
+    assert resp.params["params"]["Y"] == 1.0
+    assert badge_text(resp.outputs, "delta-rmse-in") == "Δ RMSE (in-sample) — bps"
+    assert resp.outputs[T.PRED_ACTUAL] is no_update and resp.outputs[T.CURVE] is no_update
