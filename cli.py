@@ -278,7 +278,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-column", help="the column for --weights column")
     p.add_argument("--participation", default="adv", choices=list(PARTICIPATION),
                    help="Q/adv (default) or Q/market_volume (horizon participation)")
-    p.add_argument("--by", help="segment by venue, symbol, side or a comma list (one fit each + pooled)")
+    p.add_argument("--by", help="segment by venue, symbol, side, regime or a comma list (one fit each + "
+                                "pooled); regime: volatility regimes of --bars")
+    from models.realized import ESTIMATORS
+
+    p.add_argument("--bars", help="bars file: volatility regimes (--by regime) and --volatility-from")
+    p.add_argument("--regimes", type=int, default=2, choices=[2, 3],
+                   help="--by regime: number of Markov volatility regimes (calm/stressed, or calm/elevated/stressed)")
+    p.add_argument("--volatility-from", choices=list(ESTIMATORS),
+                   help="replace the fills' volatility with this realised estimator on --bars (days before arrival)")
+    p.add_argument("--volatility-window", type=int, default=20, metavar="DAYS",
+                   help="--volatility-from: complete days averaged (default 20)")
     p.add_argument("--fix", help="fix parameters: name=value,...")
     p.add_argument("--bound", help="bound parameters: name=lower:upper,... (empty side = unbounded)")
     p.add_argument("--free", help="estimate parameters fixed by default (e.g. h)")
