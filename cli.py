@@ -125,8 +125,27 @@ def cmd_calibrate(args) -> int:
     from models.config import dump_config, make_provenance
     from models.fit import Calibrator, CalibrationWarning
 
+    from models import timevarying as tv
+    from models.registry import OPTIMIZERS
+
     ds = _load(args.path, "fills", args.map)
     frame, filters = _filter(ds, args)
+    provenance = make_provenance(ds, filters=filters, frame=frame)
+    by = tuple(filter(None, (args.by or "").split(",")))
+    time_varying = OPTIMIZERS[args.optimizer].strategy in tv.TIME_VARYING_STRATEGIES
+    if time_varying and by:
+        raise UsageError(f"--optimizer {args.optimizer} learns one path over time: it does not take --by")
+    if ("regime" in by or args.volatility_from) and not args.bars:
+        raise UsageError("--by regime and --volatility-from need --bars PATH (bars of the fills' symbols)")
+    bars = _load(args.bars, "bars", None) if args.bars else None
+    regimes = None
+    if args.volatility_from:
+        frame, provenance["volatility"] = tv.volatility_from_bars(frame, bars, args.volatility_from,
+                                                                  args.volatility_window)
+    if "regime" in by:
+        frame, regimes = tv.with_regimes(frame, bars, k_regimes=args.regimes)
+        for w in regimes["warnings"] + [f"dropped {d['count']} fills: {d['reason']}" for d in regimes["dropped"]]:
+            print(f"execal: warning: {w}", file=sys.stderr)
     fixed = {k: _number(v, "--fix") for k, v in _pairs(args.fix, "--fix").items()}
     bounds = {}
     for name, rng in _pairs(args.bound, "--bound").items():
@@ -143,10 +162,14 @@ def cmd_calibrate(args) -> int:
                             test_fraction=args.test_fraction, walk_forward=args.walk_forward,
                             multistart=args.multistart, seed=args.seed,
                             free=tuple(filter(None, (args.free or "").split(","))), options=options)
+    path = None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", CalibrationWarning)
-        if args.by:
-            result = calibrator.fit_segments(frame, by=tuple(args.by.split(",")))
+        if time_varying:
+            path = tv.calibrate_time_varying(calibrator, frame)
+            result = pooled = path.result
+        elif by:
+            result = calibrator.fit_segments(frame, by=by)
             pooled = result.pooled
         else:
             result = pooled = calibrator.fit(frame)
@@ -158,11 +181,16 @@ def cmd_calibrate(args) -> int:
                 result = boot
     for w in caught:
         print(f"execal: warning: {w.message}", file=sys.stderr)
-    text = dump_config(result, make_provenance(ds, filters=filters, frame=frame), args.out or "json")
+    config = (path or result).to_config(provenance)
+    if regimes:
+        config["regimes"] = regimes
+    text = dump_config(config, None, args.out or "json")
     if not args.out:
         sys.stdout.write(text)
     if not args.quiet:
-        print(pooled.summary(), file=sys.stderr)
+        print(path.summary() if path else pooled.summary(), file=sys.stderr)
+        if regimes:
+            print(tv.regime_summary_text(result), file=sys.stderr)
     converged = pooled.report.success and all(s.result.report.success for s in getattr(result, "segments", ()))
     return 0 if converged else 3
 
