@@ -23,10 +23,8 @@ constant). Tolerances (documented here, asserted below):
   step and at the end, halfway within 3,000 fills).
 """
 import json
-import warnings
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from models import timevarying as tv
@@ -279,6 +277,14 @@ def test_sgd_converges_to_the_batch_fit_on_stationary_data(model, params):
     floor = tv.fit_sgd(df, model=model)
     for name, c in floor.comparison.items():
         assert abs(c["difference_in_batch_se"]) <= 3, (name, c)
+
+
+def test_sgd_end_point_is_least_squares_for_a_linear_model():
+    """t0 = 0, no floor, loss linear, sqrt law (linear in Y): recursive least squares, whose end
+    point is the weighted least-squares batch fit."""
+    df, _ = simulate_fills(5000, model="sqrt", params={"Y": 0.8}, seed=13, outlier_share=0.01)
+    res = tv.fit_sgd(df, model="sqrt", loss="linear", options={"window": 0, "t0": 0})
+    assert res.params["Y"] == pytest.approx(res.batch.params["Y"], rel=1e-7)
 
 
 def test_sgd_runs_every_model():
