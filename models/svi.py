@@ -13,8 +13,10 @@ Models (k = ln(K/F), w = σ_imp²·T total implied variance):
 
 Raw SVI is fitted by Zeliade's quasi-explicit reduction (Zeliade Systems 2009, "Quasi-explicit
 calibration of Gatheral's SVI model"): for fixed (m, σ), with y = (k − m)/σ, w = a + d·y + c·√(y²+1)
-is linear in (a, c = bσ, d = ρbσ), and the admissible set 0 ≤ |d| ≤ c, c + |d| ≤ 4σ (b ≥ 0, |ρ| ≤ 1,
-Lee's slope bound b(1 + |ρ|) ≤ 4) is a diamond, so the inner problem is a 3-variable least-squares
+is linear in (a, c = bσ, d = ρbσ), and the admissible set 0 ≤ |d| ≤ c, c + |d| ≤ 2σ (b ≥ 0, |ρ| ≤ 1,
+and Lee's moment bound on the wing slopes, b(1 + |ρ|) ≤ 2: steeper wings have g < 0 far out, as
+g → 1/4 − (b(1+|ρ|))²/16; Zeliade use the weaker Rogers–Tehranchi 4) is a diamond, so the inner
+problem is a 3-variable least-squares
 problem solved exactly (interior, 4 edges, 4 vertices) in closed form. The outer 2-D problem in
 (m, log σ) starts from the best points of a grid and runs a Levenberg–Marquardt on the reduced
 residuals (variable projection); every slice, grid point and start is one row of the same numpy
@@ -30,10 +32,15 @@ mean 1 per slice). RMSE is reported exactly, in vol points (1 vol point = 0.01 o
 Arbitrage (static): butterfly — Durrleman's g(k) = (1 − k·w'/(2w))² − w'²/4·(1/w + 1/4) + w''/2 ≥ 0
 on a fine k-grid for every slice (g < 0 means a negative risk-neutral density); calendar — w(k, T)
 non-decreasing in T at every grid k between consecutive slices; for SSVI, Gatheral–Jacquier's
-sufficient conditions (Theorem 4.1 calendar, Theorem 4.2 butterfly). `no_arbitrage=True` fits
-SVI slices under g ≥ 0 (and w above the previous slice) on the grid with SLSQP, and SSVI under
-the power-law conditions η(1 + |ρ|) ≤ 2, γ ≤ ½ and non-decreasing θ, which make it free of static
-arbitrage (GJ 2014, Theorems 4.1–4.2 and the remark after Corollary 4.1).
+sufficient conditions (Theorem 4.1 calendar, Theorem 4.2 butterfly). `no_arbitrage=True` refits,
+in increasing T, every SVI slice that breaks g ≥ 0 on the grid, or lies below the previous slice
+where it is quoted, under those constraints (SLSQP with an analytic constraint Jacobian; see
+`_svi_constrained`). Calendar is forced only over the slice's quoted range, where both smiles are
+pinned by quotes: forcing extrapolated wings would drag the quotes along, so what the wings do
+beyond the quotes is reported (with `in_quoted_range`), not forced. For a surface free of static
+arbitrage everywhere use SSVI with `no_arbitrage=True`: the power-law conditions
+η(1 + |ρ|) ≤ 2, γ ≤ ½ and non-decreasing θ make it so (GJ 2014, Theorems 4.1–4.2 and the remark
+after Corollary 4.1).
 """
 from __future__ import annotations
 
@@ -90,6 +97,36 @@ def durrleman_g(k, w, w1, w2) -> np.ndarray:
         g = (1.0 - k * w1 / (2.0 * w)) ** 2 - 0.25 * w1 * w1 * (1.0 / w + 0.25) + 0.5 * w2
     # a non-positive total variance is an arbitrage in itself: report it as g = -inf there
     return np.where(w > 0, g, -np.inf)
+
+
+def svi_g_and_jacobian(k, a, b, rho, m, sigma, w_min: float = 0.0):
+    """Durrleman's g of raw SVI on k and its Jacobian in (a, b, rho, m, sigma), analytically.
+
+    Total variances below `w_min` are clipped there (g stays finite and smooth at infeasible
+    points, which constrained optimizers visit). Returns (g, dg (k.size, 5), w, dw (k.size, 5)).
+    """
+    k = np.asarray(k, dtype=np.float64)
+    x = k - m
+    R = np.sqrt(x * x + sigma * sigma)
+    R3 = R ** 3
+    w = a + b * (rho * x + R)
+    w1 = b * (rho + x / R)
+    w2 = b * sigma * sigma / R3
+    one = np.ones_like(k)
+    zero = np.zeros_like(k)
+    dw = np.stack([one, rho * x + R, b * x, b * (-rho - x / R), b * sigma / R], axis=1)
+    dw1 = np.stack([zero, rho + x / R, b * one, -b * sigma * sigma / R3, -b * x * sigma / R3], axis=1)
+    dw2 = np.stack([zero, sigma * sigma / R3, zero, 3.0 * b * sigma * sigma * x / R ** 5,
+                    b * sigma * (2.0 / R3 - 3.0 * sigma * sigma / R ** 5)], axis=1)
+    clipped = w < w_min
+    wc = np.where(clipped, w_min, w) if w_min > 0 else w
+    with np.errstate(all="ignore"):
+        u = 1.0 - k * w1 / (2.0 * wc)
+        g = u * u - 0.25 * w1 * w1 * (1.0 / wc + 0.25) + 0.5 * w2
+        dg_dw = np.where(clipped, 0.0, u * k * w1 / (wc * wc) + 0.25 * w1 * w1 / (wc * wc))
+        dg_dw1 = -u * k / wc - 0.5 * w1 * (1.0 / wc + 0.25)
+    dg = dg_dw[:, None] * dw + dg_dw1[:, None] * dw1 + 0.5 * dw2
+    return g, dg, w, dw
 
 
 def ssvi_phi(theta, eta, gamma) -> np.ndarray:
@@ -177,11 +214,12 @@ def butterfly_report(params, k_grid=None, k_data=None) -> dict:
 
 
 def calendar_report(expiries: Sequence[str], T_years: Sequence[float], w_grid: np.ndarray,
-                    k_grid: np.ndarray) -> list[dict]:
+                    k_grid: np.ndarray, quoted_ranges: Sequence[tuple[float, float]] | None = None) -> list[dict]:
     """Calendar arbitrage between consecutive expiries: where w(k, T_i) > w(k, T_{i+1}).
 
-    `w_grid` is (slices, grid points) in increasing T. One entry per violated interval:
-    {expiry_short, expiry_long, k_from, k_to, max_excess_w, k_at_max}.
+    `w_grid` is (slices, grid points). One entry per violated interval: {expiry_short,
+    expiry_long, k_from, k_to, max_excess_w, k_at_max, in_quoted_range}; `in_quoted_range` says
+    whether the interval overlaps the longer expiry's quoted k-range (`quoted_ranges`, per slice).
     """
     out = []
     order = np.argsort(np.asarray(T_years, dtype=np.float64), kind="stable")
@@ -190,9 +228,14 @@ def calendar_report(expiries: Sequence[str], T_years: Sequence[float], w_grid: n
         for i, j in _runs(excess > G_TOL * np.maximum(1.0, np.abs(w_grid[i1]))):
             seg = excess[i:j + 1]
             at = i + int(np.argmax(seg))
+            inside = None
+            if quoted_ranges is not None:
+                q_lo, q_hi = quoted_ranges[i1]
+                inside = bool(k_grid[i] <= q_hi and k_grid[j] >= q_lo)
             out.append({"expiry_short": str(expiries[i0]), "expiry_long": str(expiries[i1]),
                         "k_from": float(k_grid[i]), "k_to": float(k_grid[j]),
-                        "max_excess_w": _f(seg.max()), "k_at_max": float(k_grid[at])})
+                        "max_excess_w": _f(seg.max()), "k_at_max": float(k_grid[at]),
+                        "in_quoted_range": inside})
     return out
 
 
@@ -242,10 +285,10 @@ def _f(x) -> float | None:
 
 # --- quasi-explicit raw SVI (Zeliade), batched over slices, grid points and starts ----------------
 
-# The four vertices of the (c, d) diamond, in units of σ.
-_VERTICES = ((0.0, 0.0), (2.0, 2.0), (4.0, 0.0), (2.0, -2.0))
+# The four vertices of the (c, d) diamond |d| ≤ c, c + |d| ≤ 2σ, in units of σ.
+_VERTICES = ((0.0, 0.0), (1.0, 1.0), (2.0, 0.0), (1.0, -1.0))
 # The four edges: d = s·c + off·σ, with q = z + s·y the regressor of c, and c's range in σ units.
-_EDGES = ((1.0, 0.0, 0.0, 2.0), (-1.0, 0.0, 0.0, 2.0), (-1.0, 4.0, 2.0, 4.0), (1.0, -4.0, 2.0, 4.0))
+_EDGES = ((1.0, 0.0, 0.0, 1.0), (-1.0, 0.0, 0.0, 1.0), (-1.0, 2.0, 1.0, 2.0), (1.0, -2.0, 1.0, 2.0))
 
 
 def _inner(k, v, om, m, sig):
@@ -305,7 +348,7 @@ def _inner(k, v, om, m, sig):
         c = (A01 * Sv + A11 * Szv + A12 * Syv) / det
         d = (A02 * Sv + A12 * Szv + A22 * Syv) / det
         scale = np.abs(m00 * m11 * m22) + _TINY
-        inside = (np.abs(det) > 1e-13 * scale) & (np.abs(d) <= c + tol) & (c + np.abs(d) <= 4.0 * sig + tol)
+        inside = (np.abs(det) > 1e-13 * scale) & (np.abs(d) <= c + tol) & (c + np.abs(d) <= 2.0 * sig + tol)
     # the interior optimum, when admissible, is the constrained optimum (convex problem): take it
     # outright rather than by comparing objectives that cancel to rounding noise on exact data
     best[:, 0] = np.where(inside, a, best[:, 0])
@@ -342,18 +385,20 @@ class _QEReport:
     nfev: int
     cost: float
     grid_points: int
+    at_bound: tuple = ()
     starts: tuple = ()
 
 
 _LM_MESSAGES = {0: "maximum number of iterations reached",
                 1: "gradient below tolerance",
                 2: "relative reduction of the cost below tolerance",
-                3: "step in (m, ln sigma) below tolerance",
-                4: "zero residuals: exact fit"}
+                3: "no step in (m, ln sigma) reduces the cost (step below tolerance)",
+                4: "residuals at rounding level: exact fit"}
+_EXACT_VOL = 1e-10               # RMS vol residual below which a fit is exact to rounding
 
 
 def _svi_quasi_explicit(k, v, om, *, m_grid: int = 15, sigma_grid: int = 12, starts: int = 3,
-                        max_iter: int = 100, tol: float = 1e-12):
+                        max_iter: int = 200, tol: float = 1e-10):
     """Quasi-explicit raw SVI for S slices at once. k, v, om: (S, n) padded with om = 0.
 
     Returns raw parameters (S, 5) and one `_QEReport` per slice.
@@ -391,40 +436,56 @@ def _svi_quasi_explicit(k, v, om, *, m_grid: int = 15, sigma_grid: int = 12, sta
     x = np.stack([gm[start_idx], np.log(gs[start_idx])], axis=1)
     B = x.shape[0]
     kk, vv, oo, ps = k[owner], v[owner], om[owner], pen_scale[owner]
+    # bounds of the outer problem: m within a span of the quotes, σ from 1e-4 to 10 spans (a
+    # vanishing σ is a V-shaped smile the data cannot tell from a very small one)
+    lo = np.stack([k_lo[owner] - span[owner], np.log(1e-4 * span[owner])], axis=1)
+    hi = np.stack([k_hi[owner] + span[owner], np.log(10.0 * span[owner])], axis=1)
+    n_obs = np.maximum((oo > 0).sum(1), 1)
     theta, R = _reduced(kk, vv, oo, x, ps)
     cost = 0.5 * np.einsum("pn,pn->p", R, R)
     lam = np.full(B, 1e-3)
     status = np.full(B, -1)
     iters = np.zeros(B, dtype=int)
     nfev = np.ones(B, dtype=int)
-    active = np.flatnonzero(cost > 0)
-    status[cost <= 0] = 4
+    held = np.zeros((B, 2), dtype=bool)
+    # residuals ≈ √u·(vol error): below 1e-10 of vol on average the fit is exact to rounding
+    exact = np.sqrt(2.0 * cost / n_obs) < _EXACT_VOL
+    status[exact] = 4
+    active = np.flatnonzero(~exact)
     for it in range(max_iter):
         if active.size == 0:
             break
+        na = active.size
         xa, Ra, ca = x[active], R[active], cost[active]
-        h = np.array([1e-7, 1e-7]) * np.stack([np.exp(xa[:, 1]), np.ones(active.size)], axis=1)
-        xp = np.concatenate([xa + np.stack([h[:, 0], np.zeros(active.size)], axis=1),
-                             xa + np.stack([np.zeros(active.size), h[:, 1]], axis=1)])
+        # forward differences, stepping inwards at an upper bound
+        h = 1e-7 * np.stack([np.exp(xa[:, 1]), np.ones(na)], axis=1)
+        h = np.where(xa + h > hi[active], -h, h)
+        xp = np.concatenate([xa + np.stack([h[:, 0], np.zeros(na)], axis=1),
+                             xa + np.stack([np.zeros(na), h[:, 1]], axis=1)])
         two = np.concatenate([active, active])
         _, Rp = _reduced(kk[two], vv[two], oo[two], xp, ps[two])
-        na = active.size
         J = np.stack([(Rp[:na] - Ra) / h[:, 0:1], (Rp[na:] - Ra) / h[:, 1:2]], axis=2)   # (B, n+1, 2)
         g = np.einsum("bni,bn->bi", J, Ra)
         H = np.einsum("bni,bnj->bij", J, J)
         dH = np.maximum(np.stack([H[:, 0, 0], H[:, 1, 1]], axis=1), _TINY)
-        gnorm = np.max(np.abs(g) / np.sqrt(dH * np.maximum(2.0 * ca, _TINY)[:, None]), axis=1)
+        # a variable at a bound whose gradient points outward is held there (projected LM)
+        hold = ((xa <= lo[active] + 1e-12) & (g > 0)) | ((xa >= hi[active] - 1e-12) & (g < 0))
+        gf = np.where(hold, 0.0, g)
+        gnorm = np.max(np.abs(gf) / np.sqrt(dH * np.maximum(2.0 * ca, _TINY)[:, None]), axis=1)
         la = lam[active]
         A = H.copy()
         A[:, 0, 0] += la * dH[:, 0]
         A[:, 1, 1] += la * dH[:, 1]
+        A[:, 0, 1] = np.where(hold.any(1), 0.0, A[:, 0, 1])
+        A[:, 1, 0] = A[:, 0, 1]
         det = A[:, 0, 0] * A[:, 1, 1] - A[:, 0, 1] * A[:, 1, 0]
         with np.errstate(all="ignore"):
-            step = -np.stack([(A[:, 1, 1] * g[:, 0] - A[:, 0, 1] * g[:, 1]) / det,
-                              (A[:, 0, 0] * g[:, 1] - A[:, 1, 0] * g[:, 0]) / det], axis=1)
-        step = np.where(np.isfinite(step), step, 0.0)
+            step = -np.stack([(A[:, 1, 1] * gf[:, 0] - A[:, 0, 1] * gf[:, 1]) / det,
+                              (A[:, 0, 0] * gf[:, 1] - A[:, 1, 0] * gf[:, 0]) / det], axis=1)
+        step = np.where(np.isfinite(step) & ~hold, step, 0.0)
         step[:, 1] = np.clip(step[:, 1], -2.0, 2.0)          # σ changes by at most e² a step
-        xt = xa + step
+        xt = np.clip(xa + step, lo[active], hi[active])
+        step = xt - xa
         theta_t, Rt = _reduced(kk[active], vv[active], oo[active], xt, ps[active])
         ct = 0.5 * np.einsum("pn,pn->p", Rt, Rt)
         nfev[active] += 3
@@ -432,15 +493,17 @@ def _svi_quasi_explicit(k, v, om, *, m_grid: int = 15, sigma_grid: int = 12, sta
         better = np.isfinite(ct) & (ct < ca)
         acc = active[better]
         x[acc], R[acc], cost[acc], theta[acc] = xt[better], Rt[better], ct[better], theta_t[better]
-        lam[active] = np.where(better, np.maximum(la / 3.0, 1e-12), np.minimum(la * 4.0, 1e12))
+        held[active] = hold
+        lam[active] = np.where(better, np.maximum(la / 3.0, 1e-12), la * 4.0)
         rel = np.where(better, (ca - ct) / np.maximum(ca, _TINY), 0.0)
         small_step = np.abs(step).max(1) < tol * (tol + np.abs(xa).max(1))
+        stalled = ~better & (lam[active] > 1e12)          # no step of any length reduces the cost
         done_status = np.where(gnorm < tol, 1, np.where(better & (rel < tol), 2,
-                                                       np.where(small_step & ~better, 3, -1)))
-        done_status = np.where(better & (ct <= 0), 4, done_status)
+                                                       np.where((small_step | stalled) & ~better, 3, -1)))
+        done_status = np.where(np.sqrt(2.0 * cost[active] / n_obs[active]) < _EXACT_VOL, 4, done_status)
         finished = done_status >= 0
         status[active[finished]] = done_status[finished]
-        active = active[~finished & (lam[active] < 1e12)]
+        active = active[~finished]
     status[status < 0] = 0
     # pick each slice's best start
     params = np.empty((S, 5))
@@ -450,9 +513,15 @@ def _svi_quasi_explicit(k, v, om, *, m_grid: int = 15, sigma_grid: int = 12, sta
         best = mine[np.argmin(cost[mine])]
         params[s] = _theta_to_raw(theta[best], x[best, 0], np.exp(x[best, 1]))
         st = int(status[best])
+        at_bound = []
+        for j, name in enumerate(("m", "sigma")):
+            if x[best, j] <= lo[best, j] + 1e-12:
+                at_bound.append(f"{name} at lower bound {lo[best, j] if j == 0 else np.exp(lo[best, j]):g}")
+            elif x[best, j] >= hi[best, j] - 1e-12:
+                at_bound.append(f"{name} at upper bound {hi[best, j] if j == 0 else np.exp(hi[best, j]):g}")
         reports.append(_QEReport(status=st, message=_LM_MESSAGES[st], success=st > 0,
                                  iterations=int(iters[mine].sum()), nfev=int(G + nfev[mine].sum()),
-                                 cost=float(cost[best]), grid_points=G,
+                                 cost=float(cost[best]), grid_points=G, at_bound=tuple(at_bound),
                                  starts=tuple({"m0": float(gm[start_idx[i]]), "sigma0": float(gs[start_idx[i]]),
                                                "cost": float(cost[i]), "status": int(status[i]),
                                                "iterations": int(iters[i])} for i in mine)))
@@ -545,8 +614,9 @@ def _vol_errors(s: _Slice, w_model: np.ndarray) -> dict:
 def _svi_bounds(s: _Slice) -> tuple[np.ndarray, np.ndarray]:
     span = max(float(np.ptp(s.k)), 1e-4)
     wmax = float(s.w.max())
-    lo = np.array([-wmax, 0.0, -0.999, float(s.k.min()) - span, 1e-4 * span])
-    hi = np.array([wmax, 4.0, 0.999, float(s.k.max()) + span, 10.0 * span])
+    # a may be well below zero when sigma is large (w_min = a + b·sigma·sqrt(1 − rho²) ≥ 0)
+    lo = np.array([-2.0 * 10.0 * span - wmax, 0.0, -0.999, float(s.k.min()) - span, 1e-4 * span])
+    hi = np.array([wmax, 2.0, 0.999, float(s.k.max()) + span, 10.0 * span])
     return lo, hi
 
 
@@ -581,61 +651,213 @@ def _constraint_grid(s: _Slice, k_grid: np.ndarray, points: int = 241) -> np.nda
 
 
 def _svi_constrained(s: _Slice, start: np.ndarray, k_grid: np.ndarray,
-                     w_floor: tuple[np.ndarray, np.ndarray] | None) -> tuple[np.ndarray, dict]:
+                     floor: np.ndarray | None) -> tuple[np.ndarray, dict]:
     """Raw SVI under Durrleman's g ≥ 0 (and w ≥ previous slice) on the grid, by SLSQP.
 
-    Constraints on a coarse grid plus the quoted k first; where the fine-grid check still fails,
-    on the whole check grid (then with a 1e-7 margin): at most 3 rounds, all reported.
+    SLSQP (analytic constraint Jacobian, scaled variables) from the unconstrained fit, with the
+    constraints on 121 grid points plus the quoted k, then on the binding points of the check grid
+    as well (up to two more rounds). A result that still fails the check between
+    grid points is *repaired*: moved along the segment to a feasible start (b shrunk with the
+    level kept, a lifted above the floor: a flatter smile, g ≈ 1) just far enough to pass, by
+    bisection (typically a 1e-3 fraction). When that does not give a converged, nearly untouched
+    point, SLSQP from the feasible start and a penalty method (trf, μ up to 1e6) run as well. The
+    best candidate that passes the fine-grid check is kept; every run is reported.
     """
     lo, hi = _svi_bounds(s)
     om, v = s.omega, s.w
-    norm = VOL_PTS ** 2 / om.sum()          # objective in (weighted mean squared) vol points²
-    kc = _constraint_grid(s, k_grid)
+    span = max(float(np.ptp(s.k)), 1e-4)
+    wbar = max(float(v.mean()), _TINY)
+    fine = np.unique(np.concatenate([k_grid, s.k]))
+    if floor is not None:         # the previous slice may lie above every quote of this one
+        hi[0] = max(hi[0], 2.0 * float(svi_total_variance(s.k, *floor).max()))
+    norm = VOL_PTS ** 2 / s.u.sum()         # objective: weighted mean squared vol residual, vol points²
+    start = np.where(np.isfinite(start), start, 0.5 * (lo + hi))
+    lo, hi = np.minimum(lo, start), np.maximum(hi, start)      # the start is always admissible
+    scale = np.array([wbar, max(abs(start[1]), wbar / span), 1.0, span, span])
 
-    def objective(p):
-        r = svi_total_variance(s.k, *p) - v
+    def objective(x):
+        r = svi_total_variance(s.k, *(x * scale)) - v
         return norm * float(np.sum(om * r * r))
 
-    def gradient(p):
+    def gradient(x):
+        a, b, rho, m, sig = x * scale
+        d = s.k - m
+        root = np.sqrt(d * d + sig * sig)
+        r = om * (a + b * (rho * d + root) - v)
+        return 2.0 * norm * scale * np.array([r.sum(), (r * (rho * d + root)).sum(), (r * b * d).sum(),
+                                              (r * b * (-rho - d / root)).sum(), (r * b * sig / root).sum()])
+
+    w_clip = 1e-6 * wbar
+
+    def min_var(p):
         a, b, rho, m, sig = p
-        x = s.k - m
-        root = np.sqrt(x * x + sig * sig)
-        r = om * (a + b * (rho * x + root) - v)
-        return 2.0 * norm * np.array([r.sum(), (r * (rho * x + root)).sum(), (r * b * x).sum(),
-                                      (r * b * (-rho - x / root)).sum(), (r * b * sig / root).sum()])
+        r = math.sqrt(max(1.0 - rho * rho, 1e-12))
+        return (a + b * sig * r) / wbar, np.array([1.0, sig * r, -b * sig * rho / r, 0.0, b * r]) / wbar
 
-    history = []
-    x0 = np.clip(start, lo, hi)
-    res = None
-    margin = 0.0
-    for round_ in range(3):
-        kk = kc
+    # calendar: w ≥ the previous slice where this slice is quoted (both smiles pinned by quotes);
+    # beyond, the extrapolated wings are reported, not forced (they would drag the quotes along)
+    q_lo, q_hi = float(s.k.min()), float(s.k.max())
 
-        def cons(p, kk=kk, margin=margin):
-            w, w1, w2 = svi_derivatives(kk, *p)
-            g = durrleman_g(kk, w, w1, w2) - margin
-            out = [np.nan_to_num(g, neginf=-1e6),
-                   [p[0] + p[1] * p[4] * math.sqrt(max(1.0 - p[2] ** 2, 0.0))]]
-            if w_floor is not None:
-                kf, wf = w_floor
-                out.append((svi_total_variance(kf, *p) - wf) / max(float(np.abs(wf).max()), _TINY))
-            return np.concatenate(out)
+    def quoted(kk):
+        return kk[(kk >= q_lo) & (kk <= q_hi)]
 
-        res = optimize.minimize(objective, x0, jac=gradient, method="SLSQP",
-                                bounds=list(zip(lo, hi)),
-                                constraints=[{"type": "ineq", "fun": cons}],
-                                options={"maxiter": 500, "ftol": 1e-12})
-        x0 = res.x
-        rep = butterfly_report(res.x, k_grid)
-        history.append({"round": round_ + 1, "constraint_points": int(kk.size), "status": int(res.status),
-                        "message": str(res.message), "nit": int(res.nit), "min_g": rep["min_g"]})
-        if rep["ok"]:
+    def constraints(p, kk, margin):
+        g, _, _, _ = svi_g_and_jacobian(kk, *p, w_min=w_clip)
+        out = [g - margin, [min_var(p)[0]]]
+        if floor is not None:
+            kq = quoted(kk)
+            wf = svi_total_variance(kq, *floor)
+            out.append((svi_total_variance(kq, *p) - wf) / np.maximum(wf, wbar))
+        return np.concatenate(out)
+
+    def constraints_jac(p, kk):
+        """d constraints / d p (rows: constraints, columns: a, b, rho, m, sigma)."""
+        _, dg, _, dw = svi_g_and_jacobian(kk, *p, w_min=w_clip)
+        out = [dg, min_var(p)[1][None, :]]
+        if floor is not None:
+            kq = quoted(kk)
+            _, _, _, dwq = svi_g_and_jacobian(kq, *p)
+            out.append(dwq / np.maximum(svi_total_variance(kq, *floor), wbar)[:, None])
+        return np.concatenate(out, axis=0)
+
+    def feasible(p, tol: float = G_TOL) -> bool:
+        return bool(constraints(p, fine, 0.0).min() >= -tol)
+
+    # feasible starts, the better kept: (i) the previous slice lifted to this slice's level (calendar
+    # holds by construction, and its shape is usually close); (ii) this fit flattened (b shrunk,
+    # the level at the quotes kept) and lifted above the floor and above zero variance (g ≈ 1)
+    k_mid = float(np.sum(s.u * s.k) / np.sum(s.u))
+    safes = []
+    if floor is not None:
+        q = np.array(floor, dtype=np.float64)
+        q[0] += max(0.0, float(svi_total_variance(k_mid, *start) - svi_total_variance(k_mid, *floor)))
+        q[0] += 1e-6 * wbar
+        if feasible(q, 0.0):
+            safes.append(q)
+    for shrink in (0.5, 0.25, 0.1, 0.03, 0.0):
+        q = start.copy()
+        q[1] *= shrink
+        q[0] += float(svi_total_variance(k_mid, *start) - svi_total_variance(k_mid, *q))
+        lift = -(q[0] + q[1] * q[4] * math.sqrt(max(1.0 - q[2] ** 2, 0.0))) + 1e-6 * wbar
+        if floor is not None:
+            kq = quoted(fine)
+            lift = max(lift, float(np.max(svi_total_variance(kq, *floor) - svi_total_variance(kq, *q)))
+                       + 1e-6 * wbar)
+        q[0] += max(lift, 0.0)
+        if feasible(q, 0.0):
+            safes.append(q)
             break
-        # still negative between constraint points: constrain on the whole check grid, then
-        # with a small margin (SLSQP meets constraints only to its tolerance)
-        kc = np.unique(np.concatenate([k_grid, s.k]))
-        margin = 0.0 if round_ == 0 else 1e-7
-    return res.x, {"result": res, "rounds": history}
+    safe = min(safes, key=lambda q: objective(q / scale)) if safes else None
+    if safe is not None:
+        lo, hi = np.minimum(lo, safe), np.maximum(hi, safe)
+    bounds = list(zip(lo / scale, hi / scale))
+    def repair(p):
+        """The point nearest p on the segment to the feasible start that passes the check."""
+        if safe is None:
+            return None, None
+        lo_t, hi_t = 0.0, 1.0
+        for _ in range(40):
+            t = 0.5 * (lo_t + hi_t)
+            if feasible((1.0 - t) * p + t * safe, 0.0):
+                hi_t = t
+            else:
+                lo_t = t
+        return (1.0 - hi_t) * p + hi_t * safe, hi_t
+
+    runs: list[dict] = []
+    candidates: list[tuple[float, np.ndarray, Any, dict]] = []   # (objective, params, scipy result, run)
+
+    def consider(p, res, label, **extra):
+        ok = feasible(p)
+        entry = {"stage": label, "passes_fine_grid_check": ok, **extra}
+        if res is not None:
+            entry.update({"status": int(res.status), "message": str(res.message),
+                          "nit": int(getattr(res, "nit", getattr(res, "njev", 0) or 0)),
+                          "nfev": int(res.nfev)})
+        if not ok:
+            fixed, t = repair(p)
+            entry["repaired_toward_feasible_start"] = _f(t) if t is not None else None
+            p = fixed
+        if p is not None:
+            f = objective(p / scale)
+            entry["objective_vol_pts2"] = _f(f)
+            candidates.append((f, p, res, entry))
+        runs.append(entry)
+        return ok
+
+    def binding_points(p) -> list[float]:
+        """The check-grid point of least slack in every stretch where a constraint (nearly) binds."""
+        wf, w1, w2 = svi_derivatives(fine, *p)
+        gaps = [durrleman_g(fine, wf, w1, w2)]
+        if floor is not None:
+            wfl = np.where((fine >= q_lo) & (fine <= q_hi), svi_total_variance(fine, *floor), -np.inf)
+            gaps.append((wf - wfl) / np.maximum(wfl, wbar))
+        out = []
+        for gap in gaps:
+            for i, j in _runs(gap < 1e-3):
+                out.append(float(fine[i + int(np.argmin(gap[i:j + 1]))]))
+        return out
+
+    def slsqp(x0, label):
+        """SLSQP on a coarse grid, adding the check grid's binding points for up to two more
+        rounds (warm-started): few constraints keep each SQP step cheap."""
+        kk = _constraint_grid(s, k_grid, 121)
+        x = x0 / scale
+        for round_ in range(3):
+            res = optimize.minimize(objective, x, jac=gradient, method="SLSQP", bounds=bounds,
+                                    constraints=[{"type": "ineq",
+                                                  "fun": lambda x, kk=kk: constraints(x * scale, kk, 0.0),
+                                                  "jac": lambda x, kk=kk: constraints_jac(x * scale, kk) * scale}],
+                                    options={"maxiter": 200, "ftol": 1e-10})
+            p = res.x * scale
+            if round_ == 2 or feasible(p) or not res.success:
+                break
+            x = res.x
+            kk = np.unique(np.concatenate([kk, binding_points(p)]))
+        consider(p, res, "slsqp_no_arbitrage", start=label, rounds=round_ + 1, constraint_points=int(kk.size))
+        return res
+
+    # 1. SLSQP from the unconstrained fit; what remains between grid points is cleared by the
+    #    repair (a tiny move, reported)
+    res = slsqp(start, "unconstrained fit")
+    last = runs[-1]
+    direct = bool(res.success) and (last["passes_fine_grid_check"]
+                                   or (last.get("repaired_toward_feasible_start") or 1.0) < 0.01)
+    # 2. otherwise: SLSQP from the feasible start, and a penalty method (trf on the vol residuals
+    #    plus μ·constraint violations, μ growing), each repaired the same way
+    if not direct:
+        if safe is not None:
+            slsqp(safe, "feasible start")
+        kk = _constraint_grid(s, k_grid, 241)
+        su = np.sqrt(s.u)
+        x = start / scale
+        for mu in (1e2, 1e4, 1e6):
+            def resid(x, mu=mu):
+                p = x * scale
+                w = svi_total_variance(s.k, *p)
+                r = su * (np.sqrt(np.maximum(w, 1e-16) / s.T) - s.iv) * VOL_PTS
+                c = constraints(p, kk, 1e-7)
+                return np.concatenate([r, math.sqrt(mu) * np.minimum(c, 0.0)])
+
+            def resid_jac(x, mu=mu):
+                p = x * scale
+                _, _, w, dw = svi_g_and_jacobian(s.k, *p)
+                dr = (su * VOL_PTS / (2.0 * np.sqrt(np.maximum(w, 1e-16) * s.T)))[:, None] * dw
+                c = constraints(p, kk, 1e-7)
+                dc = constraints_jac(p, kk) * (c < 0.0)[:, None] * math.sqrt(mu)
+                return np.concatenate([dr, dc], axis=0) * scale
+            pen = optimize.least_squares(resid, np.clip(x, lo / scale, hi / scale), jac=resid_jac,
+                                         bounds=(lo / scale, hi / scale), method="trf", x_scale=1.0,
+                                         ftol=1e-10, xtol=1e-10, max_nfev=200)
+            x = pen.x
+        consider(x * scale, pen, "penalty_least_squares_no_arbitrage", mu=1e6)
+    if safe is not None:
+        consider(safe, None, "feasible_start")
+    if not candidates:
+        return start, {"result": None, "rounds": runs, "objective": objective(start / scale),
+                       "chosen": None}
+    f, p, res, entry = min(candidates, key=lambda c: c[0])
+    return p, {"result": res, "rounds": runs, "objective": f, "chosen": entry}
 
 
 # --- SSVI ------------------------------------------------------------------------------------------
@@ -807,7 +1029,7 @@ SVI = SurfaceModel(
     "w(k) = a + b·(rho·(k − m) + sqrt((k − m)² + sigma²)), k = ln(K/F), w = implied vol² · T",
     "Gatheral (2004); Zeliade Systems (2009), quasi-explicit calibration",
     (Param("a", 0.01, -1.0, 10.0, "total variance", "level: w at the minimum is a + b·sigma·sqrt(1 − rho²)"),
-     Param("b", 0.1, 0.0, 4.0, "total variance per unit k", "angle between the wings (Lee: b(1+|rho|) ≤ 4)"),
+     Param("b", 0.1, 0.0, 2.0, "total variance per unit k", "angle between the wings (Lee: b(1+|rho|) ≤ 2)"),
      Param("rho", -0.3, -1.0, 1.0, "", "skew: rotation of the smile"),
      Param("m", 0.0, -5.0, 5.0, "log-moneyness", "horizontal shift of the smile"),
      Param("sigma", 0.1, 1e-6, 10.0, "log-moneyness", "ATM curvature: smoothness of the vertex")),
@@ -1092,7 +1314,7 @@ class SurfaceCalibrator:
 
     def __init__(self, model: str = "svi", weights: str = "vega", no_arbitrage: bool = False, *,
                  method: str = "quasi_explicit", k_grid: Sequence[float] | None = None,
-                 grid_points: int = GRID_POINTS, tol: float = 1e-12, max_iter: int = 100,
+                 grid_points: int = GRID_POINTS, tol: float = 1e-10, max_iter: int = 200,
                  starts: int = 3):
         if model not in _MODELS:
             raise ValueError(f"unknown surface model {model!r} (available: {', '.join(_MODELS)})")
@@ -1150,8 +1372,10 @@ class SurfaceCalibrator:
         fitted = [f for f in out if f.params is not None]
         w_grid = np.array([svi_total_variance(k_grid, *(f.params[n] for n in SVI_PARAMS)) for f in fitted]) \
             if fitted else np.empty((0, k_grid.size))
+        ranges = {sl.expiry: (float(sl.k.min()), float(sl.k.max())) for sl in slices}
         calendar = calendar_report([f.expiry.isoformat() for f in fitted], [f.T_years for f in fitted],
-                                   w_grid, k_grid) if len(fitted) > 1 else []
+                                   w_grid, k_grid, [ranges[f.expiry] for f in fitted]) \
+            if len(fitted) > 1 else []
         cond = None
         if global_params is not None:
             cond = ssvi_conditions(global_params["rho"], global_params["eta"], global_params["gamma"],
@@ -1194,22 +1418,36 @@ class SurfaceCalibrator:
                 starts = [dict(st) for st in rep.starts]
                 opt = _report("quasi_explicit", self.weights, status=rep.status, message=rep.message,
                               success=rep.success, nfev=rep.nfev, iterations=rep.iterations,
-                              cost=rep.cost, starts=starts,
+                              cost=rep.cost, starts=starts, active=rep.at_bound,
                               settings=settings | {"grid_points": rep.grid_points})
                 p = params[j]
                 if rep.success and np.isfinite(p).all():
                     fits[i] = (p, None, opt, "fitted", "")
                     continue
-                # robust fallback, started from where the quasi-explicit search stopped
-                p2, res = _svi_least_squares(slices[i], p)
-                opt = _report("least_squares_soft_l1 (fallback)", self.weights, status=int(res.status),
-                              message=str(res.message), success=bool(res.success), nfev=res.nfev,
-                              njev=res.njev, iterations=res.njev, cost=float(res.cost),
-                              starts=starts + [{"stage": "quasi_explicit", "status": rep.status,
-                                                "message": rep.message}],
-                              warn=[f"quasi-explicit fit did not converge ({rep.message}): "
-                                    "least_squares fallback used"], settings=settings)
-                fits[i] = (p2, None, opt, "fitted", "quasi-explicit failed; least_squares fallback")
+                # robust fallback, started from where the quasi-explicit search stopped; the
+                # better of the two (weighted vol RMSE) is kept, and both are reported
+                p2, res = _svi_least_squares(slices[i], np.where(np.isfinite(p), p, np.nan))
+                qe_err = _vol_errors(slices[i], svi_total_variance(slices[i].k, *p))["weighted_rmse_vol_pts"] \
+                    if np.isfinite(p).all() else np.inf
+                ls_err = _vol_errors(slices[i], svi_total_variance(slices[i].k, *p2))["weighted_rmse_vol_pts"]
+                stages = starts + [{"stage": "quasi_explicit", "status": rep.status, "message": rep.message,
+                                    "weighted_rmse_vol_pts": _f(qe_err)},
+                                   {"stage": "least_squares_soft_l1", "status": int(res.status),
+                                    "message": str(res.message), "weighted_rmse_vol_pts": _f(ls_err)}]
+                if ls_err <= qe_err or not np.isfinite(qe_err):
+                    opt = _report("least_squares_soft_l1 (fallback)", self.weights, status=int(res.status),
+                                  message=str(res.message), success=bool(res.success), nfev=res.nfev,
+                                  njev=res.njev, iterations=res.njev, cost=float(res.cost), starts=stages,
+                                  warn=[f"quasi-explicit fit did not converge ({rep.message}): the "
+                                        "least_squares fallback fits better and is used"], settings=settings)
+                    fits[i] = (p2, None, opt, "fitted", "quasi-explicit did not converge; least_squares fallback")
+                else:
+                    opt = _report("quasi_explicit", self.weights, status=rep.status, message=rep.message,
+                                  success=False, nfev=rep.nfev + int(res.nfev), iterations=rep.iterations,
+                                  cost=rep.cost, starts=stages, active=rep.at_bound,
+                                  warn=["the least_squares fallback did not fit better"],
+                                  settings=settings | {"grid_points": rep.grid_points})
+                    fits[i] = (p, None, opt, "fitted", "quasi-explicit did not converge (kept: the fallback fit worse)")
         elif eligible:
             for i in eligible:
                 s = slices[i]
@@ -1224,30 +1462,53 @@ class SurfaceCalibrator:
         return fits
 
     def _enforce_svi(self, slices, fits, k_grid) -> None:
-        """Refit, in increasing T, every slice whose fit breaks g ≥ 0 or lies below the previous
-        slice somewhere on the grid, under those constraints."""
+        """Refit, in increasing T, every slice whose fit breaks g ≥ 0 on the grid or lies below
+        the previous slice where it is quoted, under those constraints."""
         prev = None
         for i, s in enumerate(slices):
             p, theta, opt, st, msg = fits[i]
             if p is None:
                 continue
-            floor = None if prev is None else (k_grid, svi_total_variance(k_grid, *prev))
             bf = butterfly_report(p, k_grid)
-            below = floor is not None and bool(
-                (svi_total_variance(k_grid, *p) < floor[1] - G_TOL * np.maximum(1.0, floor[1])).any())
+            kq = np.concatenate([s.k, k_grid[(k_grid >= s.k.min()) & (k_grid <= s.k.max())]])
+            below = prev is not None and bool(
+                (svi_total_variance(kq, *p) < svi_total_variance(kq, *prev) - G_TOL).any())
             if bf["ok"] and not below:
                 prev = p
                 continue
-            p2, info = _svi_constrained(s, p, k_grid, floor)
+            p2, info = _svi_constrained(s, p, k_grid, prev)
             res = info["result"]
             what = ("butterfly" if not bf["ok"] else "") + (" and " if (not bf["ok"] and below) else "") + \
                 ("calendar" if below else "")
-            new = _report("slsqp_no_arbitrage", self.weights, status=int(res.status), message=str(res.message),
-                          success=bool(res.success), nfev=int(res.nfev), njev=int(res.njev),
-                          iterations=int(res.nit), cost=float(res.fun),
+            chosen = info["chosen"]
+            method = chosen["stage"] if chosen else "no_arbitrage_failed"
+            if chosen is None:
+                status_, message, success = -1, "no point passing the no-arbitrage check was found", False
+                nfev = njev = nit = 0
+            elif res is None:
+                status_, success = -1, False
+                message = ("no optimizer run ended on a point that passes the fine-grid check: the "
+                           "feasible start (a flattened smile) is kept")
+                nfev = njev = nit = 0
+            else:
+                status_, success = int(res.status), bool(res.success)
+                message = str(res.message)
+                rep_t = chosen.get("repaired_toward_feasible_start")
+                if rep_t is not None:
+                    # a nudge off the constrained optimum, not a different answer, below 1 %
+                    success = success and rep_t < 0.01
+                    message += (f"; the result broke the constraints between grid points and was moved "
+                                f"{rep_t:.3g} of the way to the feasible start")
+                nfev, nit = int(res.nfev), int(chosen.get("nit", 0))
+                njev = getattr(res, "njev", None)
+                njev = None if njev is None else int(njev)
+            new = _report(method, self.weights, status=status_, message=message,
+                          success=success, nfev=nfev, njev=njev,
+                          iterations=nit, cost=float(info["objective"]),
                           starts=([{"stage": opt.method, "status": opt.status, "message": opt.message,
                                     "cost": opt.cost}] if opt is not None else []) + info["rounds"],
-                          warn=[f"unconstrained fit broke the {what} condition (min g {bf['min_g']:.3g}); "
+                          warn=[f"unconstrained fit broke the {what} condition (min g "
+                                f"{'-inf (w ≤ 0)' if bf['min_g'] is None else format(bf['min_g'], '.3g')}); "
                                 "refitted under the no-arbitrage constraints"],
                           settings={"constraint": "g(k) ≥ 0 on the grid, w ≥ previous slice, "
                                                   "a + b·sigma·sqrt(1−rho²) ≥ 0",
