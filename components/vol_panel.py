@@ -1,0 +1,1008 @@
+"""The Volatility & regimes panel: how volatile the market was, how it switched between calm and stress, and
+what comes next.
+
+Input: the active dataset when it is bars or trades, else a bars/trades dataset of the session or a bundled
+sample (`bars_15m.csv` has known regimes: sample_data/ground_truth.json), picked in the panel; the sample is
+loaded into the server's store without changing the session's active dataset, so the impact panels keep
+theirs. The Data panel's filters apply: the date range cuts the bars, a symbol filter narrows the symbol
+picker, a venue filter applies when the data has venues; size filters do not apply to a price series.
+
+Pressing Fit looks every model up in the `ResultStore` by (dataset key, filters, settings), so a repeat is
+instant; what is missing is fitted in a Dash background callback (the app's DiskcacheManager) with honest
+progress stages and a Cancel button: the bars (validated, gap-aware, from `models.realized.bar_series`) and
+the Lee–Mykland / BNS jump tests, every realised estimator per period, the chosen GARCH variant, the Markov
+regimes, and Merton's jump-diffusion when ticked. A model that fails (too few returns for 3 regimes, ...) is
+reported as failed while the others are shown; bad data (constant prices) is one clear alert. Every model's
+convergence status is shown first, never hidden. The browser holds only keys (`VIEW` = {dataset, filters,
+settings, keys, errors}); the session's last view comes back after a reload.
+
+Pickers come from the registry (`models.registry`: volatility models' options); the estimators ticked and the
+forecast horizon are display settings (redrawn from the cached fits, no refit). `plan_fit`, `run_fit` and the
+`*_outputs` functions are the callbacks' bodies as plain functions (tests call them); `register_callbacks`
+only wires them.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import dash_bootstrap_components as dbc
+import numpy as np
+import pandas as pd
+from dash import Input, Output, State, dcc, html, no_update
+from dash.exceptions import PreventUpdate
+
+from components import figures
+from components import results as results_mod
+from components import store as store_mod
+from components import vol_figures as V
+from components.diagnostics_panel import _LRU, rows_table
+from models.realized import (ESTIMATORS, BarSeries, bar_series, check_not_constant, fit_realized, jump_test,
+                             parse_freq, returns_of_bars)
+from models.registry import MODELS, models_of_kind
+from models.schema import DataError, Dataset
+
+log = logging.getLogger(__name__)
+
+PANEL = "volatility"
+TITLE = "Volatility & regimes"
+
+
+def _id(name: str) -> str:
+    return f"{name}-{PANEL}"
+
+
+SOURCE = _id("source")
+SYMBOL = _id("symbol")
+BAR = _id("bar")
+DATA_NOTE = _id("data-note")
+ESTIMATOR_PICK = _id("estimators")
+PERIOD = _id("period")
+GARCH_PICK = _id("garch")
+DIST = _id("dist")
+HORIZON = _id("horizon")
+REGIMES_PICK = _id("regimes")
+SWITCHING_MEAN = _id("switching-mean")
+MERTON_PICK = _id("merton")
+RUN = _id("run")
+CANCEL = _id("cancel")
+PROGRESS = _id("progress")
+PROGRESS_WRAP = _id("progress-wrap")
+JOB = _id("job")
+VIEW = _id("view")
+SEEN = _id("seen-active")      # dcc.Store: the active dataset key this panel last saw
+ALERT = _id("alert")
+NOTE = _id("note")
+STATUS = _id("status")
+PRICE = _id("price")
+REALIZED = _id("realized")
+REALIZED_TABLE = _id("realized-table")
+GARCH = _id("garch-figure")
+GARCH_TABLE = _id("garch-table")
+PROBABILITIES = _id("probabilities")
+REGIME_TABLE = _id("regime-table")
+FITS_TABLE = _id("fits-table")
+PARAMS = _id("params")
+
+SAMPLE_PREFIX = "sample:"
+# bundled files this panel offers (bars first: the one with known regimes)
+VOL_SAMPLES = ("bars_15m.csv", "trades_BTCUSDT.csv.gz")
+DATA_BARS = "data"                    # the bar length of the data (1-minute bars for trades)
+BAR_CHOICES = (DATA_BARS, "5min", "15min", "1h", "4h", "1D")
+PERIOD_CHOICES = ("1h", "4h", "1D", "7D")
+DEFAULT_ESTIMATORS = ("close_to_close", "parkinson", "garman_klass", "yang_zhang")
+DEFAULT_HORIZON = 24
+MAX_HORIZON = 1000
+VOL_FILTER_KEYS = ("symbol", "venue", "start", "end")
+VIEW_TTL_S = 30 * 24 * 3600
+CACHE_ITEMS = 6
+GRAPH_CONFIG = {"displaylogo": False, "responsive": True}
+EMPTY_MESSAGE = "No volatility fit yet: pick the data and the models on the left, then press Fit"
+EVICTED = "These fits are no longer in the server's cache: press Fit again"
+MODEL_ORDER = ("realized", "garch", "markov", "merton")
+
+
+class SettingsError(ValueError):
+    """A control holds a value the panel cannot use (named in the message)."""
+
+
+# --- registry-generated choices -----------------------------------------------------------------
+
+
+def garch_models() -> dict:
+    """The GARCH-family volatility models of the registry (name -> model)."""
+    return {n: m for n, m in models_of_kind("volatility").items() if m.fit_path.startswith("models.garch:")}
+
+
+def estimator_names() -> tuple[str, ...]:
+    return tuple(MODELS["realized"].options["estimator"])
+
+
+def dist_choices(garch: str) -> tuple[str, ...]:
+    return tuple(garch_models()[garch].options["dist"])
+
+
+def regime_choices() -> tuple[int, ...]:
+    return tuple(int(k) for k in MODELS["markov"].options["k_regimes"])
+
+
+def default_period() -> str:
+    return str(MODELS["realized"].options.get("freq") or "1D")
+
+
+# --- the bars shown, and the settings -----------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class PriceSeries:
+    """The bars a view was fitted on (close path) and their jump tests: what the price figure draws."""
+    t_ns: np.ndarray
+    close: np.ndarray
+    bar_ns: int
+    symbol: str | None
+    source: str
+    jumps: pd.DataFrame                  # Lee–Mykland flagged bars: timestamp, return, statistic, ...
+    jump_summary: Mapping[str, Any]
+    notes: tuple[str, ...] = ()          # validation drops / warnings and what the filters kept
+
+    @property
+    def n(self) -> int:
+        return int(self.t_ns.shape[0])
+
+
+def vol_filters(filters: Mapping | None) -> dict:
+    """The Data filters that apply to a price series (time, symbol, venue; not order sizes)."""
+    f = results_mod.clean_filters(dict(filters or {}))
+    return {k: v for k, v in f.items() if k in VOL_FILTER_KEYS}
+
+
+def _utc_ns(text: str) -> int:
+    ts = pd.Timestamp(text)
+    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    return int(ts.as_unit("ns").value)
+
+
+def slice_bars(bars: BarSeries, filters: Mapping | None) -> BarSeries:
+    """The bars whose open time is in the filters' [start, end); the first kept bar starts a new run
+    (its return would span the cut). Row numbers stay those of the file."""
+    f = vol_filters(filters)
+    if "start" not in f and "end" not in f:
+        return bars
+    keep = np.ones(bars.n, dtype=bool)
+    if "start" in f:
+        keep &= bars.t_ns >= _utc_ns(f["start"])
+    if "end" in f:
+        keep &= bars.t_ns < _utc_ns(f["end"])
+    if keep.all():
+        return bars
+    contiguous = bars.contiguous[keep].copy()
+    if contiguous.shape[0]:
+        contiguous[0] = False
+    return BarSeries(bars.t_ns[keep], bars.open[keep], bars.high[keep], bars.low[keep], bars.close[keep],
+                     bars.bar_ns, contiguous, bars.source, bars.symbol, bars.report,
+                     None if bars.rows is None else bars.rows[keep], bars.from_trades)
+
+
+def bars_dataset(bars: BarSeries, dataset: Dataset) -> Dataset:
+    """A bars Dataset of a (validated, filtered) bar series, named as the file it came from."""
+    frame = pd.DataFrame({"timestamp": bars.timestamps, "open": np.asarray(bars.open), "high": np.asarray(bars.high),
+                          "low": np.asarray(bars.low), "close": np.asarray(bars.close)})
+    return Dataset(kind="bars", frame=frame, source=bars.source, sha256=dataset.sha256, report=bars.report)
+
+
+def data_symbols(frame: pd.DataFrame, filters: Mapping | None) -> list[str]:
+    """Symbols of the data a user may pick: those present, narrowed by a symbol filter if it leaves any."""
+    if "symbol" not in frame.columns:
+        return []
+    present = sorted(map(str, frame["symbol"].dropna().unique()))
+    wanted = vol_filters(filters).get("symbol")
+    return [s for s in present if s in wanted] if wanted else present
+
+
+def _bar_arg(bar: str | None) -> str | None:
+    return None if bar in (None, "", DATA_BARS) else bar
+
+
+def build_settings(*, symbol: str | None, bar: str | None, period: str | None, garch: str | None,
+                   dist: str | None, k_regimes: Any, switching_mean: Any, merton: Any) -> dict:
+    """The fit settings of the form, validated and normalised (equal forms give equal dicts)."""
+    bar = bar or DATA_BARS
+    if bar not in BAR_CHOICES:
+        raise SettingsError(f"bar length {bar!r}: choose one of {', '.join(BAR_CHOICES)}")
+    period = period or default_period()
+    try:
+        parse_freq(period, "realised period")
+    except DataError as err:
+        raise SettingsError(str(err)) from None
+    if garch not in garch_models():
+        raise SettingsError(f"GARCH variant {garch!r}: choose one of {', '.join(garch_models())}")
+    if dist not in dist_choices(garch):
+        raise SettingsError(f"error distribution {dist!r}: choose one of {', '.join(dist_choices(garch))}")
+    try:
+        k = int(k_regimes)
+    except (TypeError, ValueError):
+        raise SettingsError(f"number of regimes {k_regimes!r}: choose one of {regime_choices()}") from None
+    if k not in regime_choices():
+        raise SettingsError(f"number of regimes {k}: choose one of {regime_choices()}")
+    return {"symbol": symbol or None, "bar": bar, "period": period, "garch": garch, "dist": dist,
+            "k_regimes": k, "switching_mean": bool(switching_mean), "merton": bool(merton)}
+
+
+def display_settings(estimators: Any, horizon: Any) -> dict:
+    """What is drawn without refitting: the estimators ticked and the forecast horizon (periods)."""
+    names = estimator_names()
+    chosen = [e for e in names if e in set(estimators or ())]
+    try:
+        h = int(float(horizon))
+    except (TypeError, ValueError):
+        h = DEFAULT_HORIZON
+    return {"estimators": chosen, "horizon": min(max(h, 1), MAX_HORIZON)}
+
+
+def model_specs(settings: Mapping) -> dict[str, dict | None]:
+    """What identifies each fit (with the dataset key and filters): the cache key's settings part."""
+    base = {"panel": PANEL, "symbol": settings["symbol"], "bar": settings["bar"]}
+    return {
+        "series": {**base, "what": "series"},
+        "realized": {**base, "what": "realized", "period": settings["period"]},
+        "garch": {**base, "what": "garch", "vol": settings["garch"], "dist": settings["dist"]},
+        "markov": {**base, "what": "markov", "k_regimes": settings["k_regimes"],
+                   "switching_mean": settings["switching_mean"]},
+        "merton": {**base, "what": "merton"} if settings["merton"] else None,
+    }
+
+
+def view_keys(dataset_key: str, filters: Mapping, settings: Mapping) -> dict[str, str | None]:
+    return {name: (results_mod.result_key(dataset_key, filters, spec) if spec is not None else None)
+            for name, spec in model_specs(settings).items()}
+
+
+# --- sources ------------------------------------------------------------------------------------
+
+
+def sample_value(name: str) -> str:
+    return SAMPLE_PREFIX + name
+
+
+def available_samples(sample_dir: Path) -> list[str]:
+    return [n for n in VOL_SAMPLES if (sample_dir / n).is_file()]
+
+
+def source_options(st: store_mod.SessionStore, sample_dir: Path, session_id: Any,
+                   active: Mapping | None) -> tuple[list[dict], str | None]:
+    """(dropdown options, default value): the active dataset first when it is bars or trades, the
+    session's other bars / trades, then the bundled samples. The default is the active dataset when
+    usable, else the sample bars."""
+    options: list[dict] = []
+    default = None
+    active_key = active.get("key") if isinstance(active, dict) else None
+    keys = st.session_keys(session_id) if store_mod.is_session_id(session_id) else []
+    if active_key and active_key not in keys:
+        keys = keys + [active_key]
+    for key in reversed(keys):          # most recent first
+        ds = st.get_dataset(key)
+        if ds is None or ds.kind not in ("bars", "trades"):
+            continue
+        tag = "active dataset: " if key == active_key else ""
+        options.append({"label": f"{tag}{ds.source} ({ds.kind}, {len(ds.frame):,} rows)", "value": key})
+        if key == active_key:
+            default = key
+    for name in available_samples(sample_dir):
+        extra = " — known regimes" if name == VOL_SAMPLES[0] else ""
+        options.append({"label": f"sample: {name}{extra}", "value": sample_value(name)})
+    if default is None and options:
+        default = next((o["value"] for o in options if o["value"] == sample_value(VOL_SAMPLES[0])),
+                       options[0]["value"])
+    return options, default
+
+
+def choose_source(st: store_mod.SessionStore, sample_dir: Path, session_id: Any, active: Mapping | None,
+                  current: Any, seen: Any) -> tuple[list[dict], Any, str | None]:
+    """(options, value, active key) of the source picker. A bars / trades dataset that has just become
+    the active one (the user loaded it in the Data panel) becomes the panel's data; otherwise the user's
+    pick stays while it is offered, else the default."""
+    options, default = source_options(st, sample_dir, session_id, active)
+    values = [o["value"] for o in options]
+    active_key = active.get("key") if isinstance(active, dict) else None
+    newly_active = active_key is not None and seen is not None and active_key != seen
+    if newly_active and active_key in values:
+        return options, active_key, active_key
+    return options, (current if current in values else default), active_key
+
+
+def resolve_source(st: store_mod.SessionStore, sample_dir: Path, source: Any) -> str:
+    """The dataset key of a source value (a bundled sample is loaded into the store, once per cache,
+    without becoming the session's active dataset). Raises DataError."""
+    if isinstance(source, str) and source.startswith(SAMPLE_PREFIX):
+        name = source[len(SAMPLE_PREFIX):]
+        if name not in available_samples(sample_dir):
+            raise DataError("no such bundled sample file", file=name)
+        return st.load_bytes((sample_dir / name).read_bytes(), name=name)
+    if not store_mod.is_dataset_key(source):
+        raise DataError("choose the bars or trades to analyse first")
+    if not st.has_dataset(source):
+        raise DataError("this dataset is no longer in the server's cache: load it again in the Data panel")
+    return source
+
+
+def describe_data(dataset: Dataset | None, filters: Mapping | None) -> dict:
+    """What the symbol picker offers and the one-line description of the data under the pickers."""
+    if dataset is None:
+        return {"symbols": [], "note": "No data chosen."}
+    if dataset.kind not in ("bars", "trades"):
+        return {"symbols": [], "note": f"{dataset.source} is {dataset.kind}: volatility needs bars or trades."}
+    frame = dataset.frame
+    symbols = data_symbols(frame, filters)
+    f = vol_filters(filters)
+    ts = frame["timestamp"] if "timestamp" in frame.columns else None
+    span = (f"{ts.min():%Y-%m-%d %H:%M} → {ts.max():%Y-%m-%d %H:%M} UTC" if ts is not None and len(frame) else "no rows")
+    parts = [f"{dataset.source}: {len(frame):,} {dataset.kind} rows, {span}"]
+    if symbols:
+        parts.append(f"{len(symbols)} symbol{'s' if len(symbols) != 1 else ''}")
+    applied = [k for k in ("start", "end", "symbol", "venue") if k in f]
+    if applied:
+        parts.append("Data filters applied: " + ", ".join(applied))
+    if "symbol" in frame.columns and f.get("symbol") and not symbols:
+        parts.append("no symbol of the data passes the symbol filter")
+    return {"symbols": symbols, "note": "; ".join(parts) + "."}
+
+
+# --- fitting --------------------------------------------------------------------------------------
+
+
+def _table(rows: list[dict], table_id: str, caption: str | None = None) -> html.Div:
+    """A compact table that scrolls sideways inside its card rather than widening the page."""
+    return html.Div(rows_table(rows, table_id=table_id, caption=caption, skip=("key",)), className="table-responsive")
+
+
+def _view_store_key(session_id: str) -> str:
+    return f"execal:vol:view:{session_id}"
+
+
+def save_view(cache, session_id: Any, view: Mapping) -> None:
+    if store_mod.is_session_id(session_id):
+        cache.set(_view_store_key(session_id), json.dumps(view, default=str), expire=VIEW_TTL_S)
+
+
+def saved_view(cache, session_id: Any) -> dict | None:
+    if not store_mod.is_session_id(session_id):
+        return None
+    text = cache.get(_view_store_key(session_id))
+    try:
+        view = json.loads(text) if isinstance(text, str) else None
+    except ValueError:
+        return None
+    return view if isinstance(view, dict) and isinstance(view.get("keys"), dict) else None
+
+
+def plan_fit(st: store_mod.SessionStore, results: results_mod.ResultStore, sample_dir: Path, *,
+             session_id: Any, source: Any, filters: Mapping | None, settings: Mapping,
+             display: Mapping | None = None) -> dict:
+    """What pressing Fit does: {"view": a complete view answered from the cache, or None;
+    "job": the work for the background callback, or None}. Raises DataError / SettingsError."""
+    dataset_key = resolve_source(st, sample_dir, source)
+    dataset = st.get_dataset(dataset_key)
+    if dataset is None:
+        raise DataError("this dataset is no longer in the server's cache: load it again")
+    if dataset.kind not in ("bars", "trades"):
+        raise DataError(f"volatility needs bars or trades, not {dataset.kind}", file=dataset.source)
+    f = vol_filters(filters)
+    settings = dict(settings)
+    symbols = data_symbols(dataset.frame, f)
+    if "symbol" in dataset.frame.columns:
+        if not symbols:
+            raise DataError("no symbol of the data passes the Data filters' symbol choice", file=dataset.source,
+                            column="symbol")
+        if settings.get("symbol") not in symbols:
+            settings["symbol"] = symbols[0]
+    else:
+        settings["symbol"] = None
+    keys = view_keys(dataset_key, f, settings)
+    view = {"source": source, "dataset": dataset_key, "filters": f, "settings": settings, "keys": keys,
+            "errors": {}, "display": dict(display or {})}
+    if all(k is None or results.get(k) is not None for k in keys.values()):
+        return {"view": view, "job": None}
+    return {"view": None, "job": view}
+
+
+def _series_of(dataset: Dataset, settings: Mapping, filters: Mapping) -> tuple[BarSeries, PriceSeries]:
+    frame = dataset.frame
+    f = vol_filters(filters)
+    if "venue" in f and "venue" in frame.columns:
+        frame = results_mod.apply_filters(frame, {"venue": f["venue"]})
+        dataset = Dataset(dataset.kind, frame, dataset.source, dataset.sha256, dataset.report)
+    bars = bar_series(dataset, symbol=settings.get("symbol"), bar=_bar_arg(settings.get("bar")), gaps="skip")
+    full_n = bars.n
+    bars = slice_bars(bars, f)
+    if bars.n < 2:
+        raise DataError(f"{bars.n} bar(s) pass the Data filters' date range: volatility needs at least 2",
+                        file=bars.source)
+    check_not_constant(bars)
+    notes = [f"dropped {d.count:,}: {d.reason}" for d in bars.report.dropped] + list(bars.report.warnings)
+    if bars.n < full_n:
+        notes.append(f"the Data filters' date range keeps {bars.n:,} of {full_n:,} bars")
+    jt = jump_test(bars)
+    series = PriceSeries(t_ns=np.asarray(bars.t_ns).copy(), close=np.asarray(bars.close).copy(), bar_ns=bars.bar_ns,
+                         symbol=bars.symbol, source=bars.source, jumps=jt.times, jump_summary=jt.summary(),
+                         notes=tuple(dict.fromkeys(notes)))
+    return bars, series
+
+
+def _fit_one(name: str, fit: Callable[[], Any], errors: dict) -> Any:
+    """Run one model's fit: bad input or too few data is that model's error, shown with the others."""
+    try:
+        return fit()
+    except (DataError, ValueError) as err:
+        errors[name] = str(err)
+    except Exception as err:   # never a traceback in the browser: log it, say one line
+        log.exception("volatility fit %s failed", name)
+        errors[name] = f"the fit failed ({type(err).__name__}); the details are in the server log"
+    return None
+
+
+def run_fit(st: store_mod.SessionStore, results: results_mod.ResultStore, job: Mapping,
+            progress: Callable[[float, str], None] = lambda p, s: None) -> dict:
+    """The background job: fit what the cache lacks, store each fit under its key. Returns
+    {"view": the view (with per-model errors) | None, "alert": (message, open)}."""
+    keys = dict(job["keys"])
+    settings = dict(job["settings"])
+    filters = dict(job.get("filters") or {})
+    errors: dict[str, str] = {}
+    cached = {name: (results.get(k) if k else None) for name, k in keys.items()}
+    dataset = st.get_dataset(job["dataset"])
+    if dataset is None:
+        return {"view": None, "alert": ("This dataset is no longer in the server's cache: load it again.", True)}
+    progress(5, "validating the bars")
+    try:
+        bars, series = _series_of(dataset, settings, filters)
+    except DataError as err:
+        return {"view": None, "alert": (f"Cannot fit: {err}", True)}
+    if cached["series"] is None:
+        results.put(keys["series"], series, meta={"origin": PANEL, "what": "series", "dataset": job["dataset"]})
+    returns = returns_of_bars(bars)
+    stages = [
+        ("realized", 15, "realised estimators",
+         lambda: fit_realized(bars_dataset(bars, dataset), estimator="yang_zhang", freq=settings["period"],
+                              gaps="skip")),
+        ("garch", 30, f"{V.MODEL_LABELS.get(settings['garch'], settings['garch'])}",
+         lambda: garch_models()[settings["garch"]].fit(returns, dist=settings["dist"])),
+        ("markov", 50, f"Markov regimes (k = {settings['k_regimes']})",
+         lambda: MODELS["markov"].fit(returns, k_regimes=settings["k_regimes"],
+                                      switching_mean=settings["switching_mean"])),
+        ("merton", 80, "Merton jump-diffusion", lambda: MODELS["merton"].fit(returns)),
+    ]
+    for name, percent, label, fit in stages:
+        if keys.get(name) is None or cached.get(name) is not None:
+            continue
+        progress(percent, f"fitting {label} on {returns.n:,} returns")
+        result = _fit_one(name, fit, errors)
+        if result is not None:
+            results.put(keys[name], result, meta={"origin": PANEL, "what": name, "dataset": job["dataset"],
+                                                  "filters": filters, "settings": settings})
+    progress(100, "done")
+    view = {**job, "errors": errors}
+    return {"view": view, "alert": ("", False)}
+
+
+# --- rendering -----------------------------------------------------------------------------------
+
+
+_prepared = _LRU(CACHE_ITEMS)
+
+
+def _fits(results: results_mod.ResultStore, view: Mapping) -> dict | None:
+    """{name: result or None} of a view; None when a fit it names has left the cache."""
+    out = {}
+    errors = view.get("errors") or {}
+    for name, key in (view.get("keys") or {}).items():
+        if key is None or name in errors:
+            out[name] = None
+            continue
+        if not results_mod.is_result_key(key):
+            return None
+        res = results.get(key)
+        if res is None:
+            return None
+        out[name] = res
+    return out
+
+
+def _valid_view(view: Any) -> bool:
+    return isinstance(view, dict) and isinstance(view.get("keys"), dict) and isinstance(view.get("settings"), dict)
+
+
+def _empty_message(name: str, view: Mapping, what: str) -> str:
+    errors = view.get("errors") or {}
+    if name in errors:
+        return f"{what} could not be fitted: {errors[name]}"
+    return f"{what} was not requested"
+
+
+def status_component(fits: Mapping[str, Any], view: Mapping) -> html.Div:
+    """Every model's convergence verdict, first and prominent: one coloured line per model."""
+    errors = view.get("errors") or {}
+    series = fits.get("series")
+    items = []
+    worst = "success"
+    rank = {"success": 0, "info": 0, "secondary": 0, "warning": 1, "danger": 2}
+    for name in MODEL_ORDER:
+        model = view["settings"].get("garch") if name == "garch" else name
+        s = V.status_summary(model, fits.get(name), errors.get(name),
+                             requested=not (name == "merton" and not view["settings"].get("merton")))
+        if rank[s["level"]] > rank[worst]:
+            worst = s["level"]
+        body = [dbc.Badge(s["badge"], color=s["level"], className="me-2 execal-vol-badge"),
+                html.Strong(s["model"] + ": ", className="me-1"), html.Span(s["headline"])]
+        if s["details"]:
+            body.append(html.Ul([html.Li(d) for d in s["details"]], className="small mb-0"))
+        items.append(html.Li(body, className="mb-1", **{"data-model": name, "data-level": s["level"]}))
+    facts = ""
+    if series is not None:
+        sym = f"{series.symbol}, " if series.symbol else ""
+        facts = (f"{series.source}: {sym}{series.n:,} bars of {bar_label(series.bar_ns)}, "
+                 f"{pd.Timestamp(int(series.t_ns[0]), tz='UTC'):%Y-%m-%d %H:%M} → "
+                 f"{pd.Timestamp(int(series.t_ns[-1]), tz='UTC'):%Y-%m-%d %H:%M} UTC")
+    children = [html.Ul(items, className="list-unstyled mb-1 execal-vol-status")]
+    if facts:
+        children.append(html.Div(facts, className="small text-muted", id=_id("facts")))
+    for note in (series.notes if series is not None else ()):
+        children.append(html.Div(note, className="small text-muted"))
+    return html.Div(dbc.Alert(children, color={"danger": "danger", "warning": "warning"}.get(worst, "light"),
+                              className="mb-0 execal-status"), id=_id("status-alert"), **{"data-level": worst})
+
+
+def bar_label(ns: int) -> str:
+    """'15 min', '1 h', '1 d' for a bar length in ns."""
+    s = ns / 1e9
+    if s % 86400 == 0:
+        return f"{int(s // 86400)} d"
+    if s % 3600 == 0:
+        return f"{int(s // 3600)} h"
+    if s % 60 == 0:
+        return f"{int(s // 60)} min"
+    return f"{s:g} s"
+
+
+def _main(fits: Mapping[str, Any], view: Mapping) -> dict:
+    series: PriceSeries | None = fits.get("series")
+    markov = fits.get("markov")
+    merton = fits.get("merton")
+    garch = fits.get("garch")
+    realized = fits.get("realized")
+    regimes = markov.regimes if markov is not None else None
+    js = series.jump_summary if series is not None else {}
+    jump_note = (f"no jump flagged (Lee–Mykland, α = {js.get('alpha', 0.01):g}, {js.get('returns_tested', 0):,} "
+                 f"returns tested)") if series is not None else ""
+    model_jumps = None
+    if merton is not None:
+        jp = merton.jump_probabilities()
+        model_jumps = jp[jp["jump"].to_numpy(bool)]
+    price = V.price_regime_figure(
+        series.t_ns if series is not None else None, series.close if series is not None else None,
+        bar_ns=series.bar_ns if series is not None else 0, symbol=series.symbol if series is not None else None,
+        regime_path=markov.regime_path() if markov is not None else None, regimes=regimes,
+        period_ns=markov.returns.period_ns if markov is not None else None,
+        jumps=series.jumps if series is not None else None, jump_note=jump_note, model_jumps=model_jumps)
+    probs = V.regime_probabilities_figure(markov.probabilities_frame() if markov is not None else None, regimes,
+                                          empty_message=_empty_message("markov", view, "The regime model"))
+    regime_body: Any
+    if markov is not None:
+        regime_body = html.Div([
+            _table(V.regime_rows(regimes), table_id=_id("regime-rows")),
+            html.Div(className="mb-2"),
+            _table(V.transition_rows(markov.transition), table_id=_id("transition"),
+                       caption="Transition probabilities per period: row = regime now, column = next"),
+        ])
+    else:
+        regime_body = html.P(_empty_message("markov", view, "The regime model"), className="execal-empty text-muted mb-0")
+    param_blocks = []
+    for name, res in (("garch", garch), ("markov", markov), ("merton", merton)):
+        if res is None:
+            continue
+        title = V.MODEL_LABELS.get(res.model, name)
+        param_blocks.append(html.H3(f"{title} — log-likelihood {V.format_number(res.loglikelihood, 8)}",
+                                    className="h6 mt-2"))
+        param_blocks.append(_table(V.parameter_rows(res), table_id=_id(f"params-{name}")))
+    if merton is not None:
+        param_blocks.append(_table(V.merton_summary_rows(merton), table_id=_id("merton-summary")))
+    params = html.Div(param_blocks) if param_blocks else html.P(
+        "No fitted parameters yet.", className="execal-empty text-muted mb-0")
+    fits_table = _table(V.fit_rows({n: fits.get(n) for n in ("realized", "garch", "markov", "merton")}),
+                            table_id=_id("fits"),
+                            caption="Log-likelihoods are of the same returns (fractions), so they compare")
+    return {STATUS: status_component(fits, view), PRICE: price, PROBABILITIES: probs, REGIME_TABLE: regime_body,
+            PARAMS: params, FITS_TABLE: fits_table}
+
+
+MAIN_OUTPUTS = {STATUS: "children", PRICE: "figure", PROBABILITIES: "figure", REGIME_TABLE: "children",
+                PARAMS: "children", FITS_TABLE: "children"}
+
+
+def empty_main(message: str, level: str = "secondary") -> dict:
+    out = {PRICE: figures.empty_figure(message), PROBABILITIES: figures.empty_figure(message)}
+    for t in (REGIME_TABLE, PARAMS, FITS_TABLE):
+        out[t] = html.P(message, className="execal-empty text-muted mb-0")
+    out[STATUS] = html.Div(dbc.Alert(message, color=level, className="mb-0 execal-status"), id=_id("status-alert"),
+                           **{"data-level": "empty" if level == "secondary" else level})
+    return out
+
+
+def _view_signature(view: Mapping) -> str:
+    return json.dumps({"keys": view.get("keys"), "errors": view.get("errors")}, sort_keys=True, default=str)
+
+
+def main_outputs(results: results_mod.ResultStore, view: Any) -> dict:
+    """The status, price/regime figure, probabilities and tables of a view (or designed empty states)."""
+    if not _valid_view(view):
+        return empty_main(EMPTY_MESSAGE)
+    fits = _fits(results, view)
+    if fits is None:
+        return empty_main(EVICTED, "warning")
+    try:
+        return _prepared.get_or_make("main:" + _view_signature(view), lambda: _main(fits, view))
+    except Exception as err:   # never a traceback in the browser
+        log.exception("volatility view failed")
+        return empty_main(f"The figures could not be drawn ({type(err).__name__}); the details are in the "
+                          "server log.", "danger")
+
+
+def realized_outputs(results: results_mod.ResultStore, view: Any, estimators: Any) -> dict:
+    """The realised-estimators figure and table for the ticked estimators."""
+    if not _valid_view(view):
+        return {REALIZED: figures.empty_figure(EMPTY_MESSAGE),
+                REALIZED_TABLE: html.P(EMPTY_MESSAGE, className="execal-empty text-muted mb-0")}
+    fits = _fits(results, view)
+    realized = fits.get("realized") if fits else None
+    if realized is None:
+        message = EVICTED if fits is None else _empty_message("realized", view, "Realised volatility")
+        return {REALIZED: figures.empty_figure(message),
+                REALIZED_TABLE: html.P(message, className="execal-empty text-muted mb-0")}
+    chosen = display_settings(estimators, DEFAULT_HORIZON)["estimators"]
+    fig = V.realized_figure(realized.tidy(), chosen, freq=view["settings"].get("period", "1D"))
+    table = _table(V.realized_rows(realized, chosen), table_id=_id("realized-rows"),
+                       caption="Average σ over the complete periods (periods with every bar)")
+    return {REALIZED: fig, REALIZED_TABLE: table}
+
+
+def garch_outputs(results: results_mod.ResultStore, view: Any, horizon: Any, estimators: Any = ()) -> dict:
+    """The GARCH figure (conditional σ, forecast `horizon` periods ahead, long-run level, the first ticked
+    realised estimator for comparison) and its summary table."""
+    if not _valid_view(view):
+        return {GARCH: figures.empty_figure(EMPTY_MESSAGE),
+                GARCH_TABLE: html.P(EMPTY_MESSAGE, className="execal-empty text-muted mb-0")}
+    fits = _fits(results, view)
+    garch = fits.get("garch") if fits else None
+    if garch is None:
+        message = EVICTED if fits is None else _empty_message("garch", view, "The GARCH model")
+        return {GARCH: figures.empty_figure(message),
+                GARCH_TABLE: html.P(message, className="execal-empty text-muted mb-0")}
+    d = display_settings(estimators, horizon)
+    try:
+        forecast = garch.forecast(d["horizon"])
+    except Exception as err:   # a forecast failing must not hide the fitted path
+        log.exception("GARCH forecast failed")
+        forecast = None
+        note = f"forecast unavailable ({type(err).__name__})"
+    else:
+        note = ""
+    realized = fits.get("realized")
+    comparison = None
+    label = ""
+    if realized is not None and d["estimators"]:
+        est = d["estimators"][-1] if "yang_zhang" not in d["estimators"] else "yang_zhang"
+        tidy = realized.tidy()
+        comparison = tidy[tidy["estimator"].astype(str) == est]
+        label = f"realised ({V.ESTIMATOR_LABELS.get(est, est)}, per {view['settings'].get('period', '1D')})"
+    fig = V.garch_figure(garch.volatility_frame(), forecast, label=V.MODEL_LABELS.get(garch.model, garch.model),
+                         long_run_annualized=(garch.summary or {}).get("sigma_annualized_long_run"),
+                         realized=comparison, realized_label=label)
+    rows = V.garch_summary_rows(garch)
+    if forecast is not None and len(forecast):
+        last = forecast.iloc[-1]
+        rows.append({"quantity": f"forecast σ annualised, {d['horizon']} periods ahead",
+                     "value": V._pct(last["sigma_annualized"])})
+        rows.append({"quantity": f"σ daily of the next {d['horizon']} periods' cumulative return",
+                     "value": V._pct(last["sigma_daily_horizon"])})
+    elif note:
+        rows.append({"quantity": "forecast", "value": note})
+    return {GARCH: fig, GARCH_TABLE: _table(rows, table_id=_id("garch-rows"))}
+
+
+# --- layout ---------------------------------------------------------------------------------------
+
+
+def _label(text: str, control_id: str, help_text: str | None = None) -> list:
+    out = [dbc.Label(text, html_for=control_id, className="mb-1 small fw-semibold")]
+    return out + ([html.Div(help_text, className="form-text mt-0 mb-1")] if help_text else [])
+
+
+def _field(text: str, control, control_id: str, help_text: str | None = None) -> html.Div:
+    return html.Div(_label(text, control_id, help_text) + [control], className="mb-3")
+
+
+def _graph(graph_id: str, height: int = V.FIGURE_HEIGHT) -> dcc.Loading:
+    return dcc.Loading(dcc.Graph(id=graph_id, figure=figures.empty_figure(EMPTY_MESSAGE), config=GRAPH_CONFIG,
+                                 style={"height": f"{height}px"}), type="circle", delay_show=300)
+
+
+def _card(title: str, body, about: str | None = None, width: dict | None = None) -> dbc.Col:
+    header = [html.H2(title, className="h6 mb-0")]
+    if about:
+        header.append(html.Small(about, className="text-muted"))
+    return dbc.Col(dbc.Card([dbc.CardHeader(header), dbc.CardBody(body, className="p-2")], className="h-100"),
+                   className="mb-3", **(width or {"lg": 6}))
+
+
+def _table_slot(table_id: str) -> dcc.Loading:
+    return dcc.Loading(html.Div(html.P(EMPTY_MESSAGE, className="execal-empty text-muted mb-0"), id=table_id),
+                       type="dot", delay_show=300)
+
+
+def layout(app) -> html.Div:
+    estimators = estimator_names()
+    garch = garch_models()
+    first_garch = next(iter(garch))
+    data_section = [
+        _field("Bars or trades", dcc.Dropdown(id=SOURCE, options=[], clearable=False,
+                                              placeholder="choose the data"), SOURCE),
+        _field("Symbol", dcc.Dropdown(id=SYMBOL, options=[], clearable=False, placeholder="one symbol"), SYMBOL),
+        _field("Bar length", dcc.Dropdown(id=BAR, value=DATA_BARS, clearable=False,
+                                          options=[{"label": "as in the data (trades: 1 min)" if b == DATA_BARS else b,
+                                                    "value": b} for b in BAR_CHOICES]), BAR,
+               "returns for GARCH, regimes and jumps are bar to bar"),
+        html.P("", id=DATA_NOTE, className="small text-muted mb-3", role="status"),
+    ]
+    realized_section = [
+        _field("Realised estimators", dbc.Checklist(
+            id=ESTIMATOR_PICK, value=[e for e in DEFAULT_ESTIMATORS if e in estimators],
+            options=[{"label": V.ESTIMATOR_LABELS.get(e, e), "value": e} for e in estimators]), ESTIMATOR_PICK,
+            "drawn side by side (no refit when you change them)"),
+        _field("Realised period", dcc.Dropdown(id=PERIOD, value=default_period(), clearable=False,
+                                               options=[{"label": p, "value": p} for p in PERIOD_CHOICES]), PERIOD),
+    ]
+    garch_section = [
+        _field("GARCH variant", dcc.Dropdown(id=GARCH_PICK, value=first_garch, clearable=False,
+                                             options=[{"label": m.label, "value": n} for n, m in garch.items()]),
+               GARCH_PICK, garch[first_garch].formula),
+        _field("Error distribution", dbc.RadioItems(id=DIST, value=dist_choices(first_garch)[0], inline=True,
+                                                    options=[{"label": d, "value": d}
+                                                             for d in dist_choices(first_garch)]), DIST),
+        _field("Forecast horizon (bars)", dbc.Input(id=HORIZON, type="number", min=1, max=MAX_HORIZON, step=1,
+                                                     value=DEFAULT_HORIZON, size="sm", debounce=True), HORIZON,
+               "redrawn without refitting"),
+    ]
+    markov = MODELS["markov"]
+    regime_section = [
+        _field("Number of regimes", dbc.RadioItems(id=REGIMES_PICK, value=regime_choices()[0], inline=True,
+                                                   options=[{"label": str(k), "value": k} for k in regime_choices()]),
+               REGIMES_PICK, markov.formula),
+        _field("Regime means", dbc.Checklist(id=SWITCHING_MEAN, value=[], options=[
+            {"label": "a mean return per regime (switching mean)", "value": "yes"}]), SWITCHING_MEAN),
+        _field("Jump-diffusion", dbc.Checklist(id=MERTON_PICK, value=[], options=[
+            {"label": f"also fit {MODELS['merton'].label} (slower)", "value": "yes"}]), MERTON_PICK,
+            MODELS["merton"].formula),
+    ]
+
+    def section(title, children):
+        return html.Fieldset([html.Legend(title, className="h6")] + children, className="mb-2 border-bottom pb-1")
+
+    settings_card = dbc.Card([
+        dbc.CardHeader(html.H2("Data and models", className="h6 mb-0")),
+        dbc.CardBody([section("Data", data_section), section("Realised volatility", realized_section),
+                      section("GARCH", garch_section), section("Regimes and jumps", regime_section)]),
+    ], className="mb-3 execal-vol-settings")
+    run_card = dbc.Card(dbc.CardBody([
+        html.Div([dbc.Button("Fit", id=RUN, color="primary", className="me-2"),
+                  dbc.Button("Cancel", id=CANCEL, color="secondary", outline=True, disabled=True)],
+                 className="d-flex align-items-center mb-2"),
+        html.Div([html.Label("Progress", htmlFor=PROGRESS, className="visually-hidden"),
+                  dbc.Progress(id=PROGRESS, value=0, label="", striped=True, animated=True,
+                               style={"height": "1.4rem"})], id=PROGRESS_WRAP, hidden=True, className="mb-2"),
+        html.P("", id=NOTE, role="status", className="small text-muted mb-0"),
+        dbc.Alert(id=ALERT, is_open=False, color="danger", dismissable=True, className="execal-error mt-2 mb-0"),
+        dcc.Store(id=JOB, storage_type="memory"),
+        dcc.Store(id=VIEW, storage_type="memory"),
+        dcc.Store(id=SEEN, storage_type="memory"),
+    ]), className="mb-3")
+    status = dcc.Loading(html.Div(dbc.Alert(EMPTY_MESSAGE, color="secondary", className="mb-0"), id=STATUS),
+                         type="dot", delay_show=300)
+    figures_col = [
+        run_card, status, html.Div(className="mb-3"),
+        dbc.Row([_card("Price and regimes", _graph(PRICE, V.PRICE_HEIGHT),
+                       "close price; shading = most probable regime (smoothed); ▲ = jumps (Lee–Mykland)",
+                       {"lg": 12})]),
+        dbc.Row([
+            _card("Realised volatility", [_graph(REALIZED), _table_slot(REALIZED_TABLE)],
+                  "every ticked estimator per period, annualised"),
+            _card("GARCH conditional volatility", [_graph(GARCH), _table_slot(GARCH_TABLE)],
+                  "annualised; dashed = forecast; dotted = long-run level"),
+        ]),
+        dbc.Row([
+            _card("Regime probabilities", _graph(PROBABILITIES), "smoothed Pr(regime | all returns), stacked"),
+            _card("Regimes", _table_slot(REGIME_TABLE), "σ, expected duration and share of time per regime"),
+        ]),
+        dbc.Row([
+            _card("Parameters", _table_slot(PARAMS), "estimates with standard errors and 95 % intervals"),
+            _card("Model comparison", _table_slot(FITS_TABLE), "log-likelihood, AIC, BIC on the same returns"),
+        ]),
+    ]
+    return dbc.Row([dbc.Col(settings_card, md=4, lg=3), dbc.Col(figures_col, md=8, lg=9)],
+                   className="execal-vol-panel")
+
+
+# --- callbacks ------------------------------------------------------------------------------------
+
+
+def _sample_dir(app) -> Path:
+    from components.layout import get_settings
+
+    return get_settings(app).sample_dir
+
+
+def register_callbacks(app) -> None:
+    st = store_mod.get_store(app)
+    results = results_mod.get_results(app)
+
+    @app.callback(
+        Output(SOURCE, "options"), Output(SOURCE, "value"), Output(SEEN, "data"),
+        Input(store_mod.ACTIVE_DATASET_ID, "data"), Input(store_mod.SESSION_STORE_ID, "data"),
+        State(SOURCE, "value"), State(SEEN, "data"),
+    )
+    def _sources(active, session_id, current, seen):
+        options, value, active_key = choose_source(st, _sample_dir(app), session_id, active, current, seen)
+        return options, value, active_key
+
+    @app.callback(
+        Output(SYMBOL, "options"), Output(SYMBOL, "value"), Output(SYMBOL, "disabled"), Output(DATA_NOTE, "children"),
+        Input(SOURCE, "value"), Input(results_mod.FILTERS_ID, "data"),
+        State(SYMBOL, "value"),
+    )
+    def _symbols(source, filters, current):
+        if not source:
+            raise PreventUpdate
+        try:
+            dataset = st.get_dataset(resolve_source(st, _sample_dir(app), source))
+        except DataError as err:
+            return [], None, True, str(err)
+        d = describe_data(dataset, filters)
+        symbols = d["symbols"]
+        value = current if current in symbols else (symbols[0] if symbols else None)
+        return [{"label": s, "value": s} for s in symbols], value, len(symbols) < 2, d["note"]
+
+    @app.callback(
+        Output(DIST, "options"), Output(DIST, "value"),
+        Input(GARCH_PICK, "value"), State(DIST, "value"),
+    )
+    def _dists(garch, current):
+        if garch not in garch_models():
+            raise PreventUpdate
+        choices = dist_choices(garch)
+        return [{"label": d, "value": d} for d in choices], current if current in choices else choices[0]
+
+    @app.callback(
+        Output(VIEW, "data"),
+        Input(store_mod.SESSION_STORE_ID, "modified_timestamp"),
+        State(store_mod.SESSION_STORE_ID, "data"),
+    )
+    def _restore(ts, session_id):
+        if ts is None or ts < 0 or not store_mod.is_session_id(session_id):
+            raise PreventUpdate
+        view = saved_view(st.cache, session_id)
+        if view is None:
+            raise PreventUpdate
+        return view
+
+    @app.callback(
+        Output(VIEW, "data", allow_duplicate=True), Output(JOB, "data"),
+        Output(ALERT, "children"), Output(ALERT, "is_open"), Output(NOTE, "children"),
+        Input(RUN, "n_clicks"),
+        State(store_mod.SESSION_STORE_ID, "data"), State(SOURCE, "value"), State(results_mod.FILTERS_ID, "data"),
+        State(SYMBOL, "value"), State(BAR, "value"), State(PERIOD, "value"), State(GARCH_PICK, "value"),
+        State(DIST, "value"), State(REGIMES_PICK, "value"), State(SWITCHING_MEAN, "value"),
+        State(MERTON_PICK, "value"), State(ESTIMATOR_PICK, "value"), State(HORIZON, "value"),
+        prevent_initial_call=True,
+    )
+    def _plan(clicks, session_id, source, filters, symbol, bar, period, garch, dist, k, switching, merton,
+              estimators, horizon):
+        if not clicks:
+            raise PreventUpdate
+        try:
+            settings = build_settings(symbol=symbol, bar=bar, period=period, garch=garch, dist=dist, k_regimes=k,
+                                      switching_mean=bool(switching), merton=bool(merton))
+            plan = plan_fit(st, results, _sample_dir(app), session_id=session_id, source=source, filters=filters,
+                            settings=settings, display=display_settings(estimators, horizon))
+        except (DataError, SettingsError) as err:
+            return no_update, no_update, f"Cannot fit: {err}", True, ""
+        if plan["job"] is None:
+            save_view(st.cache, session_id, plan["view"])
+            return plan["view"], no_update, "", False, "Shown from the cache: these fits were done before."
+        plan["job"]["session"] = session_id
+        return no_update, plan["job"], "", False, "Starting the fits…"
+
+    @app.callback(
+        Output(VIEW, "data", allow_duplicate=True),
+        Output(ALERT, "children", allow_duplicate=True), Output(ALERT, "is_open", allow_duplicate=True),
+        Output(NOTE, "children", allow_duplicate=True),
+        Input(JOB, "data"),
+        background=True,
+        running=[(Output(RUN, "disabled"), True, False), (Output(CANCEL, "disabled"), False, True),
+                 (Output(PROGRESS_WRAP, "hidden"), False, True)],
+        cancel=[Input(CANCEL, "n_clicks")],
+        progress=[Output(PROGRESS, "value"), Output(PROGRESS, "label")],
+        progress_default=[0, ""],
+        prevent_initial_call=True,
+    )
+    def _run(set_progress, job):
+        if not isinstance(job, dict) or not _valid_view(job):
+            raise PreventUpdate
+        # a forked job process: fresh stores (a lock held by a server thread at fork time would never be
+        # released here), on the same cache directory
+        job_st = store_mod.SessionStore(st.cache)
+        job_results = results_mod.ResultStore(results.cache)
+        started = time.perf_counter()
+
+        def progress(percent: float, label: str) -> None:
+            set_progress((round(float(percent), 1), f"{label} · {time.perf_counter() - started:.1f} s"))
+
+        session_id = job.pop("session", None)
+        out = run_fit(job_st, job_results, job, progress)
+        if out["view"] is None:
+            return no_update, out["alert"][0], True, ""
+        save_view(job_st.cache, session_id, out["view"])
+        failed = sorted(out["view"]["errors"])
+        note = f"Fitted in {time.perf_counter() - started:.1f} s." + (
+            f" Not fitted: {', '.join(failed)} (see the status above)." if failed else "")
+        return out["view"], "", False, note
+
+    @app.callback(
+        Output(NOTE, "children", allow_duplicate=True),
+        Input(CANCEL, "n_clicks"),
+        prevent_initial_call=True,
+    )
+    def _cancelled(clicks):
+        if not clicks:
+            raise PreventUpdate
+        return "Fit cancelled: the figures show the previous fits."
+
+    main_order = list(MAIN_OUTPUTS)
+
+    @app.callback([Output(i, MAIN_OUTPUTS[i]) for i in main_order], Input(VIEW, "data"))
+    def _render_main(view):
+        out = main_outputs(results, view)
+        return [out[i] for i in main_order]
+
+    @app.callback(Output(REALIZED, "figure"), Output(REALIZED_TABLE, "children"),
+                  Input(VIEW, "data"), Input(ESTIMATOR_PICK, "value"))
+    def _render_realized(view, estimators):
+        out = realized_outputs(results, view, estimators)
+        return out[REALIZED], out[REALIZED_TABLE]
+
+    @app.callback(Output(GARCH, "figure"), Output(GARCH_TABLE, "children"),
+                  Input(VIEW, "data"), Input(HORIZON, "value"), Input(ESTIMATOR_PICK, "value"))
+    def _render_garch(view, horizon, estimators):
+        out = garch_outputs(results, view, horizon, estimators)
+        return out[GARCH], out[GARCH_TABLE]
+
+    sync_outputs = [Output(SOURCE, "value", allow_duplicate=True), Output(SYMBOL, "value", allow_duplicate=True),
+                    Output(BAR, "value"), Output(PERIOD, "value"), Output(GARCH_PICK, "value"),
+                    Output(DIST, "value", allow_duplicate=True), Output(REGIMES_PICK, "value"),
+                    Output(SWITCHING_MEAN, "value"), Output(MERTON_PICK, "value"), Output(ESTIMATOR_PICK, "value"),
+                    Output(HORIZON, "value")]
+
+    @app.callback(sync_outputs, Input(VIEW, "data"),
+                  [State(o.component_id, o.component_property) for o in sync_outputs],
+                  prevent_initial_call=True)
+    def _sync_controls(view, *current):
+        # the form shows the settings of the fits on screen (after a reload or a cached repeat)
+        if not _valid_view(view):
+            raise PreventUpdate
+        s, d = view["settings"], view.get("display") or {}
+        wanted = [view.get("source"), s.get("symbol"), s.get("bar"), s.get("period"), s.get("garch"), s.get("dist"),
+                  s.get("k_regimes"), ["yes"] if s.get("switching_mean") else [], ["yes"] if s.get("merton") else [],
+                  d.get("estimators", current[9]), d.get("horizon", current[10])]
+        return [no_update if (w is None or w == c) else w for w, c in zip(wanted, current)]
