@@ -18,6 +18,7 @@ from dash import Input, Output, State, dcc, html, set_props
 from dash.exceptions import PreventUpdate
 
 from components import calibrate_panel, data_panel, diagnostics_panel, export_panel, results, store, tweak_panel
+from components import vol_panel
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ PANELS: list[ModuleType] = [
     diagnostics_panel,
     tweak_panel,
     export_panel,
+    vol_panel,
 ]
 
 LOCATION_ID = "execal-url"
