@@ -577,6 +577,11 @@ def _slices(chain, weights: str) -> tuple[list[_Slice], list[str]]:
             else:
                 u = np.where(good, 1.0 / np.where(good, spread, 1.0), np.median(1.0 / spread[good]))
         u = u / u.mean()
+        k = grp["k"].to_numpy(np.float64)
+        if k.min() > 0 or k.max() < 0:
+            notes.append(f"expiry {expiry.isoformat()}: quotes on one side of the forward only "
+                         f"(k from {k.min():.3g} to {k.max():.3g}): one SVI wing is extrapolated and "
+                         "the parameters are weakly identified")
         out.append(_Slice(expiry=expiry, T=float(grp["T_years"].iloc[0]),
                           forward=float(fw.loc[expiry, "forward"]),
                           forward_source=str(fw.loc[expiry, "forward_source"]),

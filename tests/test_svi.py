@@ -361,3 +361,86 @@ def test_cli_surface_bad_input_is_one_line_exit_2(shared_data, capsys):
                      "--underlying", "BTC", "--quiet"])
     out = json.loads(capsys.readouterr().out)
     assert code == 0 and [e["status"] for e in out["expiries"]] == ["skipped", "skipped"]
+
+
+# --- constraints and the no-arbitrage refit on a realistic surface ---------------------------------------------
+
+def test_durrleman_jacobian_matches_finite_differences():
+    from models.svi import svi_g_and_jacobian
+    k = np.linspace(-1.2, 1.6, 29)
+    p = np.array(list(VOGT.values()))
+    g, dg, w, dw = svi_g_and_jacobian(k, *p)
+    fd_g = np.empty_like(dg)
+    fd_w = np.empty_like(dw)
+    for j in range(5):
+        h = np.zeros(5)
+        h[j] = 1e-6
+        fd_g[:, j] = (svi_g_and_jacobian(k, *(p + h))[0] - svi_g_and_jacobian(k, *(p - h))[0]) / 2e-6
+        fd_w[:, j] = (svi_total_variance(k, *(p + h)) - svi_total_variance(k, *(p - h))) / 2e-6
+    np.testing.assert_allclose(dg, fd_g, atol=1e-6 * np.abs(dg).max())
+    np.testing.assert_allclose(dw, fd_w, atol=1e-8)
+    w_, w1, w2 = svi_derivatives(k, *p)
+    np.testing.assert_allclose(g, durrleman_g(k, w_, w1, w2), rtol=1e-14)
+
+
+def test_fitted_wings_respect_lees_bound():
+    """Quotes whose best unconstrained SVI has wing slope b(1+|rho|) = 3: the quasi-explicit
+    domain stops at Lee's 2 (steeper wings make g < 0 far out, g → 1/4 − slope²/16)."""
+    k = np.linspace(-0.5, 0.5, 41)
+    steep = (0.02, 2.0, 0.5, 0.0, 0.1)                      # b(1 + |rho|) = 3
+    chain = chain_from_vols(k, 1.0, np.sqrt(svi_total_variance(k, *steep)))
+    res = SurfaceCalibrator("svi", "uniform").fit(chain)
+    p = res.slices[0].params
+    assert p["b"] * (1 + abs(p["rho"])) <= 2.0 + 1e-9
+    assert res.slices[0].rmse_vol_pts > 0.1                 # it cannot reproduce the steep quotes
+    rep = butterfly_report(steep, np.linspace(-30, 30, 6001))
+    assert rep["ok"] is False and rep["violations"][-1]["k_to"] == pytest.approx(30.0)
+
+
+def test_one_sided_quotes_are_flagged_and_still_fitted():
+    k = np.linspace(0.02, 0.3, 20)
+    chain = chain_from_vols(k, 0.1, np.sqrt(svi_total_variance(k, 0.004, 0.05, -0.3, 0.0, 0.05) / 0.1))
+    res = SurfaceCalibrator("svi", "uniform").fit(chain)
+    assert any("one side of the forward" in w for w in res.warnings)
+    assert res.slices[0].rmse_vol_pts < 1e-3
+    assert res.slices[0].optimizer.message
+
+
+def _perturbed_ssvi_chain(seed=0):
+    """Eight expiries from an SSVI surface with per-slice SVI perturbations and noise: realistic
+    quotes whose fits cross in places (as in stress tests of the no-arbitrage refit)."""
+    rng = np.random.default_rng(seed)
+    ks, Ts, ivs = [], [], []
+    for T in np.geomspace(2 / 365, 1.5, 8):
+        atm = 0.5 + 0.2 * np.exp(-T / 0.2)
+        raw = ssvi_to_raw_svi(atm * atm * T, -0.4, 1.6, 0.4)
+        p = (raw["a"], raw["b"] * rng.uniform(0.8, 1.3), float(np.clip(raw["rho"] + rng.normal(0, 0.15), -0.9, 0.9)),
+             raw["m"] * rng.uniform(0.5, 1.5), raw["sigma"] * rng.uniform(0.5, 1.5))
+        n = int(rng.integers(12, 50))
+        k = np.linspace(rng.uniform(-3.5, -1.5), rng.uniform(1.5, 3.5), n) * atm * np.sqrt(T)
+        iv = np.sqrt(svi_total_variance(k, *p) / T) * (1 + rng.normal(0, 0.01, n))
+        ks.append(k), Ts.append(np.full(n, T)), ivs.append(iv)
+    iv = np.concatenate(ivs)
+    return chain_from_vols(np.concatenate(ks), np.concatenate(Ts), iv, iv_bid=iv * 0.98, iv_ask=iv * 1.02)
+
+
+@pytest.mark.parametrize("seed", [0, 8, 15, 34])    # seeds whose free fits break butterfly or calendar
+def test_no_arbitrage_svi_on_a_realistic_surface(seed):
+    chain = _perturbed_ssvi_chain(seed)
+    free = SurfaceCalibrator("svi", "spread").fit(chain)
+    broken = sum(not s.butterfly["ok"] for s in free.slices) + \
+        sum(bool(c["in_quoted_range"]) for c in free.calendar_violations)
+    assert broken >= 1
+    fixed = SurfaceCalibrator("svi", "spread", no_arbitrage=True).fit(chain)
+    assert fixed.seconds < 10
+    assert sum(s.optimizer.method != "quasi_explicit" for s in fixed.slices) >= 1
+    for f, s in zip(free.slices, fixed.slices):
+        assert s.butterfly["ok"], (s.expiry, s.butterfly["min_g"])
+        if s.optimizer.method == "quasi_explicit":          # untouched slices keep their fit
+            assert s.params == f.params
+        else:
+            assert s.message.startswith("refitted under the")
+            assert s.rmse_vol_pts < f.rmse_vol_pts + 10.0   # a constrained, not a wrecked, fit
+    # no calendar arbitrage where the longer expiry is quoted; outside, it is reported
+    assert not [c for c in fixed.calendar_violations if c["in_quoted_range"]]
+    assert all(c["in_quoted_range"] is False for c in fixed.calendar_violations)
