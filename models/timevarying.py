@@ -875,8 +875,8 @@ def _kalman(calibrator, batch: CalibrationResult, parameter: str | None, alpha: 
         method="kalman", model=model, parameters=(name,), timestamp_ns=ts,
         row_index=features.row_index[order], values=ms[:, None], lower=(ms - zcrit * sd_s)[:, None],
         upper=(ms + zcrit * sd_s)[:, None], params=model.as_dict(theta_f), report=report, batch=batch,
-        result=result, fixed_at_batch=fixed_at_batch, q=est["q"], q_std_error=_num(est["q_std_error"]),
-        noise_scale=math.sqrt(s2), loglikelihood=est["loglik"],
+        result=result, fixed_at_batch=fixed_at_batch, q=float(est["q"]), q_std_error=_num(est["q_std_error"]),
+        noise_scale=math.sqrt(s2), loglikelihood=float(est["loglik"]),
         lr_test=est["lr_test"], filtered=(mf[:, None], (mf - zcrit * sd_f)[:, None], (mf + zcrit * sd_f)[:, None]),
         metrics=metrics, comparison=comparison, alpha=alpha, settings=settings)
 

@@ -407,3 +407,24 @@ def test_bad_input_is_a_clear_error():
     res = tv.fit_sgd(df.drop(columns="timestamp"))
     assert any("row order" in w for w in res.report.warnings)
     assert res.timestamp_ns is None and res.path_frame()["timestamp"].iloc[-1] == res.n - 1
+
+
+def test_runs_without_numba():
+    """Without numba the kernels are plain Python: same results, slower."""
+    import subprocess
+    import sys
+    code = (
+        "import sys; sys.modules['numba'] = None\n"
+        "from models import timevarying as tv\n"
+        "from models.simulate import simulate_fills\n"
+        "assert not tv.HAVE_NUMBA\n"
+        "df, _ = simulate_fills(1500, model='sqrt', params={'Y': 0.8}, seed=3)\n"
+        "r = tv.fit_kalman(df, model='sqrt'); s = tv.fit_sgd(df, model='sqrt')\n"
+        "print(repr(r.params['Y']), repr(r.q), repr(s.params['Y']))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+    assert out.returncode == 0, out.stderr
+    y_kalman, q, y_sgd = map(float, out.stdout.split())
+    df, _ = simulate_fills(1500, model="sqrt", params={"Y": 0.8}, seed=3)
+    assert y_kalman == pytest.approx(tv.fit_kalman(df, model="sqrt").params["Y"], rel=1e-10)
+    assert y_sgd == pytest.approx(tv.fit_sgd(df, model="sqrt").params["Y"], rel=1e-10)
