@@ -936,7 +936,6 @@ def _sgd(calibrator, batch: CalibrationResult, alpha: float) -> TimeVaryingResul
     rows = features if np.array_equal(order, np.arange(features.n)) else features.take_rows(order, labels=False)
     free_idx, theta0 = calibrator._free_and_theta(rows)
     lo, hi = calibrator._bounds(free_idx)
-    theta0 = np.clip(theta0, -np.inf, np.inf)
     theta0[free_idx] = np.clip(theta0[free_idx], lo, hi)
     weights = calibrator._residual_weights(rows, batch.weights)
     path, pred, theta_f = sgd_path(model, rows, theta0, free_idx, lo, hi, loss=calibrator.loss,
@@ -1062,7 +1061,6 @@ def regime_table(segmented) -> dict:
     by = tuple(segmented.by)
     if "regime" not in by:
         return out
-    calm = None
     for name in segmented.pooled.free:
         rows = []
         for s in segmented.segments:
