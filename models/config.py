@@ -293,8 +293,8 @@ def validate_config(raw: Any, *, source: str | None = None) -> dict:
         _expect(isinstance(seg, Mapping), key, "a mapping with key and params", seg, source)
         seg_key = seg.get("key")
         _expect(isinstance(seg_key, Mapping) and seg_key
-                and all(k in ("venue", "symbol", "side") for k in seg_key), f"{key}.key",
-                "a mapping of venue / symbol / side to a value", seg_key, source)
+                and all(k in ("venue", "symbol", "side", "regime") for k in seg_key), f"{key}.key",
+                "a mapping of venue / symbol / side / regime to a value", seg_key, source)
         clean_segments.append({**seg, "key": {k: str(v) for k, v in seg_key.items()},
                                "params": _validate_params(seg.get("params"), f"{key}.params", model, source)})
     cfg["model"] = {**model_block, "params": params, "participation": participation}

@@ -7,7 +7,7 @@ import pytest
 from scipy.optimize import least_squares
 
 from models.features import Features, impact_features
-from models.registry import LOSSES, MODELS, OPTIMIZERS, WEIGHTS, describe, get_model, register_model
+from models.registry import LOSSES, MODELS, OPTIMIZERS, WEIGHTS, describe, get_model, models_of_kind, register_model
 from models.schema import DataError
 from models.simulate import simulate_fills
 
@@ -142,15 +142,17 @@ def test_a_model_names_the_column_it_needs(name, drop, column):
 
 
 def test_registry_is_complete_and_json_ready():
-    names = {p.name for m in MODELS.values() for p in m.params}
+    impact = models_of_kind("impact")
+    names = {p.name for m in impact.values() for p in m.params}
     assert names == {"h", "Y", "delta", "gamma", "eta", "beta", "a1", "a2", "a3", "a4", "b1", "lambda"}
-    assert set(MODELS) == set(MODEL_NAMES)
+    assert set(impact) == set(MODEL_NAMES)
     assert {"trf", "dogbox", "lm", "differential_evolution", "multistart", "lm_normal"} <= set(OPTIMIZERS)
     assert set(LOSSES) == {"linear", "huber", "soft_l1", "cauchy", "arctan"}
     assert {"none", "noise", "column", "auto"} <= set(WEIGHTS)
     d = json.loads(json.dumps(describe()))
-    for m in d["models"].values():
-        assert m["kind"] == "impact" and m["formula"] and m["params"]
+    assert {m["kind"] for m in d["models"].values()} <= {"impact", "volatility", "surface"}
+    for m in (m for m in d["models"].values() if m["kind"] == "impact"):
+        assert m["formula"] and m["params"]
         for p in m["params"]:
             assert p["lower"] < p["upper"] and p["lower"] <= p["default"] <= p["upper"]
             assert p["description"]
