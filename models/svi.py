@@ -47,7 +47,8 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -585,7 +586,7 @@ def _slices(chain, weights: str) -> tuple[list[_Slice], list[str]]:
         out.append(_Slice(expiry=expiry, T=float(grp["T_years"].iloc[0]),
                           forward=float(fw.loc[expiry, "forward"]),
                           forward_source=str(fw.loc[expiry, "forward_source"]),
-                          k=grp["k"].to_numpy(np.float64), iv=iv,
+                          k=k, iv=iv,
                           iv_bid=grp["iv_bid"].to_numpy(np.float64),
                           iv_ask=grp["iv_ask"].to_numpy(np.float64), u=u))
     return out, notes
@@ -646,8 +647,8 @@ def _svi_least_squares(s: _Slice, start: np.ndarray) -> tuple[np.ndarray, Any]:
 
     f_scale = max(0.005, float(np.nanmedian(s.iv_ask - s.iv_bid)) if np.isfinite(s.iv_ask - s.iv_bid).any() else 0.005)
     res = optimize.least_squares(resid, x0, jac=jac, bounds=(lo, hi), method="trf", loss="soft_l1",
-                                 f_scale=f_scale, x_scale="jac", ftol=1e-12, xtol=1e-12, gtol=1e-12,
-                                 max_nfev=2000)
+                                 f_scale=f_scale, x_scale="jac", ftol=1e-10, xtol=1e-10, gtol=1e-10,
+                                 max_nfev=1000)
     return res.x, res
 
 
@@ -1367,13 +1368,13 @@ class SurfaceCalibrator:
                 out.append(SliceFit(s.expiry, s.T, s.forward, s.forward_source, int(s.k.size), st, None,
                                     None, None, None, None, None, opt, {"ok": None, "violations": []}, msg))
                 continue
-            p = {n: float(v) for n, v in zip(SVI_PARAMS, params)}
+            p = MappingProxyType({n: float(v) for n, v in zip(SVI_PARAMS, params)})   # read-only
             err = _vol_errors(s, svi_total_variance(s.k, *params))
             out.append(SliceFit(s.expiry, s.T, s.forward, s.forward_source, int(s.k.size), st, p,
                                 None if theta is None else float(theta), err["rmse_vol_pts"],
                                 err["weighted_rmse_vol_pts"], err["max_abs_error_vol_pts"],
                                 err["inside_band_fraction"], opt,
-                                butterfly_report(params, k_grid, s.k), msg))
+                                MappingProxyType(butterfly_report(params, k_grid, s.k)), msg))
         fitted = [f for f in out if f.params is not None]
         w_grid = np.array([svi_total_variance(k_grid, *(f.params[n] for n in SVI_PARAMS)) for f in fitted]) \
             if fitted else np.empty((0, k_grid.size))
@@ -1398,7 +1399,8 @@ class SurfaceCalibrator:
             warn.append(f"expiry {f.expiry.isoformat()}: the optimizer did not converge "
                         f"({f.optimizer.message}); the parameters are where it stopped")
         return SurfaceResult(model=self.model, status=status, slices=tuple(out),
-                             global_params=global_params, optimizer=optimizer,
+                             global_params=None if global_params is None else MappingProxyType(dict(global_params)),
+                             optimizer=optimizer,
                              calendar_violations=tuple(calendar), ssvi_conditions=cond,
                              k_grid=_readonly(k_grid), chain=chain, weights=self.weights,
                              no_arbitrage=self.no_arbitrage, settings=self.get_params(),

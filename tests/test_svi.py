@@ -444,3 +444,13 @@ def test_no_arbitrage_svi_on_a_realistic_surface(seed):
     # no calendar arbitrage where the longer expiry is quoted; outside, it is reported
     assert not [c for c in fixed.calendar_violations if c["in_quoted_range"]]
     assert all(c["in_quoted_range"] is False for c in fixed.calendar_violations)
+
+
+def test_parameters_in_a_result_are_read_only(sample_chain):
+    res = SurfaceCalibrator("ssvi", "uniform").fit(sample_chain)
+    with pytest.raises(TypeError):
+        res.slices[0].params["a"] = 1.0
+    with pytest.raises(TypeError):
+        res.global_params["rho"] = 0.0
+    with pytest.raises(TypeError):
+        res.slices[0].butterfly["ok"] = False
