@@ -19,6 +19,7 @@ from dash.exceptions import PreventUpdate
 
 from components import calibrate_panel, data_panel, diagnostics_panel, export_panel, results, store, tweak_panel
 from components import vol_panel
+from components import surface_panel
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ PANELS: list[ModuleType] = [
     tweak_panel,
     export_panel,
     vol_panel,
+    surface_panel,
 ]
 
 LOCATION_ID = "execal-url"
