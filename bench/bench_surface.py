@@ -139,7 +139,7 @@ def run(quick: bool = False) -> list[dict]:
     slices, _ = _slices(chain, "uniform")
     cal = SurfaceCalibrator("svi", "uniform")
     cal.fit(chain)                                                                # warm-up
-    secs, fit = best_of(lambda: cal.fit(chain), repeat=5)
+    secs, fit = best_of(lambda: cal.fit(chain), repeat=10)
     base_s, base = best_of(lambda: _baseline_svi(slices), repeat=1 if quick else 3)
     rmse_base = [_rmse_vol_pts(s.k, s.T, s.iv, r.x[0] + r.x[1] * (r.x[2] * (s.k - r.x[3])
                                                                   + np.sqrt((s.k - r.x[3]) ** 2 + r.x[4] ** 2)))
@@ -155,7 +155,7 @@ def run(quick: bool = False) -> list[dict]:
     # --- SSVI ------------------------------------------------------------------------------------------
     cal = SurfaceCalibrator("ssvi", "uniform")
     cal.fit(chain)
-    secs, fit = best_of(lambda: cal.fit(chain), repeat=5)
+    secs, fit = best_of(lambda: cal.fit(chain), repeat=10)
     base_s, (bres, k, T, iv, idx) = best_of(lambda: _baseline_ssvi(slices), repeat=1 if quick else 3)
     p = bres.x
     rmse_b = _rmse_vol_pts(k, T, iv, ssvi_total_variance(k, p[3:][idx], p[0], p[1], p[2]))
