@@ -24,6 +24,7 @@ import plotly.graph_objects as go
 
 from components.figures import empty_figure
 from components.impact_figures import PALETTE, downsample_index, format_number
+from models.timevarying import REGIME_NAMES
 
 MAX_LINE_POINTS = 4_000        # points one line sends to the browser at most
 MAX_MARKERS = 2_000            # jump markers drawn at most (the largest returns are always kept)
@@ -32,8 +33,7 @@ FIGURE_HEIGHT = 330
 PRICE_HEIGHT = 380
 DAYS_PER_YEAR = 365.0          # crypto trades 24/7 (as models/realized.py)
 NS_PER_MS = 1_000_000
-# regimes are sorted by volatility in models/regimes.py: 0 is the calmest
-REGIME_NAMES = {2: ("calm", "stressed"), 3: ("calm", "elevated", "stressed")}
+# regimes are sorted by volatility in models/regimes.py (0 the calmest) and named by REGIME_NAMES
 REGIME_COLOURS = ("#198754", "#fd7e14", "#dc3545")
 REGIME_FILL_ALPHA = 0.16
 ESTIMATOR_LABELS = {
@@ -313,7 +313,8 @@ def garch_figure(vol_frame: pd.DataFrame | None, forecast: pd.DataFrame | None =
         rt = pd.DatetimeIndex(realized["period"]).as_unit("ns").asi8
         rs = 100 * realized["sigma_annualized"].to_numpy(np.float64)
         ridx = line_index(rs.shape[0], (rs,), max_points)
-        fig.add_trace(go.Scatter(x=epoch_ms(rt[ridx]), y=_f32(rs[ridx]), mode="lines", name=realized_label or "realised",
+        fig.add_trace(go.Scatter(x=epoch_ms(rt[ridx]), y=_f32(rs[ridx]), mode="lines",
+                                 name=realized_label or "realised",
                                  line={"color": "#adb5bd", "width": 1.5, "shape": "hv"},
                                  hovertemplate="realised %{y:.1f} %<extra></extra>"))
     t = pd.DatetimeIndex(vol_frame["timestamp"]).as_unit("ns").asi8
@@ -364,7 +365,8 @@ def regime_probabilities_figure(prob_frame: pd.DataFrame | None, regimes: Sequen
     for j in range(k):
         colour = regime_colour(j, k)
         fig.add_trace(go.Scatter(
-            x=x, y=_f32(p[idx, j]), mode="lines", stackgroup="regimes", name=regime_label(j, k, regimes[j] if regimes and j < len(regimes) else None),
+            x=x, y=_f32(p[idx, j]), mode="lines", stackgroup="regimes",
+            name=regime_label(j, k, regimes[j] if regimes and j < len(regimes) else None),
             line={"width": 0.5, "color": colour}, fillcolor=_rgba(colour, 0.55),
             hovertemplate=f"Pr(regime {j}) %{{y:.2f}}<extra></extra>"))
     _layout(fig, y_title=f"Pr(regime), {which}")
@@ -536,9 +538,10 @@ def regime_rows(regimes: Sequence[Mapping] | None) -> list[dict]:
     for r in regimes or ():
         j = int(r["regime"])
         dur_d = r.get("expected_duration_days")
+        dur_p = r.get("expected_duration_periods")
         rows.append({"regime": regime_label(j, k).split(" (")[0],
                      "σ daily": _pct(r.get("sigma_daily")), "σ annualised": _pct(r.get("sigma_annualized")),
-                     "expected duration": (f"{format_number(dur_d, 3)} days ({format_number(r.get('expected_duration_periods'), 4)} periods)"
+                     "expected duration": (f"{format_number(dur_d, 3)} days ({format_number(dur_p, 4)} periods)"
                                            if dur_d is not None and math.isfinite(float(dur_d)) else "—"),
                      "share of time": _pct(r.get("share_of_time")),
                      "stationary share": _pct(r.get("share_stationary")),
@@ -596,3 +599,26 @@ def merton_summary_rows(merton: Any) -> list[dict]:
         {"quantity": "jumps per year", "value": format_number(s.get("jumps_per_year"), 4)},
         {"quantity": "jumps expected in the sample", "value": format_number(s.get("expected_jumps_in_sample"), 4)},
     ]
+
+
+def regime_impact_rows(coefficients: Mapping[str, Sequence[Mapping]], cost: Sequence[Mapping]) -> list[dict]:
+    """The by-regime table: per regime its fills, mean cost (bps) ± s.e., and each fitted parameter
+    ± s.e. with its ratio to the calm regime's. `coefficients`: `models.timevarying.regime_table`
+    (per parameter: key {"regime": name}, value, std_error, rows, ratio_to_calm); `cost`: per regime
+    name, n, mean_bps, se_bps."""
+    by_name: dict[str, dict] = {}
+    for c in cost:
+        mean = f"{format_number(c['mean_bps'])} ± {format_number(c['se_bps'], 2)}"
+        by_name[str(c["regime"])] = {"regime": str(c["regime"]), "fills": format_number(int(c["n"])),
+                                     "mean cost (bps)": mean}
+    for param, rows in coefficients.items():
+        for r in rows:
+            name = str(r["key"].get("regime"))
+            row = by_name.setdefault(name, {"regime": name, "fills": format_number(int(r.get("rows", 0)))})
+            ratio = r.get("ratio_to_calm")
+            row[param] = (f"{format_number(r['value'])} ± {format_number(r['std_error'], 2)}"
+                          + ("" if ratio is None or name == "calm" else f" (×{format_number(ratio, 3)} calm)"))
+    out = list(by_name.values())
+    for row in out:
+        row["key"] = row["regime"]
+    return out

@@ -11,10 +11,13 @@ Pressing Fit looks every model up in the `ResultStore` by (dataset key, filters,
 instant; what is missing is fitted in a Dash background callback (the app's DiskcacheManager) with honest
 progress stages and a Cancel button: the bars (validated, gap-aware, from `models.realized.bar_series`) and
 the Lee–Mykland / BNS jump tests, every realised estimator per period, the chosen GARCH variant, the Markov
-regimes, and Merton's jump-diffusion when ticked. A model that fails (too few returns for 3 regimes, ...) is
-reported as failed while the others are shown; bad data (constant prices) is one clear alert. Every model's
-convergence status is shown first, never hidden. The browser holds only keys (`VIEW` = {dataset, filters,
-settings, keys, errors}); the session's last view comes back after a reload.
+regimes, Merton's jump-diffusion when ticked, and (ticked by default) the impact model on the session's fills:
+its coefficient's path over time (Kalman smoothed path with bands, online SGD iterates; models/timevarying.py)
+and its fit per volatility regime of the fills with the mean cost per regime. A model that fails (too few
+returns for 3 regimes, no fills in the session, ...) is reported as failed while the others are shown; bad data
+(constant prices) is one clear alert. Every model's convergence status is shown first, never hidden. The
+browser holds only keys (`VIEW` = {dataset, filters, settings, keys, errors}); the session's last view comes
+back after a reload.
 
 Pickers come from the registry (`models.registry`: volatility models' options); the estimators ticked and the
 forecast horizon are display settings (redrawn from the cached fits, no refit). `plan_fit`, `run_fit` and the
@@ -36,16 +39,20 @@ import numpy as np
 import pandas as pd
 from dash import Input, Output, State, dcc, html, no_update
 from dash.exceptions import PreventUpdate
+from scipy import stats
 
 from components import figures
+from components import impact_figures as F
 from components import results as results_mod
 from components import store as store_mod
 from components import vol_figures as V
 from components.diagnostics_panel import _LRU, rows_table
 from models.realized import (ESTIMATORS, BarSeries, bar_series, check_not_constant, fit_realized, jump_test,
                              parse_freq, returns_of_bars)
+from models.fit import CalibrationError, Calibrator
 from models.registry import MODELS, models_of_kind
 from models.schema import DataError, Dataset
+from models.timevarying import DRIFT_PARAMETER, REGIME_NAMES, calibrate_time_varying, regime_table, with_regimes
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +95,12 @@ PROBABILITIES = _id("probabilities")
 REGIME_TABLE = _id("regime-table")
 FITS_TABLE = _id("fits-table")
 PARAMS = _id("params")
+IMPACT_PICK = _id("impact")
+IMPACT_MODEL = _id("impact-model")
+PATHS = _id("paths")
+PATHS_TABLE = _id("paths-table")
+BY_REGIME = _id("by-regime")
+BY_REGIME_TABLE = _id("by-regime-table")
 
 SAMPLE_PREFIX = "sample:"
 # bundled files this panel offers (bars first: the one with known regimes)
@@ -104,7 +117,10 @@ CACHE_ITEMS = 6
 GRAPH_CONFIG = {"displaylogo": False, "responsive": True}
 EMPTY_MESSAGE = "No volatility fit yet: pick the data and the models on the left, then press Fit"
 EVICTED = "These fits are no longer in the server's cache: press Fit again"
-MODEL_ORDER = ("realized", "garch", "markov", "merton")
+MODEL_ORDER = ("realized", "garch", "markov", "merton", "paths", "by_regime")
+IMPACT_LABELS = {"paths": "Impact coefficient path (Kalman, SGD)", "by_regime": "Impact by volatility regime"}
+NO_FILLS = ("no fills in this session: load a fills file (parent orders) in the Data panel to see the impact "
+            "coefficient over time and by regime")
 
 
 class SettingsError(ValueError):
@@ -131,6 +147,16 @@ def regime_choices() -> tuple[int, ...]:
     return tuple(int(k) for k in MODELS["markov"].options["k_regimes"])
 
 
+def impact_models() -> dict:
+    return models_of_kind("impact")
+
+
+def default_impact_model() -> str:
+    """The Calibrator's default model (as the Calibrate panel), else the registry's first."""
+    model = Calibrator().get_params().get("model")
+    return model if model in impact_models() else next(iter(impact_models()))
+
+
 def default_period() -> str:
     return str(MODELS["realized"].options.get("freq") or "1D")
 
@@ -153,6 +179,30 @@ class PriceSeries:
     @property
     def n(self) -> int:
         return int(self.t_ns.shape[0])
+
+
+@dataclass(frozen=True, eq=False)
+class ImpactPaths:
+    """The impact coefficients' paths over time (Kalman smoothed with bands, SGD iterates), thinned for
+    the browser, and what each method's optimizer said."""
+    model: str
+    path: pd.DataFrame                   # method, timestamp, parameter, value, lower, upper
+    batch: Mapping[str, float]           # the batch fit's parameters (the dotted lines)
+    status: Mapping[str, dict]           # method -> impact_figures.status_summary
+    facts: Mapping[str, list]            # method -> plain lines (q, LR test, final vs batch)
+    errors: Mapping[str, str]            # method -> why it could not run
+
+
+@dataclass(frozen=True, eq=False)
+class ImpactByRegime:
+    """The impact model fitted per volatility regime of the fills (labels without look-ahead)."""
+    model: str
+    k_regimes: int
+    coefficients: Mapping[str, list]     # models.timevarying.regime_table
+    cost: list                           # per regime: regime, n, mean_bps, se_bps
+    test: Mapping                        # Wald / Chow test of equal coefficients
+    status: dict                         # impact_figures.status_summary of the segmented fit
+    notes: tuple[str, ...] = ()          # fills dropped, symbols without bars, unconverged regime fits
 
 
 def vol_filters(filters: Mapping | None) -> dict:
@@ -209,7 +259,8 @@ def _bar_arg(bar: str | None) -> str | None:
 
 
 def build_settings(*, symbol: str | None, bar: str | None, period: str | None, garch: str | None,
-                   dist: str | None, k_regimes: Any, switching_mean: Any, merton: Any) -> dict:
+                   dist: str | None, k_regimes: Any, switching_mean: Any, merton: Any, impact: Any = False,
+                   impact_model: str | None = None) -> dict:
     """The fit settings of the form, validated and normalised (equal forms give equal dicts)."""
     bar = bar or DATA_BARS
     if bar not in BAR_CHOICES:
@@ -229,8 +280,12 @@ def build_settings(*, symbol: str | None, bar: str | None, period: str | None, g
         raise SettingsError(f"number of regimes {k_regimes!r}: choose one of {regime_choices()}") from None
     if k not in regime_choices():
         raise SettingsError(f"number of regimes {k}: choose one of {regime_choices()}")
+    impact_model = impact_model or default_impact_model()
+    if impact_model not in impact_models():
+        raise SettingsError(f"impact model {impact_model!r}: choose one of {', '.join(impact_models())}")
     return {"symbol": symbol or None, "bar": bar, "period": period, "garch": garch, "dist": dist,
-            "k_regimes": k, "switching_mean": bool(switching_mean), "merton": bool(merton)}
+            "k_regimes": k, "switching_mean": bool(switching_mean), "merton": bool(merton),
+            "impact": bool(impact), "impact_model": impact_model}
 
 
 def display_settings(estimators: Any, horizon: Any) -> dict:
@@ -257,9 +312,24 @@ def model_specs(settings: Mapping) -> dict[str, dict | None]:
     }
 
 
-def view_keys(dataset_key: str, filters: Mapping, settings: Mapping) -> dict[str, str | None]:
-    return {name: (results_mod.result_key(dataset_key, filters, spec) if spec is not None else None)
+def impact_specs(settings: Mapping, dataset_key: str) -> dict[str, dict | None]:
+    """What identifies the impact fits (with the fills key and the fills' filters)."""
+    if not settings.get("impact"):
+        return {"paths": None, "by_regime": None}
+    model = settings.get("impact_model")
+    return {"paths": {"panel": PANEL, "what": "paths", "model": model},
+            "by_regime": {"panel": PANEL, "what": "by_regime", "model": model, "bars": dataset_key,
+                          "symbol_bars": settings["bar"], "k_regimes": settings["k_regimes"]}}
+
+
+def view_keys(dataset_key: str, filters: Mapping, settings: Mapping, fills_key: str | None = None,
+              fills_filters: Mapping | None = None) -> dict[str, str | None]:
+    keys = {name: (results_mod.result_key(dataset_key, filters, spec) if spec is not None else None)
             for name, spec in model_specs(settings).items()}
+    for name, spec in impact_specs(settings, dataset_key).items():
+        keys[name] = (results_mod.result_key(fills_key, fills_filters, spec)
+                      if spec is not None and fills_key else None)
+    return keys
 
 
 # --- sources ------------------------------------------------------------------------------------
@@ -330,6 +400,18 @@ def resolve_source(st: store_mod.SessionStore, sample_dir: Path, source: Any) ->
     return source
 
 
+def fills_source(st: store_mod.SessionStore, session_id: Any, active: Mapping | None) -> str | None:
+    """The fills the impact views use: the active dataset when it is fills, else the session's most
+    recent fills; None when the session has none."""
+    active_key = active.get("key") if isinstance(active, dict) else None
+    keys = st.session_keys(session_id) if store_mod.is_session_id(session_id) else []
+    for key in ([active_key] if active_key else []) + list(reversed(keys)):
+        ds = st.get_dataset(key)
+        if ds is not None and ds.kind == "fills":
+            return key
+    return None
+
+
 def describe_data(dataset: Dataset | None, filters: Mapping | None) -> dict:
     """What the symbol picker offers and the one-line description of the data under the pickers."""
     if dataset is None:
@@ -340,7 +422,8 @@ def describe_data(dataset: Dataset | None, filters: Mapping | None) -> dict:
     symbols = data_symbols(frame, filters)
     f = vol_filters(filters)
     ts = frame["timestamp"] if "timestamp" in frame.columns else None
-    span = (f"{ts.min():%Y-%m-%d %H:%M} → {ts.max():%Y-%m-%d %H:%M} UTC" if ts is not None and len(frame) else "no rows")
+    span = (f"{ts.min():%Y-%m-%d %H:%M} → {ts.max():%Y-%m-%d %H:%M} UTC" if ts is not None and len(frame)
+            else "no rows")
     parts = [f"{dataset.source}: {len(frame):,} {dataset.kind} rows, {span}"]
     if symbols:
         parts.append(f"{len(symbols)} symbol{'s' if len(symbols) != 1 else ''}")
@@ -382,7 +465,7 @@ def saved_view(cache, session_id: Any) -> dict | None:
 
 def plan_fit(st: store_mod.SessionStore, results: results_mod.ResultStore, sample_dir: Path, *,
              session_id: Any, source: Any, filters: Mapping | None, settings: Mapping,
-             display: Mapping | None = None) -> dict:
+             display: Mapping | None = None, active: Mapping | None = None) -> dict:
     """What pressing Fit does: {"view": a complete view answered from the cache, or None;
     "job": the work for the background callback, or None}. Raises DataError / SettingsError."""
     dataset_key = resolve_source(st, sample_dir, source)
@@ -402,9 +485,14 @@ def plan_fit(st: store_mod.SessionStore, results: results_mod.ResultStore, sampl
             settings["symbol"] = symbols[0]
     else:
         settings["symbol"] = None
-    keys = view_keys(dataset_key, f, settings)
+    fills_key = fills_source(st, session_id, active) if settings.get("impact") else None
+    fills_filters = results_mod.clean_filters(dict(filters or {}))
+    keys = view_keys(dataset_key, f, settings, fills_key, fills_filters)
+    errors = {}
+    if settings.get("impact") and fills_key is None:
+        errors = {"paths": NO_FILLS, "by_regime": NO_FILLS}
     view = {"source": source, "dataset": dataset_key, "filters": f, "settings": settings, "keys": keys,
-            "errors": {}, "display": dict(display or {})}
+            "fills": fills_key, "fills_filters": fills_filters, "errors": errors, "display": dict(display or {})}
     if all(k is None or results.get(k) is not None for k in keys.values()):
         return {"view": view, "job": None}
     return {"view": None, "job": view}
@@ -437,12 +525,86 @@ def _fit_one(name: str, fit: Callable[[], Any], errors: dict) -> Any:
     """Run one model's fit: bad input or too few data is that model's error, shown with the others."""
     try:
         return fit()
-    except (DataError, ValueError) as err:
+    except (DataError, CalibrationError, ValueError) as err:
         errors[name] = str(err)
     except Exception as err:   # never a traceback in the browser: log it, say one line
         log.exception("volatility fit %s failed", name)
         errors[name] = f"the fit failed ({type(err).__name__}); the details are in the server log"
     return None
+
+
+def _impact_status(result) -> dict:
+    s = F.status_summary(result)
+    return {**s, "badge": "NOT converged" if s["level"] == "danger" else
+            ("Set by hand" if s["level"] == "info" else "Converged")}
+
+
+def impact_paths(fills: pd.DataFrame, model: str, max_points: int = V.MAX_LINE_POINTS) -> ImpactPaths:
+    """Kalman (the model's drifting coefficient) and online SGD paths of the impact model on `fills`,
+    each against the same batch fit; a method that cannot run on this model is that method's error."""
+    calibrator = Calibrator(model=model)
+    batch = calibrator.fit(fills)
+    frames, status, facts, errors = [], {}, {}, {}
+    for method in ("kalman", "sgd"):
+        if method == "kalman" and model not in DRIFT_PARAMETER:
+            errors[method] = f"the Kalman filter needs a model linear in one coefficient ({', '.join(DRIFT_PARAMETER)})"
+            continue
+        try:
+            tv = calibrate_time_varying(calibrator.set_params(optimizer=method), fills, batch=batch)
+        except (CalibrationError, DataError, ValueError) as err:
+            errors[method] = str(err)
+            continue
+        path = tv.path
+        # the browser gets each parameter's envelope (value and band), not every fill
+        parts = []
+        for name in tv.parameters:
+            one = path[(path["parameter"] == name).to_numpy()]
+            idx = V.line_index(len(one), (one["value"].to_numpy(), one["lower"].to_numpy(), one["upper"].to_numpy()),
+                               max_points)
+            parts.append(one.iloc[idx])
+        thinned = pd.concat(parts, ignore_index=True)
+        thinned["parameter"] = thinned["parameter"].astype(str)
+        thinned.insert(0, "method", "Kalman" if method == "kalman" else "SGD")
+        frames.append(thinned)
+        status[method] = _impact_status(tv.result)
+        lines = []
+        if tv.q is not None:
+            lr = tv.lr_test or {}
+            lines.append(f"drift variance q = {F.format_number(tv.q)} {tv.parameters[0]}² per day"
+                         + (f" ± {F.format_number(tv.q_std_error, 2)}" if tv.q_std_error is not None else "")
+                         + (f"; LR test of a constant coefficient: p = {F.format_number(lr.get('p_value'), 3)}"
+                            if lr else ""))
+        if tv.fixed_at_batch:
+            lines.append("fixed at the batch fit: " + ", ".join(f"{k} = {F.format_number(v)}"
+                                                               for k, v in tv.fixed_at_batch.items()))
+        for name, c in (tv.comparison or {}).items():
+            if isinstance(c, Mapping) and "final" in c:
+                lines.append(f"{name}: final {F.format_number(c['final'])} vs batch {F.format_number(c['batch'])}"
+                             f" ± {F.format_number(c.get('batch_std_error'), 2)}")
+        facts[method] = lines
+    path = pd.concat(frames, ignore_index=True) if frames else None
+    return ImpactPaths(model=model, path=path, batch={k: float(v) for k, v in batch.params.items()},
+                       status=status, facts=facts, errors=errors)
+
+
+def impact_by_regime(fills: pd.DataFrame, bars: Dataset, model: str, k_regimes: int,
+                     freq: str | None) -> ImpactByRegime:
+    """Label each fill with its volatility regime (Markov per symbol on `bars`, filtered probability at
+    arrival) and fit the impact model per regime, with the test that the regimes share it."""
+    labelled, info = with_regimes(fills, bars, k_regimes=k_regimes, freq=freq)
+    seg = Calibrator(model=model).fit_segments(labelled, by=("regime",))
+    cost = []
+    for s in seg.segments:
+        c = np.asarray(s.result.features.cost_bps, dtype=np.float64)
+        c = c[np.isfinite(c)]
+        cost.append({"regime": s.key.get("regime"), "n": int(c.shape[0]),
+                     "mean_bps": float(c.mean()) if c.size else None,
+                     "se_bps": float(c.std(ddof=1) / math.sqrt(c.shape[0])) if c.shape[0] > 1 else None})
+    notes = list(info.get("warnings", ()))
+    for d in info.get("dropped", ()):
+        notes.append(f"{d['count']:,} fills dropped: {d['reason']}")
+    return ImpactByRegime(model=model, k_regimes=k_regimes, coefficients=regime_table(seg), cost=cost,
+                          test=dict(seg.test or {}), status=_impact_status(seg), notes=tuple(notes))
 
 
 def run_fit(st: store_mod.SessionStore, results: results_mod.ResultStore, job: Mapping,
@@ -452,7 +614,7 @@ def run_fit(st: store_mod.SessionStore, results: results_mod.ResultStore, job: M
     keys = dict(job["keys"])
     settings = dict(job["settings"])
     filters = dict(job.get("filters") or {})
-    errors: dict[str, str] = {}
+    errors: dict[str, str] = dict(job.get("errors") or {})
     cached = {name: (results.get(k) if k else None) for name, k in keys.items()}
     dataset = st.get_dataset(job["dataset"])
     if dataset is None:
@@ -465,6 +627,19 @@ def run_fit(st: store_mod.SessionStore, results: results_mod.ResultStore, job: M
     if cached["series"] is None:
         results.put(keys["series"], series, meta={"origin": PANEL, "what": "series", "dataset": job["dataset"]})
     returns = returns_of_bars(bars)
+    fills_cache: dict = {}
+
+    def _fills() -> pd.DataFrame:
+        if "frame" not in fills_cache:
+            fills_ds = st.get_dataset(job.get("fills"))
+            if fills_ds is None:
+                raise DataError("the fills are no longer in the server's cache: load them again")
+            frame = results_mod.apply_filters(fills_ds.frame, job.get("fills_filters"))
+            if not len(frame):
+                raise DataError("no fill passes the Data filters", file=fills_ds.source)
+            fills_cache["frame"] = frame
+        return fills_cache["frame"]
+
     stages = [
         ("realized", 15, "realised estimators",
          lambda: fit_realized(bars_dataset(bars, dataset), estimator="yang_zhang", freq=settings["period"],
@@ -474,12 +649,18 @@ def run_fit(st: store_mod.SessionStore, results: results_mod.ResultStore, job: M
         ("markov", 50, f"Markov regimes (k = {settings['k_regimes']})",
          lambda: MODELS["markov"].fit(returns, k_regimes=settings["k_regimes"],
                                       switching_mean=settings["switching_mean"])),
-        ("merton", 80, "Merton jump-diffusion", lambda: MODELS["merton"].fit(returns)),
+        ("merton", 75, "Merton jump-diffusion", lambda: MODELS["merton"].fit(returns)),
+        ("paths", 85, "the impact coefficient's path (Kalman, SGD)",
+         lambda: impact_paths(_fills(), settings["impact_model"])),
+        ("by_regime", 92, "impact by volatility regime",
+         lambda: impact_by_regime(_fills(), dataset, settings["impact_model"], settings["k_regimes"],
+                                  _bar_arg(settings["bar"]))),
     ]
     for name, percent, label, fit in stages:
         if keys.get(name) is None or cached.get(name) is not None:
             continue
-        progress(percent, f"fitting {label} on {returns.n:,} returns")
+        on = "the fills" if name in ("paths", "by_regime") else f"{returns.n:,} returns"
+        progress(percent, f"fitting {label} on {on}")
         result = _fit_one(name, fit, errors)
         if result is not None:
             results.put(keys[name], result, meta={"origin": PANEL, "what": name, "dataset": job["dataset"],
@@ -523,17 +704,47 @@ def _empty_message(name: str, view: Mapping, what: str) -> str:
     return f"{what} was not requested"
 
 
+def model_statuses(fits: Mapping[str, Any], view: Mapping) -> list[tuple[str, dict]]:
+    """(data-model, verdict) per model of the view, in display order; the impact views only when asked."""
+    errors = view.get("errors") or {}
+    settings = view["settings"]
+    out = []
+    for name in ("realized", "garch", "markov", "merton"):
+        model = settings.get("garch") if name == "garch" else name
+        out.append((name, V.status_summary(model, fits.get(name), errors.get(name),
+                                           requested=not (name == "merton" and not settings.get("merton")))))
+    if not settings.get("impact"):
+        return out
+    model = settings.get("impact_model")
+    paths: ImpactPaths | None = fits.get("paths")
+    for method, label in (("kalman", "Kalman"), ("sgd", "online SGD")):
+        title = f"Impact path, {label} ({model})"
+        error = errors.get("paths") or (paths.errors.get(method) if paths is not None else None)
+        if error or paths is None or method not in paths.status:
+            out.append((f"paths-{method}", {"model": title, "level": "danger" if error else "secondary",
+                                            "badge": "Failed" if error else "Not fitted",
+                                            "headline": error or "not fitted yet", "details": []}))
+        else:
+            out.append((f"paths-{method}", {"model": title, **paths.status[method]}))
+    by: ImpactByRegime | None = fits.get("by_regime")
+    title = f"Impact by regime ({model})"
+    if errors.get("by_regime") or by is None:
+        error = errors.get("by_regime")
+        out.append(("by_regime", {"model": title, "level": "danger" if error else "secondary",
+                                  "badge": "Failed" if error else "Not fitted",
+                                  "headline": error or "not fitted yet", "details": []}))
+    else:
+        out.append(("by_regime", {"model": title, **by.status}))
+    return out
+
+
 def status_component(fits: Mapping[str, Any], view: Mapping) -> html.Div:
     """Every model's convergence verdict, first and prominent: one coloured line per model."""
-    errors = view.get("errors") or {}
     series = fits.get("series")
     items = []
     worst = "success"
     rank = {"success": 0, "info": 0, "secondary": 0, "warning": 1, "danger": 2}
-    for name in MODEL_ORDER:
-        model = view["settings"].get("garch") if name == "garch" else name
-        s = V.status_summary(model, fits.get(name), errors.get(name),
-                             requested=not (name == "merton" and not view["settings"].get("merton")))
+    for name, s in model_statuses(fits, view):
         if rank[s["level"]] > rank[worst]:
             worst = s["level"]
         body = [dbc.Badge(s["badge"], color=s["level"], className="me-2 execal-vol-badge"),
@@ -599,7 +810,8 @@ def _main(fits: Mapping[str, Any], view: Mapping) -> dict:
                        caption="Transition probabilities per period: row = regime now, column = next"),
         ])
     else:
-        regime_body = html.P(_empty_message("markov", view, "The regime model"), className="execal-empty text-muted mb-0")
+        regime_body = html.P(_empty_message("markov", view, "The regime model"),
+                             className="execal-empty text-muted mb-0")
     param_blocks = []
     for name, res in (("garch", garch), ("markov", markov), ("merton", merton)):
         if res is None:
@@ -713,6 +925,74 @@ def garch_outputs(results: results_mod.ResultStore, view: Any, horizon: Any, est
     return {GARCH: fig, GARCH_TABLE: _table(rows, table_id=_id("garch-rows"))}
 
 
+IMPACT_OFF = "Tick “Impact over time and by regime” on the left and press Fit"
+IMPACT_OUTPUTS = {PATHS: "figure", PATHS_TABLE: "children", BY_REGIME: "figure", BY_REGIME_TABLE: "children"}
+
+
+def _empty_impact(message: str) -> dict:
+    return {PATHS: figures.empty_figure(message), BY_REGIME: figures.empty_figure(message),
+            PATHS_TABLE: html.P(message, className="execal-empty text-muted mb-0"),
+            BY_REGIME_TABLE: html.P(message, className="execal-empty text-muted mb-0")}
+
+
+def regime_coefficient_rows(by: ImpactByRegime, alpha: float = 0.05) -> list[dict]:
+    """Bars of the by-regime figure: each parameter per regime with its (1 − alpha) interval."""
+    z = float(stats.norm.ppf(1 - alpha / 2))
+    names = list(REGIME_NAMES.get(by.k_regimes, ()))
+    rows = []
+    for param, entries in by.coefficients.items():
+        for e in entries:
+            name = str(e["key"].get("regime"))
+            se = e.get("std_error")
+            ok = se is not None and math.isfinite(float(se))
+            rows.append({"regime": names.index(name) if name in names else len(names), "label": param,
+                         "value": e["value"], "lower": e["value"] - z * se if ok else None,
+                         "upper": e["value"] + z * se if ok else None, "n": e.get("rows")})
+    return rows
+
+
+def impact_outputs(results: results_mod.ResultStore, view: Any) -> dict:
+    """The impact coefficient's paths and the impact by regime of a view (or why they are empty)."""
+    if not _valid_view(view):
+        return _empty_impact(EMPTY_MESSAGE)
+    if not view["settings"].get("impact"):
+        return _empty_impact(IMPACT_OFF)
+    fits = _fits(results, view)
+    if fits is None:
+        return _empty_impact(EVICTED)
+    out = {}
+    paths: ImpactPaths | None = fits.get("paths")
+    if paths is None or paths.path is None:
+        message = _empty_message("paths", view, "The impact path") if paths is None else \
+            "No path: " + "; ".join(f"{m}: {e}" for m, e in paths.errors.items())
+        out[PATHS] = figures.empty_figure(message)
+        out[PATHS_TABLE] = html.P(message, className="execal-empty text-muted mb-0")
+    else:
+        moving = list(dict.fromkeys(paths.path["parameter"].astype(str)))
+        out[PATHS] = V.coefficient_path_figure(paths.path, batch={p: paths.batch.get(p) for p in moving})
+        items = []
+        for method, label in (("kalman", "Kalman"), ("sgd", "SGD")):
+            lines = paths.facts.get(method) or ([paths.errors[method]] if method in paths.errors else [])
+            if lines:
+                items.append(html.Li([html.Strong(f"{label}: "), "; ".join(lines)]))
+        out[PATHS_TABLE] = html.Ul(items, className="small mb-0", id=_id("paths-facts"))
+    by: ImpactByRegime | None = fits.get("by_regime")
+    if by is None:
+        message = _empty_message("by_regime", view, "The impact by regime")
+        out[BY_REGIME] = figures.empty_figure(message)
+        out[BY_REGIME_TABLE] = html.P(message, className="execal-empty text-muted mb-0")
+    else:
+        out[BY_REGIME] = V.cost_by_regime_figure(regime_coefficient_rows(by), y_title=f"{by.model} parameter (95 % CI)")
+        wald = (by.test or {}).get("wald") or {}
+        caption = ("Do the regimes share the parameters? Wald χ² = "
+                   f"{F.format_number(wald.get('statistic'), 4)}, df {wald.get('df', '—')}, "
+                   f"p = {F.format_number(wald.get('p_value'), 3)}") if wald else None
+        body = [_table(V.regime_impact_rows(by.coefficients, by.cost), table_id=_id("by-regime-rows"), caption=caption)]
+        body += [html.Div(n, className="small text-muted") for n in by.notes]
+        out[BY_REGIME_TABLE] = html.Div(body)
+    return out
+
+
 # --- layout ---------------------------------------------------------------------------------------
 
 
@@ -788,13 +1068,26 @@ def layout(app) -> html.Div:
             MODELS["merton"].formula),
     ]
 
+    impact = impact_models()
+    first_impact = default_impact_model()
+    impact_section = [
+        _field("Impact over time and by regime", dbc.Checklist(id=IMPACT_PICK, value=["yes"], options=[
+            {"label": "fit the impact coefficient's path (Kalman, SGD) and per volatility regime", "value": "yes"}]),
+            IMPACT_PICK, "on the session's fills (the active dataset, else the latest fills loaded), with the "
+                         "Data filters; regimes from the bars above, labelled without look-ahead"),
+        _field("Impact model", dcc.Dropdown(id=IMPACT_MODEL, value=first_impact, clearable=False,
+                                            options=[{"label": f"{m.label} ({n})", "value": n}
+                                                     for n, m in impact.items()]), IMPACT_MODEL),
+    ]
+
     def section(title, children):
         return html.Fieldset([html.Legend(title, className="h6")] + children, className="mb-2 border-bottom pb-1")
 
     settings_card = dbc.Card([
         dbc.CardHeader(html.H2("Data and models", className="h6 mb-0")),
         dbc.CardBody([section("Data", data_section), section("Realised volatility", realized_section),
-                      section("GARCH", garch_section), section("Regimes and jumps", regime_section)]),
+                      section("GARCH", garch_section), section("Regimes and jumps", regime_section),
+                      section("Impact", impact_section)]),
     ], className="mb-3 execal-vol-settings")
     run_card = dbc.Card(dbc.CardBody([
         html.Div([dbc.Button("Fit", id=RUN, color="primary", className="me-2"),
@@ -825,6 +1118,12 @@ def layout(app) -> html.Div:
         dbc.Row([
             _card("Regime probabilities", _graph(PROBABILITIES), "smoothed Pr(regime | all returns), stacked"),
             _card("Regimes", _table_slot(REGIME_TABLE), "σ, expected duration and share of time per regime"),
+        ]),
+        dbc.Row([
+            _card("Impact coefficient over time", [_graph(PATHS), _table_slot(PATHS_TABLE)],
+                  "Kalman: smoothed path with its 95 % band; SGD: fill-by-fill iterates; dotted = batch fit"),
+            _card("Impact by volatility regime", [_graph(BY_REGIME), _table_slot(BY_REGIME_TABLE)],
+                  "the impact model fitted per regime of the fills (95 % CI), mean cost per regime"),
         ]),
         dbc.Row([
             _card("Parameters", _table_slot(PARAMS), "estimates with standard errors and 95 % intervals"),
@@ -905,17 +1204,19 @@ def register_callbacks(app) -> None:
         State(SYMBOL, "value"), State(BAR, "value"), State(PERIOD, "value"), State(GARCH_PICK, "value"),
         State(DIST, "value"), State(REGIMES_PICK, "value"), State(SWITCHING_MEAN, "value"),
         State(MERTON_PICK, "value"), State(ESTIMATOR_PICK, "value"), State(HORIZON, "value"),
+        State(IMPACT_PICK, "value"), State(IMPACT_MODEL, "value"), State(store_mod.ACTIVE_DATASET_ID, "data"),
         prevent_initial_call=True,
     )
     def _plan(clicks, session_id, source, filters, symbol, bar, period, garch, dist, k, switching, merton,
-              estimators, horizon):
+              estimators, horizon, impact, impact_model, active):
         if not clicks:
             raise PreventUpdate
         try:
             settings = build_settings(symbol=symbol, bar=bar, period=period, garch=garch, dist=dist, k_regimes=k,
-                                      switching_mean=bool(switching), merton=bool(merton))
+                                      switching_mean=bool(switching), merton=bool(merton), impact=bool(impact),
+                                      impact_model=impact_model)
             plan = plan_fit(st, results, _sample_dir(app), session_id=session_id, source=source, filters=filters,
-                            settings=settings, display=display_settings(estimators, horizon))
+                            settings=settings, display=display_settings(estimators, horizon), active=active)
         except (DataError, SettingsError) as err:
             return no_update, no_update, f"Cannot fit: {err}", True, ""
         if plan["job"] is None:
@@ -988,11 +1289,23 @@ def register_callbacks(app) -> None:
         out = garch_outputs(results, view, horizon, estimators)
         return out[GARCH], out[GARCH_TABLE]
 
+    impact_order = list(IMPACT_OUTPUTS)
+
+    @app.callback([Output(i, IMPACT_OUTPUTS[i]) for i in impact_order], Input(VIEW, "data"))
+    def _render_impact(view):
+        try:
+            out = impact_outputs(results, view)
+        except Exception as err:   # never a traceback in the browser
+            log.exception("impact views failed")
+            out = _empty_impact(f"The impact views could not be drawn ({type(err).__name__}); the details are "
+                                "in the server log.")
+        return [out[i] for i in impact_order]
+
     sync_outputs = [Output(SOURCE, "value", allow_duplicate=True), Output(SYMBOL, "value", allow_duplicate=True),
                     Output(BAR, "value"), Output(PERIOD, "value"), Output(GARCH_PICK, "value"),
                     Output(DIST, "value", allow_duplicate=True), Output(REGIMES_PICK, "value"),
                     Output(SWITCHING_MEAN, "value"), Output(MERTON_PICK, "value"), Output(ESTIMATOR_PICK, "value"),
-                    Output(HORIZON, "value")]
+                    Output(HORIZON, "value"), Output(IMPACT_PICK, "value"), Output(IMPACT_MODEL, "value")]
 
     @app.callback(sync_outputs, Input(VIEW, "data"),
                   [State(o.component_id, o.component_property) for o in sync_outputs],
@@ -1004,5 +1317,6 @@ def register_callbacks(app) -> None:
         s, d = view["settings"], view.get("display") or {}
         wanted = [view.get("source"), s.get("symbol"), s.get("bar"), s.get("period"), s.get("garch"), s.get("dist"),
                   s.get("k_regimes"), ["yes"] if s.get("switching_mean") else [], ["yes"] if s.get("merton") else [],
-                  d.get("estimators", current[9]), d.get("horizon", current[10])]
+                  d.get("estimators", current[9]), d.get("horizon", current[10]),
+                  ["yes"] if s.get("impact") else [], s.get("impact_model")]
         return [no_update if (w is None or w == c) else w for w, c in zip(wanted, current)]

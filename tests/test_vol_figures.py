@@ -332,3 +332,16 @@ def test_realized_and_garch_summary_rows():
     g = {r["quantity"]: r["value"] for r in V.garch_summary_rows(G())}
     assert g["persistence"] == "0.97" and g["long-run σ annualised"] == "50 %"
     assert V.garch_summary_rows(None) == [] and V.merton_summary_rows(None) == []
+
+
+def test_regime_impact_rows():
+    coefficients = {"Y": [{"key": {"regime": "calm"}, "value": 0.76, "std_error": 0.046, "rows": 150, "ratio_to_calm": 1.0},
+                          {"key": {"regime": "stressed"}, "value": 0.79, "std_error": 0.083, "rows": 50,
+                           "ratio_to_calm": 0.79 / 0.76}]}
+    cost = [{"regime": "calm", "n": 150, "mean_bps": 7.9, "se_bps": 0.48},
+            {"regime": "stressed", "n": 50, "mean_bps": 16.3, "se_bps": 1.6}]
+    rows = V.regime_impact_rows(coefficients, cost)
+    assert [r["regime"] for r in rows] == ["calm", "stressed"]
+    assert rows[0] == {"regime": "calm", "fills": "150", "mean cost (bps)": "7.9 ± 0.48", "Y": "0.76 ± 0.046",
+                       "key": "calm"}
+    assert rows[1]["Y"] == f"0.79 ± 0.083 (×{0.79 / 0.76:.3g} calm)"

@@ -44,10 +44,11 @@ def settings(**kw) -> dict:
     return P.build_settings(**base)
 
 
-def fit(stores, sample_dir, source=P.sample_value("bars_15m.csv"), filters=None, **kw) -> tuple[dict, list]:
+def fit(stores, sample_dir, source=P.sample_value("bars_15m.csv"), filters=None, session_id=None, active=None,
+        **kw) -> tuple[dict, list]:
     st, rs = stores
-    plan = P.plan_fit(st, rs, sample_dir, session_id=S.new_session_id(), source=source, filters=filters or {},
-                      settings=settings(**kw))
+    plan = P.plan_fit(st, rs, sample_dir, session_id=session_id or S.new_session_id(), source=source,
+                      filters=filters or {}, settings=settings(**kw), active=active)
     if plan["job"] is None:
         return plan["view"], []
     stages: list = []
@@ -93,15 +94,18 @@ def test_pickers_come_from_the_registry():
     assert [o["value"] for o in find(page, P.ESTIMATOR_PICK).options] == list(P.estimator_names())
     assert [o["value"] for o in find(page, P.REGIMES_PICK).options] == [2, 3]
     assert find(page, P.PERIOD).value == models_of_kind("volatility")["realized"].options["freq"]
+    assert [o["value"] for o in find(page, P.IMPACT_MODEL).options] == list(models_of_kind("impact"))
 
 
 def test_build_settings_validates_each_control():
     s = settings()
     assert s == {"symbol": "BTCUSDT", "bar": "data", "period": "1D", "garch": "garch", "dist": "normal",
-                 "k_regimes": 2, "switching_mean": False, "merton": False}
+                 "k_regimes": 2, "switching_mean": False, "merton": False, "impact": False,
+                 "impact_model": "power_law"}
     for bad, match in ((dict(garch="figarch"), "GARCH variant"), (dict(dist="skewt"), "error distribution"),
                        (dict(k_regimes=4), "number of regimes"), (dict(k_regimes="two"), "number of regimes"),
-                       (dict(bar="7min"), "bar length"), (dict(period="soon"), "not a frequency")):
+                       (dict(bar="7min"), "bar length"), (dict(period="soon"), "not a frequency"),
+                       (dict(impact_model="garch"), "impact model")):
         with pytest.raises(P.SettingsError, match=match):
             settings(**bad)
 
@@ -341,3 +345,94 @@ def test_status_of_a_not_converged_fit_is_red(stores, sample_dir):
     assert "NOT CONVERGED — Iteration limit reached" in text_of(comp)
     assert math.isfinite(garch.loglikelihood)
     assert V.status_summary("garch", broken)["level"] == "danger"
+
+
+# --- impact over time and by regime (models/timevarying.py) ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def impact_view(stores, sample_dir):
+    st, _ = stores
+    sid = S.new_session_id()
+    fills_key = st.load_bytes((sample_dir / "fills.csv").read_bytes(), name="fills.csv", session_id=sid)
+    view, stages = fit(stores, sample_dir, session_id=sid, active={"key": fills_key}, impact=True)
+    return view, stages, fills_key
+
+
+def test_impact_fits_use_the_session_fills(stores, impact_view, truth):
+    view, stages, fills_key = impact_view
+    rs = stores[1]
+    assert view["fills"] == fills_key and view["errors"] == {}
+    assert any("the impact coefficient's path" in label and label.endswith("on the fills") for _, label in stages)
+    paths = rs.get(view["keys"]["paths"])
+    assert set(paths.status) == {"kalman", "sgd"} and paths.errors == {}
+    kalman = paths.path[paths.path["method"] == "Kalman"]
+    assert set(kalman["parameter"]) == {"Y"}
+    assert (kalman["lower"] <= kalman["value"]).all() and (kalman["value"] <= kalman["upper"]).all()
+    assert len(kalman) <= V.MAX_LINE_POINTS
+    sgd = paths.path[paths.path["method"] == "SGD"]
+    assert set(sgd["parameter"]) == {"Y", "delta"} and sgd["lower"].isna().all()
+    assert paths.batch["delta"] == pytest.approx(truth["fills"]["params"]["delta"], abs=0.03)
+    by = rs.get(view["keys"]["by_regime"])
+    names = [c["regime"] for c in by.cost]
+    assert names == ["calm", "stressed"] and sum(c["n"] for c in by.cost) == 20_000
+    # the sample's impact coefficient does not depend on the regime; the cost does, through sigma
+    assert by.test["wald"]["p_value"] > 0.05
+    calm, stressed = by.cost
+    assert stressed["mean_bps"] > calm["mean_bps"]
+    y = {r["key"]["regime"]: r["value"] for r in by.coefficients["Y"]}
+    assert 0.6 < y["calm"] < 1.0 and 0.6 < y["stressed"] < 1.0
+
+
+def test_impact_outputs_and_status(stores, impact_view):
+    view, _, _ = impact_view
+    rs = stores[1]
+    out = P.impact_outputs(rs, view)
+    assert set(out) == set(P.IMPACT_OUTPUTS)
+    assert [tr.name for tr in out[P.PATHS].data] == [None, "Y (Kalman) band", "Y (Kalman)", "Y (SGD)", "delta (SGD)"]
+    assert "LR test of a constant coefficient" in text_of(out[P.PATHS_TABLE])
+    assert [tr.name for tr in out[P.BY_REGIME].data] == ["regime 0 · calm", "regime 1 · stressed"]
+    assert list(out[P.BY_REGIME].data[0].x) == ["Y", "delta"]
+    table = text_of(out[P.BY_REGIME_TABLE])
+    assert "Wald χ²" in table and "mean cost (bps)" in table and "×" in table
+    statuses = dict(P.model_statuses(P._fits(rs, view), view))
+    assert {"paths-kalman", "paths-sgd", "by_regime"} <= set(statuses)
+    assert statuses["paths-sgd"]["badge"] == "Converged" and statuses["by_regime"]["badge"] == "Converged"
+
+
+def test_impact_without_fills_is_reported_not_hidden(stores, sample_dir):
+    view, _ = fit(stores, sample_dir, impact=True)        # a fresh session: no fills
+    assert view["errors"] == {"paths": P.NO_FILLS, "by_regime": P.NO_FILLS} and view["keys"]["paths"] is None
+    rs = stores[1]
+    statuses = dict(P.model_statuses(P._fits(rs, view), view))
+    assert statuses["paths-kalman"]["level"] == "danger" and statuses["by_regime"]["badge"] == "Failed"
+    out = P.impact_outputs(rs, view)
+    assert out[P.PATHS].layout.annotations[0].text.endswith(P.NO_FILLS)
+    # the volatility models are unaffected
+    assert P.main_outputs(rs, view)[P.PRICE].data
+
+
+def test_impact_off_says_how_to_turn_it_on(stores, sample_dir):
+    view, _ = fit(stores, sample_dir)
+    out = P.impact_outputs(stores[1], view)
+    assert out[P.BY_REGIME].layout.annotations[0].text == P.IMPACT_OFF
+    assert "paths-kalman" not in dict(P.model_statuses(P._fits(stores[1], view), view))
+
+
+def test_kalman_needs_a_drifting_coefficient(sample_dir, monkeypatch):
+    fills = load(str(sample_dir / "fills.csv")).frame.iloc[:3000]
+    monkeypatch.setattr(P, "DRIFT_PARAMETER", {})
+    paths = P.impact_paths(fills, "power_law")
+    assert "Kalman filter needs a model linear in one coefficient" in paths.errors["kalman"]
+    assert set(paths.path["method"]) == {"SGD"} and "sgd" in paths.status
+
+
+def test_regime_coefficient_rows_intervals():
+    by = P.ImpactByRegime(model="power_law", k_regimes=2, cost=[], test={}, status={},
+                          coefficients={"Y": [{"key": {"regime": "stressed"}, "value": 1.0, "std_error": 0.1,
+                                               "rows": 5},
+                                              {"key": {"regime": "calm"}, "value": 0.8, "std_error": float("nan"),
+                                               "rows": 9}]})
+    rows = P.regime_coefficient_rows(by)
+    assert rows[0]["regime"] == 1 and rows[0]["lower"] == pytest.approx(1.0 - 1.959964 * 0.1, rel=1e-6)
+    assert rows[1]["regime"] == 0 and rows[1]["lower"] is None
