@@ -87,7 +87,8 @@ def default_expiries(result, limit: int = DEFAULT_SMILES) -> list[str]:
 def selected_expiries(result, chosen: Sequence[str] | None, limit: int = MAX_SMILES) -> list[str]:
     """The user's pick that exists in `result`, in expiry order, at most `limit`; the default when none does."""
     values = [o["value"] for o in expiry_options(result)]
-    wanted = {expiry_iso(c) for c in (chosen or ())}
+    # the values are the options' own ISO strings: compared as text (the browser may send anything)
+    wanted = {str(c) for c in (chosen or ()) if isinstance(c, str)} if isinstance(chosen, (list, tuple)) else set()
     kept = [v for v in values if v in wanted][:limit]
     return kept or default_expiries(result)
 
