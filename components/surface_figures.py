@@ -153,7 +153,7 @@ def surface_view(result, curve_points: int = CURVE_POINTS) -> SurfaceView | None
 
 def _grid_layout(n: int, cols: int, titles: Sequence[str], *, x_title: str, y_title: str | None,
                  h_space: float = 0.06, v_space_px: float = 62.0, row_px: float = SMILE_ROW_HEIGHT_PX,
-                 top_px: float = 60.0, bottom_px: float = 50.0) -> tuple[dict, list[tuple[str, str]], int]:
+                 top_px: float = 64.0, bottom_px: float = 50.0) -> tuple[dict, list[tuple[str, str]], int]:
     """Layout axes + title annotations of an n-panel grid; returns (layout dict, [(xref, yref)], height)."""
     rows = math.ceil(n / cols)
     height = int(top_px + bottom_px + rows * row_px + (rows - 1) * v_space_px)
@@ -161,7 +161,11 @@ def _grid_layout(n: int, cols: int, titles: Sequence[str], *, x_title: str, y_ti
     width = (1.0 - (cols - 1) * h_space) / cols
     cell = row_px / plot_px
     gap = v_space_px / plot_px if rows > 1 else 0.0
-    layout: dict = {"annotations": []}
+    # the margins are the ones assumed above, so paper y = 1 is the top row's top edge; the titles sit just
+    # above it and the legend above them
+    layout: dict = {"annotations": [], "margin": {"l": 60, "r": 12, "t": top_px, "b": bottom_px},
+                    "legend": {"orientation": "h", "yanchor": "bottom", "y": 1.0 + 22.0 / plot_px,
+                               "xanchor": "left", "x": 0, "font": {"size": 11}}}
     refs = []
     for i in range(n):
         r, c = divmod(i, cols)
@@ -185,7 +189,7 @@ def _figure(traces: list[dict], layout: dict, *, height: int, legend: bool = Tru
             "showlegend": legend, "hovermode": "closest", "uirevision": "keep",
             "legend": {"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "left", "x": 0,
                        "font": {"size": 11}}}
-    return go.Figure(data=traces, layout={**base, **layout})
+    return go.Figure(data=traces, layout={**base, **layout})   # `layout` wins (grid margins, legend)
 
 
 # --- smiles ---------------------------------------------------------------------------------------
@@ -345,8 +349,8 @@ def term_structure_figure(view: SurfaceView | None) -> go.Figure:
     if not np.isfinite(atm["atm_vol_model"].to_numpy(np.float64)).any():
         return empty_figure(NO_FITTED)
     layout, refs, height = _grid_layout(2, 2, ["ATM implied vol", "ATM skew ∂σ/∂k at k = 0"], x_title="T (years)",
-                                        y_title=None, h_space=0.14, row_px=FIGURE_HEIGHT_PX - 110,
-                                        top_px=70, bottom_px=40)
+                                        y_title=None, h_space=0.14, row_px=FIGURE_HEIGHT_PX - 120,
+                                        top_px=72, bottom_px=48)
     layout["yaxis"]["title"] = {"text": "ATM vol (%)", "font": {"size": 11}}
     layout["yaxis2"]["title"] = {"text": "vol pts per unit k", "font": {"size": 11}}
     T = atm["T_years"].to_numpy(np.float64)
@@ -391,7 +395,8 @@ def residuals_figure(view: SurfaceView | None) -> go.Figure:
                        "hovertemplate": "%{fullData.name}<br>K %{customdata:,.0f} · k %{x:.4f}<br>"
                                         "error %{y:+.3f} vol pts (%{text})<extra></extra>"})
     layout = {"xaxis": {"title": {"text": "k = ln(K/F)"}},
-              "yaxis": {"title": {"text": "fit − mid (vol points)"}, "zeroline": True, "zerolinecolor": "#6c757d"},
+              "yaxis": {"title": {"text": "fit − mid (vol points)"}, "zeroline": True, "zerolinecolor": "#6c757d",
+                        "exponentformat": "e"},   # not SI prefixes: "150µ" vol points reads as a unit
               "legend": {"orientation": "v", "y": 1, "yanchor": "top", "x": 1.01, "xanchor": "left",
                          "font": {"size": 11}}}
     return _figure(traces, layout, height=FIGURE_HEIGHT_PX)

@@ -51,7 +51,7 @@ from components import figures
 from components import results as results_mod
 from components import store as store_mod
 from components import surface_figures as SF
-from components.diagnostics_panel import _LRU, rows_table
+from components.diagnostics_panel import _LRU
 from models.config import make_provenance
 from models.registry import models_of_kind
 from models.schema import DataError, Dataset
@@ -435,6 +435,23 @@ def status_component(view: SF.SurfaceView) -> html.Div:
                     id=_id("status-alert"), **{"data-level": s["level"]})
 
 
+NOWRAP = ("expiry", "shorter expiry", "longer expiry", "k range", "T (y)")
+
+
+def rows_component(rows: list[dict], *, table_id: str, caption: str | None = None) -> html.Div:
+    """A compact table of `rows` (columns from the first row; its "key" becomes the row's data-row, every
+    cell carries its column name as data-field); expiries never wrap."""
+    cols = [c for c in rows[0] if c != "key"]
+    head = html.Thead(html.Tr([html.Th(c, scope="col", className="text-nowrap" if c in NOWRAP else None)
+                               for c in cols]))
+    body = html.Tbody([html.Tr([html.Td(r.get(c, ""), className="text-nowrap" if c in NOWRAP else None,
+                                        **{"data-field": c}) for c in cols],
+                               **{"data-row": str(r.get("key", r.get(cols[0], "")))}) for r in rows])
+    parts = ([html.Caption(caption, className="small text-muted")] if caption else []) + [head, body]
+    return html.Div(dbc.Table(parts, size="sm", striped=True, bordered=False, hover=True, id=table_id,
+                              className="execal-table mb-0 small"), className="table-responsive")
+
+
 def _empty(message: str) -> html.P:
     return html.P(message, className="execal-empty text-muted mb-0")
 
@@ -466,20 +483,20 @@ def render_outputs(rs: results_mod.ResultStore, view: Any, chosen: Any = None) -
         calendar = SF.calendar_rows(result)
         return {
             STATUS: status_component(sv),
-            SLICES: rows_table(SF.slice_status_rows(result), table_id=_id("slices-table"), skip=("key",)),
-            PARAMS: rows_table(SF.parameter_rows(result), table_id=_id("params-table"), skip=("key",)),
-            SSVI: (rows_table(ssvi, table_id=_id("ssvi-table"), skip=("key",),
-                              caption="SSVI parameters shared by every expiry") if ssvi else None),
+            SLICES: rows_component(SF.slice_status_rows(result), table_id=_id("slices-table")),
+            PARAMS: rows_component(SF.parameter_rows(result), table_id=_id("params-table")),
+            SSVI: (rows_component(ssvi, table_id=_id("ssvi-table"), caption="SSVI parameters shared by every expiry")
+                   if ssvi else None),
             ARB_HEADLINE: html.Div(dbc.Alert(headline, color=level, className="mb-2 py-2 small"),
                                    id=_id("arbitrage-verdict"), **{"data-level": level}),
-            BUTTERFLY: rows_table(SF.butterfly_rows(result), table_id=_id("butterfly-table"), skip=("key",),
-                                  caption="Butterfly: Durrleman's g(k) ≥ 0 per expiry"),
-            CALENDAR: (rows_table(calendar, table_id=_id("calendar-table"), skip=("key",),
-                                  caption="Calendar: w(k, T) must not fall from one expiry to the next")
+            BUTTERFLY: rows_component(SF.butterfly_rows(result), table_id=_id("butterfly-table"),
+                                      caption="Butterfly: Durrleman's g(k) ≥ 0 per expiry"),
+            CALENDAR: (rows_component(calendar, table_id=_id("calendar-table"),
+                                      caption="Calendar: w(k, T) must not fall from one expiry to the next")
                        if calendar else html.P("Calendar: total variance never falls from one expiry to the next "
                                                "on the grid.", className="small mb-2", id=_id("calendar-none"))),
-            CONDITIONS: (rows_table(conditions, table_id=_id("conditions-table"), skip=("key",),
-                                    caption="SSVI sufficient conditions (Gatheral & Jacquier 2014)")
+            CONDITIONS: (rows_component(conditions, table_id=_id("conditions-table"),
+                                        caption="SSVI sufficient conditions (Gatheral & Jacquier 2014)")
                          if conditions else None),
             SURFACE: SF.surface_figure(sv), TERM: SF.term_structure_figure(sv), RESIDUALS: SF.residuals_figure(sv),
             "expiry_options": SF.expiry_options(result),
@@ -551,13 +568,20 @@ def download_output(st: store_mod.SessionStore, rs: results_mod.ResultStore, vie
 # --- layout -------------------------------------------------------------------------------------
 
 
-def _label(text: str, control_id: str, help_text: Any = None) -> list:
-    out: list = [dbc.Label(text, html_for=control_id, className="mb-1 small fw-semibold")]
-    return out + ([html.Div(help_text, className="form-text mt-0 mb-1")] if help_text else [])
+def _label(text: str, control_id: str) -> list:
+    return [dbc.Label(text, html_for=control_id, className="mb-1 small fw-semibold")]
 
 
 def _field(text: str, control, control_id: str, help_text: Any = None) -> html.Div:
-    return html.Div(_label(text, control_id, help_text) + [control], className="mb-3")
+    return html.Div(_label(text, control_id) + [control] + ([help_text] if help_text is not None else []),
+                    className="mb-3")
+
+
+def _details(summary: str, items: list[tuple[str, str]]) -> html.Details:
+    """Help that stays folded until asked for (the registry's formulas and descriptions)."""
+    return html.Details([html.Summary(summary, className="small text-muted"),
+                         html.Ul([html.Li([html.Strong(name), f": {text}"]) for name, text in items],
+                                 className="ps-3 mb-0 form-text")], className="mt-1")
 
 
 def _graph(graph_id: str, height: int | None = SF.FIGURE_HEIGHT_PX, config: dict | None = None) -> dcc.Loading:
@@ -582,11 +606,9 @@ def layout(app) -> dbc.Row:
     models = surface_models()
     first = next(iter(models))
     weights = weight_choices(first)
-    model_help = html.Ul([html.Li([html.Strong(m.name), f": {m.formula}"]) for m in models.values()],
-                         className="ps-3 mb-0")
-    weight_help = html.Ul([html.Li([html.Strong(n), f": {d}"]) for n, d in weights.items()], className="ps-3 mb-0")
-    arb_help = html.Ul([html.Li([html.Strong(m.name), f": {m.describe()['no_arbitrage']}"]) for m in models.values()],
-                       className="ps-3 mb-0")
+    model_help = _details("formulas", [(m.name, m.formula) for m in models.values()])
+    weight_help = _details("what each weighting does", list(weights.items()))
+    arb_help = _details("what is enforced", [(m.name, m.describe()["no_arbitrage"]) for m in models.values()])
     settings_card = dbc.Card([
         dbc.CardHeader(html.H2("Chain and model", className="h6 mb-0")),
         dbc.CardBody([
@@ -640,10 +662,10 @@ def layout(app) -> dbc.Row:
             _card("ATM term structure and skew", _graph(TERM),
                   "line: the fit; open dots: the market's quotes near k = 0"),
         ]),
-        dbc.Row([
-            _card("Residuals", _graph(RESIDUALS), "fit − mid in vol points; open dots lie outside the bid/ask band"),
-            _card("Optimizer status per expiry", _slot(SLICES), "converged or not, as the optimizer said"),
-        ]),
+        dbc.Row([_card("Residuals", _graph(RESIDUALS),
+                       "fit − mid in vol points; open dots lie outside the bid/ask band", {"lg": 12})]),
+        dbc.Row([_card("Optimizer status per expiry", _slot(SLICES), "converged or not, as the optimizer said",
+                       {"lg": 12})]),
         dbc.Row([_card("Parameters per expiry", [_slot(PARAMS), html.Div(className="mb-2"), _slot(SSVI, empty=False)],
                        "raw SVI a, b, rho, m, sigma (for SSVI: the equivalent slice and theta); RMSE in vol points",
                        {"lg": 12})]),
