@@ -117,28 +117,52 @@ def stop(proc: subprocess.Popen, timeout_s: float = 20) -> int:
 # --- fixtures -----------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def gunicorn_app(tmp_path_factory):
-    """The app under gunicorn (2 workers), with a private cache and the bundled sample_data/ (default)."""
-    if not (ROOT / "sample_data" / "fills.csv").is_file():
-        pytest.fail("sample_data/fills.csv is missing: regenerate it with models/sample.py")
-    tmp = tmp_path_factory.mktemp("gunicorn")
-    with serve_gunicorn(tmp) as server:
-        yield server
+# Test modules import these fixtures by name, and pytest then treats each module's import as its own
+# session-scoped definition: without sharing, every browser-test module would start its own gunicorn and
+# its own Playwright, and a second sync Playwright in one process fails ("Sync API inside the asyncio
+# loop"). So each resource is created once per process and closed once, whichever definition asks first.
+_SHARED: dict = {}
 
 
-@pytest.fixture(scope="session")
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} not found: install Debian's chromium (tests/run.sh does)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
+def _close_shared() -> None:
+    browser_pair = _SHARED.pop("browser", None)
+    if browser_pair is not None:
+        pw, b = browser_pair
+        with contextlib.suppress(Exception):
             b.close()
+        with contextlib.suppress(Exception):
+            pw.stop()
+    server_cm = _SHARED.pop("server_cm", None)
+    _SHARED.pop("server", None)
+    if server_cm is not None:
+        server_cm.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="session")
+def gunicorn_app(tmp_path_factory, request):
+    """The app under gunicorn (2 workers), with a private cache and the bundled sample_data/ (default)."""
+    if "server" not in _SHARED:
+        if not (ROOT / "sample_data" / "fills.csv").is_file():
+            pytest.fail("sample_data/fills.csv is missing: regenerate it with models/sample.py")
+        cm = serve_gunicorn(tmp_path_factory.mktemp("gunicorn"))
+        _SHARED["server"] = cm.__enter__()
+        _SHARED["server_cm"] = cm
+        request.addfinalizer(_close_shared)
+    return _SHARED["server"]
+
+
+@pytest.fixture(scope="session")
+def browser(request):
+    if "browser" not in _SHARED:
+        if not Path(CHROMIUM).exists():
+            pytest.fail(f"{CHROMIUM} not found: install Debian's chromium (tests/run.sh does)")
+        from playwright.sync_api import sync_playwright
+
+        pw = sync_playwright().start()
+        _SHARED["browser"] = (pw, pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                                     args=CHROMIUM_ARGS))
+        request.addfinalizer(_close_shared)
+    return _SHARED["browser"][1]
 
 
 @pytest.fixture

@@ -109,4 +109,7 @@ def test_bundled_sample_can_be_picked(page, gunicorn_app):
 def test_other_paths_show_the_app_not_an_error(page, gunicorn_app):
     page.goto(gunicorn_app.url + "/no-such-panel")
     field(page, "file").wait_for()
-    assert page.locator(f"#{data_panel.UPLOAD}").is_visible()
+    # Dash 4's dcc.Upload puts no id on its drop zone: check its label and the Data panel instead
+    page.locator(f"#{data_panel.UPLOAD_LABEL}").wait_for(state="visible")
+    assert page.locator("#panel-data").is_visible()
+    assert page.get_by_text("choose a file").is_visible()
