@@ -346,18 +346,28 @@ def garch_figure(vol_frame: pd.DataFrame | None, forecast: pd.DataFrame | None =
 # --- regime probabilities ---------------------------------------------------------------------
 
 
-def regime_probabilities_figure(prob_frame: pd.DataFrame | None, regimes: Sequence[Mapping] | None = None, *,
-                                which: str = "smoothed", empty_message: str = "No regime fit to draw",
-                                max_points: int = MAX_LINE_POINTS) -> go.Figure:
-    """Pr(regime j) per period as a stacked area (`which`: "smoothed" uses all data, "filtered" only
-    the past). `prob_frame`: `MarkovResult.probabilities_frame()` (timestamp, regime, filtered,
-    smoothed; one row per period and regime, periods in order)."""
-    if prob_frame is None or not len(prob_frame):
-        return empty_figure(empty_message)
+def probabilities_arrays(prob_frame: pd.DataFrame, which: str = "smoothed") -> tuple[np.ndarray, np.ndarray]:
+    """(period times in ns, (n, k) probabilities) of a tidy `MarkovResult.probabilities_frame()`
+    (timestamp, regime, filtered, smoothed; one row per period and regime, periods in order)."""
     k = int(prob_frame["regime"].max()) + 1
     n = len(prob_frame) // k
     p = prob_frame[which].to_numpy(np.float64).reshape(n, k)
     t = pd.DatetimeIndex(prob_frame["timestamp"].iloc[::k]).as_unit("ns").asi8
+    return t, p
+
+
+def regime_probabilities_figure(t_ns: np.ndarray | None, probabilities: np.ndarray | None,
+                                regimes: Sequence[Mapping] | None = None, *, which: str = "smoothed",
+                                empty_message: str = "No regime fit to draw",
+                                max_points: int = MAX_LINE_POINTS) -> go.Figure:
+    """Pr(regime j) per period as a stacked area. `t_ns`: period labels (ns); `probabilities`: (n, k),
+    `MarkovResult.smoothed` (uses all data) or `.filtered` (only the past), named by `which`.
+    (A tidy probabilities frame: `probabilities_arrays`.)"""
+    if t_ns is None or probabilities is None or len(t_ns) == 0:
+        return empty_figure(empty_message)
+    p = np.asarray(probabilities, dtype=np.float64)
+    t = np.asarray(t_ns, dtype=np.int64)
+    n, k = p.shape
     # the same points for every regime (a stack needs them), keeping each one's peaks and troughs
     idx = line_index(n, [p[:, j] for j in range(k)], max_points)
     fig = go.Figure()

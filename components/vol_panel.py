@@ -309,6 +309,8 @@ def model_specs(settings: Mapping) -> dict[str, dict | None]:
         "markov": {**base, "what": "markov", "k_regimes": settings["k_regimes"],
                    "switching_mean": settings["switching_mean"]},
         "merton": {**base, "what": "merton"} if settings["merton"] else None,
+        # Merton's flagged returns, computed once in the job (a million returns' posterior is seconds)
+        "merton_jumps": {**base, "what": "merton_jumps"} if settings["merton"] else None,
     }
 
 
@@ -533,6 +535,12 @@ def _fit_one(name: str, fit: Callable[[], Any], errors: dict) -> Any:
     return None
 
 
+def merton_jumps(merton, threshold: float = 0.5) -> pd.DataFrame:
+    """The returns Merton's fit says contain a jump: timestamp, return, p_jump (posterior > threshold)."""
+    jp = merton.jump_probabilities(threshold)
+    return jp.loc[jp["jump"].to_numpy(bool), ["timestamp", "return", "p_jump"]].reset_index(drop=True)
+
+
 def _impact_status(result) -> dict:
     s = F.status_summary(result)
     return {**s, "badge": "NOT converged" if s["level"] == "danger" else
@@ -649,19 +657,25 @@ def run_fit(st: store_mod.SessionStore, results: results_mod.ResultStore, job: M
         ("markov", 50, f"Markov regimes (k = {settings['k_regimes']})",
          lambda: MODELS["markov"].fit(returns, k_regimes=settings["k_regimes"],
                                       switching_mean=settings["switching_mean"])),
-        ("merton", 75, "Merton jump-diffusion", lambda: MODELS["merton"].fit(returns)),
+        ("merton", 70, "Merton jump-diffusion", lambda: MODELS["merton"].fit(returns)),
+        ("merton_jumps", 80, "Merton's jump probabilities", lambda: merton_jumps(done["merton"])),
         ("paths", 85, "the impact coefficient's path (Kalman, SGD)",
          lambda: impact_paths(_fills(), settings["impact_model"])),
         ("by_regime", 92, "impact by volatility regime",
          lambda: impact_by_regime(_fills(), dataset, settings["impact_model"], settings["k_regimes"],
                                   _bar_arg(settings["bar"]))),
     ]
+    done = dict(cached)
     for name, percent, label, fit in stages:
         if keys.get(name) is None or cached.get(name) is not None:
+            continue
+        if name == "merton_jumps" and done.get("merton") is None:
+            errors[name] = errors.get("merton", "Merton's jump-diffusion was not fitted")
             continue
         on = "the fills" if name in ("paths", "by_regime") else f"{returns.n:,} returns"
         progress(percent, f"fitting {label} on {on}")
         result = _fit_one(name, fit, errors)
+        done[name] = result
         if result is not None:
             results.put(keys[name], result, meta={"origin": PANEL, "what": name, "dataset": job["dataset"],
                                                   "filters": filters, "settings": settings})
@@ -789,17 +803,15 @@ def _main(fits: Mapping[str, Any], view: Mapping) -> dict:
     js = series.jump_summary if series is not None else {}
     jump_note = (f"no jump flagged (Lee–Mykland, α = {js.get('alpha', 0.01):g}, {js.get('returns_tested', 0):,} "
                  f"returns tested)") if series is not None else ""
-    model_jumps = None
-    if merton is not None:
-        jp = merton.jump_probabilities()
-        model_jumps = jp[jp["jump"].to_numpy(bool)]
+    model_jumps = fits.get("merton_jumps") if merton is not None else None
     price = V.price_regime_figure(
         series.t_ns if series is not None else None, series.close if series is not None else None,
         bar_ns=series.bar_ns if series is not None else 0, symbol=series.symbol if series is not None else None,
         regime_path=markov.regime_path() if markov is not None else None, regimes=regimes,
         period_ns=markov.returns.period_ns if markov is not None else None,
         jumps=series.jumps if series is not None else None, jump_note=jump_note, model_jumps=model_jumps)
-    probs = V.regime_probabilities_figure(markov.probabilities_frame() if markov is not None else None, regimes,
+    probs = V.regime_probabilities_figure(markov.returns.t_ns if markov is not None else None,
+                                          markov.smoothed if markov is not None else None, regimes,
                                           empty_message=_empty_message("markov", view, "The regime model"))
     regime_body: Any
     if markov is not None:

@@ -225,16 +225,18 @@ def test_regime_probabilities_stack_to_one():
     ts = pd.date_range("2024-01-01", periods=n, freq="1h", tz="UTC")
     frame = pd.DataFrame({"timestamp": np.repeat(ts.to_numpy(), k), "regime": np.tile(np.arange(k), n),
                           "filtered": p.ravel(), "smoothed": p.ravel()})
-    fig = V.regime_probabilities_figure(frame, max_points=10_000)
+    t, probs = V.probabilities_arrays(frame)
+    assert np.array_equal(t, ts.as_unit("ns").asi8) and np.array_equal(probs, p)
+    fig = V.regime_probabilities_figure(t, probs, max_points=10_000)
     assert [tr.stackgroup for tr in fig.data] == ["regimes"] * 3
     ys = np.column_stack([values(tr.y) for tr in fig.data])
     assert np.allclose(ys.sum(axis=1), 1.0, atol=1e-5) and np.allclose(ys, p, atol=1e-6)
-    small = V.regime_probabilities_figure(frame, max_points=60)
+    small = V.regime_probabilities_figure(t, probs, max_points=60)
     assert len(values(small.data[0].x)) < n and len({len(values(tr.x)) for tr in small.data}) == 1
 
 
 def test_regime_probabilities_empty_state():
-    assert annotation(V.regime_probabilities_figure(None, empty_message="no regimes")) == "no regimes"
+    assert annotation(V.regime_probabilities_figure(None, None, empty_message="no regimes")) == "no regimes"
 
 
 def test_coefficient_path_figure_bands_and_batch_line():

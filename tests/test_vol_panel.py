@@ -247,9 +247,11 @@ def test_filters_cut_the_bars_and_a_model_failure_is_reported(stores, sample_dir
     # two days of hourly bars: 47 returns, too few for a Markov or GARCH fit; the rest is shown
     view, _ = fit(stores, sample_dir, filters={"start": "2024-09-01T00:00:00+00:00",
                                                "end": "2024-09-03T00:00:00+00:00", "size_max": 1},
-                  bar="1h", symbol="SOLUSDT")
+                  bar="1h", symbol="SOLUSDT", merton=True)
     assert view["filters"] == {"start": "2024-09-01T00:00:00+00:00", "end": "2024-09-03T00:00:00+00:00"}
-    assert set(view["errors"]) == {"garch", "markov"} and "too few observations" in view["errors"]["markov"]
+    assert set(view["errors"]) == {"garch", "markov", "merton", "merton_jumps"}
+    assert "too few observations" in view["errors"]["markov"]
+    assert view["errors"]["merton_jumps"] == view["errors"]["merton"]
     out = P.main_outputs(stores[1], view)
     assert out[P.STATUS].to_plotly_json()["props"]["data-level"] == "danger"
     status = text_of(out[P.STATUS])
@@ -296,6 +298,8 @@ def test_trades_become_one_minute_bars_and_merton_marks_jumps(stores, sample_dir
     out = P.main_outputs(rs, view)
     names = [tr.name for tr in out[P.PRICE].data]
     n_jumps = int(merton.jump_probabilities()["jump"].sum())
+    flagged = rs.get(view["keys"]["merton_jumps"])
+    assert len(flagged) == n_jumps and (flagged["p_jump"] > 0.5).all()
     assert (f"Merton jump posterior > ½: {n_jumps:,}" in names) == (n_jumps > 0)
     assert "Merton jump-diffusion" in text_of(out[P.FITS_TABLE])
 
