@@ -5,6 +5,8 @@
     execal models                                      models, parameters, optimizers, losses (JSON)
     execal calibrate PATH --model M [...] --out cfg    fit an execution-cost model, write the config
     execal predict --config cfg PATH [--out preds.csv] expected cost of each fill from a config
+    execal vol PATH --model M [...] --out vol.json     realised / GARCH / Markov regimes / Merton
+    execal surface PATH --model {svi,ssvi} --out s.json option volatility surface + arbitrage report
 
 Exit codes: 0 ok, 2 bad input or usage (a short message on stderr, never a traceback),
 3 the fit did not converge (the config is still written, with the optimizer's status), 1 unexpected.
