@@ -148,6 +148,13 @@ def available_samples(sample_dir: Path) -> list[str]:
     return [SAMPLE_CHAIN] if (Path(sample_dir) / SAMPLE_CHAIN).is_file() else []
 
 
+def kind_of_key(key: str) -> str | None:
+    """The dataset kind a store key names (`<sha256>-<kind>[-m<mapping digest>]`, see components.store)."""
+    if not store_mod.is_dataset_key(key):
+        return None
+    return key[65:].split("-", 1)[0]
+
+
 def source_options(st: store_mod.SessionStore, sample_dir: Path, session_id: Any,
                    active: Mapping | None) -> tuple[list[dict], str | None]:
     """(dropdown options, default value): the session's option chains (the active one first and marked),
@@ -159,8 +166,10 @@ def source_options(st: store_mod.SessionStore, sample_dir: Path, session_id: Any
     if active_key and active_key not in keys:
         keys = keys + [active_key]
     for key in reversed(keys):          # most recent first
+        if kind_of_key(key) != "options":
+            continue    # decided from the key: a million fills are not decoded to learn they are no chain
         ds = st.get_dataset(key)
-        if ds is None or ds.kind != "options":
+        if ds is None:
             continue
         tag = "active dataset: " if key == active_key else ""
         options.append({"label": f"{tag}{ds.source} ({len(ds.frame):,} quotes)", "value": key})

@@ -103,6 +103,18 @@ def test_sources_sample_then_the_sessions_chains(stores, session, shared_data):
     assert value == SAMPLE
 
 
+def test_other_kinds_are_skipped_by_their_key_without_decoding_the_frame(stores, session, monkeypatch):
+    st, rs = stores
+    fills_key = st.load_bytes(FILLS.encode(), name="fills.csv", session_id=session)
+    assert sp.kind_of_key(fills_key) == "fills" and sp.kind_of_key("0" * 64 + "-options-m" + "a" * 12) == "options"
+    assert sp.kind_of_key("not a key") is None
+    decoded = []
+    real = st.get_dataset
+    monkeypatch.setattr(st, "get_dataset", lambda key: decoded.append(key) or real(key))
+    sp.source_options(st, SAMPLE_DIR, session, {"key": fills_key})
+    assert decoded == []
+
+
 def test_the_sample_is_loaded_without_becoming_the_active_dataset(stores, session):
     st, rs = stores
     key = sp.resolve_source(st, SAMPLE_DIR, SAMPLE)
