@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import copyreg
 import dataclasses
+import functools
 import io
 import json
 import logging
@@ -461,12 +462,19 @@ def rows_component(rows: list[dict], *, table_id: str, caption: str | None = Non
                               className="execal-table mb-0 small"), className="table-responsive")
 
 
+@functools.lru_cache(maxsize=8)
+def empty_state_figure(message: str) -> dict:
+    """`figures.empty_figure(message)` as a plain dict, built once per message per process: the page layout
+    holds five of them and a go.Figure copies its whole template each time it is built."""
+    return figures.empty_figure(message).to_plotly_json()
+
+
 def _empty(message: str) -> html.P:
     return html.P(message, className="execal-empty text-muted mb-0")
 
 
 def empty_outputs(message: str, *, level: str = "secondary") -> dict:
-    fig = figures.empty_figure(message)
+    fig = empty_state_figure(message)
     return {
         STATUS: html.Div(dbc.Alert(message, color=level, className="mb-0 execal-status"), id=_id("status-alert"),
                          **{"data-level": "empty" if level == "secondary" else level}),
@@ -520,10 +528,10 @@ def render_outputs(rs: results_mod.ResultStore, view: Any, chosen: Any = None) -
 
 def smiles_output(rs: results_mod.ResultStore, view: Any, expiries: Any):
     if view_key(view) is None:
-        return figures.empty_figure(EMPTY_MESSAGE)
+        return empty_state_figure(EMPTY_MESSAGE)
     try:
         sv = prepared_view(rs, view)
-        return figures.empty_figure(EVICTED) if sv is None else SF.smiles_figure(sv, expiries)
+        return empty_state_figure(EVICTED) if sv is None else SF.smiles_figure(sv, expiries)
     except Exception as err:
         log.exception("smiles of %s failed", view_key(view))
         return figures.empty_figure(f"The smiles could not be drawn ({type(err).__name__})")
@@ -595,7 +603,7 @@ def _details(summary: str, items: list[tuple[str, str]]) -> html.Details:
 
 def _graph(graph_id: str, height: int | None = SF.FIGURE_HEIGHT_PX, config: dict | None = None) -> dcc.Loading:
     style = {"height": f"{height}px"} if height else {}
-    return dcc.Loading(dcc.Graph(id=graph_id, figure=figures.empty_figure(EMPTY_MESSAGE),
+    return dcc.Loading(dcc.Graph(id=graph_id, figure=empty_state_figure(EMPTY_MESSAGE),
                                  config=config or GRAPH_CONFIG, style=style), type="circle", delay_show=300)
 
 
@@ -753,12 +761,16 @@ def register_callbacks(app) -> None:
         State(EXPIRIES, "value"),
     )
     def _render(view, chosen):
+        if view_key(view) is None:
+            raise PreventUpdate      # the layout already shows the empty states (no view is ever cleared)
         out = render_outputs(stores()[1], view, chosen)
         return ([out[i] for i in RENDER_OUTPUTS] + [out[i] for i in RENDER_FIGURES]
                 + [out["expiry_options"], out["expiry_value"], out["download_disabled"]])
 
     @app.callback(Output(SMILES, "figure"), Input(VIEW, "data"), Input(EXPIRIES, "value"))
     def _smiles(view, expiries):
+        if view_key(view) is None:
+            raise PreventUpdate
         return smiles_output(stores()[1], view, expiries)
 
     @app.callback(

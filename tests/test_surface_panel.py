@@ -12,6 +12,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 import pandas as pd
+import plotly.graph_objects as go
 import pytest
 from dash import no_update
 from dash.exceptions import PreventUpdate
@@ -55,6 +56,11 @@ def fit(st, rs, session, *, trigger=sp.RUN, source=SAMPLE, underlying="BTC", mod
     return sp.fit_outputs(st, rs, SAMPLE_DIR, trigger=trigger, session_id=session, source=source,
                           underlying=underlying, model=model, weights=weights, no_arbitrage=no_arbitrage,
                           filters=filters or {}, active=active, view=view)
+
+
+def message_of(figure) -> str:
+    """The text of an empty-state figure (a go.Figure or its dict)."""
+    return go.Figure(figure).layout.annotations[0].text
 
 
 def deribit_key(st, shared_data, session=None):
@@ -273,10 +279,10 @@ def test_render_empty_evicted_and_fitted(stores, session):
     st, rs = stores
     empty = sp.render_outputs(rs, None)
     assert empty["download_disabled"] is True and empty["expiry_options"] == []
-    assert empty[sp.SURFACE].layout.annotations[0].text == sp.EMPTY_MESSAGE
+    assert message_of(empty[sp.SURFACE]) == sp.EMPTY_MESSAGE
     evicted = sp.render_outputs(rs, {"key": "result:" + "0" * 32})
-    assert evicted[sp.TERM].layout.annotations[0].text == sp.EVICTED
-    assert sp.smiles_output(rs, {"key": "result:" + "0" * 32}, []).layout.annotations[0].text == sp.EVICTED
+    assert message_of(evicted[sp.TERM]) == sp.EVICTED
+    assert message_of(sp.smiles_output(rs, {"key": "result:" + "0" * 32}, [])) == sp.EVICTED
     view = fit(st, rs, session, model="ssvi")["view"]
     out = sp.render_outputs(rs, view)
     assert out["download_disabled"] is False and len(out["expiry_value"]) == 8
@@ -298,7 +304,7 @@ def test_render_failure_is_a_message(stores, session, monkeypatch):
     sp._prepared.clear()
     monkeypatch.setattr(sp.SF, "surface_view", lambda result: 1 / 0)
     out = sp.render_outputs(rs, view)
-    assert "ZeroDivisionError" in out[sp.SURFACE].layout.annotations[0].text
+    assert "ZeroDivisionError" in message_of(out[sp.SURFACE])
 
 
 # --- the surface config ------------------------------------------------------------------------------------
