@@ -473,11 +473,15 @@ def _empty(message: str) -> html.P:
     return html.P(message, className="execal-empty text-muted mb-0")
 
 
+def empty_status(message: str, *, level: str = "secondary") -> html.Div:
+    return html.Div(dbc.Alert(message, color=level, className="mb-0 execal-status"), id=_id("status-alert"),
+                    **{"data-level": "empty" if level == "secondary" else level})
+
+
 def empty_outputs(message: str, *, level: str = "secondary") -> dict:
     fig = empty_state_figure(message)
     return {
-        STATUS: html.Div(dbc.Alert(message, color=level, className="mb-0 execal-status"), id=_id("status-alert"),
-                         **{"data-level": "empty" if level == "secondary" else level}),
+        STATUS: empty_status(message, level=level),
         SLICES: _empty(message), PARAMS: _empty(message), SSVI: None,
         ARB_HEADLINE: _empty(message), BUTTERFLY: None, CALENDAR: None, CONDITIONS: None,
         SURFACE: fig, TERM: fig, RESIDUALS: fig,
@@ -658,8 +662,7 @@ def layout(app) -> dbc.Row:
         dcc.Store(id=VIEW, storage_type="memory"),
         dcc.Store(id=SEEN, storage_type="memory"),
     ]), className="mb-3")
-    status = dcc.Loading(html.Div(dbc.Alert(EMPTY_MESSAGE, color="secondary", className="mb-0"), id=STATUS),
-                         type="dot", delay_show=300)
+    status = dcc.Loading(html.Div(empty_status(EMPTY_MESSAGE), id=STATUS), type="dot", delay_show=300)
     smiles_body = [
         html.Div(_label("Smiles of", EXPIRIES) + [dcc.Dropdown(id=EXPIRIES, options=[], value=[], multi=True,
                                                                 placeholder="expiries to draw")],
