@@ -3,7 +3,8 @@
 Rows (each against a baseline measured on the same data in the same run):
 - the fit callback's work on a cache miss (`surface_panel.fit_view`: resolve the chain, prepare it, fit,
   pickle the result into the app's diskcache, remember the session's view) for raw SVI (floor 0.1 s) and SSVI
-  (floor 0.3 s), on the bundled sample chain (572 rows, 8 expiries) and on a 12 expiries × 100 strikes chain,
+  (floor 0.3 s), plain and with the no-arbitrage fit, on the bundled sample chain (572 rows, 8 expiries)
+  and on a 12 expiries × 100 strikes chain,
   against the bare core (`prepare_chain` + `SurfaceCalibrator.fit`, nothing stored): the panel's overhead;
 - the same press again (cache hit: a repeat, or a page reload) against the fit;
 - everything drawn for a new surface (status, tables, smiles, 3D surface, term structure, residuals) against
@@ -68,9 +69,10 @@ def _forget(rs: results_mod.ResultStore, key: str) -> None:
 
 def _bench_chain(rows: list, label: str, st, rs, session: str, source: str, dataset: Dataset, quick: bool) -> None:
     repeat = 3 if quick else 7
-    for model, floor in (("svi", 0.1), ("ssvi", 0.3)):
-        settings = sp.build_settings(model=model, weights="vega", no_arbitrage=False,
+    for model, no_arb, floor in (("svi", False, 0.1), ("ssvi", False, 0.3), ("svi", True, 0.1), ("ssvi", True, 0.3)):
+        settings = sp.build_settings(model=model, weights="vega", no_arbitrage=no_arb,
                                      underlying=sp.underlyings_of(dataset.frame)[0])
+        name = model.upper() + (" no-arbitrage" if no_arb else "")
         view, _ = sp.fit_view(st, rs, SAMPLE_DIR, session_id=session, source=source, settings=settings,
                               filters={}, active=None)                                  # warm-up
 
@@ -80,20 +82,22 @@ def _bench_chain(rows: list, label: str, st, rs, session: str, source: str, data
                                filters={}, active=None)
 
         secs, (view, note) = best_of(press, repeat=repeat)
-        calibrator = SurfaceCalibrator(model, "vega", False)
+        calibrator = SurfaceCalibrator(model, "vega", no_arb)
         base_s, result = best_of(lambda: calibrator.fit(prepare_chain(dataset, underlying=settings["underlying"])),
                                  repeat=repeat)
         stored = len(rs.cache.get(view["key"]))
-        rows.append(row(f"surface panel: {model.upper()} fit press (cache miss), {label}", secs, floor_s=floor,
+        rows.append(row(f"surface panel: {name} fit press (cache miss), {label}", secs, floor_s=floor,
                         baseline="core only: prepare_chain + SurfaceCalibrator.fit, nothing stored",
                         baseline_s=base_s,
                         note=f"{len(result.fitted_slices)}/{len(result.slices)} expiries fitted, RMSE "
                              f"{result.rmse_vol_pts:.3f} vol pts; stored result {stored / 1024:.0f} KiB"))
+        if no_arb:
+            continue
         sp._results.clear()
         hit_s, (_, hit_note) = best_of(lambda: sp.fit_view(st, rs, SAMPLE_DIR, session_id=session, source=source,
                                                            settings=settings, filters={}, active=None),
                                        repeat=repeat)
-        rows.append(row(f"surface panel: {model.upper()} press again / reload (cache hit), {label}", hit_s,
+        rows.append(row(f"surface panel: {name} press again / reload (cache hit), {label}", hit_s,
                         baseline="the fit press (cache miss)", baseline_s=secs, note=hit_note))
         if model == "svi":
             def render():
@@ -109,12 +113,13 @@ def _bench_chain(rows: list, label: str, st, rs, session: str, source: str, data
             tables_json = len(json.dumps([out[k].to_plotly_json() if out[k] is not None else None
                                           for k in sp.RENDER_OUTPUTS], default=lambda o: o.to_plotly_json()))
             smiles_json = len(pio.to_json(smiles, validate=False))
+            largest = max(figures_json + tables_json, smiles_json)
             rows.append(row(f"surface panel: draw a new surface (4 figures + tables), {label}", render_s,
                             baseline="the result's figure frames alone (smile_frame + curve_frame)",
                             baseline_s=frames_s,
                             note=f"responses: render {(figures_json + tables_json) / 1024:.0f} KiB, smiles "
                                  f"{smiles_json / 1024:.0f} KiB (limit {MAX_RESPONSE_BYTES / 2**20:.0f} MB: "
-                                 f"{'ok' if max(figures_json + tables_json, smiles_json) < MAX_RESPONSE_BYTES else 'OVER'})"))
+                                 f"{'ok' if largest < MAX_RESPONSE_BYTES else 'OVER'})"))
 
 
 def run(quick: bool = False) -> list[dict]:
