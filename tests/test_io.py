@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -169,8 +168,6 @@ def test_ftx_bars_have_no_gaps(shared_data):
 
 @pytest.mark.shared_data
 def test_binance_capture_via_load(shared_data):
-    if importlib.util.find_spec("models.binance") is None:
-        pytest.skip("models/binance.py (written by the Binance helper) is not there yet")
     path = shared_data / "binance-raw/spot_btcusdt_20240808.gz"
     ds = load(path)
     assert ds.kind == "trades" and len(ds.frame) == 9_757          # SOURCES.md
