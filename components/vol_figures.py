@@ -285,7 +285,8 @@ def realized_figure(tidy: pd.DataFrame | None, estimators: Sequence[str], *, fre
         fig.add_trace(go.Scatter(
             x=epoch_ms(t[idx]), y=_f32(sig[idx]), mode="lines+markers", name=ESTIMATOR_LABELS.get(est, est),
             line={"color": PALETTE[i % len(PALETTE)], "width": 1.5},
-            marker={"size": 5, "symbol": np.where(complete[idx], "circle", "circle-open").tolist()},
+            # symbol codes, not names: 0 = circle, 100 = circle-open (a number array skips per-name checks)
+            marker={"size": 5, "symbol": np.where(complete[idx], 0, 100).astype(np.int16)},
             hovertemplate=f"{ESTIMATOR_LABELS.get(est, est)}: %{{y:.1f}} %<extra></extra>"))
     _layout(fig, y_title=f"σ annualised (%), per {freq} period")
     fig.update_yaxes(rangemode="tozero")
@@ -300,12 +301,13 @@ def realized_figure(tidy: pd.DataFrame | None, estimators: Sequence[str], *, fre
 def garch_figure(vol_frame: pd.DataFrame | None, forecast: pd.DataFrame | None = None, *, label: str = "GARCH",
                  long_run_annualized: float | None = None, realized: pd.DataFrame | None = None,
                  realized_label: str = "", empty_message: str = "No GARCH fit to draw",
-                 max_points: int = MAX_LINE_POINTS) -> go.Figure:
+                 max_points: int = MAX_LINE_POINTS, n_total: int | None = None) -> go.Figure:
     """The conditional volatility (annualised, %) over the sample, the forecast after it, the long-run
     level, and (optionally) one realised estimator per period for comparison.
 
-    `vol_frame`: `GarchResult.volatility_frame()`; `forecast`: `GarchResult.forecast(h)`;
-    `realized`: period, sigma_annualized of one estimator (a step over each period)."""
+    `vol_frame`: `GarchResult.volatility_frame()` (or rows of it already thinned: `n_total` then says
+    how many periods it stands for); `forecast`: `GarchResult.forecast(h)`; `realized`: period,
+    sigma_annualized of one estimator (a step over each period)."""
     if vol_frame is None or not len(vol_frame):
         return empty_figure(empty_message)
     fig = go.Figure()
@@ -339,7 +341,7 @@ def garch_figure(vol_frame: pd.DataFrame | None, forecast: pd.DataFrame | None =
                       annotation_font={"size": 10, "color": "#6c757d"})
     _layout(fig, y_title="σ annualised (%)")
     fig.update_yaxes(rangemode="tozero")
-    _note(fig, _drawn_note(int(idx.shape[0]), int(sig.shape[0]), "periods"))
+    _note(fig, _drawn_note(int(idx.shape[0]), int(n_total or sig.shape[0]), "periods"))
     return fig
 
 

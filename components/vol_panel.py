@@ -113,11 +113,13 @@ DEFAULT_HORIZON = 24
 MAX_HORIZON = 1000
 VOL_FILTER_KEYS = ("symbol", "venue", "start", "end")
 VIEW_TTL_S = 30 * 24 * 3600
-CACHE_ITEMS = 6
+CACHE_ITEMS = 16
 GRAPH_CONFIG = {"displaylogo": False, "responsive": True}
 EMPTY_MESSAGE = "No volatility fit yet: pick the data and the models on the left, then press Fit"
 EVICTED = "These fits are no longer in the server's cache: press Fit again"
 MODEL_ORDER = ("realized", "garch", "markov", "merton", "paths", "by_regime")
+# what the job derives from another fit (made once there, not per redraw): name -> the fit it needs
+DERIVED = {"garch_forecast": "garch", "merton_jumps": "merton"}
 IMPACT_LABELS = {"paths": "Impact coefficient path (Kalman, SGD)", "by_regime": "Impact by volatility regime"}
 NO_FILLS = ("no fills in this session: load a fills file (parent orders) in the Data panel to see the impact "
             "coefficient over time and by regime")
@@ -306,6 +308,9 @@ def model_specs(settings: Mapping) -> dict[str, dict | None]:
         "series": {**base, "what": "series"},
         "realized": {**base, "what": "realized", "period": settings["period"]},
         "garch": {**base, "what": "garch", "vol": settings["garch"], "dist": settings["dist"]},
+        # forecasts to the longest horizon, made once in the job: a horizon change is then a slice
+        "garch_forecast": {**base, "what": "garch_forecast", "vol": settings["garch"], "dist": settings["dist"],
+                           "horizon": MAX_HORIZON},
         "markov": {**base, "what": "markov", "k_regimes": settings["k_regimes"],
                    "switching_mean": settings["switching_mean"]},
         "merton": {**base, "what": "merton"} if settings["merton"] else None,
@@ -357,11 +362,11 @@ def source_options(st: store_mod.SessionStore, sample_dir: Path, session_id: Any
     if active_key and active_key not in keys:
         keys = keys + [active_key]
     for key in reversed(keys):          # most recent first
-        ds = st.get_dataset(key)
-        if ds is None or ds.kind not in ("bars", "trades"):
+        ds = st.info(key)          # kind, source and rows without reading the frame
+        if ds is None or ds["kind"] not in ("bars", "trades"):
             continue
         tag = "active dataset: " if key == active_key else ""
-        options.append({"label": f"{tag}{ds.source} ({ds.kind}, {len(ds.frame):,} rows)", "value": key})
+        options.append({"label": f"{tag}{ds['source']} ({ds['kind']}, {ds['rows']:,} rows)", "value": key})
         if key == active_key:
             default = key
     for name in available_samples(sample_dir):
@@ -408,8 +413,8 @@ def fills_source(st: store_mod.SessionStore, session_id: Any, active: Mapping | 
     active_key = active.get("key") if isinstance(active, dict) else None
     keys = st.session_keys(session_id) if store_mod.is_session_id(session_id) else []
     for key in ([active_key] if active_key else []) + list(reversed(keys)):
-        ds = st.get_dataset(key)
-        if ds is not None and ds.kind == "fills":
+        ds = st.info(key)
+        if ds is not None and ds["kind"] == "fills":
             return key
     return None
 
@@ -654,6 +659,8 @@ def run_fit(st: store_mod.SessionStore, results: results_mod.ResultStore, job: M
                               gaps="skip")),
         ("garch", 30, f"{V.MODEL_LABELS.get(settings['garch'], settings['garch'])}",
          lambda: garch_models()[settings["garch"]].fit(returns, dist=settings["dist"])),
+        ("garch_forecast", 35, f"forecasts up to {MAX_HORIZON} periods ahead",
+         lambda: done["garch"].forecast(MAX_HORIZON)),
         ("markov", 50, f"Markov regimes (k = {settings['k_regimes']})",
          lambda: MODELS["markov"].fit(returns, k_regimes=settings["k_regimes"],
                                       switching_mean=settings["switching_mean"])),
@@ -669,8 +676,9 @@ def run_fit(st: store_mod.SessionStore, results: results_mod.ResultStore, job: M
     for name, percent, label, fit in stages:
         if keys.get(name) is None or cached.get(name) is not None:
             continue
-        if name == "merton_jumps" and done.get("merton") is None:
-            errors[name] = errors.get("merton", "Merton's jump-diffusion was not fitted")
+        parent = DERIVED.get(name)
+        if parent is not None and done.get(parent) is None:
+            errors[name] = errors.get(parent, f"{parent} was not fitted")
             continue
         on = "the fills" if name in ("paths", "by_regime") else f"{returns.n:,} returns"
         progress(percent, f"fitting {label} on {on}")
@@ -887,10 +895,18 @@ def realized_outputs(results: results_mod.ResultStore, view: Any, estimators: An
         return {REALIZED: figures.empty_figure(message),
                 REALIZED_TABLE: html.P(message, className="execal-empty text-muted mb-0")}
     chosen = display_settings(estimators, DEFAULT_HORIZON)["estimators"]
-    fig = V.realized_figure(realized.tidy(), chosen, freq=view["settings"].get("period", "1D"))
+    tidy = _prepared.get_or_make("tidy:" + view["keys"]["realized"], realized.tidy)
+    fig = V.realized_figure(tidy, chosen, freq=view["settings"].get("period", "1D"))
     table = _table(V.realized_rows(realized, chosen), table_id=_id("realized-rows"),
-                       caption="Average σ over the complete periods (periods with every bar)")
+                   caption="Average σ over the complete periods (periods with every bar)")
     return {REALIZED: fig, REALIZED_TABLE: table}
+
+
+def _garch_path(garch) -> dict:
+    """The conditional volatility path thinned for the browser, once per fit and process."""
+    frame = garch.volatility_frame()
+    idx = V.line_index(len(frame), (frame["sigma_annualized"].to_numpy(),))
+    return {"frame": frame.iloc[idx].reset_index(drop=True), "n": len(frame)}
 
 
 def garch_outputs(results: results_mod.ResultStore, view: Any, horizon: Any, estimators: Any = ()) -> dict:
@@ -906,25 +922,29 @@ def garch_outputs(results: results_mod.ResultStore, view: Any, horizon: Any, est
         return {GARCH: figures.empty_figure(message),
                 GARCH_TABLE: html.P(message, className="execal-empty text-muted mb-0")}
     d = display_settings(estimators, horizon)
-    try:
-        forecast = garch.forecast(d["horizon"])
-    except Exception as err:   # a forecast failing must not hide the fitted path
-        log.exception("GARCH forecast failed")
-        forecast = None
-        note = f"forecast unavailable ({type(err).__name__})"
+    note = ""
+    stored = fits.get("garch_forecast")
+    if stored is not None and len(stored) >= d["horizon"]:
+        forecast = stored.iloc[:d["horizon"]]
     else:
-        note = ""
+        try:
+            forecast = garch.forecast(d["horizon"])
+        except Exception as err:   # a forecast failing must not hide the fitted path
+            log.exception("GARCH forecast failed")
+            forecast = None
+            note = f"forecast unavailable ({type(err).__name__})"
     realized = fits.get("realized")
     comparison = None
     label = ""
     if realized is not None and d["estimators"]:
         est = d["estimators"][-1] if "yang_zhang" not in d["estimators"] else "yang_zhang"
-        tidy = realized.tidy()
+        tidy = _prepared.get_or_make("tidy:" + view["keys"]["realized"], realized.tidy)
         comparison = tidy[tidy["estimator"].astype(str) == est]
         label = f"realised ({V.ESTIMATOR_LABELS.get(est, est)}, per {view['settings'].get('period', '1D')})"
-    fig = V.garch_figure(garch.volatility_frame(), forecast, label=V.MODEL_LABELS.get(garch.model, garch.model),
+    path = _prepared.get_or_make("garch-path:" + view["keys"]["garch"], lambda: _garch_path(garch))
+    fig = V.garch_figure(path["frame"], forecast, label=V.MODEL_LABELS.get(garch.model, garch.model),
                          long_run_annualized=(garch.summary or {}).get("sigma_annualized_long_run"),
-                         realized=comparison, realized_label=label)
+                         realized=comparison, realized_label=label, n_total=path["n"])
     rows = V.garch_summary_rows(garch)
     if forecast is not None and len(forecast):
         last = forecast.iloc[-1]
@@ -1267,7 +1287,7 @@ def register_callbacks(app) -> None:
         if out["view"] is None:
             return no_update, out["alert"][0], True, ""
         save_view(job_st.cache, session_id, out["view"])
-        failed = sorted(out["view"]["errors"])
+        failed = sorted(n for n in out["view"]["errors"] if n not in DERIVED)
         note = f"Fitted in {time.perf_counter() - started:.1f} s." + (
             f" Not fitted: {', '.join(failed)} (see the status above)." if failed else "")
         return out["view"], "", False, note

@@ -180,7 +180,7 @@ def test_realized_figure_draws_the_ticked_estimators_side_by_side():
     yz = tidy[tidy["estimator"] == "yang_zhang"]["sigma_annualized"].to_numpy()
     assert np.allclose(values(fig.data[0].y), 100 * yz, rtol=1e-6)
     # the incomplete last period is an open marker
-    assert list(fig.data[0].marker.symbol) == ["circle"] * 4 + ["circle-open"]
+    assert values(fig.data[0].marker.symbol).tolist() == [0] * 4 + [100]     # circle, circle-open
 
 
 def test_realized_figure_empty_states():

@@ -208,7 +208,7 @@ def test_a_repeat_is_answered_from_the_cache(stores, sample_dir):
     plan = P.plan_fit(st, rs, sample_dir, session_id=None, source=P.sample_value("bars_15m.csv"), filters={},
                       settings=settings(garch="gjr", dist="t"))
     missing = [n for n, k in plan["job"]["keys"].items() if k and rs.get(k) is None]
-    assert missing == ["garch"]
+    assert missing == ["garch", "garch_forecast"]
 
 
 def test_main_outputs_show_status_figures_and_tables(stores, sample_dir):
@@ -239,6 +239,12 @@ def test_display_changes_redraw_without_refitting(stores, sample_dir):
     g = P.garch_outputs(rs, view, 7, ["yang_zhang"])
     forecast = next(tr for tr in g[P.GARCH].data if tr.name.startswith("forecast"))
     assert forecast.name == "forecast, 7 periods ahead"
+    # the stored long forecast sliced equals a fresh 7-period forecast of the fit
+    fresh = rs.get(view["keys"]["garch"]).forecast(7)
+    stored = rs.get(view["keys"]["garch_forecast"])
+    assert len(stored) == P.MAX_HORIZON
+    assert np.allclose(stored["sigma_annualized"].to_numpy()[:7], fresh["sigma_annualized"].to_numpy(), rtol=1e-10)
+    assert np.allclose(100 * fresh["sigma_annualized"].to_numpy(), np.asarray(forecast.y, dtype=float)[1:], rtol=1e-6)
     assert "forecast σ annualised, 7 periods ahead" in text_of(g[P.GARCH_TABLE])
     assert len(rs.cache) == before
 
@@ -249,7 +255,7 @@ def test_filters_cut_the_bars_and_a_model_failure_is_reported(stores, sample_dir
                                                "end": "2024-09-03T00:00:00+00:00", "size_max": 1},
                   bar="1h", symbol="SOLUSDT", merton=True)
     assert view["filters"] == {"start": "2024-09-01T00:00:00+00:00", "end": "2024-09-03T00:00:00+00:00"}
-    assert set(view["errors"]) == {"garch", "markov", "merton", "merton_jumps"}
+    assert set(view["errors"]) == {"garch", "garch_forecast", "markov", "merton", "merton_jumps"}
     assert "too few observations" in view["errors"]["markov"]
     assert view["errors"]["merton_jumps"] == view["errors"]["merton"]
     out = P.main_outputs(stores[1], view)
