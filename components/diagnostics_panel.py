@@ -21,7 +21,8 @@ from typing import Any, Callable
 
 import dash_bootstrap_components as dbc
 import numpy as np
-from dash import Input, Output, dcc, html
+from dash import Input, Output, State, ctx, dcc, html
+from dash.exceptions import PreventUpdate
 
 from components import figures
 from components import impact_figures as F
@@ -50,6 +51,7 @@ METRICS = _id("metrics")
 SAMPLES = _id("samples")
 SEGMENTS = _id("segments")
 SEGMENT_TABLES = _id("segment-tables")
+SHOWN = _id("shown")    # dcc.Store: the result key the panel's figures were drawn for
 
 GRAPHS = (PRED_ACTUAL, COST_PARTICIPATION, RESID_FITTED, RESID_TIME, RESID_PARTICIPATION, HISTOGRAM, QQ,
           SAMPLES, SEGMENTS)
@@ -197,6 +199,14 @@ def empty_outputs(message: str, *, level: str = "secondary") -> dict:
     return out
 
 
+def needs_render(shown_here: bool, trigger: Any, active: Any, shown: Any, location_id: str) -> bool:
+    """Whether the render callback should draw: only while the panel is on screen (hidden, it waits for
+    the user to open it), and on opening only when the figures are of another result than the active one."""
+    if not shown_here:
+        return False
+    return not (trigger == location_id and shown == active_key(active))
+
+
 def diagnostics_outputs(results: results_mod.ResultStore, active: Any) -> dict:
     """The callback's body: {output id: value} for the active result, or designed empty states."""
     key = active_key(active)
@@ -232,6 +242,7 @@ def _card(title: str, body, about: str | None = None, width: dict | None = None)
 def layout(app) -> html.Div:
     empty = html.P(NO_RESULT, className="execal-empty text-muted mb-0")
     return html.Div([
+        dcc.Store(id=SHOWN, storage_type="memory"),
         dcc.Loading(html.Div(dbc.Alert(NO_RESULT, color="secondary", className="mb-0"), id=STATUS),
                     type="dot", delay_show=300),
         html.Div(className="mb-3"),
@@ -273,12 +284,17 @@ OUTPUT_PROPS = {STATUS: "children", PARAMS: "children", METRICS: "children", SEG
 
 
 def register_callbacks(app) -> None:
+    from components.layout import LOCATION_ID, is_shown
+
     order = list(OUTPUT_PROPS)
 
     @app.callback(
-        [Output(i, OUTPUT_PROPS[i]) for i in order],
-        Input(results_mod.ACTIVE_RESULT_ID, "data"),
+        [Output(i, OUTPUT_PROPS[i]) for i in order] + [Output(SHOWN, "data")],
+        Input(results_mod.ACTIVE_RESULT_ID, "data"), Input(LOCATION_ID, "pathname"),
+        State(SHOWN, "data"),
     )
-    def _render(active):
+    def _render(active, pathname, shown):
+        if not needs_render(is_shown(PANEL, pathname), ctx.triggered_id, active, shown, LOCATION_ID):
+            raise PreventUpdate
         out = diagnostics_outputs(results_of(app), active)
-        return [out[i] for i in order]
+        return [out[i] for i in order] + [active_key(active)]

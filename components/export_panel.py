@@ -27,7 +27,7 @@ from urllib.parse import urlencode
 import dash_bootstrap_components as dbc
 import numpy as np
 import pandas as pd
-from dash import Input, Output, State, dcc, html, no_update
+from dash import Input, Output, State, ctx, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 from flask import Response, request
 
@@ -35,6 +35,7 @@ from components import impact_figures as F
 from components import results as results_mod
 from components import store as store_mod
 from components.data_panel import decode_upload
+from components.diagnostics_panel import active_key, needs_render
 from components.report import build_report, optimizer_status
 from models.config import ConfigError, config_dict, dump_config, load_config, make_provenance, result_from_config
 from models.fit import CalibrationError, Calibrator
@@ -52,6 +53,7 @@ def _id(name: str) -> str:
 
 
 SUMMARY = _id("summary")
+SHOWN = _id("shown")    # dcc.Store: the result key the summary and links were made for
 CONFIG_JSON = _id("config-json")
 CONFIG_YAML = _id("config-yaml")
 PREDICTIONS = _id("predictions")
@@ -346,10 +348,13 @@ def layout(app) -> html.Div:
             dbc.Alert(id=IMPORT_ALERT, is_open=False, dismissable=True, className="execal-error mb-0"),
         ]),
     ], className="mb-3")
-    return dbc.Row([dbc.Col(download_card, lg=7), dbc.Col(import_card, lg=5)], className="execal-export-panel")
+    return dbc.Row([dcc.Store(id=SHOWN, storage_type="memory"),
+                    dbc.Col(download_card, lg=7), dbc.Col(import_card, lg=5)], className="execal-export-panel")
 
 
 def register_callbacks(app) -> None:
+    from components.layout import LOCATION_ID, is_shown
+
     st = store_mod.get_store(app)
     results = results_mod.get_results(app)
 
@@ -357,9 +362,17 @@ def register_callbacks(app) -> None:
         Output(SUMMARY, "children"),
         [Output(cid, "href") for cid, _, _ in LINKS] + [Output(cid, "download") for cid, _, _ in LINKS]
         + [Output(cid, "disabled") for cid, _, _ in LINKS],
+        Output(SHOWN, "data"),
         Input(results_mod.ACTIVE_RESULT_ID, "data"), Input(store_mod.SESSION_STORE_ID, "data"),
+        Input(LOCATION_ID, "pathname"), State(SHOWN, "data"),
     )
-    def _links(active_result, session_id):
+    def _links(active_result, session_id, pathname, shown):
+        # hidden, the panel waits to be opened (its summary needs the whole result); opened again, it keeps it
+        if not needs_render(is_shown(PANEL, pathname), ctx.triggered_id, active_result, shown, LOCATION_ID):
+            raise PreventUpdate
+        return _links_outputs(active_result, session_id) + [active_key(active_result)]
+
+    def _links_outputs(active_result, session_id):
         key = active_result.get("key") if isinstance(active_result, dict) else None
         result = results.get(key) if key else None
         if result is None or not store_mod.is_session_id(session_id):

@@ -146,6 +146,12 @@ def visible_panel(pathname: str | None) -> int:
     return 0
 
 
+def is_shown(panel_slug: str, pathname: str | None) -> bool:
+    """Whether the URL path shows the panel `panel_slug`: a hidden panel's heavy render waits until the
+    user opens it (a new worker's first page would otherwise draw every panel of a 1M-row result)."""
+    return PANELS[visible_panel(pathname)].PANEL == panel_slug
+
+
 def register_callbacks(app) -> None:
     @app.callback(
         [Output(panel_container_id(p), "hidden") for p in PANELS]

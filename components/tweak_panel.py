@@ -33,7 +33,7 @@ from components import figures
 from components import impact_figures as F
 from components import results as results_mod
 from components import store as store_mod
-from components.diagnostics_panel import _LRU, active_key, participation_label, results_of, rows_table
+from components.diagnostics_panel import _LRU, active_key, needs_render, participation_label, results_of, rows_table
 from models.fit import CalibrationError, Calibrator
 from models.result import error_metrics
 from models.schema import DataError
@@ -530,12 +530,19 @@ def layout(app) -> html.Div:
 
 
 def register_callbacks(app) -> None:
+    from components.layout import LOCATION_ID, is_shown
+
     @app.callback(
         Output(CONTROLS, "children"), Output(BASE, "data"), Output(TARGET, "options"), Output(TARGET, "value"),
         Output(TARGET_WRAP, "hidden"),
-        Input(results_mod.ACTIVE_RESULT_ID, "data"), Input(TARGET, "value"),
+        Input(results_mod.ACTIVE_RESULT_ID, "data"), Input(TARGET, "value"), Input(LOCATION_ID, "pathname"),
+        State(BASE, "data"),
     )
-    def _controls(active, target):
+    def _controls(active, target, pathname, base):
+        # hidden, the panel waits to be opened; opened again on the same result, it keeps its sliders
+        shown = (base or {}).get("key") if isinstance(base, dict) else None
+        if not needs_render(is_shown(PANEL, pathname), ctx.triggered_id, active, shown, LOCATION_ID):
+            raise PreventUpdate
         out = controls_outputs(results_of(app), active, target, ctx.triggered_id)
         return out["controls"], out["base"], out["options"], out["target"], out["target_hidden"]
 

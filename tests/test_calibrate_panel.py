@@ -15,6 +15,7 @@ from dash import no_update
 from browser_utils import fills_csv
 from components import calibrate_panel as cp
 from components import data_panel as dp
+from components import layout as shell
 from components import results as results_mod
 from components import store
 from models import registry
@@ -482,6 +483,9 @@ def test_callbacks_wire_the_panels_through_a_replayed_page(tmp_path):
     page.set(results_mod.ACTIVE_RESULT_ID, "data", out["active"])
     status = json.dumps(page.props[(cp.STATUS, "children")])
     assert "Converged" in status and "3 segments" in status
+    # the Export panel makes its links when it is opened (a hidden panel does no work)
+    assert page.props[(ep.CONFIG_JSON, "disabled")] is True
+    page.set(shell.LOCATION_ID, "pathname", shell.panel_path(ep))
     assert page.props[(ep.CONFIG_JSON, "href")] == ep.link_href(SESSION, job["key"], "config.json")
     assert page.props[(ep.CONFIG_JSON, "disabled")] is False
     fitted = results.get(job["key"]).pooled.params
