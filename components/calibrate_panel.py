@@ -405,6 +405,7 @@ def run_calibration(st: store_mod.SessionStore, results: results_mod.ResultStore
             "elapsed_s": round(time.perf_counter() - started, 3),
             "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     results.put(job["key"], result, meta=meta)
+    results.view(job["key"], RESULT_VIEW, result_view)   # while the result is in memory: pages need only this
     results.set_active(job["session"], job["key"])
     return job["key"]
 
@@ -462,7 +463,11 @@ def _facts(items: list[tuple[str, Any]]) -> html.Dl:
 
 
 def status_component(result, meta: Mapping) -> html.Div:
-    s = optimizer_status(result)
+    return status_of(optimizer_status(result), meta)
+
+
+def status_of(s: Mapping, meta: Mapping) -> html.Div:
+    """The status block from `optimizer_status(result)` (or its JSON copy in the result's view)."""
     imported = meta.get("origin") == "import"
     badge = dbc.Badge(s["badge"], color=s["color"], className="fs-6 me-2", id=_id("status-badge"))
     headline = [badge, html.Span(s["message"], className="execal-status-message")]
@@ -509,17 +514,31 @@ def parameter_table_rows(result, meta: Mapping) -> list[dict]:
     return rows
 
 
+RESULT_VIEW = "calibrate"
+
+
+def result_view(result, meta: Mapping) -> dict:
+    """What this panel shows of a result, JSON-ready (kept beside the result: see ResultStore.view)."""
+    segmented = hasattr(result, "segments")
+    return {"status": optimizer_status(result), "params": parameter_table_rows(result, meta),
+            "metrics": fig_tables.metrics_rows(fig_tables.result_metric_columns(result)),
+            "segmented": segmented,
+            "segments": fig_tables.segment_rows(result) if segmented else [],
+            "segment_test": fig_tables.segment_test_rows(result.test or {}) if segmented else [],
+            "fitted": dict(getattr(result, "pooled", result).params)}
+
+
 def render_result(results: results_mod.ResultStore, active_result: Any, active_dataset: Any = None) -> dict:
     """{"status": component, "body": component} for the active result (designed empty states)."""
     key = _key(active_result)
     if not key:
         return {"status": html.P(EMPTY_MESSAGE, className="execal-empty text-muted mb-0"), "body": []}
-    result = results.get(key)
-    if result is None:
+    view = results.view(key, RESULT_VIEW, result_view)
+    if view is None:
         return {"status": html.P("This result is no longer in the server's cache; press Calibrate to run it "
                                  "again.", className="execal-empty text-muted mb-0"), "body": []}
     meta = results.meta(key)
-    status = [status_component(result, meta)]
+    status = [status_of(view["status"], meta)]
     dataset_key = _key(active_dataset)
     if dataset_key and meta.get("dataset") and meta["dataset"] != dataset_key:
         status.insert(0, dbc.Alert(
@@ -530,13 +549,13 @@ def render_result(results: results_mod.ResultStore, active_result: Any, active_d
         f" after filters {json.dumps(filters, ensure_ascii=False)}" if filters else ", no filters")
     status.append(html.P(f"Data: {where}.", className="small text-muted mb-0 mt-2"))
     body = [html.H3("Parameters", className="h6"),
-            _table(parameter_table_rows(result, meta), table_id=_id("param-results"), row_key="parameter"),
+            _table(view["params"], table_id=_id("param-results"), row_key="parameter"),
             html.H3("Fit quality", className="h6 mt-3"),
-            _table(fig_tables.metrics_rows(fig_tables.result_metric_columns(result)), table_id=_id("metrics"))]
-    if hasattr(result, "segments"):
+            _table(view["metrics"], table_id=_id("metrics"))]
+    if view["segmented"]:
         body += [html.H3("Segments", className="h6 mt-3"),
-                 _table(fig_tables.segment_rows(result), table_id=_id("segments-table"), row_key="segment"),
-                 _table(fig_tables.segment_test_rows(result.test or {}))]
+                 _table(view["segments"], table_id=_id("segments-table"), row_key="segment"),
+                 _table(view["segment_test"])]
     return {"status": html.Div(status), "body": html.Div(body)}
 
 
@@ -631,11 +650,10 @@ def _fitted_params(results: results_mod.ResultStore, active_result: Any, model: 
     settings = meta.get("settings") or {}
     if (settings.get("calibrator") or {}).get("model") != model:
         return {}, None
-    result = results.get(key)
-    if result is None:
+    view = results.view(key, RESULT_VIEW, result_view)
+    if view is None:
         return {}, settings
-    pooled = getattr(result, "pooled", result)
-    return dict(pooled.params), settings
+    return dict(view["fitted"]), settings
 
 
 def layout(app) -> html.Div:
@@ -917,10 +935,10 @@ def register_callbacks(app) -> None:
     )
     def _data_choices(active):
         key = _key(active)
-        dataset = st.get_dataset(key) if key else None
-        columns = [] if dataset is None else [str(c) for c in dataset.frame.columns
-                                              if str(dataset.frame[c].dtype).startswith(("float", "int"))]
-        present = set() if dataset is None else set(map(str, dataset.frame.columns))
+        info = st.info(key) if key else None    # column dtypes without reading the frame
+        dtypes = {} if info is None else info["dtypes"]
+        columns = [c for c, t in dtypes.items() if t.startswith(("float", "int"))]
+        present = set(dtypes)
         segments = [{"label": s if s in present else f"{s} (not in the data)", "value": s,
                      "disabled": s not in present} for s in SEGMENT_BY]
         return [{"label": c, "value": c} for c in columns], segments

@@ -198,11 +198,30 @@ EMPTY_MESSAGE = ("No dataset loaded yet. Upload a CSV, CSV.gz or Parquet file, "
                  "or pick a bundled sample on the left.")
 
 
+DATA_VIEW = "data-panel"
+
+
+def dataset_view(dataset) -> dict:
+    """What this panel shows of a dataset, JSON-ready (kept in the store beside the frame, so a page load
+    on a new worker does not read a 1M-row frame to show its summary): summary, preview rows, coverage
+    counts and the Filters card's choices."""
+    columns, rows = figures.preview_table(dataset.frame)
+    coverage = None
+    if "timestamp" in dataset.frame.columns and dataset.frame["timestamp"].notna().any():
+        edges, counts = figures.coverage_counts(dataset.frame["timestamp"])
+        coverage = {"edges_ns": edges.as_unit("ns").asi8.tolist(), "counts": counts.tolist()}
+    return {"summary": dataset.summary(), "columns": columns, "rows": rows, "coverage": coverage,
+            "choices": filter_choices(dataset.frame)}
+
+
+store_mod.register_view(DATA_VIEW, dataset_view)
+
+
 def render_dataset(st: store_mod.SessionStore, active: dict | None) -> dict:
     """What the panel shows for the active dataset: summary, report, coverage chart and preview grid."""
     key = (active or {}).get("key") if isinstance(active, dict) else None
-    dataset = st.get_dataset(key) if key else None
-    if dataset is None:
+    view = st.view(key, DATA_VIEW) if key else None
+    if view is None:
         message = EMPTY_MESSAGE if not key else (
             "This dataset is no longer in the server's cache. Load the file again.")
         return {
@@ -213,13 +232,17 @@ def render_dataset(st: store_mod.SessionStore, active: dict | None) -> dict:
             "columns": [], "rows": [],
             "preview_title": "Preview",
         }
-    summary = dataset.summary()
-    columns, rows = figures.preview_table(dataset.frame)
+    summary, rows = view["summary"], view["rows"]
+    cov = view["coverage"]
+    coverage = (figures.empty_figure("No timestamps to chart") if cov is None else
+                figures.coverage_figure_of_counts(pd.to_datetime(np.asarray(cov["edges_ns"], dtype=np.int64),
+                                                                 utc=True),
+                                                  np.asarray(cov["counts"], dtype=np.int64)))
     return {
         "summary": summary_component(summary),
-        "report": report_component(summary["report"], dataset.report.warnings),
-        "coverage": figures.coverage_figure(dataset.frame),
-        "columns": columns, "rows": rows,
+        "report": report_component(summary["report"], summary["report"].get("warnings")),
+        "coverage": coverage,
+        "columns": view["columns"], "rows": rows,
         "preview_title": f"Preview (first {len(rows):,} of {summary['rows']:,} rows)",
     }
 
@@ -353,13 +376,16 @@ def controls_from_filters(filters: dict | None) -> tuple:
             f.get("size_min"), f.get("size_max"))
 
 
-def filter_status(frame: pd.DataFrame | None, filters: dict | None) -> tuple[str, str]:
-    """(sentence, Bootstrap text class) saying how many rows pass the filters."""
-    if frame is None:
+def filter_status(frame: pd.DataFrame | None, filters: dict | None, *, rows: int | None = None) -> tuple[str, str]:
+    """(sentence, Bootstrap text class) saying how many rows pass the filters; without filters `rows`
+    (the dataset's row count) is enough, the frame is needed only to count what passes."""
+    if frame is None and rows is None:
         return "Load a dataset to filter it.", "text-muted"
-    n = len(frame)
+    n = len(frame) if frame is not None else int(rows)
     if not results_mod.clean_filters(filters):
         return f"No filters: all {n:,} rows are used.", "text-muted"
+    if frame is None:
+        return "Load a dataset to filter it.", "text-muted"
     narrow = frame[[c for c in FILTER_COLUMNS if c in frame.columns]]
     kept = len(results_mod.apply_filters(narrow, filters))
     if kept == 0:
@@ -390,12 +416,12 @@ def filter_card_update(st: store_mod.SessionStore, results: results_mod.ResultSt
     a newly loaded dataset clears them; Clear clears them.
     """
     key = (active or {}).get("key") if isinstance(active, dict) else None
-    dataset = st.get_dataset(key) if key else None
-    choices = filter_choices(dataset.frame if dataset is not None else None) \
+    view = st.view(key, DATA_VIEW) if key else None
+    choices = (view["choices"] if view is not None else filter_choices(None)) \
         if store_mod.ACTIVE_DATASET_ID in triggered or not triggered else None
     result_key = (active_result or {}).get("key") if isinstance(active_result, dict) else None
     meta = results.meta(result_key) if result_key else {}
-    if FILTER_CLEAR in triggered or dataset is None:
+    if FILTER_CLEAR in triggered or view is None:
         target = NO_FILTER_VALUES
     elif key and meta.get("dataset") == key:
         target = controls_from_filters(meta.get("filters"))
@@ -589,8 +615,11 @@ def register_callbacks(app) -> None:
         if problems:
             return no_update, "Not applied: " + "; ".join(problems) + ".", "small mb-2 text-danger"
         key = (active or {}).get("key") if isinstance(active, dict) else None
-        dataset = st.get_dataset(key) if key else None
-        text, color = filter_status(dataset.frame if dataset is not None else None, filters)
+        info = st.info(key) if key else None
+        # the frame is read only to count rows that pass filters; without filters its size is known
+        dataset = st.get_dataset(key) if info is not None and filters else None
+        text, color = filter_status(dataset.frame if dataset is not None else None, filters,
+                                    rows=None if info is None else info["rows"])
         changed = filters != results_mod.clean_filters(current)
         return (filters if changed else no_update), text, f"small mb-2 {color}"
 

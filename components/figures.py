@@ -183,6 +183,13 @@ def coverage_figure(frame: pd.DataFrame, bins: int = COVERAGE_BINS) -> go.Figure
     if "timestamp" not in frame.columns or frame["timestamp"].notna().sum() == 0:
         return empty_figure("No timestamps to chart")
     edges, counts = coverage_counts(frame["timestamp"], bins)
+    return coverage_figure_of_counts(edges, counts)
+
+
+def coverage_figure_of_counts(edges: pd.DatetimeIndex, counts: np.ndarray) -> go.Figure:
+    """`coverage_figure` from `coverage_counts` (kept as a small JSON view of the dataset)."""
+    if len(edges) == 0:
+        return empty_figure("No timestamps to chart")
     fig = go.Figure(go.Bar(x=edges, y=counts, marker_color="#0d6efd", name="rows",
                            hovertemplate="%{x|%Y-%m-%d %H:%M:%S}<br>%{y:,} rows<extra></extra>"))
     fig.update_layout(height=220, margin={"l": 50, "r": 10, "t": 10, "b": 40}, template="plotly_white",

@@ -11,7 +11,7 @@ import hashlib
 import json
 import threading
 from collections import OrderedDict
-from typing import Any
+from typing import Any, Callable
 
 import diskcache
 import numpy as np
@@ -69,6 +69,14 @@ def is_result_key(value: Any) -> bool:
     return isinstance(value, str) and value.startswith(_PREFIX) and len(value) == len(_PREFIX) + 32
 
 
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "item"):       # numpy scalars
+        return value.item()
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    return str(value)
+
+
 class ResultStore:
     """Results by key (diskcache, shared by workers) and each session's active result."""
 
@@ -80,8 +88,26 @@ class ResultStore:
     def put(self, key: str, result: Any, *, meta: dict | None = None) -> str:
         self.cache.set(key, result)
         self.cache.set(key + ":meta", json.dumps(meta or {}, default=str))
+        self.cache.delete(key + ":views")    # views of what was stored under this key before
         self._remember(key, result)
         return key
+
+    def view(self, key: str | None, name: str, build: Callable[[Any, dict], Any]) -> Any | None:
+        """A small JSON view `build(result, meta)` of result `key`, kept in the cache beside it: a new
+        worker shows a panel's tables without unpickling a 1M-row result (~1 s). Callers always get the
+        JSON round trip, so a fresh view and a cached one are the same. None when the result is gone."""
+        if not is_result_key(key):
+            return None
+        views = self.cache.get(key + ":views")
+        views = json.loads(views) if isinstance(views, str) else {}
+        if name in views and key in self.cache:
+            return views[name]
+        result = self.get(key)
+        if result is None:
+            return None
+        views[name] = json.loads(json.dumps(build(result, self.meta(key)), default=_jsonable))
+        self.cache.set(key + ":views", json.dumps(views))
+        return views[name]
 
     def get(self, key: str | None) -> Any | None:
         if not is_result_key(key):

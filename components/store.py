@@ -8,6 +8,8 @@ dataset keys. Everything else lives in ONE private diskcache directory (mode 070
     execal:load:<request>     JSON text: the dataset key a (raw-bytes sha256, kind override, mapping) request made,
                               so loading the same file twice is a lookup, not a parse
     execal:session:<id>       JSON text: {"active": key, "datasets": [keys, most recent last]}
+    execal:ds:<key>:view:<name>  JSON text: a small view of the dataset (`register_view`), so a page shows
+                              a 1M-row dataset's summary, preview and choices without reading the frame
 
 A dataset key is `<content sha256>-<kind>`, with `-m<digest>` appended when a column mapping shaped the frame.
 Dash's DiskcacheManager (background callbacks) shares the same `diskcache.Cache`; our keys are prefixed `execal:`.
@@ -148,6 +150,35 @@ def report_from_dict(d: dict) -> ValidationReport:
         warnings=list(d.get("warnings", [])))
 
 
+# --- small JSON views of a dataset ---------------------------------------------------------------
+
+# name -> build(dataset) -> JSON-ready dict. A panel registers what it shows of a dataset; the views are
+# built when the dataset is stored (the frame is in hand then) and kept beside its Parquet, so a new
+# worker draws them without decoding the whole frame. "info" is the store's own: kind, source, rows, dtypes.
+_VIEWS: dict[str, Callable[[Dataset], dict]] = {}
+
+
+def register_view(name: str, build: Callable[[Dataset], dict]) -> None:
+    """Register a view: `build(dataset)` returns a JSON-ready dict (its JSON round trip is what callers get)."""
+    _VIEWS[name] = build
+
+
+def _info_view(dataset: Dataset) -> dict:
+    return {"kind": dataset.kind, "source": dataset.source, "rows": int(len(dataset.frame)),
+            "dtypes": {str(c): str(t) for c, t in dataset.frame.dtypes.items()}}
+
+
+register_view("info", _info_view)
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "item"):       # numpy / pandas scalars
+        return value.item()
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    return str(value)
+
+
 # --- the store ----------------------------------------------------------------------------------
 
 
@@ -178,6 +209,12 @@ class SessionStore:
             self.cache.set(self._k("ds", key, "parquet"), frame_to_parquet(dataset.frame))
             self.cache.set(self._k("ds", key, "meta"), json.dumps(meta))
         self._remember(key, dataset)
+        for name in _VIEWS:
+            if self._k("ds", key, "view", name) not in self.cache:
+                try:
+                    self._build_view(key, name, dataset)
+                except Exception:   # a view is a shortcut: a failure here is rebuilt (or shown) on use
+                    log.exception("view %s of %s failed", name, key)
         if session_id is not None and activate:
             self.set_active(session_id, key)
         return key
@@ -211,6 +248,26 @@ class SessionStore:
                           sha256=meta["sha256"], report=report_from_dict(meta["report"]))
             self._remember(key, hit)
         return dataclasses.replace(hit, frame=hit.frame.copy(deep=False))
+
+    def view(self, key: str | None, name: str) -> dict | None:
+        """The registered view `name` of dataset `key` (from the cache, else built from the frame and
+        cached); None when the dataset is unknown or evicted."""
+        if not is_dataset_key(key) or name not in _VIEWS:
+            return None
+        text = self.cache.get(self._k("ds", key, "view", name))
+        if isinstance(text, str) and self.has_dataset(key):
+            return json.loads(text)
+        dataset = self.get_dataset(key)
+        return None if dataset is None else self._build_view(key, name, dataset)
+
+    def info(self, key: str | None) -> dict | None:
+        """{"kind", "source", "rows", "dtypes"} of a dataset without reading its frame; None when gone."""
+        return self.view(key, "info")
+
+    def _build_view(self, key: str, name: str, dataset: Dataset) -> dict:
+        text = json.dumps(_VIEWS[name](dataset), default=_jsonable)
+        self.cache.set(self._k("ds", key, "view", name), text)
+        return json.loads(text)
 
     def _remember(self, key: str, dataset: Dataset) -> None:
         size = int(dataset.frame.memory_usage(index=True, deep=False).sum())
