@@ -17,7 +17,7 @@ and its fit per volatility regime of the fills with the mean cost per regime. A 
 returns for 3 regimes, no fills in the session, ...) is reported as failed while the others are shown; bad data
 (constant prices) is one clear alert. Every model's convergence status is shown first, never hidden. The
 browser holds only keys (`VIEW` = {dataset, filters, settings, keys, errors}); the session's last view comes
-back after a reload.
+back after a reload, and is drawn when the panel is opened (a hidden panel does no work at page load).
 
 Pickers come from the registry (`models.registry`: volatility models' options); the estimators ticked and the
 forecast horizon are display settings (redrawn from the cached fits, no refit). `plan_fit`, `run_fit` and the
@@ -37,7 +37,7 @@ from typing import Any, Callable, Mapping
 import dash_bootstrap_components as dbc
 import numpy as np
 import pandas as pd
-from dash import Input, Output, State, dcc, html, no_update
+from dash import Input, Output, State, ctx, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 from scipy import stats
 
@@ -83,6 +83,7 @@ PROGRESS_WRAP = _id("progress-wrap")
 JOB = _id("job")
 VIEW = _id("view")
 SEEN = _id("seen-active")      # dcc.Store: the active dataset key this panel last saw
+SHOWN = _id("shown")            # dcc.Store: the signature of the view the figures were drawn for
 ALERT = _id("alert")
 NOTE = _id("note")
 STATUS = _id("status")
@@ -1133,6 +1134,7 @@ def layout(app) -> html.Div:
         dcc.Store(id=JOB, storage_type="memory"),
         dcc.Store(id=VIEW, storage_type="memory"),
         dcc.Store(id=SEEN, storage_type="memory"),
+        dcc.Store(id=SHOWN, storage_type="memory"),
     ]), className="mb-3")
     status = dcc.Loading(html.Div(dbc.Alert(EMPTY_MESSAGE, color="secondary", className="mb-0"), id=STATUS),
                          type="dot", delay_show=300)
@@ -1175,7 +1177,23 @@ def _sample_dir(app) -> Path:
     return get_settings(app).sample_dir
 
 
+def view_signature(view: Any) -> str | None:
+    """What identifies the drawn fits of a view (None for no view)."""
+    return _view_signature(view) if _valid_view(view) else None
+
+
+def needs_render(shown_here: bool, trigger: Any, view: Any, shown: Any, location_id: str) -> bool:
+    """Whether a render callback draws: only while the panel is on screen (hidden, it waits for the user
+    to open it: a new worker's first page must not unpickle a million-bar fit nobody looks at), and on
+    opening only when the figures are of another view than the one on screen."""
+    if not shown_here:
+        return False
+    return not (trigger == location_id and shown == view_signature(view))
+
+
 def register_callbacks(app) -> None:
+    from components.layout import LOCATION_ID, is_shown
+
     st = store_mod.get_store(app)
     results = results_mod.get_results(app)
 
@@ -1190,11 +1208,12 @@ def register_callbacks(app) -> None:
 
     @app.callback(
         Output(SYMBOL, "options"), Output(SYMBOL, "value"), Output(SYMBOL, "disabled"), Output(DATA_NOTE, "children"),
-        Input(SOURCE, "value"), Input(results_mod.FILTERS_ID, "data"),
+        Input(SOURCE, "value"), Input(results_mod.FILTERS_ID, "data"), Input(LOCATION_ID, "pathname"),
         State(SYMBOL, "value"),
     )
-    def _symbols(source, filters, current):
-        if not source:
+    def _symbols(source, filters, pathname, current):
+        # reads the frame (symbols, span): only for the panel on screen
+        if not source or not is_shown(PANEL, pathname):
             raise PreventUpdate
         try:
             dataset = st.get_dataset(resolve_source(st, _sample_dir(app), source))
@@ -1304,27 +1323,39 @@ def register_callbacks(app) -> None:
 
     main_order = list(MAIN_OUTPUTS)
 
-    @app.callback([Output(i, MAIN_OUTPUTS[i]) for i in main_order], Input(VIEW, "data"))
-    def _render_main(view):
+    @app.callback([Output(i, MAIN_OUTPUTS[i]) for i in main_order] + [Output(SHOWN, "data")],
+                  Input(VIEW, "data"), Input(LOCATION_ID, "pathname"), State(SHOWN, "data"))
+    def _render_main(view, pathname, shown):
+        if not needs_render(is_shown(PANEL, pathname), ctx.triggered_id, view, shown, LOCATION_ID):
+            raise PreventUpdate
         out = main_outputs(results, view)
-        return [out[i] for i in main_order]
+        return [out[i] for i in main_order] + [view_signature(view)]
 
     @app.callback(Output(REALIZED, "figure"), Output(REALIZED_TABLE, "children"),
-                  Input(VIEW, "data"), Input(ESTIMATOR_PICK, "value"))
-    def _render_realized(view, estimators):
+                  Input(VIEW, "data"), Input(ESTIMATOR_PICK, "value"), Input(LOCATION_ID, "pathname"),
+                  State(SHOWN, "data"))
+    def _render_realized(view, estimators, pathname, shown):
+        if not needs_render(is_shown(PANEL, pathname), ctx.triggered_id, view, shown, LOCATION_ID):
+            raise PreventUpdate
         out = realized_outputs(results, view, estimators)
         return out[REALIZED], out[REALIZED_TABLE]
 
     @app.callback(Output(GARCH, "figure"), Output(GARCH_TABLE, "children"),
-                  Input(VIEW, "data"), Input(HORIZON, "value"), Input(ESTIMATOR_PICK, "value"))
-    def _render_garch(view, horizon, estimators):
+                  Input(VIEW, "data"), Input(HORIZON, "value"), Input(ESTIMATOR_PICK, "value"),
+                  Input(LOCATION_ID, "pathname"), State(SHOWN, "data"))
+    def _render_garch(view, horizon, estimators, pathname, shown):
+        if not needs_render(is_shown(PANEL, pathname), ctx.triggered_id, view, shown, LOCATION_ID):
+            raise PreventUpdate
         out = garch_outputs(results, view, horizon, estimators)
         return out[GARCH], out[GARCH_TABLE]
 
     impact_order = list(IMPACT_OUTPUTS)
 
-    @app.callback([Output(i, IMPACT_OUTPUTS[i]) for i in impact_order], Input(VIEW, "data"))
-    def _render_impact(view):
+    @app.callback([Output(i, IMPACT_OUTPUTS[i]) for i in impact_order],
+                  Input(VIEW, "data"), Input(LOCATION_ID, "pathname"), State(SHOWN, "data"))
+    def _render_impact(view, pathname, shown):
+        if not needs_render(is_shown(PANEL, pathname), ctx.triggered_id, view, shown, LOCATION_ID):
+            raise PreventUpdate
         try:
             out = impact_outputs(results, view)
         except Exception as err:   # never a traceback in the browser

@@ -2,7 +2,8 @@
 gunicorn, as a user would: open the panel on the sample bars, run the regime fit from the keyboard, read the
 status and the regime table, see every figure populated (the impact coefficient's path and the impact by regime
 on the session's sample fills too), change the display without refitting, reload and
-find the fits again; and upload bars with a constant price, see one clear alert, and carry on with the sample."""
+find the fits again; and upload bars with a constant price, see one clear alert, carry on with the sample, and find the last fits drawn
+when the panel is opened after a page load elsewhere."""
 from __future__ import annotations
 
 import re
@@ -129,4 +130,10 @@ def test_constant_prices_show_an_alert_and_the_sample_still_works(page, gunicorn
     fit(page)
     page.locator(REGIME_ROWS).first.wait_for()
     alert.wait_for(state="hidden")
+    # a page load on another panel leaves this one undrawn until it is opened, then shows the last fits
+    page.goto(f"{gunicorn_app.url}/{dp.PANEL}")
+    expect_text(page.locator(f"#{dp.SUMMARY} [data-field=file]"), r"^flat_bars\.csv$")
+    assert page.locator(REGIME_ROWS).count() == 0
+    page.locator(f"#nav-{vp.PANEL}").click()
+    expect_text(page.locator(REGIME_ROWS).first.locator("td").first, r"^regime 0 · calm$")
     assert page.errors == []

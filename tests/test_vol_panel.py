@@ -338,6 +338,17 @@ def test_empty_and_evicted_views(stores):
     assert P.main_outputs(rs, bad)[P.PRICE].layout.annotations[0].text == P.EVICTED
 
 
+def test_renders_wait_until_the_panel_is_shown():
+    view = {"keys": {"series": "result:" + "a" * 32}, "settings": {}, "errors": {}}
+    sig = P.view_signature(view)
+    assert not P.needs_render(False, "view", view, None, "url")              # hidden: no work
+    assert P.needs_render(True, "url", view, None, "url")                    # opened, never drawn
+    assert not P.needs_render(True, "url", view, sig, "url")                 # reopened, same fits
+    assert P.needs_render(True, "view", view, sig, "url")                    # a new fit on screen
+    assert P.needs_render(True, P.ESTIMATOR_PICK, view, sig, "url")          # a display change
+    assert P.view_signature(None) is None and not P.needs_render(True, "url", None, None, "url")
+
+
 def test_bar_label():
     assert [P.bar_label(n * 10**9) for n in (900, 3600, 86400, 1.5)] == ["15 min", "1 h", "1 d", "1.5 s"]
 
