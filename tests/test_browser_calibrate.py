@@ -199,6 +199,9 @@ def test_cancel_a_running_fit(page, gunicorn_app):
         box = page.locator(css_id(cp.option_id(name)))
         box.fill(value)
         box.press("Enter")
+    # the gunicorn server is shared by every browser-test module: other panels' jobs may still be
+    # winding down, so follow only the process this fit starts
+    before = {p.pid for p in _job_processes(gunicorn_app)}
     page.locator(f"#{cp.RUN}").click()
     cancel = page.locator(f"#{cp.CANCEL}")
     from playwright.sync_api import expect
@@ -206,16 +209,30 @@ def test_cancel_a_running_fit(page, gunicorn_app):
     expect(cancel).to_be_enabled()
     expect(page.locator(f"#{cp.RUN}")).to_be_disabled()
     expect_text(page.locator(f"#{cp.PROGRESS}"), r"^Fitting")
-    assert _job_processes(gunicorn_app), "the fit should be running in a job process"
+    deadline = time.monotonic() + 15
+    while not (mine := [p for p in _job_processes(gunicorn_app) if p.pid not in before]) \
+            and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert mine, "the fit should be running in a job process"
     cancel.click()
     expect(page.locator(f"#{cp.RUN}")).to_be_enabled()
     expect(cancel).to_be_disabled()
     expect_text(page.locator(f"#{cp.NOTE}"), r"^Calibration cancelled")
     # the job process is gone, and the previous result is still the one shown
     deadline = time.monotonic() + 15
-    while _job_processes(gunicorn_app) and time.monotonic() < deadline:
+    def alive():
+        out = []
+        for proc in mine:
+            try:
+                if proc.status() != psutil.STATUS_ZOMBIE:
+                    out.append(proc)
+            except psutil.NoSuchProcess:
+                pass
+        return out
+
+    while alive() and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert _job_processes(gunicorn_app) == []
+    assert alive() == []
     expect_text(page.locator(STATUS_BADGE), r"^Converged$")
     assert shown_params(page) == fitted
     assert page.errors == []
