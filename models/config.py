@@ -45,7 +45,7 @@ class ConfigError(ValueError):
 # --- building --------------------------------------------------------------------------------
 
 def _clean(value):
-    """JSON/YAML-ready: numpy scalars → Python, NaN/inf → None, tuples → lists."""
+    """JSON/YAML-ready: numpy scalars → Python, NaN/inf → None, tuples → lists, times → ISO text."""
     if isinstance(value, Mapping):
         return {str(k): _clean(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -59,6 +59,8 @@ def _clean(value):
     if isinstance(value, (float, np.floating)):
         v = float(value)
         return v if math.isfinite(v) else None
+    if isinstance(value, (_dt.datetime, _dt.date)):      # pandas Timestamps are datetimes
+        return value.isoformat()
     return value
 
 

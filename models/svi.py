@@ -55,6 +55,7 @@ import numpy as np
 import pandas as pd
 from scipy import optimize
 
+from models.config import _clean
 from models.impact import Param
 from models.schema import DataError, ValidationReport
 
@@ -1276,24 +1277,6 @@ class SurfaceResult:
         return "\n".join(lines)
 
 
-def _clean(value):
-    """JSON-ready: numpy → Python, NaN/inf → None, timestamps → ISO text."""
-    if isinstance(value, Mapping):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return [_clean(v) for v in value.tolist()]
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        v = float(value)
-        return v if math.isfinite(v) else None
-    if isinstance(value, pd.Timestamp):
-        return value.isoformat()
-    return value
 
 
 # --- the calibrator --------------------------------------------------------------------------------
