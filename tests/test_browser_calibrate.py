@@ -199,6 +199,11 @@ def test_cancel_a_running_fit(page, gunicorn_app):
         box = page.locator(css_id(cp.option_id(name)))
         box.fill(value)
         box.press("Enter")
+    # the global search may converge early (its population collapses), so add the most bootstrap
+    # resamples the form allows: thousands of refits keep the job busy for many seconds
+    boot = page.locator(f"#{cp.BOOT_N}")
+    boot.fill(str(cp.MAX_BOOTSTRAP))
+    boot.press("Enter")
     # the gunicorn server is shared by every browser-test module: other panels' jobs may still be
     # winding down, so follow only the process this fit starts
     before = {p.pid for p in _job_processes(gunicorn_app)}
@@ -208,7 +213,7 @@ def test_cancel_a_running_fit(page, gunicorn_app):
 
     expect(cancel).to_be_enabled()
     expect(page.locator(f"#{cp.RUN}")).to_be_disabled()
-    expect_text(page.locator(f"#{cp.PROGRESS}"), r"^Fitting")
+    expect_text(page.locator(f"#{cp.PROGRESS}"), r"^(Fitting|Bootstrap)")
     deadline = time.monotonic() + 15
     while not (mine := [p for p in _job_processes(gunicorn_app) if p.pid not in before]) \
             and time.monotonic() < deadline:
