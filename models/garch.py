@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from models.impact import Param
+from models.result import freeze_arrays
 from models.realized import (DAYS_PER_YEAR, Returns, VolatilityModel, VolatilityResult,
                              _freq_label, data_info, returns_from)
 
@@ -91,10 +92,7 @@ class GarchResult(VolatilityResult):
     arch_result: Any = field(default=None, repr=False)
 
     def __post_init__(self):
-        if self.sigma is not None and self.sigma.flags.writeable:
-            a = self.sigma.view()
-            a.flags.writeable = False
-            object.__setattr__(self, "sigma", a)
+        freeze_arrays(self, ("sigma",))
 
     def volatility_frame(self) -> pd.DataFrame:
         """Per period: timestamp (period label), return, sigma (per period), sigma_daily,

@@ -39,6 +39,7 @@ import pandas as pd
 from scipy import special, stats
 
 from models.impact import Param
+from models.result import freeze_arrays
 from models.schema import DataError, Dataset, DropRecord, ValidationReport
 
 DAYS_PER_YEAR = 365.0            # crypto trades 24/7
@@ -119,12 +120,7 @@ class BarSeries:
     from_trades: bool = False
 
     def __post_init__(self):
-        for name in ("t_ns", "open", "high", "low", "close", "contiguous", "rows"):
-            a = getattr(self, name)
-            if a is not None and a.flags.writeable:
-                a = a.view()
-                a.flags.writeable = False
-                object.__setattr__(self, name, a)
+        freeze_arrays(self, ("t_ns", "open", "high", "low", "close", "contiguous", "rows"))
 
     @property
     def n(self) -> int:
@@ -391,12 +387,7 @@ class Returns:
     rows: np.ndarray | None = None       # 1-based input row of the bar that closes each return
 
     def __post_init__(self):
-        for name in ("values", "t_ns", "rows"):
-            a = getattr(self, name)
-            if a is not None and a.flags.writeable:
-                a = a.view()
-                a.flags.writeable = False
-                object.__setattr__(self, name, a)
+        freeze_arrays(self, ("values", "t_ns", "rows"))
 
     @property
     def n(self) -> int:

@@ -39,6 +39,7 @@ from models.impact import Param
 from models.realized import (DAYS_PER_YEAR, NS_PER_DAY, Returns, VolatilityModel, VolatilityResult,
                              _freq_label, _time_ns, bar_series, data_info, returns_from,
                              returns_of_bars)
+from models.result import freeze_arrays
 from models.schema import DataError
 
 LOG_2PI = math.log(2.0 * math.pi)
@@ -295,12 +296,7 @@ class MarkovResult(VolatilityResult):
     smoothed: np.ndarray | None = None        # (n,k) Pr(s_t | all y)
 
     def __post_init__(self):
-        for name in ("transition", "mu", "sigma2", "filtered", "smoothed"):
-            a = getattr(self, name)
-            if a is not None and a.flags.writeable:
-                a = a.view()
-                a.flags.writeable = False
-                object.__setattr__(self, name, a)
+        freeze_arrays(self, ("transition", "mu", "sigma2", "filtered", "smoothed"))
 
     @property
     def regimes(self) -> list[dict]:

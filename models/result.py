@@ -26,7 +26,8 @@ from models.schema import ValidationReport
 GROUP_METRICS = ("venue", "symbol", "side", "size_bucket")
 
 
-def _readonly(a: np.ndarray | None) -> np.ndarray | None:
+def readonly(a: np.ndarray | None) -> np.ndarray | None:
+    """A read-only view of `a` (None stays None): results are immutable, arrays included."""
     if a is None:
         return None
     a = np.asarray(a)
@@ -34,6 +35,12 @@ def _readonly(a: np.ndarray | None) -> np.ndarray | None:
         a = a.view()
         a.flags.writeable = False
     return a
+
+
+def freeze_arrays(obj, names) -> None:
+    """Replace the array fields `names` of a frozen dataclass with read-only views."""
+    for name in names:
+        object.__setattr__(obj, name, readonly(getattr(obj, name)))
 
 
 def _num(x) -> float | None:
@@ -209,8 +216,7 @@ class CalibrationResult:
     _cache: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
-        for name in ("theta", "covariance", "is_train", "predicted_bps", "residuals_bps"):
-            object.__setattr__(self, name, _readonly(getattr(self, name)))
+        freeze_arrays(self, ("theta", "covariance", "is_train", "predicted_bps", "residuals_bps"))
 
     # -- parameters ---------------------------------------------------------------------------
     @property

@@ -61,7 +61,7 @@ from scipy import optimize, stats
 
 from models.features import NS_PER_DAY, Features
 from models.registry import OPTIMIZERS
-from models.result import CalibrationResult, OptimizerReport, error_metrics
+from models.result import CalibrationResult, OptimizerReport, error_metrics, readonly
 from models.schema import DataError, DropRecord
 
 try:   # numba is optional: the kernels are plain Python loops without it
@@ -474,12 +474,6 @@ def _q_std_error(y, x, r, dt, q_tilde, terms) -> tuple[float, float, float, str 
 
 # --- the result ------------------------------------------------------------------------------
 
-def _readonly(a):
-    a = np.asarray(a)
-    if a.flags.writeable:
-        a = a.view()
-        a.flags.writeable = False
-    return a
 
 
 def thin_index(t: np.ndarray, max_points: int) -> np.ndarray:
@@ -529,9 +523,9 @@ class TimeVaryingResult:
         for name in ("timestamp_ns", "row_index", "values", "lower", "upper"):
             a = getattr(self, name)
             if a is not None:
-                object.__setattr__(self, name, _readonly(a))
+                object.__setattr__(self, name, readonly(a))
         if self.filtered is not None:
-            object.__setattr__(self, "filtered", tuple(_readonly(a) for a in self.filtered))
+            object.__setattr__(self, "filtered", tuple(readonly(a) for a in self.filtered))
 
     @property
     def n(self) -> int:
