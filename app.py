@@ -22,8 +22,8 @@ from pathlib import Path
 import dash
 import dash_bootstrap_components as dbc  # noqa: F401  (registers the component library)
 
-from components import layout as shell
-from components import results, store
+from execal.components import layout as shell
+from execal.components import results, store
 
 ROOT = Path(__file__).resolve().parent
 log = logging.getLogger("execal")

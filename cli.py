@@ -36,7 +36,7 @@ def _json_out(obj, out: str | None = None) -> None:
 
 
 def _load(path: str, kind: str | None, mapping: str | None):
-    from models.io import load, parse_mapping
+    from execal.models.data.io import load, parse_mapping
 
     if not Path(path).exists():
         raise UsageError(f"{path}: no such file")
@@ -55,15 +55,16 @@ def cmd_inspect(args) -> int:
 
 def cmd_serve(args) -> int:
     if args.dev:
-        import app
+        from execal import app
 
         app.main(host=args.host, port=args.port, debug=False)
         return 0
     cmd = [sys.executable, "-m", "gunicorn", "-w", str(args.workers), "--threads", "4",
-           "-b", f"{args.host}:{args.port}", "--timeout", "600", "app:server"]
-    root = Path(__file__).resolve().parent
+           "-b", f"{args.host}:{args.port}", "--timeout", "600", "--no-control-socket",
+           # execal's own package directory as the working directory: gunicorn puts its working
+           # directory first on sys.path, and a user's own app.py / models/ must never shadow ours
+           "--chdir", str(Path(__file__).resolve().parent), "execal.app:server"]
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
     print(f"execal: serving on http://{args.host}:{args.port} ({args.workers} workers)", file=sys.stderr)
     os.execvpe(cmd[0], cmd, env)
     return 0  # pragma: no cover
@@ -115,7 +116,7 @@ def _filter(ds, args):
 
 
 def cmd_models(args) -> int:
-    from models.registry import describe
+    from execal.models.core.registry import describe
 
     _json_out(describe())
     return 0
@@ -124,11 +125,13 @@ def cmd_models(args) -> int:
 def cmd_calibrate(args) -> int:
     import warnings
 
-    from models.config import dump_config, make_provenance
-    from models.fit import Calibrator, CalibrationWarning
+    from execal.models.impact.config import dump_config, make_provenance
+    from execal.models.impact.fit import Calibrator, CalibrationWarning
 
-    from models import timevarying as tv
-    from models.registry import OPTIMIZERS
+    from execal.models.core.registry import OPTIMIZERS
+    from execal.models.impact import timevarying as tv
+    from execal.models.vol.realized import volatility_from_bars
+    from execal.models.vol.regimes import with_regimes
 
     ds = _load(args.path, "fills", args.map)
     frame, filters = _filter(ds, args)
@@ -142,10 +145,10 @@ def cmd_calibrate(args) -> int:
     bars = _load(args.bars, "bars", None) if args.bars else None
     regimes = None
     if args.volatility_from:
-        frame, provenance["volatility"] = tv.volatility_from_bars(frame, bars, args.volatility_from,
+        frame, provenance["volatility"] = volatility_from_bars(frame, bars, args.volatility_from,
                                                                   args.volatility_window)
     if "regime" in by:
-        frame, regimes = tv.with_regimes(frame, bars, k_regimes=args.regimes)
+        frame, regimes = with_regimes(frame, bars, k_regimes=args.regimes)
         for w in regimes["warnings"] + [f"dropped {d['count']} fills: {d['reason']}" for d in regimes["dropped"]]:
             print(f"execal: warning: {w}", file=sys.stderr)
     fixed = {k: _number(v, "--fix") for k, v in _pairs(args.fix, "--fix").items()}
@@ -198,7 +201,7 @@ def cmd_calibrate(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from models.config import load_config, predict_from_config
+    from execal.models.impact.config import load_config, predict_from_config
 
     config = load_config(args.config)
     ds = _load(args.path, "fills", args.map)
@@ -217,7 +220,7 @@ def cmd_predict(args) -> int:
 def cmd_vol(args) -> int:
     """Fit a volatility model to bars or trades; JSON with parameters, standard errors,
     log-likelihood and convergence (exit 3 when the fit did not converge; the JSON is still written)."""
-    from models.registry import get_model
+    from execal.models.core.registry import get_model
 
     model = get_model(args.model, kind="volatility")
     ds = _load(args.path, args.kind, args.map)
@@ -259,8 +262,8 @@ def cmd_surface(args) -> int:
     """Fit raw SVI per expiry or an SSVI surface to an option chain; JSON with, per expiry, the
     parameters, RMSE in vol points, optimizer report and butterfly violations, plus calendar
     violations (exit 3 when a slice's optimizer did not converge; the JSON is still written)."""
-    from models.options import prepare_chain
-    from models.svi import SurfaceCalibrator
+    from execal.models.surface.options import prepare_chain
+    from execal.models.surface.svi import SurfaceCalibrator
 
     ds = _load(args.path, "options", args.map)
     chain = prepare_chain(ds, underlying=args.underlying, as_of=args.as_of, forward=args.forward,
@@ -281,7 +284,7 @@ def cmd_surface(args) -> int:
 # --- parser -----------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
-    from models.schema import KINDS
+    from execal.models.data.schema import KINDS
 
     ap = argparse.ArgumentParser(prog="execal", description="Execution-cost and volatility model calibration.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -293,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", action="store_true", help="include the full validation report")
     p.set_defaults(func=cmd_inspect)
 
-    from models.registry import LOSSES, OPTIMIZERS, PARTICIPATION, WEIGHTS, models_of_kind
+    from execal.models.core.registry import LOSSES, OPTIMIZERS, PARTICIPATION, WEIGHTS, models_of_kind
 
     p = sub.add_parser("models", help="list models, parameters, optimizers, losses and weights (JSON)")
     p.set_defaults(func=cmd_models)
@@ -310,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Q/adv (default) or Q/market_volume (horizon participation)")
     p.add_argument("--by", help="segment by venue, symbol, side, regime or a comma list (one fit each + "
                                 "pooled); regime: volatility regimes of --bars")
-    from models.realized import ESTIMATORS
+    from execal.models.vol.realized import ESTIMATORS
 
     p.add_argument("--bars", help="bars file: volatility regimes (--by regime) and --volatility-from")
     p.add_argument("--regimes", type=int, default=2, choices=[2, 3],
@@ -345,8 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="CSV file; stdout when omitted")
     p.set_defaults(func=cmd_predict)
 
-    from models.realized import ESTIMATORS, GAP_POLICIES
-    from models.registry import models_of_kind
+    from execal.models.vol.realized import ESTIMATORS, GAP_POLICIES
+    from execal.models.core.registry import models_of_kind
 
     p = sub.add_parser("vol", help="fit a volatility model (realised, GARCH family, regimes, jumps) to "
                                    "bars or trades (JSON)")
@@ -371,8 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no summary on stderr")
     p.set_defaults(func=cmd_vol)
 
-    from models.options import FORWARD_METHODS, IV_SOURCES
-    from models.svi import WEIGHTS as SURFACE_WEIGHTS
+    from execal.models.surface.options import FORWARD_METHODS, IV_SOURCES
+    from execal.models.surface.svi import WEIGHTS as SURFACE_WEIGHTS
 
     p = sub.add_parser("surface", help="fit an implied-volatility surface (raw SVI per expiry or SSVI) "
                                        "to an option chain, with its arbitrage report (JSON)")
@@ -406,9 +409,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("EXECAL_LOG", "WARNING"))
-    from models.config import ConfigError
-    from models.fit import CalibrationError
-    from models.schema import DataError
+    from execal.models.impact.config import ConfigError
+    from execal.models.impact.fit import CalibrationError
+    from execal.models.data.schema import DataError
 
     ap = build_parser()
     args = ap.parse_args(argv)

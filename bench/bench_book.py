@@ -21,8 +21,8 @@ import numpy as np
 import orjson
 
 from bench.common import best_of, row
-from models.binance import read_capture
-from models.book import book_arrays, walk_cost_bps
+from execal.models.data.binance import read_capture
+from execal.models.data.book import book_arrays, walk_cost_bps
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("EXECAL_SHARED_DATA", ROOT.parent / "shared" / "data"))

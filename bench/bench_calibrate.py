@@ -21,8 +21,8 @@ import warnings
 import numpy as np
 
 from bench.common import best_of, row
-from models.fit import Calibrator, _lm_normal
-from models.simulate import simulate_fills
+from execal.models.impact.fit import Calibrator, _lm_normal
+from execal.models.impact.simulate import simulate_fills
 
 
 def _lmfit_fit(prob, x0):
@@ -82,7 +82,7 @@ def run(quick: bool = False) -> list[dict]:
     for _ in range(k_base):
         counts = np.bincount(rng.integers(0, clusters, clusters), minlength=clusters)
         idx = np.repeat(np.arange(codes.size), counts[codes])
-        from models.fit import _least_squares
+        from execal.models.impact.fit import _least_squares
         _least_squares(bprob.take(idx), fitted.theta[bprob.free], "trf", None, cal.tol)
     base_s = (time.perf_counter() - t0) * n_boot / k_base
     rows.append(row(f"bootstrap {n_boot} resamples by day, {n_boot_rows:,} fills", secs, floor_s=5.0,

@@ -231,7 +231,7 @@ class Renderer:
 
 
 def make_app(cache_dir: Path):
-    import app as app_module
+    from execal import app as app_module
 
     return app_module.create_app(cache_dir=str(cache_dir))
 
@@ -250,10 +250,10 @@ def page_requests(client) -> None:
 
 def setup(n: int, cache_dir: Path, session_id: str) -> dict:
     """1M fills in the store as the session's dataset; a pooled and a segmented result (the latter active)."""
-    from components import calibrate_panel as cp
-    from components import results as results_mod
-    from components import store
-    from models.simulate import simulate_fills
+    from execal.components import calibrate_panel as cp
+    from execal.components import results as results_mod
+    from execal.components import store
+    from execal.models.impact.simulate import simulate_fills
 
     frame, _ = simulate_fills(n, params={"binance": {"Y": 0.6, "delta": 0.5}, "okx": {"Y": 0.8, "delta": 0.5},
                                          "coinbase": {"Y": 1.0, "delta": 0.5}}, seed=7, outlier_share=0.01)
@@ -282,11 +282,11 @@ def setup(n: int, cache_dir: Path, session_id: str) -> dict:
 
 def replay(renderer: Renderer, app, info: dict) -> None:
     """What a user does after the page load, each step through the callbacks it triggers."""
-    from components import calibrate_panel as cp
-    from components import data_panel as dp
-    from components import export_panel as ep
-    from components import layout as shell
-    from components import results as results_mod
+    from execal.components import calibrate_panel as cp
+    from execal.components import data_panel as dp
+    from execal.components import export_panel as ep
+    from execal.components import layout as shell
+    from execal.components import results as results_mod
 
     for panel in shell.PANELS:
         renderer.set(shell.LOCATION_ID, "pathname", shell.panel_path(panel))

@@ -1,4 +1,4 @@
-"""Enrichment speed: models.enrich.enrich on the sample and on 1,000,000 generated fills.
+"""Enrichment speed: execal.models.data.enrich.enrich on the sample and on 1,000,000 generated fills.
 
 Baselines on the same data in the same run: a per-fill Python loop (the notebook way, searchsorted
 per fill) on the sample's 20,000 fills, and pandas idioms (merge_asof for the spread, a daily
@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 
 from bench.common import best_of, row
-from models.enrich import enrich
-from models.sample import build_sample, generate_fills, simulate_market, make_bars, make_quotes
+from execal.models.data.enrich import enrich
+from execal.models.data.sample import build_sample, generate_fills, simulate_market, make_bars, make_quotes
 
 ROOT = Path(__file__).resolve().parents[1]
 

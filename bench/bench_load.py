@@ -1,4 +1,4 @@
-"""Benchmark of `models.io.load` on a large fills file: wall time and peak memory.
+"""Benchmark of `execal.models.data.io.load` on a large fills file: wall time and peak memory.
 
 1,000,000 synthetic fills (100,000 with quick=True) are written once as CSV, with ISO-8601
 millisecond timestamps ending in 'Z' because that is what users export, and as Parquet (a
@@ -76,9 +76,8 @@ import json, sys, time
 def hwm_kb():
     with open("/proc/self/status") as fh:
         return next(int(l.split()[1]) for l in fh if l.startswith("VmHWM:"))
-sys.path.insert(0, {root!r})
 import pandas as pd
-from models.io import load
+from execal.models.data.io import load
 base_kb = hwm_kb()
 t0 = time.perf_counter()
 out = {call}
@@ -98,7 +97,7 @@ def peak_rss(call: str) -> dict:
 
 
 def run(quick: bool = False) -> list[dict]:
-    from models.io import load
+    from execal.models.data.io import load
 
     n = 100_000 if quick else 1_000_000
     repeat = 2 if quick else 3

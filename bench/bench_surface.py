@@ -25,9 +25,9 @@ import numpy as np
 from scipy import optimize
 
 from bench.common import best_of, row
-from models.iv import black76, black76_vega, implied_vol
-from models.options import chain_from_vols
-from models.svi import SurfaceCalibrator, _slices, _svi_bounds, ssvi_total_variance
+from execal.models.surface.iv import black76, black76_vega, implied_vol
+from execal.models.surface.options import chain_from_vols
+from execal.models.surface.svi import SurfaceCalibrator, _slices, _svi_bounds, ssvi_total_variance
 
 SSVI_TRUTH = {"rho": -0.2, "eta": 1.2, "gamma": 0.45}
 

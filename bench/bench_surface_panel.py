@@ -23,12 +23,12 @@ import pandas as pd
 import plotly.io as pio
 
 from bench.common import best_of, row
-from components import results as results_mod
-from components import store as store_mod
-from components import surface_panel as sp
-from models.options import prepare_chain
-from models.schema import Dataset, ValidationReport
-from models.svi import SurfaceCalibrator, ssvi_total_variance
+from execal.components import results as results_mod
+from execal.components import store as store_mod
+from execal.components import surface_panel as sp
+from execal.models.surface.options import prepare_chain
+from execal.models.data.schema import Dataset, ValidationReport
+from execal.models.surface.svi import SurfaceCalibrator, ssvi_total_variance
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_DIR = ROOT / "sample_data"

@@ -23,9 +23,9 @@ import warnings
 import numpy as np
 
 from bench.common import best_of, row
-from models import timevarying as tv
-from models.fit import Calibrator
-from models.simulate import simulate_fills
+from execal.models.impact import timevarying as tv
+from execal.models.impact.fit import Calibrator
+from execal.models.impact.simulate import simulate_fills
 
 
 def drifting_fills(n: int, q: float = 0.005, seed: int = 7):

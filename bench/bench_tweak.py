@@ -24,11 +24,11 @@ import numpy as np
 from plotly.io.json import to_json_plotly
 
 from bench.common import best_of, row
-from components import diagnostics_panel as D
-from components import impact_figures as F
-from components import tweak_panel as T
-from models.fit import Calibrator
-from models.simulate import simulate_fills
+from execal.components import diagnostics_panel as D
+from execal.components import impact_figures as F
+from execal.components import tweak_panel as T
+from execal.models.impact.fit import Calibrator
+from execal.models.impact.simulate import simulate_fills
 
 FLOOR_S = 0.15
 MAX_RESPONSE_BYTES = 5 * 2**20

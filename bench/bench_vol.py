@@ -75,10 +75,10 @@ def run(quick: bool = False) -> list[dict]:
     from arch import arch_model
     from statsmodels.tsa.regime_switching.markov_regression import MarkovRegression
 
-    from models.garch import fit_garch
-    from models.jumps import fit_merton, loglike as merton_loglike
-    from models.realized import bar_series, jump_test, realized_table
-    from models.regimes import fit_markov
+    from execal.models.vol.garch import fit_garch
+    from execal.models.vol.jumps import fit_merton, loglike as merton_loglike
+    from execal.models.vol.realized import bar_series, jump_test, realized_table
+    from execal.models.vol.regimes import fit_markov
 
     rows = []
     repeat = 1 if quick else 3
@@ -155,7 +155,7 @@ def run(quick: bool = False) -> list[dict]:
         """The same likelihood, starts and keep-the-best, with scipy's finite-difference gradient."""
         from scipy import optimize
 
-        from models.jumps import _starts
+        from execal.models.vol.jumps import _starts
         best = None
         for x0 in _starts(rm, dt):
             z0 = np.array([x0[0], math.log(x0[1]), math.log(x0[2]), x0[3], math.log(x0[4])])

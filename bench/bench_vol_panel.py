@@ -34,14 +34,14 @@ from plotly.io.json import to_json_plotly
 
 from bench.bench_vol import _bars
 from bench.common import best_of, row
-from components import results as R
-from components import store as S
-from components import vol_panel as P
-from models.garch import fit_garch
-from models.jumps import fit_merton
-from models.realized import bar_series, fit_realized, jump_test, returns_of_bars
-from models.regimes import fit_markov
-from models.schema import Dataset, ValidationReport
+from execal.components import results as R
+from execal.components import store as S
+from execal.components import vol_panel as P
+from execal.models.vol.garch import fit_garch
+from execal.models.vol.jumps import fit_merton
+from execal.models.vol.realized import bar_series, fit_realized, jump_test, returns_of_bars
+from execal.models.vol.regimes import fit_markov
+from execal.models.data.schema import Dataset, ValidationReport
 
 LIMIT_BYTES = 5 * 2**20
 REDRAW_FLOOR_S = 0.15

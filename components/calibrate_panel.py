@@ -1,6 +1,6 @@
 """The Calibrate panel: pick a model and how to fit it, run the fit in the background, see what the optimizer said.
 
-Every picker, the parameter table and the numeric settings are generated from `models.registry` (models of
+Every picker, the parameter table and the numeric settings are generated from `execal.models.core.registry` (models of
 kind "impact", OPTIMIZERS with their options, LOSSES, WEIGHTS, PARTICIPATION, SETTINGS): adding a model or an
 optimizer there adds it here. Pressing Calibrate first looks the run up in the `ResultStore` by (dataset key,
 filters, settings): a repeat is answered at once, without starting a job. Otherwise a Dash background callback
@@ -33,15 +33,15 @@ import numpy as np
 from dash import ALL, Input, Output, State, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
-from components import impact_figures as fig_tables
-from components import results as results_mod
-from components import store as store_mod
-from components.report import optimizer_status
-from models.config import make_provenance
-from models.fit import CalibrationError, Calibrator, CalibrationWarning
-from models.registry import LOSSES, OPTIMIZERS, SETTINGS, WEIGHTS, describe, get_model, models_of_kind
-from models.result import BootstrapResult
-from models.schema import DataError
+from execal.components import impact_figures as fig_tables
+from execal.components import results as results_mod
+from execal.components import store as store_mod
+from execal.components.report import optimizer_status
+from execal.models.impact.config import make_provenance
+from execal.models.impact.fit import CalibrationError, Calibrator, CalibrationWarning
+from execal.models.core.registry import LOSSES, OPTIMIZERS, SETTINGS, WEIGHTS, describe, get_model, models_of_kind
+from execal.models.impact.result import BootstrapResult
+from execal.models.data.schema import DataError
 
 log = logging.getLogger(__name__)
 

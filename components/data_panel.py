@@ -29,14 +29,14 @@ import pandas as pd
 from dash import Input, Output, State, ctx, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
-from components import figures
-from components import results as results_mod
-from components import store as store_mod
-from models.io import parse_mapping
-from models.schema import KINDS, DataError
+from execal.components import figures
+from execal.components import results as results_mod
+from execal.components import store as store_mod
+from execal.models.data.io import parse_mapping
+from execal.models.data.schema import KINDS, DataError
 
 if TYPE_CHECKING:
-    from components.layout import Settings
+    from execal.components.layout import Settings
 
 log = logging.getLogger(__name__)
 
@@ -444,7 +444,7 @@ def _labelled(label: str, control, control_id: str, help_text: str | None = None
 
 
 def layout(app) -> html.Div:
-    from components.layout import get_settings
+    from execal.components.layout import get_settings
 
     settings = get_settings(app)
     samples = sample_files(settings.sample_dir)
@@ -536,7 +536,7 @@ def layout(app) -> html.Div:
 
 
 def register_callbacks(app) -> None:
-    from components.layout import get_settings
+    from execal.components.layout import get_settings
 
     st = store_mod.get_store(app)
     settings = get_settings(app)

@@ -24,9 +24,9 @@ import numpy as np
 from dash import Input, Output, State, ctx, dcc, html
 from dash.exceptions import PreventUpdate
 
-from components import figures
-from components import impact_figures as F
-from components import results as results_mod
+from execal.components import figures
+from execal.components import impact_figures as F
+from execal.components import results as results_mod
 
 log = logging.getLogger(__name__)
 
@@ -284,7 +284,7 @@ OUTPUT_PROPS = {STATUS: "children", PARAMS: "children", METRICS: "children", SEG
 
 
 def register_callbacks(app) -> None:
-    from components.layout import LOCATION_ID, is_shown
+    from execal.components.layout import LOCATION_ID, is_shown
 
     order = list(OUTPUT_PROPS)
 

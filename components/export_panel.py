@@ -1,12 +1,12 @@
 """The Export panel: take the active result away (config, predictions, report) and bring a config back.
 
 Downloads are plain links to one Flask route, `/_execal/export/<file>?session=…&key=…`, answered from the
-server-side stores: the config as JSON or YAML (`models.config.dump_config` with the provenance the Calibrate
+server-side stores: the config as JSON or YAML (`execal.models.impact.config.dump_config` with the provenance the Calibrate
 panel recorded), the predictions as CSV streamed in blocks (a million rows never sit in one string, and never
-ride through a callback), and the self-contained HTML report (`components.report`). A link works only for a
+ride through a callback), and the self-contained HTML report (`execal.components.report`). A link works only for a
 result of the asking session's datasets, so a result key alone opens nothing.
 
-Importing a config validates it (`models.config.load_config`: a bad key is named, never a traceback), applies
+Importing a config validates it (`execal.models.impact.config.load_config`: a bad key is named, never a traceback), applies
 it to the active dataset with the filters it records (the pooled parameters and, for a segmented config, each
 segment's), stores that hand-set result like a fit, with the config's settings as the run settings, and makes
 it the active result: the Calibrate panel then shows the same model, settings and parameters, and Diagnostics
@@ -31,16 +31,16 @@ from dash import Input, Output, State, ctx, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 from flask import Response, request
 
-from components import impact_figures as F
-from components import results as results_mod
-from components import store as store_mod
-from components.data_panel import decode_upload
-from components.diagnostics_panel import active_key, needs_render
-from components.report import build_report, optimizer_status
-from models.config import ConfigError, config_dict, dump_config, load_config, make_provenance, result_from_config
-from models.fit import CalibrationError, Calibrator
-from models.result import Segment, SegmentedResult
-from models.schema import DataError
+from execal.components import impact_figures as F
+from execal.components import results as results_mod
+from execal.components import store as store_mod
+from execal.components.data_panel import decode_upload
+from execal.components.diagnostics_panel import active_key, needs_render
+from execal.components.report import build_report, optimizer_status
+from execal.models.impact.config import ConfigError, config_dict, dump_config, load_config, make_provenance
+from execal.models.impact.fit import CalibrationError, Calibrator, result_from_config
+from execal.models.impact.result import Segment, SegmentedResult
+from execal.models.data.schema import DataError
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +182,7 @@ def _segment_key(key: Mapping[str, str]) -> dict[str, str]:
 
 def result_from_imported(config: Mapping, dataset) -> Any:
     """The config's parameters on `dataset` (already filtered): a hand-set `CalibrationResult` (status
-    "fixed", `models.config.result_from_config`), or a `SegmentedResult` of hand-set results when the
+    "fixed", `execal.models.impact.fit.result_from_config`), or a `SegmentedResult` of hand-set results when the
     config has segments (each on its own rows; a segment absent from the data is left out)."""
     pooled = result_from_config(config, dataset.frame)
     segments = config.get("segments") or []
@@ -211,7 +211,7 @@ def result_from_imported(config: Mapping, dataset) -> Any:
 
 def settings_from_config(config: Mapping) -> dict:
     """Run settings (as the Calibrate panel builds them) of a config, so its controls show them."""
-    from components.calibrate_panel import BOOTSTRAP_BY, SEGMENT_BY
+    from execal.components.calibrate_panel import BOOTSTRAP_BY, SEGMENT_BY
     model = config["model"]
     settings = dict((config.get("optimizer") or {}).get("settings") or {})
     try:
@@ -353,7 +353,7 @@ def layout(app) -> html.Div:
 
 
 def register_callbacks(app) -> None:
-    from components.layout import LOCATION_ID, is_shown
+    from execal.components.layout import LOCATION_ID, is_shown
 
     st = store_mod.get_store(app)
     results = results_mod.get_results(app)

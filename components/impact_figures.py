@@ -24,7 +24,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from scipy import stats
 
-from components.figures import empty_figure
+from execal.components.figures import empty_figure
 
 SCATTERGL_THRESHOLD = 10_000          # points in one figure beyond which scatters use WebGL
 MAX_SCATTER_POINTS = 20_000           # rows a scatter draws at most

@@ -17,9 +17,9 @@ import dash_bootstrap_components as dbc
 from dash import Input, Output, State, dcc, html, set_props
 from dash.exceptions import PreventUpdate
 
-from components import calibrate_panel, data_panel, diagnostics_panel, export_panel, results, store, tweak_panel
-from components import vol_panel
-from components import surface_panel
+from execal.components import calibrate_panel, data_panel, diagnostics_panel, export_panel, results, store, tweak_panel
+from execal.components import vol_panel
+from execal.components import surface_panel
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from, the parameters with standard errors and intervals, the metrics, the segmen
 and the config itself. plotly.js is inlined once and every figure is static JSON drawn by it, so the file
 opens offline, without a server or a CDN, and can be mailed or archived as it is. Pure: a result in, a
 string out (no Dash); the figures and tables are the Diagnostics panel's own builders
-(`components.impact_figures`), so the report shows what the panel shows. Scatters are drawn from at most
+(`execal.components.impact_figures`), so the report shows what the panel shows. Scatters are drawn from at most
 `REPORT_POINTS` rows (extremes kept) so a report of a million fills stays a few megabytes.
 
 `optimizer_status(result)` is what the optimizer said, as a dict; the Calibrate panel's banner and the
@@ -22,7 +22,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
-from components import impact_figures as F
+from execal.components import impact_figures as F
 
 REPORT_POINTS = 5_000
 ALPHA = 0.05

@@ -34,8 +34,8 @@ from typing import Any, Callable
 import diskcache
 import pandas as pd
 
-from models import io as model_io
-from models.schema import DataError, Dataset, DropRecord, ValidationReport
+from execal.models.data import io as model_io
+from execal.models.data.schema import DataError, Dataset, DropRecord, ValidationReport
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ and the tables: every slice's optimizer status (never hidden), the parameters pe
 globals), and the arbitrage report (butterfly per slice, calendar across slices, SSVI's sufficient
 conditions). No Dash here; the panel wraps the rows in components. The numbers come from the result
 (`smile_frame`, `curve_frame`, `implied_vol`, `arbitrage`) and the model's own formulas
-(`models.svi.svi_derivatives` for the ATM level and slope): this module only shapes them for display.
+(`execal.models.surface.svi.svi_derivatives` for the ATM level and slope): this module only shapes them for display.
 """
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from components.figures import empty_figure
-from components.impact_figures import PALETTE, TEMPLATE, format_number
-from models.svi import SVI_PARAMS, VOL_PTS, svi_derivatives
+from execal.components.figures import empty_figure
+from execal.components.impact_figures import PALETTE, TEMPLATE, format_number
+from execal.models.surface.svi import SVI_PARAMS, VOL_PTS, svi_derivatives
 
 SMILE_COLUMNS = 3                 # small multiples per row (fits 1280 px wide)
 SMILE_ROW_HEIGHT_PX = 240

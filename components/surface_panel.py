@@ -8,7 +8,7 @@ panels keep theirs. A file with several underlyings (BTC and ETH) is fitted one 
 panel's filters apply when the chain *is* the active dataset (they were chosen on it); otherwise they belong to
 another file and are not applied (the note under Fit says which).
 
-Controls (model, weights, no-arbitrage fit) come from the registry (`models.registry.models_of_kind("surface")`
+Controls (model, weights, no-arbitrage fit) come from the registry (`execal.models.core.registry.models_of_kind("surface")`
 and each model's `describe()`). A fit is a plain callback (SVI ≤ 100 ms, SSVI ≤ 300 ms on a chain of a few
 hundred quotes: bench/bench_surface_panel.py), looked up first in the app's `ResultStore` by
 (dataset key, filters, settings), so a repeat or a reload is a lookup. The browser holds keys only (`VIEW` =
@@ -20,7 +20,7 @@ slice's optimizer status, the parameters per expiry (a, b, rho, m, sigma; for SS
 eta, gamma), RMSE in vol points, the smiles (mid IV, bid/ask bars, fit), the 3D surface, the ATM term structure
 and skew, the residuals, and the arbitrage tables (butterfly: k ranges and min g; calendar: where and by how
 much; SSVI's sufficient conditions). "Download surface config" writes `SurfaceResult.to_config()` with the
-data's provenance (`models.config.make_provenance`): the surface parameters in the exported config. The Export
+data's provenance (`execal.models.impact.config.make_provenance`): the surface parameters in the exported config. The Export
 panel serves impact calibrations only (its route and import speak the impact config schema), so the surface
 config is downloaded here.
 
@@ -48,14 +48,14 @@ import pandas as pd
 from dash import Input, Output, State, ctx, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
-from components import figures
-from components import results as results_mod
-from components import store as store_mod
-from components import surface_figures as SF
-from components.diagnostics_panel import _LRU
-from models.config import make_provenance
-from models.registry import models_of_kind
-from models.schema import DataError, Dataset
+from execal.components import figures
+from execal.components import results as results_mod
+from execal.components import store as store_mod
+from execal.components import surface_figures as SF
+from execal.components.diagnostics_panel import _LRU
+from execal.models.impact.config import make_provenance
+from execal.models.core.registry import models_of_kind
+from execal.models.data.schema import DataError, Dataset
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ def available_samples(sample_dir: Path) -> list[str]:
 
 
 def kind_of_key(key: str) -> str | None:
-    """The dataset kind a store key names (`<sha256>-<kind>[-m<mapping digest>]`, see components.store)."""
+    """The dataset kind a store key names (`<sha256>-<kind>[-m<mapping digest>]`, see execal.components.store)."""
     if not store_mod.is_dataset_key(key):
         return None
     return key[65:].split("-", 1)[0]
@@ -227,7 +227,7 @@ def load_chain_dataset(st: store_mod.SessionStore, key: str) -> Dataset:
 
 def underlyings_of(frame: pd.DataFrame) -> list[str]:
     """The coins a chain quotes options on: each symbol's prefix (BTC-27DEC24-60000-C), else the
-    `underlying` column (the rule `models.options.prepare_chain` applies, so a pick is always valid)."""
+    `underlying` column (the rule `execal.models.surface.options.prepare_chain` applies, so a pick is always valid)."""
     found = pd.Series(pd.NA, index=frame.index, dtype="string")
     if "underlying" in frame.columns:
         found = frame["underlying"].astype("string").str.strip().str.upper()
@@ -333,8 +333,8 @@ def surface_key(dataset_key: str, filters: Mapping, settings: Mapping) -> str:
 
 def compute_surface(dataset: Dataset, settings: Mapping, filters: Mapping | None = None):
     """The SurfaceResult of `settings` on `dataset` (rows passing `filters`). Raises DataError."""
-    from models.options import prepare_chain
-    from models.svi import SurfaceCalibrator
+    from execal.models.surface.options import prepare_chain
+    from execal.models.surface.svi import SurfaceCalibrator
 
     if filters:
         frame = results_mod.apply_filters(dataset.frame, filters)
@@ -704,7 +704,7 @@ RENDER_FIGURES = (SURFACE, TERM, RESIDUALS)
 
 
 def register_callbacks(app) -> None:
-    from components.layout import get_settings
+    from execal.components.layout import get_settings
 
     def stores():
         return store_mod.get_store(app), results_mod.get_results(app)

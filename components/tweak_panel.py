@@ -29,14 +29,14 @@ import numpy as np
 from dash import ALL, Input, Output, Patch, State, ctx, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
-from components import figures
-from components import impact_figures as F
-from components import results as results_mod
-from components import store as store_mod
-from components.diagnostics_panel import _LRU, active_key, needs_render, participation_label, results_of, rows_table
-from models.fit import CalibrationError, Calibrator
-from models.result import error_metrics
-from models.schema import DataError
+from execal.components import figures
+from execal.components import impact_figures as F
+from execal.components import results as results_mod
+from execal.components import store as store_mod
+from execal.components.diagnostics_panel import _LRU, active_key, needs_render, participation_label, results_of, rows_table
+from execal.models.impact.fit import CalibrationError, Calibrator
+from execal.models.impact.result import error_metrics
+from execal.models.data.schema import DataError
 
 log = logging.getLogger(__name__)
 
@@ -530,7 +530,7 @@ def layout(app) -> html.Div:
 
 
 def register_callbacks(app) -> None:
-    from components.layout import LOCATION_ID, is_shown
+    from execal.components.layout import LOCATION_ID, is_shown
 
     @app.callback(
         Output(CONTROLS, "children"), Output(BASE, "data"), Output(TARGET, "options"), Output(TARGET, "value"),

@@ -22,9 +22,9 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from components.figures import empty_figure
-from components.impact_figures import PALETTE, downsample_index, format_number
-from models.timevarying import REGIME_NAMES
+from execal.components.figures import empty_figure
+from execal.components.impact_figures import PALETTE, downsample_index, format_number
+from execal.models.vol.regimes import REGIME_NAMES
 
 MAX_LINE_POINTS = 4_000        # points one line sends to the browser at most
 MAX_MARKERS = 2_000            # jump markers drawn at most (the largest returns are always kept)
@@ -615,7 +615,7 @@ def merton_summary_rows(merton: Any) -> list[dict]:
 
 def regime_impact_rows(coefficients: Mapping[str, Sequence[Mapping]], cost: Sequence[Mapping]) -> list[dict]:
     """The by-regime table: per regime its fills, mean cost (bps) ± s.e., and each fitted parameter
-    ± s.e. with its ratio to the calm regime's. `coefficients`: `models.timevarying.regime_table`
+    ± s.e. with its ratio to the calm regime's. `coefficients`: `execal.models.impact.timevarying.regime_table`
     (per parameter: key {"regime": name}, value, std_error, rows, ratio_to_calm); `cost`: per regime
     name, n, mean_bps, se_bps."""
     by_name: dict[str, dict] = {}

@@ -9,7 +9,7 @@ picker, a venue filter applies when the data has venues; size filters do not app
 
 Pressing Fit looks every model up in the `ResultStore` by (dataset key, filters, settings), so a repeat is
 instant; what is missing is fitted in a Dash background callback (the app's DiskcacheManager) with honest
-progress stages and a Cancel button: the bars (validated, gap-aware, from `models.realized.bar_series`) and
+progress stages and a Cancel button: the bars (validated, gap-aware, from `execal.models.vol.realized.bar_series`) and
 the Lee–Mykland / BNS jump tests, every realised estimator per period, the chosen GARCH variant, the Markov
 regimes, Merton's jump-diffusion when ticked, and (ticked by default) the impact model on the session's fills:
 its coefficient's path over time (Kalman smoothed path with bands, online SGD iterates; models/timevarying.py)
@@ -19,7 +19,7 @@ returns for 3 regimes, no fills in the session, ...) is reported as failed while
 browser holds only keys (`VIEW` = {dataset, filters, settings, keys, errors}); the session's last view comes
 back after a reload, and is drawn when the panel is opened (a hidden panel does no work at page load).
 
-Pickers come from the registry (`models.registry`: volatility models' options); the estimators ticked and the
+Pickers come from the registry (`execal.models.core.registry`: volatility models' options); the estimators ticked and the
 forecast horizon are display settings (redrawn from the cached fits, no refit). `plan_fit`, `run_fit` and the
 `*_outputs` functions are the callbacks' bodies as plain functions (tests call them); `register_callbacks`
 only wires them.
@@ -30,7 +30,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -41,18 +41,20 @@ from dash import Input, Output, State, ctx, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 from scipy import stats
 
-from components import figures
-from components import impact_figures as F
-from components import results as results_mod
-from components import store as store_mod
-from components import vol_figures as V
-from components.diagnostics_panel import _LRU, rows_table
-from models.realized import (ESTIMATORS, BarSeries, bar_series, check_not_constant, fit_realized, jump_test,
+from execal.components import figures
+from execal.components import impact_figures as F
+from execal.components import results as results_mod
+from execal.components import store as store_mod
+from execal.components import vol_figures as V
+from execal.components.diagnostics_panel import _LRU, rows_table
+from execal.models.data.bars import check_not_constant
+from execal.models.vol.realized import (BarSeries, bar_series, fit_realized, jump_test,
                              parse_freq, returns_of_bars)
-from models.fit import CalibrationError, Calibrator
-from models.registry import MODELS, models_of_kind
-from models.schema import DataError, Dataset
-from models.timevarying import DRIFT_PARAMETER, REGIME_NAMES, calibrate_time_varying, regime_table, with_regimes
+from execal.models.impact.fit import CalibrationError, Calibrator
+from execal.models.core.registry import MODELS, models_of_kind
+from execal.models.data.schema import DataError, Dataset
+from execal.models.impact.timevarying import DRIFT_PARAMETER, calibrate_time_varying, regime_table
+from execal.models.vol.regimes import REGIME_NAMES, with_regimes
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +137,7 @@ class SettingsError(ValueError):
 
 def garch_models() -> dict:
     """The GARCH-family volatility models of the registry (name -> model)."""
-    return {n: m for n, m in models_of_kind("volatility").items() if m.fit_path.startswith("models.garch:")}
+    return {n: m for n, m in models_of_kind("volatility").items() if m.fit_path.startswith("execal.models.vol.garch:")}
 
 
 def estimator_names() -> tuple[str, ...]:
@@ -201,7 +203,7 @@ class ImpactByRegime:
     """The impact model fitted per volatility regime of the fills (labels without look-ahead)."""
     model: str
     k_regimes: int
-    coefficients: Mapping[str, list]     # models.timevarying.regime_table
+    coefficients: Mapping[str, list]     # execal.models.impact.timevarying.regime_table
     cost: list                           # per regime: regime, n, mean_bps, se_bps
     test: Mapping                        # Wald / Chow test of equal coefficients
     status: dict                         # impact_figures.status_summary of the segmented fit
@@ -1172,7 +1174,7 @@ def layout(app) -> html.Div:
 
 
 def _sample_dir(app) -> Path:
-    from components.layout import get_settings
+    from execal.components.layout import get_settings
 
     return get_settings(app).sample_dir
 
@@ -1192,7 +1194,7 @@ def needs_render(shown_here: bool, trigger: Any, view: Any, shown: Any, location
 
 
 def register_callbacks(app) -> None:
-    from components.layout import LOCATION_ID, is_shown
+    from execal.components.layout import LOCATION_ID, is_shown
 
     st = store_mod.get_store(app)
     results = results_mod.get_results(app)

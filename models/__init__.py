@@ -1,5 +1,7 @@
-"""execal's numerical core: data contract, readers, features, models, optimizers, results.
+"""execal's numerical core, in areas over a small shared base.
 
-Never imports Dash or plotly (tests/test_architecture.py checks it).
+`core` (parameters, the optimizer report, frozen results, JSON cleaning, errors, the registry) imports
+nothing of execal; `data` (schema, readers, captures, bars, enrichment, sample generator) imports only
+`core`; each area (`impact`, `vol`, `surface`) imports `core` and `data` and never another area.
+Nothing here imports Dash, plotly or `execal.components` (tests/test_architecture.py holds all this).
 """
-__version__ = "0.1.0"

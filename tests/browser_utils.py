@@ -87,11 +87,10 @@ def serve_gunicorn(tmp_dir: Path, *, workers: int = 2, env: dict | None = None, 
     # hermetic: the caller's EXECAL_* settings do not leak into the server under test
     base = {k: v for k, v in os.environ.items() if not k.startswith("EXECAL_")}
     full_env = {**base, "EXECAL_CACHE_DIR": str(cache_dir), **(env or {})}
-    full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), full_env.get("PYTHONPATH")]))
     cmd = [sys.executable, "-m", "gunicorn", "-w", str(workers), "--threads", "2", "-b", f"127.0.0.1:{port}",
            "--timeout", "120", "--graceful-timeout", "10",
            # gunicorn's control socket defaults to one path in $HOME: parallel servers would fight over it
-           "--no-control-socket", "app:server"]
+           "--no-control-socket", "execal.app:server"]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT)
     server = Server(url=f"http://127.0.0.1:{port}", process=proc, cache_dir=cache_dir, log_path=log_path)

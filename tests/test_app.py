@@ -20,8 +20,8 @@ import pytest
 from dash import no_update
 
 from browser_utils import fills_csv, serve_gunicorn
-from components import data_panel, figures, layout, store
-from models.schema import DataError, Dataset, DropRecord, ValidationReport
+from execal.components import data_panel, figures, layout, store
+from execal.models.data.schema import DataError, Dataset, DropRecord, ValidationReport
 
 
 def data_url(text: str | bytes, mime: str = "text/csv") -> str:
@@ -237,7 +237,7 @@ def test_same_bytes_load_once(st):
     calls = []
 
     def loader(raw, **kw):
-        from models.io import load
+        from execal.models.data.io import load
 
         calls.append(kw["name"])
         return load(raw, **kw)
@@ -391,7 +391,7 @@ def test_upload_limit_setting(monkeypatch):
 
 
 def test_create_app_wires_server(tmp_path, settings):
-    import app as app_module
+    from execal import app as app_module
 
     app = app_module.create_app(cache_dir=str(tmp_path / "c"), sample_dir=str(settings.sample_dir),
                                 max_upload_mb=1)
@@ -413,7 +413,7 @@ def test_create_app_wires_server(tmp_path, settings):
 
 
 def test_background_callbacks_share_the_private_cache(tmp_path):
-    import app as app_module
+    from execal import app as app_module
 
     app = app_module.create_app(cache_dir=str(tmp_path / "c"))
     assert store.get_store(app).cache is app._background_manager.handle
@@ -421,7 +421,7 @@ def test_background_callbacks_share_the_private_cache(tmp_path):
 
 
 def test_unexpected_callback_error_shows_a_line_not_a_traceback(tmp_path, monkeypatch, caplog):
-    import app as app_module
+    from execal import app as app_module
 
     def broken(*args, **kwargs):
         raise KeyError("internal-detail-xyz")
@@ -469,7 +469,7 @@ def _post_declaring(url: str, n_bytes: int, body: bytes = b"") -> int:
 
 
 def test_gunicorn_serves_the_app(tmp_path):
-    import app as app_module
+    from execal import app as app_module
 
     # the page's script and stylesheet URLs, from an in-process app, so no request warms a worker
     local = app_module.create_app(cache_dir=str(tmp_path / "local-cache"))

@@ -17,9 +17,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import models.io as mio
-from models.io import load
-from models.schema import DataError
+import execal.models.data.io as mio
+from execal.models.data.io import load
+from execal.models.data.schema import DataError
 
 pytestmark = pytest.mark.timeout(120)
 

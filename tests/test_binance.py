@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.binance import read_capture
-from models.schema import DataError, book_levels
+from execal.models.data.binance import read_capture
+from execal.models.data.schema import DataError, book_levels
 
 FILES = {
     # file: (diffs, bookTicker, trades, diffs buffered before the snapshot, of which dropped)

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.book import book_arrays, market_impact_curve, walk_book, walk_cost_bps
+from execal.models.data.book import book_arrays, market_impact_curve, walk_book, walk_cost_bps
 
 # one snapshot: bids 99 x 2, 98 x 1; asks 100 x 1, 101 x 2, 102 x 3; mid 99.5
 ASK_PX = np.array([[100.0, 101.0, 102.0]])
@@ -197,7 +197,7 @@ def test_market_impact_curve_tidy_frame():
 
 @pytest.fixture(scope="module")
 def usdm_deep_book(shared_data):
-    from models.binance import read_capture
+    from execal.models.data.binance import read_capture
     cap = read_capture(shared_data / "binance-raw" / "usdm_btcusdt_20240808.gz", levels=1000)
     return cap.book
 
@@ -227,7 +227,7 @@ def test_real_btcusdt_costs_are_positive_increasing_and_plausible(usdm_deep_book
 
 @pytest.mark.shared_data
 def test_coinm_book_walks_in_coins(shared_data):
-    from models.binance import read_capture
+    from execal.models.data.binance import read_capture
     cap = read_capture(shared_data / "binance-raw" / "cm_btcusd_perp_20240808.gz", levels=200)
     curve = market_impact_curve(cap.book, [0.1, 1.0], side="buy")
     assert curve.attrs["size_unit"].startswith("base")

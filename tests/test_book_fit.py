@@ -7,8 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.binance import read_capture
-from models.book import fit_book_power_law, market_impact_curve
+from execal.models.data.binance import read_capture
+from execal.models.data.book import market_impact_curve
+from execal.models.impact.book import fit_book_power_law
 
 SIZES_BTC = np.geomspace(0.01, 50, 40)
 FILES = {"binance-usdm": "usdm_btcusdt_20240808.gz", "binance-spot": "spot_btcusdt_20240808.gz",

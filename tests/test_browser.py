@@ -6,7 +6,7 @@ import re
 import pytest
 
 from browser_utils import ARTIFACTS, browser, fills_csv, gunicorn_app, page  # noqa: F401  (fixtures)
-from components import data_panel
+from execal.components import data_panel
 
 pytestmark = pytest.mark.browser
 

@@ -11,10 +11,10 @@ import psutil
 import pytest
 
 from browser_utils import ARTIFACTS, browser, gunicorn_app, page  # noqa: F401  (fixtures)
-from components import calibrate_panel as cp
-from components import data_panel as dp
-from components import export_panel as ep
-from models.config import load_config
+from execal.components import calibrate_panel as cp
+from execal.components import data_panel as dp
+from execal.components import export_panel as ep
+from execal.models.impact.config import load_config
 
 pytestmark = pytest.mark.browser
 

@@ -13,13 +13,13 @@ import diskcache
 import pytest
 
 from browser_utils import ARTIFACTS, browser, gunicorn_app, page  # noqa: F401  (fixtures)
-from components import calibrate_panel, data_panel
-from components import diagnostics_panel as D
-from components import results as R
-from components import store as store_mod
-from components import tweak_panel as T
-from models.fit import Calibrator
-from models.io import load
+from execal.components import calibrate_panel, data_panel
+from execal.components import diagnostics_panel as D
+from execal.components import results as R
+from execal.components import store as store_mod
+from execal.components import tweak_panel as T
+from execal.models.impact.fit import Calibrator
+from execal.models.data.io import load
 
 pytestmark = pytest.mark.browser
 

@@ -12,8 +12,8 @@ import re
 import pytest
 
 from browser_utils import ARTIFACTS, ROOT, browser, gunicorn_app, page  # noqa: F401  (fixtures)
-from components import data_panel as dp
-from components import surface_panel as sp
+from execal.components import data_panel as dp
+from execal.components import surface_panel as sp
 
 pytestmark = pytest.mark.browser
 

@@ -11,8 +11,8 @@ import re
 import pytest
 
 from browser_utils import ARTIFACTS, browser, gunicorn_app, page  # noqa: F401  (fixtures)
-from components import data_panel as dp
-from components import vol_panel as vp
+from execal.components import data_panel as dp
+from execal.components import vol_panel as vp
 
 pytestmark = pytest.mark.browser
 

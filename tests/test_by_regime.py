@@ -23,11 +23,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import cli
-from models.fit import CalibrationError, Calibrator
-from models.io import load
-from models.schema import DataError
-from models.timevarying import regime_summary_text, regime_table, volatility_from_bars, with_regimes
+from execal import cli
+from execal.models.impact.fit import CalibrationError, Calibrator
+from execal.models.data.io import load
+from execal.models.data.schema import DataError
+from execal.models.impact.timevarying import regime_summary_text, regime_table
+from execal.models.vol.realized import volatility_from_bars
+from execal.models.vol.regimes import with_regimes
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "sample_data"

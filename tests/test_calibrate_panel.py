@@ -13,15 +13,15 @@ import pytest
 from dash import no_update
 
 from browser_utils import fills_csv
-from components import calibrate_panel as cp
-from components import data_panel as dp
-from components import layout as shell
-from components import results as results_mod
-from components import store
-from models import registry
-from models.fit import CalibrationError, Calibrator, CalibrationWarning
-from models.io import load
-from models.schema import DataError
+from execal.components import calibrate_panel as cp
+from execal.components import data_panel as dp
+from execal.components import layout as shell
+from execal.components import results as results_mod
+from execal.components import store
+from execal.models.core import registry
+from execal.models.impact.fit import CalibrationError, Calibrator, CalibrationWarning
+from execal.models.data.io import load
+from execal.models.data.schema import DataError
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "sample_data" / "fills.csv"
@@ -456,9 +456,9 @@ def test_progress_calibrator_counts_fits_without_changing_them():
 
 
 def test_callbacks_wire_the_panels_through_a_replayed_page(tmp_path):
-    import app as app_module
+    from execal import app as app_module
     from bench.bench_dashboard import Renderer
-    from components import export_panel as ep
+    from execal.components import export_panel as ep
 
     app = app_module.create_app(cache_dir=str(tmp_path / "c"), sample_dir=str(ROOT / "sample_data"))
     st, results = store.get_store(app), results_mod.get_results(app)

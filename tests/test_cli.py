@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import cli
+from execal import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_FILLS = ROOT / "sample_data" / "fills.csv"
@@ -94,9 +94,9 @@ def test_calibrate_config_predict_round_trip_on_sample(tmp_path, capsys):
     out = pd.read_csv(preds)
     assert len(out) == 20_000 and {"predicted_cost_bps", "residual_bps"} <= set(out.columns)
     # each venue's rows use that venue's parameters
-    from models.io import load
-    from models.registry import get_model
-    from models.features import impact_features
+    from execal.models.data.io import load
+    from execal.models.core.registry import get_model
+    from execal.models.impact.features import impact_features
     fills = load(SAMPLE_FILLS).frame
     model = get_model("power_law")
     for venue, params in segs.items():
@@ -107,7 +107,7 @@ def test_calibrate_config_predict_round_trip_on_sample(tmp_path, capsys):
 
 def test_user_fills_with_own_column_names(tmp_path, capsys):
     """A user's own export: other column names (mapped), B/S sides, ms epoch timestamps, YAML out."""
-    from models.sample import generate_fills
+    from execal.models.data.sample import generate_fills
 
     frame, truth = generate_fills(3000, seed=11, params={"Y": 0.9, "delta": 0.6}, venues=("desk",),
                                   outlier_share=0.0)

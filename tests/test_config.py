@@ -6,11 +6,10 @@ import numpy as np
 import pytest
 import yaml
 
-import models
-from models.config import (ConfigError, dump_config, load_config, make_provenance,
-                           predict_from_config, result_from_config)
-from models.fit import Calibrator
-from models.simulate import simulate_fills
+import execal
+from execal.models.impact.config import ConfigError, dump_config, load_config, make_provenance, predict_from_config
+from execal.models.impact.fit import Calibrator, result_from_config
+from execal.models.impact.simulate import simulate_fills
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +37,7 @@ def test_config_has_the_documented_layout(result, tmp_path, fills):
     fills.to_csv(csv, index=False)
     prov = make_provenance(csv, filters={"venue": ["binance", "okx", "coinbase"]}, frame=fills)
     cfg = json.loads(dump_config(result, prov, "json"))
-    assert cfg["schema_version"] == 1 and cfg["execal_version"] == models.__version__
+    assert cfg["schema_version"] == 1 and cfg["execal_version"] == execal.__version__
     assert cfg["created_at"].endswith("+00:00")
     m = cfg["model"]
     assert m["name"] == "power_law" and "delta" in m["formula"]

@@ -10,12 +10,12 @@ import plotly.graph_objects as go
 import pytest
 from plotly.io.json import to_json_plotly
 
-from components import diagnostics_panel as D
-from components import impact_figures as F
-from components import results as R
-from models.fit import Calibrator, CalibrationWarning
-from models.io import load
-from models.simulate import simulate_fills
+from execal.components import diagnostics_panel as D
+from execal.components import impact_figures as F
+from execal.components import results as R
+from execal.models.impact.fit import Calibrator, CalibrationWarning
+from execal.models.data.io import load
+from execal.models.impact.simulate import simulate_fills
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.enrich import enrich
-from models.schema import DataError
+from execal.models.data.enrich import enrich
+from execal.models.data.schema import DataError
 
 DAY0 = pd.Timestamp("2024-03-01", tz="UTC")
 FIELDS = ("market_volume", "adv", "volatility", "spread_bps")

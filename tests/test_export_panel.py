@@ -15,13 +15,13 @@ import pytest
 from dash import no_update
 
 from browser_utils import fills_csv
-from components import calibrate_panel as cp
-from components import export_panel as ep
-from components import report
-from components import results as results_mod
-from components import store
-from models.config import dump_config, load_config
-from models.io import load
+from execal.components import calibrate_panel as cp
+from execal.components import export_panel as ep
+from execal.components import report
+from execal.components import results as results_mod
+from execal.components import store
+from execal.models.impact.config import dump_config, load_config
+from execal.models.data.io import load
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "sample_data" / "fills.csv"
@@ -143,7 +143,7 @@ def test_report_is_self_contained_and_says_what_the_panel_says(st, results, fill
 def test_report_escapes_what_users_name():
     frame = load(fills_csv(40).encode(), name="x.csv").frame
     frame["adv"], frame["volatility"] = 1e4, 0.03
-    from models.fit import Calibrator
+    from execal.models.impact.fit import Calibrator
     result = Calibrator(weights="none").fit(frame)
     page = report.build_report(result, {"source": "<script>alert(1)</script>.csv"}, figures=[], plotlyjs="")
     assert "<script>alert(1)" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;.csv" in page
@@ -166,7 +166,7 @@ def test_downloads_are_for_the_sessions_own_results(st, results, fills_key, tmp_
 
 
 def test_export_route_serves_attachments(tmp_path):
-    import app as app_module
+    from execal import app as app_module
 
     app = app_module.create_app(cache_dir=str(tmp_path / "c"))
     st, results = store.get_store(app), results_mod.get_results(app)

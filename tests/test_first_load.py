@@ -13,18 +13,18 @@ import uuid
 
 import pytest
 
-import app as app_module
+from execal import app as app_module
 from bench.bench_dashboard import Renderer
-from components import calibrate_panel as cp
-from components import data_panel as dp
-from components import diagnostics_panel as dg
-from components import export_panel as ep
-from components import figures
-from components import layout as shell
-from components import results as results_mod
-from components import store
-from components import tweak_panel as tp
-from models.simulate import simulate_fills
+from execal.components import calibrate_panel as cp
+from execal.components import data_panel as dp
+from execal.components import diagnostics_panel as dg
+from execal.components import export_panel as ep
+from execal.components import figures
+from execal.components import layout as shell
+from execal.components import results as results_mod
+from execal.components import store
+from execal.components import tweak_panel as tp
+from execal.models.impact.simulate import simulate_fills
 
 N_FILLS = 3000
 

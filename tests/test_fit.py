@@ -16,11 +16,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.features import Features, impact_features
-from models.fit import CalibrationError, CalibrationWarning, Calibrator
-from models.result import CalibrationResult
-from models.schema import DataError
-from models.simulate import simulate_fills
+from execal.models.impact.features import Features, impact_features
+from execal.models.impact.fit import CalibrationError, CalibrationWarning, Calibrator
+from execal.models.impact.result import CalibrationResult
+from execal.models.data.schema import DataError
+from execal.models.impact.simulate import simulate_fills
 
 TRUTH = {
     "power_law": {"Y": 0.7, "delta": 0.5},

@@ -10,10 +10,10 @@ from arch import arch_model
 from arch.data import sp500
 from arch.univariate import GARCH, ConstantMean, Normal
 
-from models.garch import fit_garch, fix_garch
-from models.io import load
-from models.realized import returns_from
-from models.schema import DataError
+from execal.models.vol.garch import fit_garch, fix_garch
+from execal.models.data.io import load
+from execal.models.vol.realized import returns_from
+from execal.models.data.schema import DataError
 
 ARCH_SPEC = {"garch": dict(vol="GARCH", o=0), "gjr": dict(vol="GARCH", o=1), "egarch": dict(vol="EGARCH", o=1)}
 
@@ -146,7 +146,7 @@ def test_bad_input():
 
 @pytest.mark.shared_data
 def test_cli_garch_and_realized(shared_data, tmp_path, capsys):
-    import cli
+    from execal import cli
 
     bars = shared_data / "bars" / "coinbase_btc-usd_1h_2024.csv"
     out = tmp_path / "g.json"

@@ -6,10 +6,10 @@ import pandas as pd
 import pytest
 from scipy.optimize import least_squares
 
-from models.features import Features, impact_features
-from models.registry import LOSSES, MODELS, OPTIMIZERS, WEIGHTS, describe, get_model, models_of_kind, register_model
-from models.schema import DataError
-from models.simulate import simulate_fills
+from execal.models.impact.features import Features, impact_features
+from execal.models.core.registry import LOSSES, MODELS, OPTIMIZERS, WEIGHTS, describe, get_model, models_of_kind, register_model
+from execal.models.data.schema import DataError
+from execal.models.impact.simulate import simulate_fills
 
 MODEL_NAMES = ("sqrt", "power_law", "almgren", "istar", "linear")
 

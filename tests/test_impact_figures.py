@@ -15,10 +15,10 @@ import pytest
 from plotly.io.json import to_json_plotly
 from scipy import stats
 
-from components import impact_figures as F
-from models.fit import Calibrator, CalibrationWarning
-from models.io import load
-from models.simulate import simulate_fills
+from execal.components import impact_figures as F
+from execal.models.impact.fit import Calibrator, CalibrationWarning
+from execal.models.data.io import load
+from execal.models.impact.simulate import simulate_fills
 
 
 @pytest.fixture(scope="module")

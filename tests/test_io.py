@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models import tardis
-from models.io import detect_kind, load, parse_mapping, validate
-from models.schema import KINDS, DataError, book_levels
+from execal.models.data import tardis
+from execal.models.data.io import detect_kind, load, parse_mapping, validate
+from execal.models.data.schema import KINDS, DataError, book_levels
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -8,8 +8,8 @@ from py_lets_be_rational import black as lbr_black
 from py_lets_be_rational import implied_volatility_from_a_transformed_rational_guess as lbr_iv
 from py_lets_be_rational.exceptions import AboveMaximumException, BelowIntrinsicException
 
-from models import iv
-from models.iv import (ABOVE_MAX, BAD_INPUT, BELOW_INTRINSIC, OK, ZERO_VEGA, black76, black76_vega,
+from execal.models.surface import iv
+from execal.models.surface.iv import (ABOVE_MAX, BAD_INPUT, BELOW_INTRINSIC, OK, ZERO_VEGA, black76, black76_vega,
                        implied_vol, normalised_black)
 
 

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from models.jumps import _loglik_grad, fit_merton, loglike
-from models.realized import fit_realized
-from models.schema import DataError
+from execal.models.vol.jumps import _loglik_grad, fit_merton, loglike
+from execal.models.vol.realized import fit_realized
+from execal.models.data.schema import DataError
 
 
 def simulate(n, *, mu=0.0, sigma=0.03, lam=5.0, mu_jump=-0.001, sigma_jump=0.005, dt=1 / 1440, seed=0):

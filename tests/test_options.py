@@ -7,11 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.io import load
-from models.iv import black76
-from models.options import (Chain, chain_from_vols, parity_forward, prepare_chain, to_base_units,
+from execal.models.data.io import load
+from execal.models.surface.iv import black76
+from execal.models.surface.options import (Chain, chain_from_vols, parity_forward, prepare_chain, to_base_units,
                             to_quote_units)
-from models.schema import DataError
+from execal.models.data.schema import DataError
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.io import load
-from models.realized import (DAYS_PER_YEAR, ESTIMATORS, bar_series, fill_volatility, fit_realized,
+from execal.models.data.io import load
+from execal.models.vol.realized import (DAYS_PER_YEAR, ESTIMATORS, bar_series, fill_volatility, fit_realized,
                              jump_test, realized_table, returns_from)
-from models.schema import DataError
+from execal.models.data.schema import DataError
 
 RANGE = ("parkinson", "garman_klass", "rogers_satchell", "yang_zhang")
 RETURN_BASED = ("close_to_close", "realized_variance", "bipower")

@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 from statsmodels.tsa.regime_switching.markov_regression import MarkovRegression
 
-from models.io import load
-from models.realized import returns_from
-from models.regimes import (_scan, fit_markov, loglike, param_names, regime_labels,
+from execal.models.data.io import load
+from execal.models.vol.realized import returns_from
+from execal.models.vol.regimes import (_scan, fit_markov, loglike, param_names, regime_labels,
                             steady_state)
-from models.schema import DataError
+from execal.models.data.schema import DataError
 
 
 def simulate(P, sigma, n, seed, mu=0.0, start="2024-01-01", freq="5min"):
@@ -227,7 +227,7 @@ def test_bad_input():
 
 
 def test_cli_writes_regimes_with_volatility_duration_and_share(root, tmp_path, capsys):
-    import cli
+    from execal import cli
 
     out = tmp_path / "vol.json"
     code = cli.main(["vol", str(root / "sample_data" / "bars_15m.csv"), "--model", "markov",

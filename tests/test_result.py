@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from models.fit import Calibrator
-from models.result import CalibrationResult, error_metrics, group_metrics
-from models.simulate import simulate_fills
+from execal.models.impact.fit import Calibrator
+from execal.models.impact.result import CalibrationResult, error_metrics, group_metrics
+from execal.models.impact.simulate import simulate_fills
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models import sample
-from models.schema import canonical_columns
+from execal.models.data import sample
+from execal.models.data.schema import canonical_columns
 
 SIZE_BUDGET_BYTES = 6 * 1024 ** 2
 
@@ -62,7 +62,7 @@ def test_committed_sample_equals_generator_output(root, tmp_path):
     for name in sample.SAMPLE_FILES:
         assert (committed / name).is_file(), f"sample_data/{name} is not committed"
         assert sha((tmp_path / name).read_bytes()) == sha((committed / name).read_bytes()), (
-            f"sample_data/{name} differs from `python -m models.sample --out sample_data --seed 7`")
+            f"sample_data/{name} differs from `python -m execal.models.data.sample --out sample_data --seed 7`")
 
 
 def test_sample_files_within_size_budget(root):
@@ -76,7 +76,7 @@ def test_sample_files_within_size_budget(root):
 
 def test_readme_documents_command_and_truth(built, truth):
     text = built["README.md"].decode()
-    assert "python -m models.sample --out sample_data --seed 7" in text
+    assert "python -m execal.models.data.sample --out sample_data --seed 7" in text
     for venue, y in truth["fills"]["params"]["Y"].items():
         assert f"{venue}: {y:g}" in text
     for name in sample.SAMPLE_FILES[:-2]:
@@ -325,7 +325,7 @@ def test_symbol_dates_are_deribit_style():
 
 
 def test_sample_files_load_cleanly_with_the_readers(root):
-    import models.io as io_mod
+    import execal.models.data.io as io_mod
     kinds = {"fills.csv": "fills", "bars_15m.csv": "bars", "trades_BTCUSDT.csv.gz": "trades",
              "quotes_BTCUSDT.csv.gz": "quotes", "options_chain.csv": "options"}
     for name, kind in kinds.items():

@@ -12,10 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from components import surface_figures as SF
-from models import io as model_io
-from models.options import chain_from_vols, prepare_chain
-from models.svi import SVI_PARAMS, VOL_PTS, SurfaceCalibrator, fit_surface, ssvi_phi, svi_total_variance
+from execal.components import surface_figures as SF
+from execal.models.data import io as model_io
+from execal.models.surface.options import chain_from_vols, prepare_chain
+from execal.models.surface.svi import SVI_PARAMS, VOL_PTS, SurfaceCalibrator, fit_surface, ssvi_phi, svi_total_variance
 
 ROOT = Path(__file__).resolve().parents[1]
 TRUTH = json.loads((ROOT / "sample_data" / "ground_truth.json").read_text())["options"]

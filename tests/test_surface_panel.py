@@ -17,11 +17,11 @@ import pytest
 from dash import no_update
 from dash.exceptions import PreventUpdate
 
-from components import results as results_mod
-from components import store as store_mod
-from components import surface_panel as sp
-from models.schema import Dataset
-from models.svi import SURFACE_MODELS, WEIGHTS
+from execal.components import results as results_mod
+from execal.components import store as store_mod
+from execal.components import surface_panel as sp
+from execal.models.data.schema import Dataset
+from execal.models.surface.svi import SURFACE_MODELS, WEIGHTS
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_DIR = ROOT / "sample_data"
@@ -353,8 +353,8 @@ def test_filtered_config_records_its_filters(stores, session, shared_data):
 
 
 def test_the_panel_is_wired_into_the_app(tmp_path):
-    import app as app_module
-    from components import layout
+    from execal import app as app_module
+    from execal.components import layout
 
     assert sp in layout.PANELS
     app = app_module.create_app(cache_dir=str(tmp_path / "c"))

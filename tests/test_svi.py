@@ -8,12 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models import sample as sample_mod
-from models.io import load
-from models.options import chain_from_vols, prepare_chain
-from models.registry import describe, get_model, models_of_kind
-from models.schema import DataError
-from models.svi import (SVI_PARAMS, SurfaceCalibrator, butterfly_report, calendar_report,
+from execal.models.data import sample as sample_mod
+from execal.models.data.io import load
+from execal.models.surface.options import chain_from_vols, prepare_chain
+from execal.models.core.registry import describe, get_model, models_of_kind
+from execal.models.data.schema import DataError
+from execal.models.surface.svi import (SVI_PARAMS, SurfaceCalibrator, butterfly_report, calendar_report,
                         default_k_grid, durrleman_g, fit_surface, ssvi_conditions, ssvi_to_raw_svi,
                         ssvi_total_variance, svi_derivatives, svi_total_variance)
 
@@ -332,7 +332,7 @@ def test_default_grid_covers_the_quotes_and_beyond():
 # --- the command line ------------------------------------------------------------------------------------------
 
 def test_cli_surface_writes_parameters_rmse_and_arbitrage(root, tmp_path, capsys):
-    import cli
+    from execal import cli
     out = tmp_path / "surface.json"
     code = cli.main(["surface", str(root / "sample_data" / "options_chain.csv"), "--model", "svi",
                      "--weights", "spread", "--out", str(out), "--quiet"])
@@ -353,7 +353,7 @@ def test_cli_surface_writes_parameters_rmse_and_arbitrage(root, tmp_path, capsys
 
 
 def test_cli_surface_bad_input_is_one_line_exit_2(shared_data, capsys):
-    import cli
+    from execal import cli
     code = cli.main(["surface", str(shared_data / "tardis" / "format-examples" / "deribit_options_chain.csv")])
     err = capsys.readouterr().err
     assert code == 2 and "several underlyings (BTC, ETH)" in err and "Traceback" not in err
@@ -366,7 +366,7 @@ def test_cli_surface_bad_input_is_one_line_exit_2(shared_data, capsys):
 # --- constraints and the no-arbitrage refit on a realistic surface ---------------------------------------------
 
 def test_durrleman_jacobian_matches_finite_differences():
-    from models.svi import svi_g_and_jacobian
+    from execal.models.surface.svi import svi_g_and_jacobian
     k = np.linspace(-1.2, 1.6, 29)
     p = np.array(list(VOGT.values()))
     g, dg, w, dw = svi_g_and_jacobian(k, *p)

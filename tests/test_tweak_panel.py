@@ -15,14 +15,14 @@ from dash import Patch, no_update
 from dash.exceptions import PreventUpdate
 from plotly.io.json import to_json_plotly
 
-from components import diagnostics_panel as D
-from components import impact_figures as F
-from components import results as R
-from components import tweak_panel as T
-from models.fit import Calibrator, CalibrationWarning
-from models.io import load
-from models.result import error_metrics
-from models.simulate import simulate_fills
+from execal.components import diagnostics_panel as D
+from execal.components import impact_figures as F
+from execal.components import results as R
+from execal.components import tweak_panel as T
+from execal.models.impact.fit import Calibrator, CalibrationWarning
+from execal.models.data.io import load
+from execal.models.impact.result import error_metrics
+from execal.models.impact.simulate import simulate_fills
 
 SESSION = "3f2b8c4e-1d2a-4b5c-8d9e-0a1b2c3d4e5f"
 

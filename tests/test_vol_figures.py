@@ -9,9 +9,9 @@ import pandas as pd
 import plotly.io as pio
 import pytest
 
-from components import vol_figures as V
-from models.realized import VolatilityResult
-from models.regimes import fit_markov
+from execal.components import vol_figures as V
+from execal.models.vol.realized import VolatilityResult
+from execal.models.vol.regimes import fit_markov
 
 MIN15_NS = 15 * 60 * 10**9
 T0_NS = int(pd.Timestamp("2024-01-01", tz="UTC").value)

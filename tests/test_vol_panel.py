@@ -12,13 +12,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from components import results as R
-from components import store as S
-from components import vol_figures as V
-from components import vol_panel as P
-from models.io import load
-from models.realized import bar_series
-from models.registry import models_of_kind
+from execal.components import results as R
+from execal.components import store as S
+from execal.components import vol_figures as V
+from execal.components import vol_panel as P
+from execal.models.data.io import load
+from execal.models.vol.realized import bar_series
+from execal.models.core.registry import models_of_kind
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,7 @@
 
 The UI pickers and sliders, the CLI (`execal models`) and the config schema are all generated from
 `describe()`; nothing else in execal keeps its own list. Every model carries a `kind`
-("impact" now; "volatility" (GARCH, Markov regimes) and "surface" (SVI/SSVI) register later through
-`register_model`), a label, a formula and its parameters with bounds, units and descriptions.
+("impact", "volatility", "surface"), a label, a formula and its parameters with bounds, units and descriptions.
 Losses carry their implementation (rho(z), rho'(z), rho''(z), z = (r/f_scale)², the same functions
 as scipy's `least_squares`) so the fast normal-equations solver and the sandwich covariance use
 exactly the loss scipy minimises.
@@ -11,64 +10,111 @@ exactly the loss scipy minimises.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+import importlib
+from typing import Any, Callable, MutableMapping
 
 import numpy as np
 
-from models.impact import IMPACT_MODELS, ImpactModel, Param
+from execal.models.core.params import Param
 
 KINDS = ("impact", "volatility", "surface")
 
 # --- models ----------------------------------------------------------------------------------
+# Every model that exists, by name: (kind, "module:attribute" of its specification). A model's
+# module is imported when the entry is first used (so listing the impact models never loads arch,
+# statsmodels or the surface code); `register_model` adds one at run time (a plug-in, a test).
+# A new model is its module plus one line here; UI pickers, CLI choices and config schema follow.
 
-MODELS: dict[str, Any] = {}
+ENTRIES: dict[str, tuple[str, str]] = {
+    # impact (execal.models.impact.models)
+    "sqrt": ("impact", "execal.models.impact.models:SQUARE_ROOT"),
+    "power_law": ("impact", "execal.models.impact.models:POWER_LAW"),
+    "almgren": ("impact", "execal.models.impact.models:ALMGREN"),
+    "istar": ("impact", "execal.models.impact.models:ISTAR"),
+    "linear": ("impact", "execal.models.impact.models:LINEAR"),
+    # volatility (execal.models.vol)
+    "realized": ("volatility", "execal.models.vol.realized:REALIZED_MODEL"),
+    "garch": ("volatility", "execal.models.vol.garch:GARCH_MODEL"),
+    "gjr": ("volatility", "execal.models.vol.garch:GJR_MODEL"),
+    "egarch": ("volatility", "execal.models.vol.garch:EGARCH_MODEL"),
+    "markov": ("volatility", "execal.models.vol.regimes:MARKOV_MODEL"),
+    "merton": ("volatility", "execal.models.vol.jumps:MERTON_MODEL"),
+    # option surfaces (execal.models.surface.svi)
+    "svi": ("surface", "execal.models.surface.svi:SVI"),
+    "ssvi": ("surface", "execal.models.surface.svi:SSVI"),
+}
+
+
+def _resolve(path: str):
+    module, attr = path.split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+class _Models(MutableMapping):
+    """name -> model specification, importing each model's module on first use. Setting an item
+    registers a model object at run time (a plug-in, a test); deleting one removes it."""
+
+    def __init__(self):
+        self._loaded: dict[str, Any] = {}
+
+    def __getitem__(self, name: str):
+        if name not in self._loaded:
+            if name not in ENTRIES:
+                raise KeyError(name)
+            model = _resolve(ENTRIES[name][1])
+            if model.name != name or model.kind != ENTRIES[name][0]:
+                raise RuntimeError(f"registry entry {name!r} resolves to {model.kind} model {model.name!r}")
+            self._loaded[name] = model
+        return self._loaded[name]
+
+    def __setitem__(self, name: str, model) -> None:
+        ENTRIES[name] = (model.kind, "")
+        self._loaded[name] = model
+
+    def __delitem__(self, name: str) -> None:
+        del ENTRIES[name]
+        self._loaded.pop(name, None)
+
+    def __iter__(self):
+        return iter(list(ENTRIES))
+
+    def __len__(self) -> int:
+        return len(ENTRIES)
+
+
+MODELS = _Models()
 
 
 def register_model(model) -> None:
-    """Add a model (any kind) to the registry; it needs name, kind, label, params and describe()."""
+    """Add a model (any kind) at run time; it needs name, kind, label, params and describe()."""
     for attr in ("name", "kind", "label", "params", "describe"):
         if not hasattr(model, attr):
             raise TypeError(f"a registered model needs '{attr}'")
     if model.kind not in KINDS:
         raise ValueError(f"model kind must be one of {KINDS}, got {model.kind!r}")
-    if model.name in MODELS:
+    if model.name in ENTRIES:
         raise ValueError(f"a model named '{model.name}' is already registered")
     MODELS[model.name] = model
 
 
+def model_names(kind: str) -> list[str]:
+    """The names of the models of one kind, without importing them."""
+    return [name for name, (k, _) in ENTRIES.items() if k == kind]
+
+
 def models_of_kind(kind: str) -> dict[str, Any]:
-    return {name: m for name, m in MODELS.items() if m.kind == kind}
+    return {name: MODELS[name] for name in model_names(kind)}
 
 
-def get_model(model, kind: str = "impact") -> ImpactModel:
+def get_model(model, kind: str = "impact"):
     """The registered model called `model` (or `model` itself if it already is one)."""
     if not isinstance(model, str):
         return model
-    found = MODELS.get(model)
-    if found is None or found.kind != kind:
-        names = ", ".join(models_of_kind(kind))
+    if ENTRIES.get(model, (None,))[0] != kind:
+        names = ", ".join(model_names(kind))
         raise ValueError(f"unknown {kind} model {model!r} (available: {names})")
-    return found
+    return MODELS[model]
 
-
-for _m in IMPACT_MODELS:
-    register_model(_m)
-
-# volatility models: realised estimators, GARCH family (arch), Markov regimes, Merton jumps
-# (their modules import arch / statsmodels only when a model is fitted)
-from models.garch import GARCH_MODELS  # noqa: E402
-from models.jumps import MERTON_MODEL  # noqa: E402
-from models.realized import REALIZED_MODEL  # noqa: E402
-from models.regimes import MARKOV_MODEL  # noqa: E402
-
-for _m in (REALIZED_MODEL, *GARCH_MODELS, MARKOV_MODEL, MERTON_MODEL):
-    register_model(_m)
-
-# volatility surfaces (models/svi.py): raw SVI per expiry and the SSVI surface
-from models.svi import SURFACE_MODELS  # noqa: E402  (after the impact models: registry order)
-
-for _m in SURFACE_MODELS:
-    register_model(_m)
 
 # --- losses ----------------------------------------------------------------------------------
 

@@ -3,7 +3,7 @@
 The room between a loaded "options" dataset (a Tardis/Deribit `options_chain` stream or a generic
 chain) and the smile fits in `models/svi.py`. `prepare_chain` takes the latest quote of every
 option at a snapshot time, works out one forward per expiry, converts coin-quoted (inverse)
-prices to the quote currency, inverts prices to Black-76 implied vols (`models.iv`), and returns
+prices to the quote currency, inverts prices to Black-76 implied vols (`execal.models.surface.iv`), and returns
 a `Chain`: every quote with its flags, one smile point per strike, and the forwards table.
 
 Conventions
@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from models import iv as ivmod
-from models.schema import DataError, Dataset, DropRecord, ValidationReport
+from execal.models.surface import iv as ivmod
+from execal.models.data.schema import DataError, Dataset, DropRecord, ValidationReport
 
 SECONDS_PER_YEAR = 365.0 * 86400.0
 FORWARD_METHODS = ("auto", "futures", "parity", "underlying")

@@ -18,33 +18,13 @@ The hot path is `exp(delta·log x)`: the logs are cached on `Features`, once per
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
 
-from models.features import Features, missing_inputs_message
-
-BPS = 1e4
-DAYS_PER_YEAR = 365.0   # crypto trades 24/7: annualise daily vol with sqrt(365)
-
-
-@dataclass(frozen=True)
-class Param:
-    """One model parameter, as the UI slider, the CLI help and the config file see it."""
-    name: str
-    default: float
-    lower: float
-    upper: float
-    unit: str
-    description: str
-    fixed: bool = False     # fixed at `default` unless the user frees it (the spread coefficient h)
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "default": self.default, "lower": self.lower,
-                "upper": self.upper, "unit": self.unit, "description": self.description,
-                "fixed_by_default": self.fixed}
-
+from execal.models.core.params import BPS, DAYS_PER_YEAR, Param  # noqa: F401  (re-exported)
+from execal.models.data.schema import DataError
+from execal.models.impact.features import NEEDS_COLUMNS, Features, missing_inputs_message
 
 H_PARAM = Param("h", 1.0, 0.0, 5.0, "×", "spread coefficient: cost pays h × half the quoted "
                 "spread (fixed at 1 unless freed; dropped when there is no spread)", fixed=True)
@@ -110,7 +90,6 @@ class ImpactModel:
         """Raise `DataError` naming the column(s) this model needs and `features` lacks."""
         message = missing_inputs_message(features, self.needs, model=self.name)
         if message:
-            from models.schema import DataError
             raise DataError(message, file=features.source)
 
     # -- evaluation ---------------------------------------------------------------------------
@@ -145,7 +124,6 @@ class ImpactModel:
         return theta
 
     def describe(self) -> dict:
-        from models.features import NEEDS_COLUMNS
         return {"name": self.name, "kind": self.kind, "label": self.label, "formula": self.formula,
                 "reference": self.reference,
                 "needs": {need: NEEDS_COLUMNS[need] for need in self.needs},
@@ -446,4 +424,5 @@ class IStar(ImpactModel):
         return out
 
 
-IMPACT_MODELS: tuple[ImpactModel, ...] = (SquareRoot(), PowerLaw(), Almgren(), IStar(), Linear())
+SQUARE_ROOT, POWER_LAW, ALMGREN, ISTAR, LINEAR = SquareRoot(), PowerLaw(), Almgren(), IStar(), Linear()
+IMPACT_MODELS: tuple[ImpactModel, ...] = (SQUARE_ROOT, POWER_LAW, ALMGREN, ISTAR, LINEAR)

@@ -18,7 +18,8 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from models.schema import DataError, side_sign
+from execal.models.core.registry import get_model
+from execal.models.data.schema import DataError, side_sign
 
 SECONDS_PER_DAY = 86_400.0
 NS_PER_DAY = 86_400 * 10**9
@@ -324,7 +325,6 @@ def impact_features(fills: pd.DataFrame | Mapping[str, Any], participation: str 
     if missing_participation:
         features._cache["missing_participation"] = True
     if model is not None:
-        from models.registry import get_model
         get_model(model).check(features)
     return features
 

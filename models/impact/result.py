@@ -20,27 +20,13 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from models.features import Features, impact_features
-from models.schema import ValidationReport
+from execal.models.core.frozen import freeze_arrays, readonly  # noqa: F401  (re-exported)
+from execal.models.core.report import OptimizerReport
+from execal.models.data.schema import ValidationReport
+from execal.models.impact.config import config_dict, predict_segmented
+from execal.models.impact.features import Features, impact_features
 
 GROUP_METRICS = ("venue", "symbol", "side", "size_bucket")
-
-
-def readonly(a: np.ndarray | None) -> np.ndarray | None:
-    """A read-only view of `a` (None stays None): results are immutable, arrays included."""
-    if a is None:
-        return None
-    a = np.asarray(a)
-    if a.flags.writeable:
-        a = a.view()
-        a.flags.writeable = False
-    return a
-
-
-def freeze_arrays(obj, names) -> None:
-    """Replace the array fields `names` of a frozen dataclass with read-only views."""
-    for name in names:
-        object.__setattr__(obj, name, readonly(getattr(obj, name)))
 
 
 def _num(x) -> float | None:
@@ -130,35 +116,6 @@ def group_metrics(codes: np.ndarray, labels, observed, predicted, expected_noise
 
 
 # --- reports ---------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class OptimizerReport:
-    """What the optimizer said, verbatim where it speaks (scipy's status codes and messages)."""
-    method: str
-    loss: str
-    f_scale: float
-    weights: str
-    status: int | None           # scipy's codes: 0 max_nfev, 1 gtol, 2 ftol, 3 xtol, 4 ftol+xtol; None: fixed
-    message: str
-    success: bool
-    converged: bool
-    nfev: int = 0
-    njev: int | None = None
-    iterations: int | None = None
-    cost: float | None = None    # ½·Σ f_scale²·rho(z) at the solution, on the training rows
-    active_bounds: tuple[str, ...] = ()
-    warnings: tuple[str, ...] = ()
-    starts: tuple[Mapping, ...] = ()   # multistart / global-search stages
-    settings: Mapping = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return {"method": self.method, "loss": self.loss, "f_scale": self.f_scale,
-                "weights": self.weights, "status": self.status, "message": self.message,
-                "success": self.success, "converged": self.converged, "nfev": self.nfev,
-                "njev": self.njev, "iterations": self.iterations, "cost": _num(self.cost),
-                "active_bounds": list(self.active_bounds), "warnings": list(self.warnings),
-                "starts": [dict(s) for s in self.starts], "settings": dict(self.settings)}
-
 
 @dataclass(frozen=True, eq=False)
 class BootstrapResult:
@@ -311,7 +268,6 @@ class CalibrationResult:
         return replace(self, bootstrap=bootstrap, _cache={})
 
     def to_config(self, provenance: Mapping | None = None) -> dict:
-        from models.config import config_dict
         return config_dict(self, provenance)
 
     def summary(self) -> str:
@@ -359,11 +315,9 @@ class SegmentedResult:
 
     def predict(self, fills) -> np.ndarray:
         """Segment parameters where the row's segment was fitted, pooled parameters elsewhere."""
-        from models.config import predict_segmented
         return predict_segmented(self.pooled.model, self.pooled.theta,
                                  [(dict(s.key), s.result.theta) for s in self.segments], fills,
                                  self.pooled.participation)
 
     def to_config(self, provenance: Mapping | None = None) -> dict:
-        from models.config import config_dict
         return config_dict(self, provenance)

@@ -1,6 +1,6 @@
 """Volatility surfaces: raw SVI per expiry, the SSVI surface, and their static-arbitrage report.
 
-The room where a prepared option chain (`models.options.Chain`) becomes a surface. Same house
+The room where a prepared option chain (`execal.models.surface.options.Chain`) becomes a surface. Same house
 shape as the impact engine: a registered model *spec* (`SVI`, `SSVI`), a `SurfaceCalibrator`
 holding the settings, and `fit()` / `fix()` returning an immutable `SurfaceResult` with the
 parameters, the RMSE in vol points and the optimizer's own report for every slice (never
@@ -44,6 +44,8 @@ after Corollary 4.1).
 """
 from __future__ import annotations
 
+import datetime as _dt
+
 import math
 import time
 import warnings
@@ -55,9 +57,12 @@ import numpy as np
 import pandas as pd
 from scipy import optimize
 
-from models.config import _clean
-from models.impact import Param
-from models.schema import DataError, ValidationReport
+from execal.models.core import __version__
+from execal.models.core.jsonable import clean as _clean
+from execal.models.core.params import Param
+from execal.models.core.report import OptimizerReport
+from execal.models.data.schema import DataError, ValidationReport
+from execal.models.surface.options import Chain, prepare_chain
 
 VOL_PTS = 100.0                  # 1 vol point = 0.01 of (annualised, fractional) vol
 WEIGHTS = ("uniform", "vega", "spread")
@@ -1075,7 +1080,7 @@ class SliceFit:
     weighted_rmse_vol_pts: float | None
     max_abs_error_vol_pts: float | None
     inside_band_fraction: float | None        # model vol within [bid IV, ask IV], where both exist
-    optimizer: Any                            # models.result.OptimizerReport (SSVI: the surface's)
+    optimizer: Any                            # execal.models.impact.result.OptimizerReport (SSVI: the surface's)
     butterfly: Mapping[str, Any]
     message: str = ""
 
@@ -1105,7 +1110,7 @@ class SurfaceResult:
     calendar_violations: tuple[Mapping, ...]
     ssvi_conditions: Mapping | None
     k_grid: np.ndarray
-    chain: Any                                # models.options.Chain
+    chain: Any                                # execal.models.surface.options.Chain
     weights: str
     no_arbitrage: bool
     settings: Mapping[str, Any]
@@ -1222,9 +1227,6 @@ class SurfaceResult:
     def to_config(self, provenance: Mapping | None = None) -> dict:
         """The exported config (schema_version 1, kind "surface"): the surface parameters, how they
         were fitted, the data they came from, fit quality and the arbitrage report."""
-        import datetime as _dt
-
-        from models import __version__
         ch = self.chain
         data = {"file": ch.source, "sha256": ch.sha256, "rows": ch.report.rows_read,
                 "rows_used": ch.report.rows_kept, "as_of": ch.as_of.isoformat(),
@@ -1284,7 +1286,6 @@ class SurfaceResult:
 
 def _report(method: str, weights: str, *, status, message, success, nfev=0, njev=None, iterations=None,
             cost=None, active=(), warn=(), starts=(), settings=None):
-    from models.result import OptimizerReport
     return OptimizerReport(method=method, loss="linear" if "soft" not in method else "soft_l1",
                            f_scale=1.0, weights=weights, status=status, message=message,
                            success=bool(success), converged=bool(success), nfev=int(nfev), njev=njev,
@@ -1334,7 +1335,6 @@ class SurfaceCalibrator:
     # -- helpers ------------------------------------------------------------------------------------
     @staticmethod
     def _chain(chain):
-        from models.options import Chain, prepare_chain
         return chain if isinstance(chain, Chain) else prepare_chain(chain)
 
     def _grid(self, chain) -> np.ndarray:

@@ -23,7 +23,7 @@ relative accuracy. Ported from the C++ original via the MIT-licensed `py_lets_be
 
 Bad quotes never raise: each entry gets a flag (`FLAGS`) and a NaN vol where none exists.
 Prices are undiscounted and in the currency of F and K (convert coin-quoted prices first with
-`models.options.to_quote_units`).
+`execal.models.surface.options.to_quote_units`).
 """
 from __future__ import annotations
 

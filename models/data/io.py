@@ -2,7 +2,7 @@
 
 This is the only door data comes in by. `load` sniffs the container (CSV, gzip, Parquet, raw
 Binance capture) from magic bytes, reads it with pyarrow, renames the user's columns to the
-canonical ones of `models.schema` (an explicit mapping first, then Tardis' native layouts, then a
+canonical ones of `execal.models.data.schema` (an explicit mapping first, then Tardis' native layouts, then a
 small alias table), detects the dataset kind, and `validate` turns the columns into canonical
 dtypes and removes bad rows, counting every removal in the `ValidationReport`.
 
@@ -30,8 +30,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from models import tardis
-from models.schema import (DERIVED, KINDS, OPTIONAL, POSITIVE, REQUIRED, STRING_COLUMNS,
+from execal.models.data import binance, tardis
+from execal.models.data.schema import (DERIVED, KINDS, OPTIONAL, POSITIVE, REQUIRED, STRING_COLUMNS,
                            DataError, Dataset, DropRecord, ValidationReport, side_sign)
 
 DEFAULT_MAX_BYTES = 200 * 1024**2
@@ -521,12 +521,7 @@ def _from_table(parsed: _Parsed, *, label: str, sha256: str, kind: str | None,
 
 
 def _load_binance_capture(raw: _Raw, kind: str | None) -> Dataset:
-    """Raw Binance websocket capture: parsed by models.binance, validated here."""
-    try:
-        from models import binance   # lazy: optional reader, and heavy JSON parsing
-    except ImportError:
-        raise DataError("looks like a raw Binance websocket capture, but the Binance reader "
-                        "(models/binance.py) is not available", file=raw.label) from None
+    """Raw Binance websocket capture: parsed by execal.models.data.binance, validated here."""
     streams = ("trades", "quotes", "book")
     kind = kind or "trades"
     if kind not in streams:

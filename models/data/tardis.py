@@ -1,9 +1,9 @@
 """Tardis.dev CSV formats, read natively: their column spellings turned into execal's canonical ones.
 
 Tardis (https://docs.tardis.dev/downloadable-csv-files) publishes one CSV layout per data type.
-`models.io.load` reads the file and, when `detect_format` recognises the header, hands the raw
+`execal.models.data.io.load` reads the file and, when `detect_format` recognises the header, hands the raw
 frame here; this module only renames, converts units and (for `incremental_book_L2`) rebuilds the
-order book. Validation (NaN, non-positive prices, duplicates, sorting) stays in `models.io`, so a
+order book. Validation (NaN, non-positive prices, duplicates, sorting) stays in `execal.models.data.io`, so a
 Tardis file is checked exactly like any other file.
 
 Conventions of every Tardis CSV: `timestamp` is the exchange time in microseconds since the epoch
@@ -20,7 +20,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from models.schema import DropRecord
+from execal.models.data.schema import DropRecord
 
 BASE_COLUMNS = frozenset({"exchange", "symbol", "timestamp", "local_timestamp"})
 
@@ -34,7 +34,7 @@ KIND_OF = {
     "derivative_ticker": "ticker",
 }
 
-# Plain renames per format (columns not listed keep their name; models.io ignores non-canonical ones).
+# Plain renames per format (columns not listed keep their name; execal.models.data.io ignores non-canonical ones).
 _RENAMES = {
     "trades": {"exchange": "venue", "amount": "quantity", "id": "trade_id"},
     "quotes": {"exchange": "venue", "ask_amount": "ask_size", "bid_amount": "bid_size"},
@@ -80,7 +80,7 @@ def detect_format(columns: Iterable[str]) -> str | None:
 
 @dataclass
 class Converted:
-    """A Tardis frame in canonical spelling, ready for `models.io.validate`."""
+    """A Tardis frame in canonical spelling, ready for `execal.models.data.io.validate`."""
     kind: str
     frame: pd.DataFrame
     rows: np.ndarray                       # 1-based data row in the file, one per output row

@@ -25,9 +25,9 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, special, stats
 
-from models.impact import Param
-from models.realized import (DAYS_PER_YEAR, Returns, VolatilityModel, VolatilityResult,
-                             _freq_label, data_info, returns_from)
+from execal.models.core.params import DAYS_PER_YEAR, Param
+from execal.models.data.bars import Returns, _freq_label, returns_from
+from execal.models.vol.base import VolatilityModel, VolatilityResult, data_info
 
 NAMES = ("mu", "sigma", "lam", "mu_jump", "sigma_jump")
 MIN_OBS = 200
@@ -244,4 +244,4 @@ MERTON_MODEL = VolatilityModel(
             Param("sigma_jump", 0.01, 0.0, 1.0, "log return", "jump size standard deviation")),
     options={"freq": None},
     reference="Merton 1976; maximum likelihood as in Ball & Torous 1985",
-    fit_path="models.jumps:fit_merton")
+    fit_path="execal.models.vol.jumps:fit_merton")

@@ -35,12 +35,11 @@ import numpy as np
 import pandas as pd
 from scipy import optimize
 
-from models.impact import Param
-from models.realized import (DAYS_PER_YEAR, NS_PER_DAY, Returns, VolatilityModel, VolatilityResult,
-                             _freq_label, _time_ns, bar_series, data_info, returns_from,
-                             returns_of_bars)
-from models.result import freeze_arrays
-from models.schema import DataError
+from execal.models.core.frozen import freeze_arrays
+from execal.models.core.params import DAYS_PER_YEAR, NS_PER_DAY, Param
+from execal.models.data.bars import Returns, _as_dataset, _freq_label, _time_ns, bar_series, returns_from, returns_of_bars
+from execal.models.data.schema import DataError, DropRecord
+from execal.models.vol.base import VolatilityModel, VolatilityResult, data_info
 
 LOG_2PI = math.log(2.0 * math.pi)
 TINY = 1e-300
@@ -565,4 +564,73 @@ MARKOV_MODEL = VolatilityModel(
             Param("sigma2[j]", 1e-4, 0.0, 1.0, "return² per period", "variance of regime j")),
     options={"k_regimes": (2, 3), "switching_mean": (False, True), "freq": None},
     reference="Hamilton 1989; Kim 1994; statsmodels MarkovRegression",
-    fit_path="models.regimes:fit_markov")
+    fit_path="execal.models.vol.regimes:fit_markov")
+
+REGIME_NAMES = {2: ("calm", "stressed"), 3: ("calm", "elevated", "stressed")}
+
+
+# --- regimes ---------------------------------------------------------------------------------
+
+def with_regimes(fills: pd.DataFrame, bars, *, k_regimes: int = 2, freq: str | None = None
+                 ) -> tuple[pd.DataFrame, dict]:
+    """The fills that have a volatility regime, with a 'regime' column ("calm", "stressed"; with
+    3 regimes "calm", "elevated", "stressed"), and what was done: per symbol the Markov fit
+    (regimes' daily sigma, expected durations, convergence) and the fills per regime; the fills
+    without a label (before the bars' second return, after their last period, or of a symbol the
+    bars lack) are dropped and counted.
+
+    Regimes are fitted per symbol on `bars` (a Dataset, frame or path) by `fit_markov` and each
+    fill gets the regime of highest *filtered* one-step-ahead probability at its arrival
+    (`regime_labels`): no look-ahead in the states.
+    """
+    if k_regimes not in REGIME_NAMES:
+        raise ValueError(f"k_regimes must be 2 or 3, got {k_regimes}")
+    names = REGIME_NAMES[k_regimes]
+    frame, source, _, _ = _as_dataset(bars, "bars")
+    n = len(fills)
+    labels = np.full(n, -1, dtype=np.int64)
+    per_symbol = []
+    warn = []
+    if "symbol" in fills.columns and "symbol" in frame.columns:
+        fill_sym = fills["symbol"].astype("string")
+        bar_syms = set(map(str, frame["symbol"].astype("string").dropna().unique()))
+        symbols = sorted(set(map(str, fill_sym.dropna().unique())))
+        missing = [s for s in symbols if s not in bar_syms]
+        if missing:
+            warn.append(f"no bars for symbol(s) {', '.join(missing)}: their fills have no regime")
+        symbols = [s for s in symbols if s in bar_syms]
+    else:
+        symbols = [None]
+    for sym in symbols:
+        res = fit_markov(bars, k_regimes=k_regimes, symbol=sym, gaps="skip", freq=freq)
+        lab = regime_labels(fills, bars, res).to_numpy(np.int64)
+        mine = lab >= 0
+        labels[mine] = lab[mine]
+        if not res.converged:
+            warn.append(f"the {k_regimes}-regime Markov fit of {sym or source} did not converge "
+                        f"({res.message}): its labels are unreliable")
+        regimes = [{"name": names[r["regime"]], **{key: r[key] for key in
+                    ("sigma_daily", "expected_duration_days", "share_of_time")}} for r in res.regimes]
+        per_symbol.append({"symbol": sym, "converged": bool(res.converged), "message": res.message,
+                           "loglikelihood": res.loglikelihood, "return_period": res.settings.get("freq"),
+                           "regimes": regimes,
+                           "fills": {names[j]: int((lab == j).sum()) for j in range(k_regimes)},
+                           "warnings": list(res.warnings)})
+    keep = labels >= 0
+    dropped = []
+    if not keep.all():
+        bad = np.flatnonzero(~keep)
+        dropped.append(DropRecord("no regime label (a fill before the bars' second return, after "
+                                  "their last period, or of a symbol without bars)", "regime",
+                                  int(bad.size), (bad[:5] + 1).tolist()).to_dict())
+    if not keep.any():
+        raise DataError("no fill falls inside the bars: no regime can be assigned (check that the bars "
+                        "cover the fills' dates and symbols)", file=source, column="timestamp")
+    out = fills.loc[keep].reset_index(drop=True)
+    out["regime"] = pd.array(np.array(names, dtype=object)[labels[keep]], dtype="string")
+    info = {"k_regimes": k_regimes, "names": list(names), "bars": source,
+            "method": "Markov-switching variance per symbol (fit_markov); each fill labelled by the "
+                      "most probable regime of the filtered one-step-ahead probabilities at arrival",
+            "symbols": per_symbol, "fills": {nm: int((labels == j).sum()) for j, nm in enumerate(names)},
+            "dropped": dropped, "warnings": warn}
+    return out, info

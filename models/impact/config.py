@@ -29,6 +29,11 @@ from typing import Any, Mapping
 import numpy as np
 import yaml
 
+from execal.models.core import __version__
+from execal.models.core.jsonable import clean as _clean
+from execal.models.core.registry import MODELS, get_model
+from execal.models.impact.features import Features, impact_features
+
 SCHEMA_VERSION = 1
 SUPPORTED_VERSIONS = (1,)
 
@@ -43,26 +48,6 @@ class ConfigError(ValueError):
 
 
 # --- building --------------------------------------------------------------------------------
-
-def _clean(value):
-    """JSON/YAML-ready: numpy scalars → Python, NaN/inf → None, tuples → lists, times → ISO text."""
-    if isinstance(value, Mapping):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return [_clean(v) for v in value.tolist()]
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        v = float(value)
-        return v if math.isfinite(v) else None
-    if isinstance(value, (_dt.datetime, _dt.date)):      # pandas Timestamps are datetimes
-        return value.isoformat()
-    return value
-
 
 def file_sha256(path: str | Path) -> str:
     h = hashlib.sha256()
@@ -114,9 +99,7 @@ def _span(result) -> tuple[str | None, str | None]:
 
 def config_dict(result_or_segmented, provenance: Mapping | None = None) -> dict:
     """The config of a `CalibrationResult` or `SegmentedResult` as a plain dict."""
-    from models import __version__
-    from models.result import SegmentedResult
-    segmented = isinstance(result_or_segmented, SegmentedResult)
+    segmented = hasattr(result_or_segmented, "segments") and hasattr(result_or_segmented, "pooled")
     result = result_or_segmented.pooled if segmented else result_or_segmented
     start, end = _span(result)
     data = {"file": None, "sha256": None, "rows": result.validation.rows_read, "start": start,
@@ -246,7 +229,6 @@ def _validate_params(params, key: str, model, source) -> dict[str, float]:
 
 def validate_config(raw: Any, *, source: str | None = None) -> dict:
     """Check every key a config's user relies on; return it (a shallow copy) when valid."""
-    from models.registry import MODELS
     _expect(isinstance(raw, Mapping), "(top level)", "a mapping (a JSON object / YAML mapping)",
             type(raw).__name__, source)
     cfg = dict(raw)
@@ -310,7 +292,6 @@ def predict_from_config(config, fills, *, segments: bool = True) -> np.ndarray:
     """Expected cost (bps) of each row of `fills` with the config's parameters. With segments
     (and the segment columns in `fills`), a row of a fitted segment uses that segment's
     parameters and every other row the pooled ones."""
-    from models.registry import get_model
     cfg = load_config(config)
     model = get_model(cfg["model"]["name"])
     seg_list = [(seg["key"], model.theta(seg["params"])) for seg in cfg.get("segments") or []] \
@@ -321,7 +302,6 @@ def predict_from_config(config, fills, *, segments: bool = True) -> np.ndarray:
 
 def predict_segmented(model, pooled_theta, segment_thetas, fills, participation: str) -> np.ndarray:
     """Pooled prediction, overwritten by each segment's own on the rows of that segment."""
-    from models.features import Features, impact_features
     features = fills if isinstance(fills, Features) else impact_features(
         getattr(fills, "frame", fills), participation)
     model.check(features)
@@ -343,13 +323,3 @@ def predict_segmented(model, pooled_theta, segment_thetas, fills, participation:
     return predicted
 
 
-def result_from_config(config, fills, cost_bps=None):
-    """A "fixed" `CalibrationResult` on `fills` with the config's pooled parameters and settings."""
-    from models.fit import Calibrator
-    cfg = load_config(config)
-    settings = (cfg.get("optimizer") or {}).get("settings") or {}
-    calibrator = Calibrator(model=cfg["model"]["name"], participation=cfg["model"]["participation"],
-                            loss=settings.get("loss", "soft_l1"), f_scale=settings.get("f_scale", 1.0),
-                            weights=settings.get("weights", "auto"),
-                            weight_column=settings.get("weight_column"))
-    return calibrator.fix(cfg["model"]["params"], fills, cost_bps)

@@ -13,7 +13,8 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from models.features import Features
+from execal.models.core.registry import get_model
+from execal.models.impact.features import Features
 
 
 def simulate_fills(n: int, *, model: str = "power_law", params: Mapping | None = None,
@@ -25,7 +26,6 @@ def simulate_fills(n: int, *, model: str = "power_law", params: Mapping | None =
                    ) -> tuple[pd.DataFrame, dict]:
     """A canonical fills frame (plus `cost_bps`) and the truth. `params` may be {name: value} or
     {venue: {name: value}} for venue-specific truths."""
-    from models.registry import get_model
     impact = get_model(model)
     rng = np.random.default_rng(seed)
     lo, hi = np.log(participation_range[0]), np.log(participation_range[1])

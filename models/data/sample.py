@@ -2,7 +2,7 @@
 option chain of the same simulated market.
 
 Why this room exists: a calibration tool is only trustworthy if it recovers parameters that we chose.
-Everything here comes from one seed, so `python -m models.sample --out sample_data --seed 7` writes
+Everything here comes from one seed, so `python -m execal.models.data.sample --out sample_data --seed 7` writes
 byte-identical files on every run, and `ground_truth.json` says exactly what a calibration should find.
 
 The simulated world (all constants below, all written to ground_truth.json and the README):
@@ -312,7 +312,7 @@ def generate_fills(n: int = 20_000, *, seed: int = DEFAULT_SEED, model: str = "p
     or {venue: share}. `participation` = "adv" (Q/adv) or "horizon" (Q/market_volume) picks the
     denominator of the impact formula. Noise: 1e4*sigma*sqrt(T)*noise_scale*eps with eps Student-t
     (dof) scaled to unit variance; `outlier_share` of the rows get an outlier (half noise bursts,
-    half bad prints). The frame is what `models.io.load` makes of fills.csv: timestamp
+    half bad prints). The frame is what `execal.models.data.io.load` makes of fills.csv: timestamp
     datetime64[ns, UTC], side int8 (+1/-1), and the derived cost_bps.
     """
     if n < 1:
@@ -715,7 +715,7 @@ def _readme(truth: dict, sizes: dict[str, int], seed: int) -> str:
         "Regenerate (byte-identical for a seed; `tests/test_sample.py` checks the committed copy):",
         "",
         "```",
-        f"python -m models.sample --out sample_data --seed {seed}",
+        f"python -m execal.models.data.sample --out sample_data --seed {seed}",
         "```",
         "",
         "## Files",
@@ -834,8 +834,8 @@ def build_sample(seed: int = DEFAULT_SEED) -> dict[str, bytes]:
     }
     truth = {
         "seed": seed,
-        "generator": "models.sample",
-        "command": f"python -m models.sample --out sample_data --seed {seed}",
+        "generator": "execal.models.data.sample",
+        "command": f"python -m execal.models.data.sample --out sample_data --seed {seed}",
         "fills": fills_truth,
         "market": market_truth(market),
         "tape": {"symbol": TAPE_SYMBOL, "venue": TAPE_VENUE, "day": TAPE_DAY,
@@ -863,7 +863,7 @@ def write_sample(out: str | Path, seed: int = DEFAULT_SEED) -> dict[str, Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m models.sample", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m execal.models.data.sample", description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="sample_data", help="output directory (default sample_data)")
     ap.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"seed (default {DEFAULT_SEED})")
     args = ap.parse_args(argv)

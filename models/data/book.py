@@ -11,7 +11,7 @@ then ONE `np.searchsorted` over the flattened cumulative quantities of all snaps
 shifted by `row * (max_depth + 1)` so the flattened array is globally sorted and a query can
 only land in its own row. No Python loop over snapshots.
 
-Sizes are in base units (coins; `models.binance` already converts COIN-M contracts). An order
+Sizes are in base units (coins; `execal.models.data.binance` already converts COIN-M contracts). An order
 larger than the visible depth gets NaN and is counted: its cost is unknown, never extrapolated.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from models.schema import book_levels
+from execal.models.data.schema import book_levels
 
 _SIDES = {"buy": (1,), "sell": (-1,), "both": (1, -1), 1: (1,), -1: (-1,)}
 
@@ -198,29 +198,3 @@ def _column(book: pd.DataFrame, name: str, snap: np.ndarray) -> pd.Series:
     if name not in book.columns:
         return pd.Series(pd.NA, index=range(len(snap)), dtype="str")
     return book[name].iloc[snap].reset_index(drop=True)
-
-
-def fit_book_power_law(curve: pd.DataFrame, *, reference_size: float = 1.0, loss: str = "soft_l1",
-                       f_scale_bps: float = 1.0):
-    """Fit execal's `power_law` impact model to a walk-the-book curve (`market_impact_curve`).
-
-    The book has no volatility or ADV, so the model's units are pinned to the book's own:
-    sigma = 1e-4 (so 1e4·Y·sigma = Y bps) and participation = size / `reference_size`. The fitted
-    `Y` is then the cost over the half spread (bps) of an order of `reference_size` base units,
-    `delta` the curvature of the book, and h·spread/2 the quoted half spread (h fixed at 1).
-    Rows where the order exhausts the visible depth are left out. Returns a CalibrationResult.
-    """
-    from models.features import Features
-    from models.fit import Calibrator
-
-    ok = curve["cost_bps"].notna().to_numpy() & curve["half_spread_bps"].notna().to_numpy()
-    used = curve.loc[ok]
-    n = len(used)
-    features = Features.from_arrays(
-        participation=used["size"].to_numpy() / float(reference_size),
-        sigma=np.full(n, 1e-4), spread_bps=2.0 * used["half_spread_bps"].to_numpy(),
-        cost_bps=used["cost_bps"].to_numpy(), source="walk-the-book curve",
-        labels={k: used[k].astype(str).to_numpy() for k in ("venue", "symbol") if k in used.columns},
-    )
-    calibrator = Calibrator(model="power_law", loss=loss, f_scale=f_scale_bps, weights="none")
-    return calibrator.fit(features)

@@ -24,11 +24,15 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from scipy import optimize, stats
 
-from models.features import Features, impact_features
-from models.registry import LOSSES, OPTIMIZERS, WEIGHTS, get_model
-from models.result import (BootstrapResult, CalibrationResult, OptimizerReport, Segment,
-                           SegmentedResult, error_metrics)
-from models.schema import DataError, Dataset, DropRecord, ValidationReport
+from execal.models.core.errors import CalibrationError, CalibrationWarning
+from execal.models.core.registry import LOSSES, OPTIMIZERS, WEIGHTS, get_model
+from execal.models.core.report import OptimizerReport
+from execal.models.impact.config import load_config
+from execal.models.impact.features import Features, impact_features
+from execal.models.impact.timevarying import TimeVaryingResult, calibrate_time_varying
+from execal.models.impact.result import (BootstrapResult, CalibrationResult, Segment, SegmentedResult,
+                                        error_metrics)
+from execal.models.data.schema import DataError, Dataset, DropRecord, ValidationReport
 
 EPS = np.finfo(float).eps
 DEFAULT_TOL = 1e-10
@@ -45,14 +49,6 @@ TERMINATION_MESSAGES = {   # scipy.optimize.least_squares' own wording, reused b
 # settings that define the objective: a bootstrap must refit the same one
 _OBJECTIVE_SETTINGS = ("model", "loss", "f_scale", "weights", "weight_column", "fixed", "bounds",
                        "participation", "free", "test_fraction")
-
-
-class CalibrationError(ValueError):
-    """A calibration that cannot be run on this data or with these settings; says why."""
-
-
-class CalibrationWarning(UserWarning):
-    """A calibration that ran but whose result needs care (not converged, at a bound, ...)."""
 
 
 # --- the objective ---------------------------------------------------------------------------
@@ -644,7 +640,6 @@ class Calibrator:
         """Calibrate on `fills`; a non-converged fit is returned with its status and a warning."""
         if OPTIMIZERS[self.optimizer].strategy in ("time_varying", "online"):
             # kalman / sgd learn a path (models/timevarying.py); this returns its final state
-            from models.timevarying import calibrate_time_varying
             return calibrate_time_varying(self, fills, cost_bps).result
         features, validation, weights = self._usable(self.features(fills, cost_bps), need_cost=True)
         order = self._time_order(features) if (self.test_fraction > 0 or self.walk_forward) else None
@@ -820,7 +815,7 @@ class Calibrator:
         for b in by:
             if b not in ("venue", "symbol", "side", "regime"):
                 raise CalibrationError(f"segments by {b!r}: choose from venue, symbol, side, regime "
-                                       "(a 'regime' column: see models.timevarying.with_regimes)")
+                                       "(a 'regime' column: see execal.models.impact.timevarying.with_regimes)")
         all_features = self.features(fills)
         groupings = []
         for b in by:
@@ -898,3 +893,25 @@ def segment_test(pooled: CalibrationResult, results: list[CalibrationResult]) ->
         F = ((ss_r - ss_u) / df1) / (ss_u / df2)
         chow = {"statistic": F, "df1": df1, "df2": df2, "p_value": float(stats.f.sf(F, df1, df2))}
     return out | {"wald": wald, "chow": chow}
+
+
+def fit_kalman(fills, model: str = "power_law", *, parameter: str | None = None, **settings) -> TimeVaryingResult:
+    """Kalman calibration with a drifting coefficient; `settings` are Calibrator's (loss, weights, ...)."""
+    return calibrate_time_varying(Calibrator(model=model, optimizer="kalman", **settings), fills,
+                                  parameter=parameter)
+
+
+def fit_sgd(fills, model: str = "power_law", **settings) -> TimeVaryingResult:
+    """Online SGD calibration; `settings` are Calibrator's (loss, weights, options={window, t0}, ...)."""
+    return calibrate_time_varying(Calibrator(model=model, optimizer="sgd", **settings), fills)
+
+
+def result_from_config(config, fills, cost_bps=None):
+    """A "fixed" `CalibrationResult` on `fills` with the config's pooled parameters and settings."""
+    cfg = load_config(config)
+    settings = (cfg.get("optimizer") or {}).get("settings") or {}
+    calibrator = Calibrator(model=cfg["model"]["name"], participation=cfg["model"]["participation"],
+                            loss=settings.get("loss", "soft_l1"), f_scale=settings.get("f_scale", 1.0),
+                            weights=settings.get("weights", "auto"),
+                            weight_column=settings.get("weight_column"))
+    return calibrator.fix(cfg["model"]["params"], fills, cost_bps)

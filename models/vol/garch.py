@@ -27,10 +27,10 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from models.impact import Param
-from models.result import freeze_arrays
-from models.realized import (DAYS_PER_YEAR, Returns, VolatilityModel, VolatilityResult,
-                             _freq_label, data_info, returns_from)
+from execal.models.core.frozen import freeze_arrays
+from execal.models.core.params import DAYS_PER_YEAR, Param
+from execal.models.data.bars import Returns, _freq_label, returns_from
+from execal.models.vol.base import VolatilityModel, VolatilityResult, data_info
 
 VOLS: dict[str, dict[str, Any]] = {
     "garch": {"vol": "GARCH", "o": 0, "label": "GARCH(1,1)",
@@ -307,7 +307,7 @@ def _params(vol: str) -> tuple[Param, ...]:
 
 
 def _fit_path(vol):
-    return f"models.garch:fit_{vol}"
+    return f"execal.models.vol.garch:fit_{vol}"
 
 
 def fit_gjr(data, **options) -> GarchResult:
@@ -327,5 +327,6 @@ GARCH_MODELS: tuple[VolatilityModel, ...] = tuple(
                     options={"dist": DISTS, "mean": MEANS, "freq": None, "scale": "auto"},
                     reference="Bollerslev 1986; Glosten, Jagannathan & Runkle 1993; Nelson 1991; "
                               "estimated with arch (Sheppard)",
-                    fit_path="models.garch:fit_garch" if name == "garch" else _fit_path(name))
+                    fit_path="execal.models.vol.garch:fit_garch" if name == "garch" else _fit_path(name))
     for name, spec in VOLS.items())
+GARCH_MODEL, GJR_MODEL, EGARCH_MODEL = (next(m for m in GARCH_MODELS if m.name == n) for n in ("garch", "gjr", "egarch"))

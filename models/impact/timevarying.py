@@ -59,10 +59,15 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
-from models.features import NS_PER_DAY, Features
-from models.registry import OPTIMIZERS
-from models.result import CalibrationResult, OptimizerReport, error_metrics, readonly
-from models.schema import DataError, DropRecord
+from execal.models.core.errors import CalibrationError
+from execal.models.core.frozen import readonly
+from execal.models.core.jsonable import clean as _clean
+from execal.models.core.params import NS_PER_DAY
+from execal.models.core.registry import OPTIMIZERS
+from execal.models.core.report import OptimizerReport
+from execal.models.data.schema import DataError
+from execal.models.impact.features import Features
+from execal.models.impact.result import CalibrationResult, error_metrics
 
 try:   # numba is optional: the kernels are plain Python loops without it
     import numba as _numba
@@ -78,14 +83,12 @@ except ImportError:   # pragma: no cover - numba is installed where the benchmar
 TIME_VARYING_STRATEGIES = ("time_varying", "online")
 # the coefficient the Kalman filter lets drift, per model (the cost is linear in it)
 DRIFT_PARAMETER = {"sqrt": "Y", "power_law": "Y", "linear": "lambda", "almgren": "eta", "istar": "a1"}
-REGIME_NAMES = {2: ("calm", "stressed"), 3: ("calm", "elevated", "stressed")}
 PATH_POINTS = 2000
 _LOSS_CODES = {"linear": 0, "soft_l1": 1, "huber": 2, "cauchy": 3, "arctan": 4}
 _TINY = 1e-300
 
 
 def _calibration_error(message: str):
-    from models.fit import CalibrationError
     return CalibrationError(message)
 
 
@@ -627,7 +630,6 @@ class TimeVaryingResult:
                       "std_errors": batch.std_errors, "converged": batch.report.converged,
                       "message": batch.report.message},
             "report": self.report.to_dict(), "settings": dict(self.settings)}
-        from models.config import _clean
         return _clean(out)
 
     def to_config(self, provenance: Mapping | None = None) -> dict:
@@ -708,19 +710,6 @@ def calibrate_time_varying(calibrator, fills, cost_bps=None, *, parameter: str |
     if calibrator.optimizer == "kalman":
         return _kalman(calibrator, batch, parameter, alpha)
     return _sgd(calibrator, batch, alpha)
-
-
-def fit_kalman(fills, model: str = "power_law", *, parameter: str | None = None, **settings) -> TimeVaryingResult:
-    """Kalman calibration with a drifting coefficient; `settings` are Calibrator's (loss, weights, ...)."""
-    from models.fit import Calibrator
-    return calibrate_time_varying(Calibrator(model=model, optimizer="kalman", **settings), fills,
-                                  parameter=parameter)
-
-
-def fit_sgd(fills, model: str = "power_law", **settings) -> TimeVaryingResult:
-    """Online SGD calibration; `settings` are Calibrator's (loss, weights, options={window, t0}, ...)."""
-    from models.fit import Calibrator
-    return calibrate_time_varying(Calibrator(model=model, optimizer="sgd", **settings), fills)
 
 
 def _inliers(weighted_residual: np.ndarray, k: float) -> tuple[np.ndarray, float]:
@@ -979,76 +968,6 @@ def _sgd(calibrator, batch: CalibrationResult, alpha: float) -> TimeVaryingResul
         alpha=alpha, settings=settings)
 
 
-# --- regimes ---------------------------------------------------------------------------------
-
-def with_regimes(fills: pd.DataFrame, bars, *, k_regimes: int = 2, freq: str | None = None
-                 ) -> tuple[pd.DataFrame, dict]:
-    """The fills that have a volatility regime, with a 'regime' column ("calm", "stressed"; with
-    3 regimes "calm", "elevated", "stressed"), and what was done: per symbol the Markov fit
-    (regimes' daily sigma, expected durations, convergence) and the fills per regime; the fills
-    without a label (before the bars' second return, after their last period, or of a symbol the
-    bars lack) are dropped and counted.
-
-    Regimes are fitted per symbol on `bars` (a Dataset, frame or path) by `fit_markov` and each
-    fill gets the regime of highest *filtered* one-step-ahead probability at its arrival
-    (`regime_labels`): no look-ahead in the states.
-    """
-    from models.realized import _as_dataset
-    from models.regimes import fit_markov, regime_labels
-
-    if k_regimes not in REGIME_NAMES:
-        raise ValueError(f"k_regimes must be 2 or 3, got {k_regimes}")
-    names = REGIME_NAMES[k_regimes]
-    frame, source, _, _ = _as_dataset(bars, "bars")
-    n = len(fills)
-    labels = np.full(n, -1, dtype=np.int64)
-    per_symbol = []
-    warn = []
-    if "symbol" in fills.columns and "symbol" in frame.columns:
-        fill_sym = fills["symbol"].astype("string")
-        bar_syms = set(map(str, frame["symbol"].astype("string").dropna().unique()))
-        symbols = sorted(set(map(str, fill_sym.dropna().unique())))
-        missing = [s for s in symbols if s not in bar_syms]
-        if missing:
-            warn.append(f"no bars for symbol(s) {', '.join(missing)}: their fills have no regime")
-        symbols = [s for s in symbols if s in bar_syms]
-    else:
-        symbols = [None]
-    for sym in symbols:
-        res = fit_markov(bars, k_regimes=k_regimes, symbol=sym, gaps="skip", freq=freq)
-        lab = regime_labels(fills, bars, res).to_numpy(np.int64)
-        mine = lab >= 0
-        labels[mine] = lab[mine]
-        if not res.converged:
-            warn.append(f"the {k_regimes}-regime Markov fit of {sym or source} did not converge "
-                        f"({res.message}): its labels are unreliable")
-        regimes = [{"name": names[r["regime"]], **{key: r[key] for key in
-                    ("sigma_daily", "expected_duration_days", "share_of_time")}} for r in res.regimes]
-        per_symbol.append({"symbol": sym, "converged": bool(res.converged), "message": res.message,
-                           "loglikelihood": res.loglikelihood, "return_period": res.settings.get("freq"),
-                           "regimes": regimes,
-                           "fills": {names[j]: int((lab == j).sum()) for j in range(k_regimes)},
-                           "warnings": list(res.warnings)})
-    keep = labels >= 0
-    dropped = []
-    if not keep.all():
-        bad = np.flatnonzero(~keep)
-        dropped.append(DropRecord("no regime label (a fill before the bars' second return, after "
-                                  "their last period, or of a symbol without bars)", "regime",
-                                  int(bad.size), (bad[:5] + 1).tolist()).to_dict())
-    if not keep.any():
-        raise DataError("no fill falls inside the bars: no regime can be assigned (check that the bars "
-                        "cover the fills' dates and symbols)", file=source, column="timestamp")
-    out = fills.loc[keep].reset_index(drop=True)
-    out["regime"] = pd.array(np.array(names, dtype=object)[labels[keep]], dtype="string")
-    info = {"k_regimes": k_regimes, "names": list(names), "bars": source,
-            "method": "Markov-switching variance per symbol (fit_markov); each fill labelled by the "
-                      "most probable regime of the filtered one-step-ahead probabilities at arrival",
-            "symbols": per_symbol, "fills": {nm: int((labels == j).sum()) for j, nm in enumerate(names)},
-            "dropped": dropped, "warnings": warn}
-    return out, info
-
-
 def regime_table(segmented) -> dict:
     """Per free parameter: its value ± s.e. in each regime and the ratio to the calmest regime's."""
     out = {}
@@ -1084,23 +1003,3 @@ def regime_summary_text(segmented) -> str:
     return "\n".join(lines)
 
 
-# --- volatility from bars --------------------------------------------------------------------
-
-def volatility_from_bars(fills: pd.DataFrame, bars, estimator: str = "yang_zhang",
-                         window_days: int = 20) -> tuple[pd.DataFrame, dict]:
-    """Replace the fills' `volatility` with a realised estimator's daily sigma from complete UTC
-    days strictly before each arrival (`realized.fill_volatility`, no look-ahead). Fills without
-    `window_days` of history get NaN, so the calibration drops and counts them instead of mixing
-    in the file's own values. Returns (frame, provenance entry)."""
-    from models.realized import ESTIMATORS, _as_dataset, fill_volatility
-
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"unknown volatility estimator {estimator!r} (available: {', '.join(ESTIMATORS)})")
-    frame, source, _, _ = _as_dataset(bars, "bars")
-    blank = fills.assign(volatility=np.nan)
-    out, report = fill_volatility(blank, bars, estimator, int(window_days), overwrite=False)
-    entry = {"estimator": estimator, "window_days": int(window_days), "bars": source,
-             "bars_sha256": getattr(bars, "sha256", None), "filled": report["filled"],
-             "without_estimate": report["missing_after"], "note": report["note"]
-             + "; fills without a full window have no volatility and are dropped by the calibration"}
-    return out, entry

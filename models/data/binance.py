@@ -46,7 +46,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from models.schema import DataError
+from execal.models.data.schema import DataError
 
 MARKETS = ("usdm", "spot", "coinm")
 VENUES = {"usdm": "binance-usdm", "spot": "binance-spot", "coinm": "binance-coinm"}

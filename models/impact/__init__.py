@@ -1,0 +1,2 @@
+"""Execution cost: impact models, the calibrator (local, global, multistart, bootstrap, segments),
+results, configs, time-varying (Kalman / SGD) calibration."""

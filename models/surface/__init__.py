@@ -1,0 +1,1 @@
+"""Option surfaces: implied vols, chains and forwards, SVI / SSVI fits and arbitrage checks."""

@@ -1,0 +1,1 @@
+"""Volatility: realised estimators and jump tests, GARCH family, Markov regimes, Merton jumps."""
