@@ -267,7 +267,8 @@ def cmd_surface(args) -> int:
 
     ds = _load(args.path, "options", args.map)
     chain = prepare_chain(ds, underlying=args.underlying, as_of=args.as_of, forward=args.forward,
-                          iv_source=args.iv_source)
+                          iv_source=args.iv_source, price_unit=args.price_unit, strict=not args.lenient)
+    print(f"execal: option prices read as {chain.price_unit}: {chain.price_unit_reason}", file=sys.stderr)
     calibrator = SurfaceCalibrator(args.model, args.weights, args.no_arbitrage, method=args.method)
     result = calibrator.fit(chain)
     out = result.to_dict()
@@ -374,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no summary on stderr")
     p.set_defaults(func=cmd_vol)
 
-    from execal.models.surface.options import FORWARD_METHODS, IV_SOURCES
+    from execal.models.surface.options import FORWARD_METHODS, IV_SOURCES, PRICE_UNITS
     from execal.models.surface.svi import WEIGHTS as SURFACE_WEIGHTS
 
     p = sub.add_parser("surface", help="fit an implied-volatility surface (raw SVI per expiry or SSVI) "
@@ -392,7 +393,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--forward", default="auto", choices=list(FORWARD_METHODS),
                    help="forward per expiry: futures price, else put-call parity, else underlying price")
     p.add_argument("--iv-source", default="auto", choices=list(IV_SOURCES),
-                   help="invert prices (default when there are prices) or use the file's IVs")
+                   help="auto (default): per row, invert the prices where it has any, else use its IVs; "
+                        "prices; or given (the file's IVs)")
+    p.add_argument("--price-unit", default="auto", choices=list(PRICE_UNITS),
+                   help="unit of the option prices: usd (quote currency), base (the coin, inverse options "
+                        "like Deribit) or auto (default: a price_unit/currency column, else detected per "
+                        "expiry from the no-arbitrage bounds and said on stderr)")
+    p.add_argument("--lenient", action="store_true",
+                   help="warn instead of refusing a chain whose prices break the no-arbitrage bounds "
+                        "(over 5 %% of quotes below intrinsic value, parity far from the futures)")
     p.add_argument("--map", help="column mapping their_name=canonical_name,...")
     p.add_argument("--out", help="JSON file; stdout when omitted")
     p.add_argument("--quiet", action="store_true", help="no summary on stderr")

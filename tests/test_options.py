@@ -125,8 +125,11 @@ def test_generic_usd_chain_gets_parity_forwards_and_right_vols():
     assert fw["price_unit"] == "quote"
     np.testing.assert_allclose(chain.points["iv_mid"], 0.6, atol=2e-3)     # mid of a ±1 % price band
     np.testing.assert_allclose(chain.quotes["iv_mark"], 0.6, rtol=1e-10)
-    # discounted quotes are reported, forward still from parity
-    warned = prepare_chain(_generic_chain(discount=0.95))
+    # discounted quotes: a quarter of the in-the-money quotes fall below (undiscounted) intrinsic
+    # value, so the chain is refused by default; without the checks, forward still from parity
+    with pytest.raises(DataError, match="at or below intrinsic value"):
+        prepare_chain(_generic_chain(discount=0.95))
+    warned = prepare_chain(_generic_chain(discount=0.95), strict=False)
     assert warned.forwards["forward"].iloc[0] == pytest.approx(60000.0, rel=1e-9)
     assert any("discount factor 0.95" in w for w in warned.report.warnings)
 

@@ -48,7 +48,7 @@ _MB = 1024**2
 # has several (e.g. Coinbase bars have both `date` and `unix`).
 ALIASES: dict[str, tuple[str, ...]] = {
     "timestamp": ("time", "ts", "datetime", "date", "unix", "timestamp_utc"),
-    "symbol": ("instrument", "ticker", "pair", "market"),
+    "symbol": ("instrument", "instrument_name", "ticker", "pair", "market"),
     "venue": ("exchange",),
     "quantity": ("qty", "size", "amount"),
     "price": ("px",),
@@ -59,7 +59,10 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "bid_size": ("bid_qty", "bid_amount"),
     "ask_size": ("ask_qty", "ask_amount"),
     "trade_id": ("id",),
-    "expiry": ("expiration",),
+    "expiry": ("expiration", "expiry_datetime", "expiration_datetime", "expiry_date", "expiration_date",
+               "maturity"),
+    "mark_iv": ("implied_volatility", "implied_vol", "mark_implied_volatility"),
+    "price_unit": ("currency", "price_currency"),
     "strike": ("strike_price",),
     "option_type": ("type", "put_call"),
     "quote_volume": ("vol_fiat",),

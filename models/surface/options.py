@@ -36,6 +36,11 @@ from execal.models.data.schema import DataError, Dataset, DropRecord, Validation
 SECONDS_PER_YEAR = 365.0 * 86400.0
 FORWARD_METHODS = ("auto", "futures", "parity", "underlying")
 IV_SOURCES = ("auto", "prices", "given")
+PRICE_UNITS = ("auto", "usd", "base")   # usd: quote currency (USD, USDT, USDC); base: the coin (inverse)
+MAX_BELOW_INTRINSIC_SHARE = 0.05  # more quotes than this below intrinsic: the prices are misread, refuse
+FUTURES_SPREAD_WARN_BPS = 1.0     # several futures prices of one expiry further apart than this: say so
+_QUOTE_CURRENCIES = ("usd", "usdt", "usdc", "quote", "fiat", "busd", "dai", "eur")
+_BASE_WORDS = ("base", "coin", "inverse")
 PARITY_PAIRS = 5                 # call/put pairs nearest the money used for a parity forward
 PARITY_WARN_BPS = 25.0           # parity vs futures disagreement worth a warning
 _SYMBOL_ASSET = re.compile(r"^\s*([A-Za-z0-9_]+)-")
@@ -106,6 +111,8 @@ class Chain:
     forward_method: str
     report: ValidationReport
     sha256: str | None = None
+    price_unit: str = "usd"          # what the prices were read as: "usd", "base" or "mixed"
+    price_unit_reason: str = ""
 
     @property
     def expiries(self) -> list[pd.Timestamp]:
@@ -120,12 +127,17 @@ class Chain:
         return {
             "source": self.source, "underlying": self.underlying,
             "as_of": self.as_of.isoformat(), "iv_source": self.iv_source,
+            "price_unit": self.price_unit, "price_unit_reason": self.price_unit_reason,
             "forward_method": self.forward_method, "expiries": int(len(fw)),
             "points": int(len(self.points)), "quotes": int(len(self.quotes)),
             "forwards": [
                 {"expiry": r.expiry.isoformat(), "T_years": float(r.T_years), "forward": float(r.forward),
                  "forward_source": r.forward_source,
-                 "futures_price": _num(r.futures_price), "parity_forward": _num(r.parity_forward),
+                 "futures_price": _num(r.futures_price), "futures_count": int(r.futures_count),
+                 "futures_min": _num(r.futures_min), "futures_max": _num(r.futures_max),
+                 "futures_spread_bps": _num(r.futures_spread_bps),
+                 "underlying_price": _num(r.underlying_price),
+                 "parity_forward": _num(r.parity_forward),
                  "parity_pairs": int(r.parity_pairs), "parity_discount": _num(r.parity_discount),
                  "parity_vs_futures_bps": _num(r.parity_vs_futures_bps)}
                 for r in fw.itertuples(index=False)],
@@ -181,20 +193,73 @@ def _asset(frame: pd.DataFrame) -> np.ndarray:
     return np.asarray(out, dtype=object)
 
 
+def _unit_of_values(frame: pd.DataFrame, asset: np.ndarray) -> np.ndarray:
+    """Per row "base", "quote" or "" (unknown) from a `price_unit` column (a `currency` column maps
+    to it): base/coin/inverse or the row's own coin (BTC for a BTC option) -> base; USD, USDT, USDC,
+    quote -> quote."""
+    n = len(frame)
+    if "price_unit" not in frame.columns:
+        return np.full(n, "", dtype=object)
+    raw = frame["price_unit"].astype("str").str.strip().str.lower().to_numpy(dtype=object, na_value="")
+    coin = np.char.lower(np.asarray(asset, dtype=str))
+    out = np.full(n, "", dtype=object)
+    out[np.isin(raw, _QUOTE_CURRENCIES)] = "quote"
+    out[np.isin(raw, _BASE_WORDS) | ((raw == coin) & (coin != ""))] = "base"
+    return out
+
+
+def _detect_unit(mid: np.ndarray, strike: np.ndarray, is_call: np.ndarray, reference_forward: float
+                 ) -> tuple[str, str]:
+    """Coin or quote currency for one expiry's prices, from the evidence, with the reason.
+
+    Read the wrong way, coin prices fall below intrinsic value in the money (0.1 BTC against
+    thousands of USD of intrinsic value) and quote-currency prices exceed the coin bound; when no
+    quote is in the money, coin prices are all tiny next to a forward worth thousands."""
+    ok = np.isfinite(mid) & (mid > 0)
+    if not np.isfinite(reference_forward) or not ok.any():
+        return "", "no futures or underlying price to judge the price unit by"
+    F = reference_forward
+    intrinsic = np.where(is_call, np.maximum(F - strike, 0.0), np.maximum(strike - F, 0.0))
+    upper = np.where(is_call, F, strike)           # a call is worth less than F, a put less than K
+    itm = ok & (intrinsic > 1e-3 * F)
+    wrong_quote = int((mid[itm] < 0.98 * intrinsic[itm]).sum() + (mid[ok] > upper[ok]).sum())
+    wrong_base = int((mid[itm] * F < 0.98 * intrinsic[itm]).sum() + (mid[ok] * F > upper[ok]).sum())
+    if wrong_quote != wrong_base:
+        unit = "base" if wrong_base < wrong_quote else "quote"
+        return unit, (f"read as {'the coin' if unit == 'base' else 'the quote currency'}, "
+                      f"{min(wrong_base, wrong_quote)} of {int(ok.sum())} quotes break the no-arbitrage "
+                      f"bounds (intrinsic value, F or K) against {max(wrong_base, wrong_quote)} the other way")
+    top = float(np.max(mid[ok]))
+    if F >= 1000 and top <= 1.5:
+        return "base", (f"every price is at most {top:.4g} while the forward is {F:.6g}: coin-quoted "
+                        "(inverse) prices")
+    return "quote", f"prices up to {top:.6g} against a forward of {F:.6g}: quote-currency prices"
+
+
 def prepare_chain(data: Dataset | pd.DataFrame, *, underlying: str | None = None,
                   as_of: Any = None, forward: str = "auto", iv_source: str = "auto",
+                  price_unit: str = "auto", strict: bool = True,
                   source: str | None = None) -> Chain:
     """Snapshot, forwards, moneyness and implied vols of an "options" dataset (see module doc).
 
     `underlying` picks one coin when the file holds several (BTC, ETH); `as_of` is the snapshot
     time (default: the latest timestamp); `forward` one of FORWARD_METHODS; `iv_source` "prices"
-    (invert bid/ask/mark prices), "given" (the file's IV columns) or "auto" (prices when there are
-    any). Raises `DataError` when nothing usable is left, naming the column and rows.
+    (invert bid/ask/mark prices), "given" (the file's IV columns) or "auto" (per row: the prices
+    where a row has any, else its given IVs). `price_unit` "usd" (quote currency), "base" (coin,
+    inverse options) or "auto": a `price_unit` / `currency` column where it says, else detected per
+    expiry (`_detect_unit`) and reported. With `strict` a chain whose prices cannot be right is
+    refused (`DataError`): more than MAX_BELOW_INTRINSIC_SHARE of the priced quotes at or below
+    intrinsic value, or a put–call parity forward that disagrees with the futures price by more
+    than the quotes' spread; without it these are warnings. Raises `DataError` when nothing usable
+    is left, naming the column and rows.
     """
     if forward not in FORWARD_METHODS:
         raise ValueError(f"forward must be one of {FORWARD_METHODS}, got {forward!r}")
     if iv_source not in IV_SOURCES:
         raise ValueError(f"iv_source must be one of {IV_SOURCES}, got {iv_source!r}")
+    price_unit = {"quote": "usd", "coin": "base", "inverse": "base"}.get(price_unit, price_unit)
+    if price_unit not in PRICE_UNITS:
+        raise ValueError(f"price_unit must be one of {PRICE_UNITS}, got {price_unit!r}")
     sha = None
     if isinstance(data, Dataset):
         frame, source, sha = data.frame, source or data.source, data.sha256
@@ -213,8 +278,6 @@ def prepare_chain(data: Dataset | pd.DataFrame, *, underlying: str | None = None
                         "vols (bid_iv/ask_iv/mark_iv)", file=source)
     if n == 0:
         raise DataError("the chain is empty", file=source)
-    if iv_source == "auto":
-        iv_source = "prices" if price_cols else "given"
     if iv_source == "prices" and not price_cols:
         raise DataError("iv_source='prices' needs bid_price, ask_price or mark_price", file=source)
     if iv_source == "given" and not iv_cols:
@@ -288,12 +351,13 @@ def prepare_chain(data: Dataset | pd.DataFrame, *, underlying: str | None = None
         bid = np.where(crossed, np.nan, bid)
         ask = np.where(crossed, np.nan, ask)
     mid = np.where(np.isfinite(bid) & np.isfinite(ask), 0.5 * (bid + ask), mark)
-    if "price_unit" in frame.columns:
-        unit = frame["price_unit"].astype("str").str.strip().str.lower().to_numpy(dtype=object, na_value="quote")
-        unit = np.where(np.isin(unit, ("base", "coin", "inverse")), "base", "quote")
+    if price_unit == "auto":
+        unit = _unit_of_values(frame, asset)
     else:
-        unit = np.full(n, "quote", dtype=object)
+        unit = np.full(n, "base" if price_unit == "base" else "quote", dtype=object)
     futures = _float_col(frame, "futures_price")
+    unit_reasons: list[str] = []
+    spreads = np.where(np.isfinite(bid) & np.isfinite(ask), ask - bid, np.nan)
     und_price = _float_col(frame, "underlying_price")
 
     idx = np.flatnonzero(drops.alive)
@@ -304,15 +368,36 @@ def prepare_chain(data: Dataset | pd.DataFrame, *, underlying: str | None = None
         rows = idx[exp_codes == e]
         T = (int(e_ns) - as_of_ts.value) / 1e9 / SECONDS_PER_YEAR
         label = pd.Timestamp(int(e_ns), tz="UTC").isoformat()
-        units = set(unit[rows])
+        fut_all = futures[rows]
+        fut_all = np.unique(fut_all[np.isfinite(fut_all) & (fut_all > 0)])
+        fut = float(np.median(fut_all)) if fut_all.size else np.nan
+        fut_spread_bps = 1e4 * (fut_all[-1] - fut_all[0]) / fut if fut_all.size > 1 else 0.0
+        if fut_spread_bps > FUTURES_SPREAD_WARN_BPS:
+            warnings.append(f"expiry {label}: {fut_all.size} different futures prices from {fut_all[0]:.8g} "
+                            f"to {fut_all[-1]:.8g} ({fut_spread_bps:.2f} bps apart); their median "
+                            f"{fut:.8g} is the futures candidate")
+        und = und_price[rows]
+        und = float(np.median(und[np.isfinite(und) & (und > 0)])) if (np.isfinite(und) & (und > 0)).any() else np.nan
+        units = set(unit[rows]) - {""}
         if len(units) > 1:
             raise DataError(f"expiry {label} mixes coin-quoted and quote-currency prices",
                             file=source, column="price_unit", rows=(rows[:5] + 1).tolist())
-        row_unit = units.pop()
-        fut = futures[rows]
-        fut = float(np.median(fut[np.isfinite(fut) & (fut > 0)])) if np.isfinite(fut).any() else np.nan
-        und = und_price[rows]
-        und = float(np.median(und[np.isfinite(und) & (und > 0)])) if (np.isfinite(und) & (und > 0)).any() else np.nan
+        if units:
+            row_unit = units.pop()
+            if (unit[rows] == "").any():
+                unit[rows] = row_unit
+            if price_unit == "auto":
+                unit_reasons.append(f"{label}: {'coin' if row_unit == 'base' else 'quote currency'} "
+                                    "(the price_unit/currency column)")
+        else:
+            row_unit, why = _detect_unit(mid[rows], strike[rows], is_call[rows],
+                                         fut if np.isfinite(fut) else und)
+            if not row_unit:
+                row_unit = "quote"
+                warnings.append(f"expiry {label}: price unit unknown ({why}); prices read as quote "
+                                "currency: say --price-unit base if they are in the coin")
+            unit[rows] = row_unit
+            unit_reasons.append(f"{label}: {why}")
         calls, puts = rows[is_call[rows]], rows[~is_call[rows]]
         c_by_k = pd.Series(mid[calls], index=strike[calls])
         p_by_k = pd.Series(mid[puts], index=strike[puts])
@@ -337,15 +422,32 @@ def prepare_chain(data: Dataset | pd.DataFrame, *, underlying: str | None = None
                             rows=(rows[:5] + 1).tolist())
         F = float(candidates[chosen])
         vs_bps = 1e4 * (par_F / fut - 1.0) if np.isfinite(par_F) and np.isfinite(fut) else np.nan
-        if np.isfinite(vs_bps) and abs(vs_bps) > PARITY_WARN_BPS:
-            warnings.append(f"expiry {label}: put–call parity forward {par_F:.6g} differs from the "
-                            f"futures price {fut:.6g} by {vs_bps:.1f} bps")
+        # what the quotes' spreads allow the parity forward to miss by: half the call's and the
+        # put's spread (in the quote currency) at the pairs nearest the money
+        sp = (pd.Series(spreads[calls], index=strike[calls]).reindex(both)
+              + pd.Series(spreads[puts], index=strike[puts]).reindex(both)).to_numpy(np.float64)
+        sp = sp[np.isfinite(sp)]
+        tol_bps = (1e4 * 0.5 * float(np.median(sp)) * (fut if row_unit == "base" else 1.0) / fut
+                   if sp.size and np.isfinite(fut) else PARITY_WARN_BPS)
+        if np.isfinite(vs_bps) and abs(vs_bps) > max(tol_bps, PARITY_WARN_BPS):
+            text = (f"expiry {label}: put–call parity forward {par_F:.8g} differs from the futures "
+                    f"price {fut:.8g} by {vs_bps:.1f} bps, more than the quotes' spread allows "
+                    f"({tol_bps:.1f} bps)")
+            if strict:
+                raise DataError(text + ": the prices are probably in another unit (try --price-unit "
+                                f"{'usd' if row_unit == 'base' else 'base'}) or not of this futures' expiry", file=source, column="futures_price",
+                                rows=(rows[:5] + 1).tolist())
+            warnings.append(text)
         if par_D is not None and abs(par_D - 1.0) > 0.01 and chosen == "parity":
             warnings.append(f"expiry {label}: the call/put prices imply a discount factor {par_D:.4f}; "
                             "execal treats prices as undiscounted (Black-76 on the forward)")
         forward_of[e] = F
         fw_rows.append({"expiry": pd.Timestamp(int(e_ns), tz="UTC"), "T_years": T, "forward": F,
                         "forward_source": chosen, "price_unit": row_unit, "futures_price": fut,
+                        "futures_count": int(fut_all.size),
+                        "futures_min": float(fut_all[0]) if fut_all.size else np.nan,
+                        "futures_max": float(fut_all[-1]) if fut_all.size else np.nan,
+                        "futures_spread_bps": fut_spread_bps,
                         "parity_forward": par_F, "parity_pairs": par_n,
                         "parity_discount": np.nan if par_D is None else par_D,
                         "parity_vs_futures_bps": vs_bps, "underlying_price": und,
@@ -360,29 +462,51 @@ def prepare_chain(data: Dataset | pd.DataFrame, *, underlying: str | None = None
     scale = np.where(unit[idx] == "base", F_row, 1.0)
     q_bid, q_ask, q_mark = bid[idx] * scale, ask[idx] * scale, mark[idx] * scale
     q_mid = mid[idx] * scale
-    if iv_source == "prices":
-        res = {name: ivmod.implied_vol(p, F_row, K_row, T_row, call_row)
-               for name, p in (("bid", q_bid), ("ask", q_ask), ("mark", q_mark))}
-        iv_bid, iv_ask, iv_mark = res["bid"].vol, res["ask"].vol, res["mark"].vol
-        flag_of = {name: r.flag for name, r in res.items()}
+    has_price = np.isfinite(q_bid) | np.isfinite(q_ask) | np.isfinite(q_mark)
+    given = [_float_col(frame, c)[idx] for c in ("bid_iv", "ask_iv", "mark_iv")]
+    has_iv = np.zeros(idx.size, dtype=bool)
+    for arr in given:
+        has_iv |= np.isfinite(arr) & (arr > 0)
+    if iv_cols and has_iv.any():
+        typical = float(np.nanmedian(np.concatenate([a[np.isfinite(a) & (a > 0)] for a in given])))
+        if typical > 3.0:        # 300 % as a fraction is absurd; 3 % as a percentage too
+            given = [a / 100.0 for a in given]
+            warnings.append(f"implied vols read as percent (median {typical:g}) and divided by 100")
+    if iv_source == "auto":      # per row: invert the prices where a row has any, else its given IVs
+        use_prices = has_price if price_cols else np.zeros(idx.size, dtype=bool)
+        iv_source = "given" if not use_prices.any() else "prices" if use_prices.all() else "mixed"
     else:
-        iv_bid, iv_ask, iv_mark = (_float_col(frame, c)[idx] for c in ("bid_iv", "ask_iv", "mark_iv"))
-        flag_of = {}
-        for name, arr in (("bid", iv_bid), ("ask", iv_ask), ("mark", iv_mark)):
-            f = np.full(arr.shape, ivmod.OK, dtype=np.int8)
-            f[~(np.isfinite(arr) & (arr > 0))] = ivmod.BAD_INPUT
-            flag_of[name] = f
-        iv_bid = np.where(flag_of["bid"] == ivmod.OK, iv_bid, np.nan)
-        iv_ask = np.where(flag_of["ask"] == ivmod.OK, iv_ask, np.nan)
-        iv_mark = np.where(flag_of["mark"] == ivmod.OK, iv_mark, np.nan)
+        use_prices = np.full(idx.size, iv_source == "prices")
+    res = {name: ivmod.implied_vol(p, F_row, K_row, T_row, call_row)
+           for name, p in (("bid", q_bid), ("ask", q_ask), ("mark", q_mark))}
+    flag_of = {}
+    vols = []
+    for (name, r), arr in zip(res.items(), given):
+        f_given = np.where(np.isfinite(arr) & (arr > 0), ivmod.OK, ivmod.BAD_INPUT).astype(np.int8)
+        flag_of[name] = np.where(use_prices, r.flag, f_given).astype(np.int8)
+        vols.append(np.where(flag_of[name] == ivmod.OK, np.where(use_prices, r.vol, arr), np.nan))
+    iv_bid, iv_ask, iv_mark = vols
+    # quotes at or below intrinsic value: a few are stale marks; many mean misread prices
+    priced = use_prices & has_price
+    below = priced & ((res["mark"].flag == ivmod.BELOW_INTRINSIC) | (res["bid"].flag == ivmod.BELOW_INTRINSIC)
+                      & ~np.isfinite(q_mark))
+    if priced.sum() and below.sum() > MAX_BELOW_INTRINSIC_SHARE * priced.sum():
+        unit_read = "/".join(sorted({"coin" if u == "base" else "quote currency" for u in unit[idx][priced]}))
+        text = (f"{int(below.sum())} of {int(priced.sum())} priced quotes "
+                f"({100 * below.sum() / priced.sum():.0f} %) are at or below intrinsic value with prices "
+                f"read in {unit_read}")
+        if strict:
+            raise DataError(text + ": the prices are probably in another unit (try --price-unit "
+                            f"{'usd' if 'coin' in unit_read else 'base'}) or the forward is wrong",
+                            file=source, column="mark_price", rows=(idx[below][:5] + 1).tolist())
+        warnings.append(text)
     two_sided = np.isfinite(iv_bid) & np.isfinite(iv_ask)
     iv_mid = np.where(two_sided, 0.5 * (iv_bid + iv_ask), iv_mark)
     mid_from = np.where(two_sided, "bid/ask", np.where(np.isfinite(iv_mark), "mark", ""))
     # why a row has no vol: the flag of the mark, else of the bid, else of the ask
     why = np.where(flag_of["mark"] != ivmod.OK, flag_of["mark"],
                    np.where(flag_of["bid"] != ivmod.OK, flag_of["bid"], flag_of["ask"]))
-    no_price = ~(np.isfinite(q_bid) | np.isfinite(q_ask) | np.isfinite(q_mark)) if iv_source == "prices" \
-        else ~(np.isfinite(iv_bid) | np.isfinite(iv_ask) | np.isfinite(iv_mark))
+    no_price = np.where(use_prices, ~has_price, ~has_iv)
     quotes = pd.DataFrame({
         "row": idx + 1, "symbol": frame["symbol"].astype("str").to_numpy()[idx] if "symbol" in frame.columns
         else "", "expiry": pd.to_datetime(expiry_ns[idx], utc=True), "T_years": T_row,
@@ -400,10 +524,10 @@ def prepare_chain(data: Dataset | pd.DataFrame, *, underlying: str | None = None
         rows_c = np.zeros(n, dtype=bool)
         rows_c[idx[~usable & ~no_price & (why == code)]] = True
         drops.drop(rows_c, f"no implied vol: {ivmod.FLAG_DESCRIPTIONS[int(code)]}",
-                   "mark_price" if iv_source == "prices" else "mark_iv")
+                   "mark_iv" if iv_source == "given" else "mark_price")
     rows_np = np.zeros(n, dtype=bool)
     rows_np[idx[~usable & no_price]] = True
-    drops.drop(rows_np, "no price and no implied vol", "mark_price" if iv_source == "prices" else "mark_iv")
+    drops.drop(rows_np, "no price and no implied vol", "mark_iv" if iv_source == "given" else "mark_price")
 
     # -- one point per strike: the OTM quote, else its twin ----------------------------------------
     q = quotes[usable]
@@ -429,7 +553,11 @@ def prepare_chain(data: Dataset | pd.DataFrame, *, underlying: str | None = None
                               warnings=(list(upstream.warnings) if upstream else []) + warnings)
     return Chain(quotes=quotes.drop(columns=["otm"]), points=points, forwards=forwards,
                  as_of=as_of_ts, underlying=underlying, source=source, iv_source=iv_source,
-                 forward_method=forward, report=report, sha256=sha)
+                 forward_method=forward, report=report, sha256=sha,
+                 price_unit=("mixed" if len(set(forwards["price_unit"])) > 1
+                             else {"base": "base", "quote": "usd"}[forwards["price_unit"].iloc[0]]),
+                 price_unit_reason="; ".join(unit_reasons) if price_unit == "auto"
+                 else f"set by the caller (price_unit='{price_unit}')")
 
 
 def chain_from_vols(k, T_years, iv_mid, *, forward: float = 100.0, iv_bid=None, iv_ask=None,
