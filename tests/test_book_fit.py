@@ -57,5 +57,28 @@ def test_venue_comparison_usdm_deepest(venue_fits):
     (cost over half spread of 1 BTC: about 0.08, 0.13 and 0.24 bps)."""
     y = {v: r.params["Y"] for v, (_, r) in venue_fits.items()}
     se = {v: r.std_errors["Y"] for v, (_, r) in venue_fits.items()}
-    assert y["binance-usdm"] + 3 * se["binance-usdm"] < y["binance-spot"] - 3 * se["binance-spot"]
-    assert y["binance-spot"] + 3 * se["binance-spot"] < y["binance-coinm"] - 3 * se["binance-coinm"]
+    # differences at 3 standard errors of the difference (block-bootstrap errors: honest for
+    # serially dependent snapshots, so wider than the sandwich ones)
+    for a, b in (("binance-usdm", "binance-spot"), ("binance-spot", "binance-coinm")):
+        assert y[b] - y[a] > 3 * np.hypot(se[a], se[b]), (a, b, y, se)
+
+
+def test_block_bootstrap_errors_exceed_the_independent_ones(venue_fits):
+    """~24,000 rows from consecutive 1 s snapshots are not independent: the block bootstrap's
+    errors are several times the sandwich's, and the report says which one the result carries."""
+    for venue, (curve, r) in venue_fits.items():
+        settings = r.report.settings
+        assert "block bootstrap" in settings["std_errors"], venue
+        sandwich = settings["sandwich_std_errors"]
+        for name in ("Y", "delta"):
+            assert r.std_errors[name] > 1.5 * sandwich[name], (venue, name, r.std_errors[name], sandwich[name])
+        assert r.bootstrap is not None and r.bootstrap.by == "block" and r.bootstrap.clusters >= 10
+
+
+def test_without_timestamps_the_fit_warns_that_errors_assume_independence():
+    rng = np.random.default_rng(5)
+    size = np.tile(SIZES_BTC, 50)
+    curve = pd.DataFrame({"size": size, "cost_bps": 0.8 + 0.3 * size ** 0.7 + rng.normal(0, 0.05, size.size),
+                          "half_spread_bps": 0.8})
+    r = fit_book_power_law(curve)
+    assert any("serially dependent" in w for w in r.report.warnings)

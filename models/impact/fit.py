@@ -744,15 +744,19 @@ class Calibrator:
             weights=weights, validation=validation, settings=self.get_params())
 
     def bootstrap(self, fills=None, *, n: int = 200, by: str = "day", seed: int | None = None,
-                  result: CalibrationResult | None = None) -> CalibrationResult:
-        """Refit on `n` resamples of whole days (or order ids) of the training rows; returns
-        `result` (fitted here if not given) with `.bootstrap` attached.
+                  result: CalibrationResult | None = None, block_s: float = 30.0) -> CalibrationResult:
+        """Refit on `n` resamples of whole days (or order ids, or `block_s`-second time blocks:
+        by="block", for rows that are serially dependent within seconds, like consecutive book
+        snapshots) of the training rows; returns `result` (fitted here if not given) with
+        `.bootstrap` attached.
 
         Each resample draws clusters with replacement and becomes frequency weights on the rows
         (no copy of the data); refits use `lm_normal` warm-started at the full-sample estimate.
         """
-        if by not in ("day", "order_id"):
-            raise CalibrationError(f"bootstrap by must be 'day' or 'order_id', got {by!r}")
+        if by not in ("day", "order_id", "block"):
+            raise CalibrationError(f"bootstrap by must be 'day', 'order_id' or 'block', got {by!r}")
+        if by == "block" and not block_s > 0:
+            raise CalibrationError(f"block_s must be positive, got {block_s}")
         if OPTIMIZERS[self.optimizer].strategy in ("time_varying", "online"):
             raise CalibrationError(f"optimizer '{self.optimizer}' estimates a path: bootstrap a batch fit")
         if n < 2:
@@ -770,9 +774,13 @@ class Calibrator:
                                    + ", ".join(f"{k}: {result.settings.get(k)!r} vs {mine[k]!r}" for k in differ)
                                    + "); bootstrap it with the calibrator that fitted it")
         features = result.features if result.is_train.all() else result.features.take_rows(result.is_train)
-        grouping = features.group(by)
+        if by == "block":
+            grouping = None if features.timestamp_ns is None else (
+                np.unique(features.timestamp_ns // int(round(block_s * 1e9)), return_inverse=True)[1].astype(np.int64), ())
+        else:
+            grouping = features.group(by)
         if grouping is None:
-            need = "timestamp" if by == "day" else "order_id"
+            need = "order_id" if by == "order_id" else "timestamp"
             raise DataError(f"bootstrap by {by} needs a '{need}' column", column=need)
         codes = grouping[0].copy()
         missing = codes < 0
