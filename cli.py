@@ -35,12 +35,31 @@ def _json_out(obj, out: str | None = None) -> None:
         sys.stdout.write(text + "\n")
 
 
-def _load(path: str, kind: str | None, mapping: str | None):
+def _expand(paths) -> list[str]:
+    """Paths as given, a glob pattern ('capture-*.gz') expanded in name order."""
+    import glob
+
+    out = []
+    for path in [paths] if isinstance(paths, str) else paths:
+        if not Path(path).exists() and glob.has_magic(path):
+            found = sorted(glob.glob(path))
+            if not found:
+                raise UsageError(f"{path}: no file matches")
+            out += found
+        elif not Path(path).exists():
+            raise UsageError(f"{path}: no such file")
+        else:
+            out.append(path)
+    return out
+
+
+def _load(path, kind: str | None, mapping: str | None):
+    """One file, or several consecutive raw Binance captures (paths or glob patterns)."""
     from execal.models.data.io import load, parse_mapping
 
-    if not Path(path).exists():
-        raise UsageError(f"{path}: no such file")
-    return load(path, kind=kind, mapping=parse_mapping(mapping) if mapping else None)
+    paths = _expand(path)
+    source = paths[0] if len(paths) == 1 else paths
+    return load(source, kind=kind, mapping=parse_mapping(mapping) if mapping else None)
 
 
 # --- commands ---------------------------------------------------------------------------------
@@ -291,7 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("inspect", help="summarise and validate a data file (JSON to stdout)")
-    p.add_argument("path")
+    p.add_argument("path", nargs="+", help="a file; or several consecutive raw Binance captures "
+                                           "(or a glob such as 'capture-*.gz') replayed as one")
     p.add_argument("--kind", choices=KINDS + ("ticker",), help="dataset kind (detected when omitted)")
     p.add_argument("--map", help="column mapping their_name=canonical_name,...")
     p.add_argument("--report", action="store_true", help="include the full validation report")

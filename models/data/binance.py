@@ -206,10 +206,13 @@ class _Replay:
         self.dirty = True
         self.top_rows: list[tuple] = []
         self.depth_symbol: str | None = None
+        # consecutive files: where each starts and whether its update ids join the previous file's
+        self.files: list[dict] = []
+        self.file_snapshot: dict | None = None     # a later file's own snapshot, used if ids do not join
         self.n = dict(messages=0, diffs=0, book_tickers=0, trades=0, snapshots=0,
                       other_messages=0, diffs_applied=0, diffs_dropped_before_snapshot=0,
                       diffs_buffered_before_snapshot=0, diffs_out_of_order=0, gaps=0,
-                      level_updates=0, crossed_after_diff=0, empty_lines=0)
+                      level_updates=0, crossed_after_diff=0, empty_lines=0, resyncs=0)
 
     def warn(self, kind: str, text: str) -> None:
         count = self._warn_counts.get(kind, 0) + 1
@@ -219,14 +222,23 @@ class _Replay:
 
     # -- dispatch
 
+    def start_file(self, label: str) -> None:
+        """The next file of a run of consecutive captures: errors and warnings name it."""
+        self.label = label
+        self.files.append({"file": label, "first_update_id": None, "snapshot": False,
+                           "joined": None if not self.files else False})
+        self.file_snapshot = None
+
     def run(self, raw: bytes) -> None:
+        empty_before, truncated_before = self.n["empty_lines"], self.n.get("truncated_last_line", 0)
+        self.n.setdefault("messages", 0)
         lines = raw.split(b"\n")
         truncated_last = False
         if lines and lines[-1] == b"":
             lines.pop()
         elif lines and raw and not raw.endswith(b"\n"):
             truncated_last = True      # the recorder may have been killed mid-line
-        self.lines = lines
+        self.lines = self.lines + lines if self.lines else lines
         kinds: dict[str, tuple] = {}
         loads = orjson.loads
         n_lines = len(lines)
@@ -285,12 +297,12 @@ class _Replay:
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
             raise DataError(f"line {lineno}: malformed message ({_describe(exc)})", file=self.label,
                             rows=[lineno]) from None
-        self.n["messages"] = lineno - self.n["empty_lines"] - self.n.get("truncated_last_line", 0)
-        self.n["diffs"] = n_depth
+        self.n["messages"] += lineno - (self.n["empty_lines"] - empty_before) - (
+            self.n.get("truncated_last_line", 0) - truncated_before)
+        self.n["diffs"] += n_depth
         self.n["book_tickers"] = len(self.tickers)
         self.n["trades"] = len(self.trade_msgs)
         self.n["other_messages"] += n_other
-        self._finish()
 
     def _stream(self, stream: str, first: dict) -> tuple[int, object]:
         """Kind of a stream and the getter of its fields, from its name and first message."""
@@ -321,6 +333,12 @@ class _Replay:
     def _other(self, msg, lineno: int) -> None:
         if type(msg) is dict and "lastUpdateId" in msg and "bids" in msg and "asks" in msg:
             self.n["snapshots"] += 1
+            if self.files:
+                self.files[-1]["snapshot"] = True
+            if self.snapshot_seen and len(self.files) > 1 and self.files[-1]["first_update_id"] is None:
+                # a later file's own snapshot: kept in case its diffs do not join the previous file's
+                self.file_snapshot = msg
+                return
             if self.snapshot_seen:
                 # a resync would need the diffs between this REST request and its reply, which
                 # are already applied to the old book: keep the first snapshot
@@ -372,6 +390,8 @@ class _Replay:
     def _process(self, diff: dict, lineno: int) -> None:
         u = diff["u"]
         spot = self.market == "spot"
+        if self.files and self.files[-1]["first_update_id"] is None:
+            self._join(diff, spot)
         luid = self.last_update_id
         if not self.synced:
             # the snapshot already contains these updates
@@ -419,6 +439,27 @@ class _Replay:
         if bb >= ba:
             self.n["crossed_after_diff"] += 1
         self.top_rows.append((t_ns, u, bb, _qty(bids.get(bb)), ba, _qty(asks.get(ba))))
+
+    def _join(self, diff: dict, spot: bool) -> None:
+        """First diff of a file: does it continue the previous file's ids? If not and the file
+        brought its own snapshot, rebuild the book from that snapshot (a resync)."""
+        this = self.files[-1]
+        this["first_update_id"] = diff["U"]
+        if len(self.files) == 1 or not self.synced:
+            return
+        prev = self.prev_u
+        joined = (diff["U"] == prev + 1) if spot else (diff["pu"] == prev)
+        this["joined"] = bool(joined)
+        this["previous_last_update_id"] = prev
+        if not joined and self.file_snapshot is not None:
+            snap, self.file_snapshot = self.file_snapshot, None
+            self.n["resyncs"] += 1
+            self.synced, self.prev_u = False, None
+            self._snapshot(snap)
+            this["resynced_from_own_snapshot"] = True
+        elif not joined:
+            self.warn("join", f"{this['file']}: its first diff (U={diff['U']}) does not continue the "
+                              f"previous file (last u={prev}) and the file has no snapshot: a gap")
 
     def _apply(self, updates: list, book: dict, keys: list) -> int:
         # The hot loop (~440k updates a file). Prices are parsed once per distinct string;
@@ -576,17 +617,28 @@ def read_capture(source: str | os.PathLike | bytes, *, name: str | None = None,
     if int(levels) < 1:
         raise ValueError(f"levels must be >= 1, got {levels!r}")
     levels = int(levels)
-    raw, label, cut = _read_source(source, name)
+    sources = list(source) if isinstance(source, (list, tuple)) else [source]
+    if not sources:
+        raise DataError("no capture files given")
+    names = list(name) if isinstance(name, (list, tuple)) else [name] * len(sources)
+    read = [_read_source(src, nm if len(sources) == 1 else (nm or None)) for src, nm in zip(sources, names)]
+    if len(read) > 1:               # consecutive captures in time order (first receive time)
+        read.sort(key=lambda r: _first_receive_ns(r[0]))
+    label = read[0][1] if len(read) == 1 else f"{read[0][1]} (+{len(read) - 1} more)"
     if market is not None:
         mkt, msrc = _normalise_market(market), "argument"
     else:
-        mkt = market_from_name(label)
+        mkt = market_from_name(read[0][1])
         msrc = "file name" if mkt else "message fields"
     rp = _Replay(label, mkt, msrc, interval_s, levels)
-    if cut:
-        rp.warn("truncated", "the gzip stream ends early (capture cut mid-write): "
-                             "replayed the complete lines before the cut")
-    rp.run(raw)
+    for raw, file_label, cut in read:
+        rp.start_file(file_label)
+        if cut:
+            rp.warn("truncated", f"{file_label}: the gzip stream ends early (capture cut mid-write): "
+                                 "replayed the complete lines before the cut")
+        rp.run(raw)
+    rp.label = label
+    rp._finish()
     if rp.n["messages"] == 0:
         raise DataError("no messages: the capture is empty", file=label)
     if rp.market is None:           # no depth diffs: trades/quotes only
@@ -707,8 +759,22 @@ def read_capture(source: str | os.PathLike | bytes, *, name: str | None = None,
         warnings_suppressed={k: v - _MAX_WARNINGS_PER_KIND for k, v in rp._warn_counts.items()
                              if v > _MAX_WARNINGS_PER_KIND},
     )
+    if len(rp.files) > 1:
+        stats["files"] = rp.files
+        for f in rp.files[1:]:
+            if f["joined"]:
+                continue
+            how = ("rebuilt from its own snapshot" if f.get("resynced_from_own_snapshot")
+                   else "a gap in the book")
+            warnings.append(f"{f['file']} does not continue the previous file's update ids: {how}")
     return Capture(trades=trades, quotes=quotes, book=book, stats=stats, warnings=warnings,
                    top=top, quote_update_ids=quote_update_ids)
+
+
+def _first_receive_ns(raw: bytes) -> int:
+    """Receive time of the first message (orders consecutive files); unknown sorts last."""
+    head = raw[:64].split(b" ", 1)[0]
+    return int(head) if head.isdigit() else 2**63 - 1
 
 
 def _local_ns(lines: list[bytes], index: np.ndarray) -> np.ndarray:

@@ -102,16 +102,21 @@ _BINANCE_LINE = re.compile(rb"^\d{16,19} \{")
 # --- public API ---------------------------------------------------------------------------------
 
 
-def load(source: str | os.PathLike | bytes, *, name: str | None = None, kind: str | None = None,
+def load(source, *, name: str | None = None, kind: str | None = None,
          mapping: dict[str, str] | None = None, max_bytes: int | None = None) -> Dataset:
     """Read a CSV (plain or gzip), Parquet or raw Binance capture into a validated Dataset.
 
     `source` is a path or the raw bytes of an upload (then `name` is the user's file name, used
-    in messages). `mapping` = {their_column: canonical_column} is applied before anything else.
-    `kind` forces the dataset kind instead of detecting it from the columns.
+    in messages), or a list of them: consecutive raw Binance captures replayed as one (the book
+    continues across files by the update-id rules; `stats["files"]` of the replay and the
+    report's warnings say where each file starts and whether its ids joined). `mapping` =
+    {their_column: canonical_column} is applied before anything else. `kind` forces the dataset
+    kind instead of detecting it from the columns.
     """
     if kind is not None and kind not in KINDS:
         raise DataError(f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
+    if isinstance(source, (list, tuple)):
+        return _load_captures(list(source), names=name, kind=kind, max_bytes=max_bytes)
     raw = _Raw.open(source, name, _limit_bytes(max_bytes))
     label = raw.label
     if raw.size == 0:
@@ -523,37 +528,71 @@ def _from_table(parsed: _Parsed, *, label: str, sha256: str, kind: str | None,
     return Dataset(kind, clean, label, sha256, report)
 
 
-def _load_binance_capture(raw: _Raw, kind: str | None) -> Dataset:
-    """Raw Binance websocket capture: parsed by execal.models.data.binance, validated here."""
+def _load_captures(sources: list, *, names, kind: str | None, max_bytes: int | None) -> Dataset:
+    """Several consecutive raw Binance captures (time order by first receive time) as one."""
+    if not sources:
+        raise DataError("no files given")
+    names = list(names) if isinstance(names, (list, tuple)) else [None] * len(sources)
+    if len(names) != len(sources):
+        raise DataError(f"{len(sources)} files but {len(names)} names")
+    limit = _limit_bytes(max_bytes)
+    raws = []
+    for src, nm in zip(sources, names):
+        raw = _Raw.open(src, nm, limit)
+        if raw.size and raw.head[:2] == b"\x1f\x8b":
+            raw = raw.gunzipped()
+        if not _BINANCE_LINE.match(raw.head):
+            raise DataError("several files are read as one only when they are consecutive raw Binance "
+                            "captures; this one is not (load it on its own)", file=raw.label)
+        raws.append(raw)
+    if len(raws) == 1:
+        return _load_binance_capture(raws[0], kind)
+    return _load_binance_capture(raws, kind)
+
+
+def _load_binance_capture(raw, kind: str | None) -> Dataset:
+    """Raw Binance websocket capture(s): parsed by execal.models.data.binance, validated here.
+    `raw` is one `_Raw` or a list of consecutive ones."""
     streams = ("trades", "quotes", "book")
+    raws = raw if isinstance(raw, list) else [raw]
+    label = raws[0].label if len(raws) == 1 else " + ".join(r.label for r in raws)
+    sha256 = raws[0].sha256 if len(raws) == 1 else hashlib.sha256(
+        "".join(r.sha256 for r in raws).encode()).hexdigest()
     kind = kind or "trades"
     if kind not in streams:
         raise DataError(f"a raw Binance capture holds {', '.join(streams)}, not {kind!r}",
-                        file=raw.label)
+                        file=label)
     # hand over the bytes already decompressed for sniffing rather than reading the file again
-    src = raw.data if raw.data is not None else raw.path
+    srcs = [r.data if r.data is not None else r.path for r in raws]
     try:
-        capture = binance.read_capture(src, name=raw.label)
+        capture = binance.read_capture(srcs if len(srcs) > 1 else srcs[0],
+                                       name=[r.label for r in raws] if len(raws) > 1 else raws[0].label)
     except DataError:
         raise
     except Exception as exc:   # the user gets a sentence; the chained traceback stays for logs
         raise DataError(f"could not read the raw Binance capture ({type(exc).__name__}: {exc})",
-                        file=raw.label) from exc
+                        file=label) from exc
     frames = {s: getattr(capture, s, None) for s in streams}
     frame = frames[kind]
     if frame is None or len(frame) == 0:
         have = [s for s, f in frames.items() if f is not None and len(f)]
         raise DataError(f"the capture has no {kind} stream; it has: {', '.join(have) or 'nothing'}",
-                        file=raw.label)
+                        file=label)
     others = [f"{s} ({len(f):,} rows)" for s, f in frames.items()
               if s != kind and f is not None and len(f)]
     warnings = [f"raw Binance capture: loaded the {kind} stream; rows are numbered in stream order"]
+    for f in capture.stats.get("files", []):
+        start = "first file" if f["joined"] is None else (
+            "ids joined the previous file" if f["joined"] else
+            "ids did NOT join the previous file" + (" (rebuilt from its own snapshot)"
+                                                    if f.get("resynced_from_own_snapshot") else " (a gap)"))
+        warnings.append(f"{f['file']}: starts at update id {f['first_update_id']}; {start}")
     warnings += [str(w) for w in getattr(capture, "warnings", []) or []]
     if others:
         warnings.append(f"also available in this file: {', '.join(others)} "
                         f"(load with kind={' or '.join(repr(o.split()[0]) for o in others)})")
-    clean, report = _validate(frame, kind, source=raw.label, warnings=warnings)
-    return Dataset(kind, clean, raw.label, raw.sha256, report)
+    clean, report = _validate(frame, kind, source=label, warnings=warnings)
+    return Dataset(kind, clean, label, sha256, report)
 
 
 # --- validation ----------------------------------------------------------------------------------
