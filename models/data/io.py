@@ -32,13 +32,23 @@ import pyarrow.parquet as pq
 
 from execal.models.data import binance, tardis
 from execal.models.data.schema import (DERIVED, KINDS, OPTIONAL, POSITIVE, REQUIRED, STRING_COLUMNS,
-                           DataError, Dataset, DropRecord, ValidationReport, side_sign)
+                           DataError, Dataset, DropRecord, ValidationReport, short_name, side_sign)
 
 DEFAULT_MAX_BYTES = 200 * 1024**2
 # a .gz may expand to at most this multiple of the upload limit (guards against gzip bombs)
 GZIP_EXPANSION_LIMIT = 5
+# market data compresses 4-15x (Binance captures ~7x, CSV fills ~4x); past this ratio, once the
+# output is past GZIP_RATIO_FROM_BYTES, the archive is a bomb or rows repeated: refused while
+# decompressing, long before the memory it would take
+GZIP_MAX_RATIO = 100
+GZIP_RATIO_FROM_BYTES = 64 * 1024**2
+# rows a single file may hold (pandas needs ~275 bytes a fill: 20M rows ~ 5.5 GB); bigger data
+# belongs in a partitioned dataset. EXECAL_MAX_ROWS overrides.
+DEFAULT_MAX_ROWS = 20_000_000
 # more than this fraction of rows dropped means the file, not a few rows, is wrong
 MAX_DROP_FRACTION = 0.5
+# a fill whose exec and arrival prices differ by this factor is a unit error or a typo, not a cost
+MAX_PRICE_RATIO = 2.0
 _HEAD_BYTES = 64 * 1024
 # pyarrow infers column types from the first block; a later bad cell triggers a re-read
 _CSV_BLOCK_BYTES = 4 * 1024**2
@@ -282,6 +292,11 @@ class _Raw:
                         raise DataError(f"decompresses to more than {_mb(cap)} MB "
                                         f"({GZIP_EXPANSION_LIMIT}x the {_mb(self.limit)} MB limit)",
                                         file=self.label)
+                    consumed = max(fileobj.tell(), 1)        # compressed bytes read so far
+                    if total > GZIP_RATIO_FROM_BYTES and total > GZIP_MAX_RATIO * consumed:
+                        raise DataError(f"expands more than {GZIP_MAX_RATIO}:1 ({_mb(consumed)} MB of "
+                                        f"gzip became {_mb(total)} MB): a gzip bomb or endlessly "
+                                        "repeated rows, not market data", file=self.label)
                     parts.append(chunk)
         except (OSError, EOFError, zlib.error) as exc:
             raise DataError(f"is a corrupt or truncated gzip file ({exc})", file=self.label) from None
@@ -293,6 +308,10 @@ class _Raw:
 
 def _check_text(head: bytes, label: str) -> None:
     """Binary content is refused with a message saying what it looks like."""
+    start = head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
+    if start in (b"{", b"["):
+        raise DataError("is JSON, not CSV: execal reads CSV (plain or gzip), Parquet and raw Binance "
+                        "captures; convert it first (e.g. pandas.read_json(path).to_csv(...))", file=label)
     for magic, what in _BINARY_MAGIC.items():
         if head.startswith(magic):
             raise DataError(f"is not a CSV or Parquet file: it looks like {what}", file=label)
@@ -350,8 +369,17 @@ class _Parsed:
     warnings: list[str] = field(default_factory=list)
 
 
+def _max_rows() -> int:
+    value = os.environ.get("EXECAL_MAX_ROWS")
+    try:
+        return int(value) if value else DEFAULT_MAX_ROWS
+    except ValueError:
+        raise DataError(f"EXECAL_MAX_ROWS must be a whole number, got {value!r}") from None
+
+
 def _read_csv(raw: _Raw) -> _Parsed:
     """pyarrow's multithreaded CSV reader, with the retries that keep bad rows row-level."""
+    max_rows = _max_rows()
     delim, skip = _sniff_delimiter(raw.head)
     warnings: list[str] = []
     drops: list[DropRecord] = []
@@ -376,7 +404,14 @@ def _read_csv(raw: _Raw) -> _Parsed:
                                                block_size=_CSV_BLOCK_BYTES),
                 parse_options=pacsv.ParseOptions(delimiter=delim, invalid_row_handler=handler),
                 convert_options=pacsv.ConvertOptions(column_types=forced, strings_can_be_null=True))
-            table = reader.read_all()
+            batches, n_rows = [], 0
+            for batch in reader:
+                n_rows += batch.num_rows
+                if n_rows > max_rows:
+                    raise DataError(f"has more than {max_rows:,} rows (EXECAL_MAX_ROWS): ingest it as a "
+                                    "partitioned dataset instead", file=raw.label)
+                batches.append(batch)
+            table = pa.Table.from_batches(batches, schema=reader.schema)
             break
         except pa.ArrowInvalid as exc:
             msg = str(exc)
@@ -418,7 +453,69 @@ def _read_csv(raw: _Raw) -> _Parsed:
                                 len(bad_rows), bad_rows[:5].tolist()))
     if table.num_columns == 0 or n_read == 0:
         raise DataError("has a header but no data rows", file=raw.label)
+    _check_cells_are_text(table, raw, rows)
+    _check_no_swallowed_lines(raw, delim, skip, n_read, table.column_names)
     return _Parsed(table, rows, n_read, drops, warnings)
+
+
+def _raw_bytes(raw: _Raw) -> bytes:
+    """The whole content (error paths and the line count only; a path is read again)."""
+    if raw.data is not None:
+        return raw.data
+    with open(raw.path, "rb") as fh:
+        return fh.read()
+
+
+def _check_cells_are_text(table: pa.Table, raw: _Raw, rows: np.ndarray | None) -> None:
+    """pyarrow reads a column with bytes that are not UTF-8 as binary: refuse it, naming the
+    column and the first rows (Latin-1 text or binary data past the sniffed head)."""
+    for name, column in zip(table.column_names, table.columns):
+        if not pa.types.is_binary(column.type) and not pa.types.is_large_binary(column.type):
+            continue
+        bad, binary = [], False
+        for i, value in enumerate(column.to_pylist()):
+            if value is None:
+                continue
+            try:
+                value.decode("utf-8")
+            except UnicodeDecodeError:
+                bad.append(i)
+                binary = binary or any(b < 9 or 13 < b < 32 for b in value)
+                if len(bad) >= 5:
+                    break
+        if bad:
+            data_rows = [int(rows[i]) if rows is not None else i + 1 for i in bad]
+            what = ("binary data" if binary else
+                    "text that is not UTF-8 (Latin-1 or Windows-1252?): save the file as 'CSV UTF-8'")
+            raise DataError(f"holds {what}", file=raw.label, column=name, rows=data_rows)
+
+
+def _check_no_swallowed_lines(raw: _Raw, delim: str, skip: int, n_read: int, columns: list[str]) -> None:
+    """A stray quote makes the parser read every following line into one cell: the file has
+    more lines than rows read. Refuse it naming the row and column where the quote opens."""
+    data = _raw_bytes(raw)
+    if b'"' not in data:
+        return
+    lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+    blank = data.count(b"\n\n") + data.count(b"\n\r\n")
+    expected = lines - 1 - skip - blank
+    if n_read >= expected:
+        return
+    text_lines = data.split(b"\n")
+    open_at = None
+    for index, line in enumerate(text_lines[1 + skip:], start=1):
+        if line.count(b'"') % 2:
+            open_at = (index, line)
+            break
+    if open_at is None:
+        return
+    row, line = open_at
+    before = line[:line.index(b'"')]
+    field = before.count(delim.encode())
+    column = columns[field] if field < len(columns) else None
+    raise DataError(f"a quote (\") opens and never closes: the parser would read the next "
+                    f"{expected - n_read:,} line(s) into one cell (remove the stray quote or quote the "
+                    "whole field)", file=raw.label, column=column, rows=[row])
 
 
 def _header_names(raw: _Raw, delim: str, skip: int) -> list[str]:
@@ -428,6 +525,14 @@ def _header_names(raw: _Raw, delim: str, skip: int) -> list[str]:
 
 
 def _read_parquet(raw: _Raw) -> pa.Table:
+    max_rows = _max_rows()
+    try:
+        rows = pq.ParquetFile(raw.source()).metadata.num_rows     # the footer: nothing decoded yet
+    except Exception as exc:   # pyarrow raises several types for corrupt files
+        raise DataError(f"unreadable Parquet file ({str(exc).splitlines()[0]})", file=raw.label) from None
+    if rows > max_rows:
+        raise DataError(f"has {rows:,} rows, more than {max_rows:,} (EXECAL_MAX_ROWS): ingest it as a "
+                        "partitioned dataset instead", file=raw.label)
     try:
         table = pq.read_table(raw.source())
     except Exception as exc:   # pyarrow raises several types for corrupt files
@@ -654,9 +759,28 @@ _EPOCH_UNITS = ((1e11, "s", 10**9), (1e14, "ms", 10**6), (1e17, "us", 10**3), (n
 
 
 def _epoch_to_utc(values: np.ndarray, ok: np.ndarray) -> tuple[pd.Series, np.ndarray, str]:
-    """Numbers since the epoch -> (datetime64[ns, UTC] series, mask of unusable values, unit)."""
-    mag = np.abs(values[ok]) if values.dtype.kind == "f" else np.abs(values[ok]).astype(np.float64)
-    med = float(np.median(mag)) if len(mag) else 0.0
+    """Numbers since the epoch -> (datetime64[ns, UTC] series, mask of unusable values, unit).
+
+    The unit is read from each value's magnitude (s ~1.7e9, ms ~1.7e12, us ~1.7e15, ns ~1.7e18
+    for dates of this era: three orders of magnitude apart), so a column mixing seconds and
+    milliseconds is read right value by value; `unit` is then "mixed: 120 s, 80 ms"."""
+    mag = np.abs(values).astype(np.float64)
+    ok = ok & np.isfinite(mag)
+    classes = np.searchsorted(np.array([u[0] for u in _EPOCH_UNITS[:-1]]), np.where(ok, mag, 0.0), side="right")
+    present = np.unique(classes[ok])
+    if present.size > 1:
+        ts = pd.Series(pd.NaT, index=range(len(values)), dtype="datetime64[ns, UTC]")
+        bad = ~ok
+        parts = []
+        for c in present:
+            mine = ok & (classes == c)
+            sub_vals = values.astype(np.float64) if values.dtype.kind == "f" else values
+            t_c, b_c, unit_c = _epoch_to_utc(np.where(mine, sub_vals, sub_vals.dtype.type(0)), mine)
+            ts[mine] = t_c[mine]
+            bad = bad | (mine & b_c)
+            parts.append(f"{int(mine.sum())} {unit_c}")
+        return ts, bad, "mixed: " + ", ".join(parts)
+    med = float(np.median(mag[ok])) if ok.any() else 0.0
     unit, factor = next((u, f) for limit, u, f in _EPOCH_UNITS if med < limit)
     if values.dtype.kind in "iu":
         vals = values.astype(np.int64)
@@ -713,13 +837,36 @@ def _to_utc(series: pd.Series, column: str, source: str, notes: list[str],
     text = series.astype("str").str.strip()
     present = (text.notna() & (text != "")).to_numpy()
     numbers = pd.to_numeric(text, errors="coerce")
-    if numbers.notna().sum() > 0.5 * max(present.sum(), 1):
+    is_number = numbers.notna().to_numpy()
+    if is_number.sum() > 0.5 * max(present.sum(), 1):
         vals = numbers.to_numpy(np.float64, na_value=np.nan)
         if numbers.dtype.kind in "iu":
             vals = numbers.to_numpy(np.int64)
-        return _epoch_checked(vals, np.isfinite(vals.astype(np.float64)), column, source, notes,
-                              rows, index)
+        ts, bad = _epoch_checked(vals, np.isfinite(vals.astype(np.float64)), column, source, notes,
+                                 rows, index)
+        other = present & ~is_number
+        if other.any():             # the rest may be ISO text: read it as such, say so
+            iso = pd.to_datetime(text[other], format="ISO8601", utc=True, errors="coerce")
+            got = iso.notna().to_numpy()
+            if got.any():
+                ts = ts.copy()
+                ts.iloc[np.flatnonzero(other)[got]] = iso[got].astype("datetime64[ns, UTC]").to_numpy()
+                bad = bad.copy()
+                bad[np.flatnonzero(other)[got]] = False
+                notes.append(f"column '{column}': {int(got.sum())} ISO-8601 text value(s) among the epoch "
+                             f"numbers, each read as written")
+        return ts, bad
     ts = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")
+    if is_number.any() and ts.isna().any():   # a minority of epoch numbers among ISO text
+        mixed = is_number & ts.isna().to_numpy()
+        vals = numbers.to_numpy(np.float64, na_value=np.nan)
+        epoch_ts, epoch_bad = _epoch_checked(np.where(mixed, vals, np.nan), mixed, column, source, [], rows, index)
+        fill = mixed & ~epoch_bad
+        if fill.any():
+            ts = ts.astype("datetime64[ns, UTC]").copy()
+            ts.iloc[np.flatnonzero(fill)] = epoch_ts.iloc[np.flatnonzero(fill)].to_numpy()
+            notes.append(f"column '{column}': {int(fill.sum())} epoch number(s) among the ISO-8601 text, "
+                         f"each read by its magnitude")
     bad = ts.isna().to_numpy()
     if bad.all() and n:
         first = _first_values(series, np.ones(n, dtype=bool))
@@ -746,7 +893,16 @@ def _epoch_checked(values: np.ndarray, ok: np.ndarray, column: str, source: str,
                             f"microseconds or nanoseconds since 1970 (they would mean "
                             f"{typical:%Y-%m-%d}); use ISO-8601 text such as 2024-01-31T12:00:00Z",
                             file=source, column=column, rows=rows[:5].tolist())
-    notes.append(f"column '{column}': epoch numbers read as {_UNIT_WORD[unit]}")
+    if unit.startswith("mixed"):
+        notes.append(f"column '{column}': epoch numbers in mixed units, each read by its magnitude "
+                     f"({unit.split(': ', 1)[1]})")
+    else:
+        notes.append(f"column '{column}': epoch numbers read as {_UNIT_WORD[unit]}")
+    if (~bad).any():                 # single values that land before 1990 are not timestamps
+        early = ~bad & (ts < _EPOCH_PLAUSIBLE_FROM).to_numpy()
+        if early.any():
+            ts = ts.where(~early)
+            bad = bad | early
     return ts.set_axis(index), bad
 
 
@@ -843,11 +999,11 @@ def _validate(frame: pd.DataFrame, kind: str, *, source: str, rows: np.ndarray |
     missing = [c for c in REQUIRED[kind] if c not in frame.columns]
     if missing:
         raise DataError(f"required column(s) for '{kind}' missing: {', '.join(missing)}. "
-                        f"Found columns: {', '.join(map(str, found)) or '(none)'}", file=source)
+                        f"Found columns: {', '.join(map(short_name, found)) or '(none)'}", file=source)
     if n == 0:
         raise DataError("has no data rows", file=source)
     keep_cols = _column_order(kind, frame.columns)
-    ignored = [str(c) for c in frame.columns if c not in keep_cols]
+    ignored = [short_name(c) for c in frame.columns if c not in keep_cols]
     if ignored:
         report.warnings.append(f"ignored columns (not used for {kind}): {', '.join(ignored)}")
 
@@ -862,6 +1018,12 @@ def _validate(frame: pd.DataFrame, kind: str, *, source: str, rows: np.ndarray |
         ts, bad = _to_utc(frame[col], col, source, notes, rows)
         if col == "timestamp" or col in REQUIRED[kind]:
             drops.add(bad, f"unparseable or missing {col}", col)
+        if col == "timestamp":      # market data cannot come from the future: a unit error
+            horizon = pd.Timestamp.now(tz="UTC") + pd.Timedelta(days=1)
+            future = (ts > horizon).to_numpy()
+            if future.any():
+                drops.add(future, f"timestamp in the future (after {horizon:%Y-%m-%d}; e.g. "
+                                  f"{ts[future].iloc[0]:%Y-%m-%d}): a wrong time unit?", col)
         out[col] = ts
         hash_keys.append(ts.to_numpy("datetime64[ns]").view(np.int64))
 
@@ -928,6 +1090,20 @@ def _validate(frame: pd.DataFrame, kind: str, *, source: str, rows: np.ndarray |
                                   else out[c][keep].reset_index(drop=True)) for c in keep_cols})
     kept_rows = rows[keep]
     if kind == "fills":
+        ratio = clean["exec_price"].to_numpy() / clean["arrival_price"].to_numpy()
+        absurd = ~((ratio > 1.0 / MAX_PRICE_RATIO) & (ratio < MAX_PRICE_RATIO))
+        if absurd.any():
+            where = np.flatnonzero(absurd)
+            rec = DropRecord(f"exec_price and arrival_price differ by more than {MAX_PRICE_RATIO:g}x "
+                             "(a price in another unit or a typo)", "exec_price", int(where.size),
+                             kept_rows[where[:5]].tolist())
+            report.dropped.append(rec)
+            if sum(d.count for d in report.dropped) > MAX_DROP_FRACTION * report.rows_read:
+                raise DataError(f"{where.size} of {report.rows_read} fills have exec_price and arrival_price "
+                                f"more than {MAX_PRICE_RATIO:g}x apart: prices in different units?",
+                                file=source, column="exec_price", rows=rec.first_rows)
+            clean = clean.loc[~absurd].reset_index(drop=True)
+            kept_rows = kept_rows[~absurd]
         clean["cost_bps"] = (clean["side"].to_numpy(np.float64)
                              * (clean["exec_price"].to_numpy() / clean["arrival_price"].to_numpy() - 1.0)
                              * 1e4)

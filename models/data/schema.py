@@ -97,6 +97,17 @@ def side_sign(side: Any) -> int:
 # --- errors and reports ----------------------------------------------------------------------
 
 
+MAX_NAME_CHARS = 120     # a user's column or file name shown longer than this is cut (a 1 MB header)
+
+
+def short_name(name) -> str:
+    """A user-supplied name as shown in messages and summaries: cut past MAX_NAME_CHARS."""
+    text = str(name)
+    if len(text) <= MAX_NAME_CHARS:
+        return text
+    return f"{text[:MAX_NAME_CHARS]}… ({len(text):,} characters)"
+
+
 class DataError(ValueError):
     """A file that cannot be used, with where it went wrong.
 
@@ -111,9 +122,9 @@ class DataError(ValueError):
         self.rows = list(rows or [])
         parts = []
         if file:
-            parts.append(f"{file}:")
+            parts.append(f"{short_name(file)}:")
         if column:
-            parts.append(f"column '{column}':")
+            parts.append(f"column '{short_name(column)}':")
         parts.append(message)
         if self.rows:
             shown = ", ".join(str(r) for r in self.rows[:5])
@@ -163,10 +174,10 @@ class Dataset:
         def uniq(col):
             return sorted(map(str, f[col].dropna().unique()))[:200] if col in f.columns else []
         return {
-            "file": self.source,
+            "file": short_name(self.source),
             "kind": self.kind,
             "rows": int(len(f)),
-            "columns": [str(c) for c in f.columns],
+            "columns": [short_name(c) for c in f.columns],
             "start": ts.min().isoformat() if ts is not None and len(f) else None,
             "end": ts.max().isoformat() if ts is not None and len(f) else None,
             "symbols": uniq("symbol"),
