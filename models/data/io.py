@@ -322,7 +322,7 @@ def _check_text(head: bytes, label: str) -> None:
     try:
         head.decode("utf-8")
     except UnicodeDecodeError as exc:
-        if exc.start < len(head) - 4:   # a multi-byte character cut by the head is fine
+        if exc.start < len(head) - 4 or len(head) < _HEAD_BYTES:   # a character cut by the head is fine
             raise DataError("is not UTF-8 text (save it as 'CSV UTF-8')", file=label) from None
 
 
@@ -846,7 +846,7 @@ def _to_utc(series: pd.Series, column: str, source: str, notes: list[str],
                                  rows, index)
         other = present & ~is_number
         if other.any():             # the rest may be ISO text: read it as such, say so
-            iso = pd.to_datetime(text[other], format="ISO8601", utc=True, errors="coerce")
+            iso = _iso_to_utc(text[other])
             got = iso.notna().to_numpy()
             if got.any():
                 ts = ts.copy()
@@ -856,11 +856,15 @@ def _to_utc(series: pd.Series, column: str, source: str, notes: list[str],
                 notes.append(f"column '{column}': {int(got.sum())} ISO-8601 text value(s) among the epoch "
                              f"numbers, each read as written")
         return ts, bad
-    ts = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")
+    ts = _iso_to_utc(text)
     if is_number.any() and ts.isna().any():   # a minority of epoch numbers among ISO text
         mixed = is_number & ts.isna().to_numpy()
         vals = numbers.to_numpy(np.float64, na_value=np.nan)
-        epoch_ts, epoch_bad = _epoch_checked(np.where(mixed, vals, np.nan), mixed, column, source, [], rows, index)
+        try:
+            epoch_ts, epoch_bad = _epoch_checked(np.where(mixed, vals, np.nan), mixed, column, source, [],
+                                                 rows, index)
+        except DataError:            # numbers that are no epoch at all: those rows stay unparseable
+            epoch_ts, epoch_bad = ts, np.ones(n, dtype=bool)
         fill = mixed & ~epoch_bad
         if fill.any():
             ts = ts.astype("datetime64[ns, UTC]").copy()
@@ -880,6 +884,22 @@ _UNIT_WORD = {"s": "seconds", "ms": "milliseconds", "us": "microseconds", "ns": 
 # epoch numbers whose typical value lands before this are not epoch timestamps (e.g. 20240301
 # read as seconds is 1970-08-23): refuse rather than guess
 _EPOCH_PLAUSIBLE_FROM = pd.Timestamp("1990-01-01", tz="UTC")
+
+
+def _iso_to_utc(text: pd.Series) -> pd.Series:
+    """ISO-8601 text -> UTC; what does not start like a date ('2024-...') or falls outside pandas'
+    range (year 1677-2262) is NaT rather than an exception."""
+    dated = text.str.match(r"^\d{4}-?\d{2}", na=False)
+    try:
+        return pd.to_datetime(text.where(dated), format="ISO8601", utc=True, errors="coerce")
+    except (pd.errors.OutOfBoundsDatetime, OverflowError, ValueError):
+        out = pd.Series(pd.NaT, index=text.index, dtype="datetime64[ns, UTC]")
+        for i in np.flatnonzero(dated.to_numpy()):
+            try:
+                out.iloc[i] = pd.to_datetime(text.iloc[i], format="ISO8601", utc=True)
+            except (pd.errors.OutOfBoundsDatetime, OverflowError, ValueError):
+                pass
+        return out
 
 
 def _epoch_checked(values: np.ndarray, ok: np.ndarray, column: str, source: str,

@@ -172,7 +172,7 @@ class Dataset:
         f = self.frame
         ts = f["timestamp"] if "timestamp" in f.columns else None
         def uniq(col):
-            return sorted(map(str, f[col].dropna().unique()))[:200] if col in f.columns else []
+            return [short_name(v) for v in sorted(map(str, f[col].dropna().unique()))[:200]] if col in f.columns else []
         return {
             "file": short_name(self.source),
             "kind": self.kind,
