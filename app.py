@@ -10,6 +10,7 @@ Settings (arguments of `create_app`, else environment, else default):
     EXECAL_CACHE_DIR       the private cache directory (created 0700), default ~/.cache/execal
     EXECAL_SAMPLE_DIR      bundled sample files, default sample_data/ beside this file
     EXECAL_MAX_UPLOAD_MB   upload limit in MB, default 200 (enforced by the server, not the browser)
+    EXECAL_ALLOWED_HOSTS   host names requests may use, comma-separated (default: loopback only; * = any)
 
 This module only wires: panels live in components/, numerics in models/.
 """
@@ -23,7 +24,7 @@ import dash
 import dash_bootstrap_components as dbc  # noqa: F401  (registers the component library)
 
 from execal.components import layout as shell
-from execal.components import results, store
+from execal.components import results, security, store
 
 ROOT = Path(__file__).resolve().parent
 log = logging.getLogger("execal")
@@ -49,6 +50,7 @@ def create_app(*, cache_dir: str | None = None, sample_dir: str | None = None,
     )
     # the base64 upload travels inside one JSON request; bigger requests are refused before parsing
     app.server.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
+    security.attach(app, settings.max_request_bytes)    # CSP and friends, allowed hosts, chunked bodies
     store.attach(app, store.SessionStore(cache))
     results.attach(app, results.ResultStore(cache))
     shell.attach_settings(app, settings)
@@ -57,7 +59,7 @@ def create_app(*, cache_dir: str | None = None, sample_dir: str | None = None,
     # Dash finishes its setup (script registry) on the first request, and that is not thread-safe: two
     # concurrent first requests to a threaded gunicorn worker can 500 on the JS bundles ("not a
     # registered library"). One request here, before the worker serves anyone, does it single-threaded.
-    warm = app.server.test_client().get("/")
+    warm = app.server.test_client().get("/", environ_overrides={security.WARMUP_KEY: True})
     if warm.status_code != 200:
         raise RuntimeError(f"execal failed to start: GET / answered {warm.status_code}")
     return app
