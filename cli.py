@@ -220,6 +220,7 @@ def cmd_calibrate(args) -> int:
 
 
 def cmd_predict(args) -> int:
+    from execal.models.data.csvsafe import neutralise
     from execal.models.impact.config import load_config, predict_from_config
 
     config = load_config(args.config)
@@ -229,6 +230,7 @@ def cmd_predict(args) -> int:
     if "cost_bps" in frame.columns:
         frame["residual_bps"] = frame["cost_bps"] - frame["predicted_cost_bps"]
     frame["timestamp"] = frame["timestamp"].map(lambda t: t.isoformat())
+    frame = neutralise(frame)          # text cells a spreadsheet would run as formulas
     if args.out:
         frame.to_csv(args.out, index=False)
     else:

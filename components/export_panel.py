@@ -40,6 +40,7 @@ from execal.components.report import build_report, optimizer_status
 from execal.models.impact.config import ConfigError, config_dict, dump_config, load_config, make_provenance
 from execal.models.impact.fit import CalibrationError, Calibrator, result_from_config
 from execal.models.impact.result import Segment, SegmentedResult
+from execal.models.data.csvsafe import neutralise
 from execal.models.data.schema import DataError
 
 log = logging.getLogger(__name__)
@@ -148,7 +149,7 @@ def predictions_chunks(result, chunk_rows: int = CSV_CHUNK_ROWS) -> Iterator[str
     view = F.view_of(result)
     for start in range(0, max(n, 1), chunk_rows):
         block = predictions_frame(result, slice(start, min(start + chunk_rows, n)), view)
-        yield block.to_csv(index=False, header=start == 0, float_format="%.10g", lineterminator="\n",
+        yield neutralise(block).to_csv(index=False, header=start == 0, float_format="%.10g", lineterminator="\n",
                            date_format="%Y-%m-%dT%H:%M:%S.%fZ")
 
 
