@@ -94,21 +94,48 @@ def fit_half_life(tau, curve, *, rising: bool, horizon_s: float):
     return sol, at_bound
 
 
-HALF_LIFE_GRID = np.geomspace(1e-3, 1e4, 700)
+HALF_LIFE_GRID = np.geomspace(1e-3, 1e4, 500)
 
 
 def profile_half_lives(tau, curves: np.ndarray, rising: bool, horizon_s: float) -> np.ndarray:
     """Least-squares h of each row of `curves` (B, K; NaN = not observed) over a log grid of
-    700 values in [1 ms, 100·horizon] (3 % apart): the weighted sums of squares of every row
+    500 values in [1 ms, 100·horizon] (3.3 % apart): the weighted sums of squares of every row
     against every grid model are three matrix products, no loop over rows."""
     grid = HALF_LIFE_GRID[HALF_LIFE_GRID <= 100.0 * horizon_s]
     M = recovery_model(tau[None, :], grid[:, None], rising)            # (H, K)
     w = np.isfinite(curves).astype(np.float64)
     c = np.where(w > 0, curves, 0.0)
     sse = (w * c * c).sum(axis=1)[:, None] - 2.0 * (c @ M.T) + w @ (M * M).T
-    best = grid[np.argmin(sse, axis=1)]
+    k = np.clip(np.argmin(sse, axis=1), 1, grid.size - 2)
+    rows = np.arange(sse.shape[0])
+    # parabola through the three grid points around the minimum, in log h (the grid is geometric)
+    y0, y1, y2 = sse[rows, k - 1], sse[rows, k], sse[rows, k + 1]
+    curvature = y0 - 2.0 * y1 + y2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        shift = np.where(curvature > 0, 0.5 * (y0 - y2) / curvature, 0.0)
+    step = math.log(grid[1] / grid[0])
+    best = np.exp(np.log(grid[k]) + np.clip(shift, -1.0, 1.0) * step)
     best[w.sum(axis=1) < 3] = np.nan
     return best
+
+
+def _nan_quantile(a: np.ndarray, q: float) -> np.ndarray:
+    """Per-column q-quantile of `a` ignoring NaN (nearest rank), NaN where a column is empty: one
+    sort instead of numpy's column-by-column nanpercentile."""
+    s = np.sort(a, axis=0)                       # NaN sort last
+    n = np.isfinite(a).sum(axis=0)
+    idx = np.clip(np.rint(q * (n - 1)).astype(np.int64), 0, None)
+    out = s[idx, np.arange(a.shape[1])]
+    out[n == 0] = np.nan
+    return out
+
+
+def _median_rows(z: np.ndarray) -> np.ndarray:
+    """Median over rows (sweeps) per column; the transpose is copied so the partition runs on
+    contiguous memory (5x faster than along axis 0)."""
+    if np.isfinite(z).all():
+        return np.median(np.ascontiguousarray(z.T), axis=1)
+    return _nan_quantile(z, 0.5)
 
 
 def _trailing_median(t_ns: np.ndarray, values: np.ndarray, window_s: float) -> np.ndarray:
@@ -196,8 +223,7 @@ class Resilience(Estimator):
 
     def _depth_view(self, tau, z):
         """(median ratio m, recovered share x (NaN before τ_min), τ_min, m_min) or Nones without a dip."""
-        with np.errstate(all="ignore"):
-            m = np.nanmedian(z, axis=0)
+        m = _median_rows(z)
         settle = self._settle(tau)
         k = int(np.nanargmin(np.where(settle, m, np.nan)))
         m_min = m[k]
@@ -331,10 +357,8 @@ class Resilience(Estimator):
         h = h[np.isfinite(h)]
         se = float(np.std(h, ddof=1)) if h.size >= 10 else math.nan
         seen = np.isfinite(shifted).sum(axis=0) >= 10
-        lo, hi = nan_band.copy(), nan_band.copy()
-        if seen.any():
-            lo[seen] = np.nanpercentile(shifted[:, seen], 2.5, axis=0)
-            hi[seen] = np.nanpercentile(shifted[:, seen], 97.5, axis=0)
+        lo, hi = _nan_quantile(shifted, 0.025), _nan_quantile(shifted, 0.975)
+        lo[~seen] = hi[~seen] = np.nan
         return se, lo, hi
 
     # -- evaporation
