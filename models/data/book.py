@@ -118,6 +118,35 @@ def levels_matrix(prices, quantities, counts, levels: int) -> tuple[np.ndarray, 
     return px, sz
 
 
+def walk_each(px: np.ndarray, sz: np.ndarray, sizes, mid, side: int | np.ndarray = +1) -> np.ndarray:
+    """Cost in bps of ONE market order per row: row i of (px, sz) (n, levels; level 0 the best;
+    asks for buys, bids for sells) walked with `sizes[i]` and priced against `mid[i]`:
+    `(VWAP / mid − 1)·1e4·side` (side a scalar or one per row). The per-row twin of `walk_book`
+    (which prices every size against every snapshot): a child order of a schedule meets one book.
+    NaN beyond the visible depth; NaN or non-positive sizes in the book count as empty levels."""
+    px = np.asarray(px, dtype=np.float64)
+    sz = np.asarray(sz, dtype=np.float64)
+    sizes = np.asarray(sizes, dtype=np.float64).reshape(-1)
+    if px.ndim != 2 or px.shape != sz.shape or sizes.size != px.shape[0]:
+        raise ValueError("walk_each: px, sz must be (n, levels) and sizes (n,)")
+    usable = np.isfinite(px) & np.isfinite(sz) & (sz > 0)
+    qty = np.where(usable, sz, 0.0)
+    cum = np.cumsum(qty, axis=1)
+    notional = np.cumsum(np.where(usable, px * qty, 0.0), axis=1)
+    n, n_lev = px.shape
+    if n_lev == 0:
+        return np.full(n, np.nan)
+    k = np.minimum((cum < sizes[:, None]).sum(axis=1), n_lev - 1)      # the level that fills the last unit
+    rows = np.arange(n)
+    prev = np.maximum(k - 1, 0)
+    before_q = np.where(k > 0, cum[rows, prev], 0.0)
+    before_n = np.where(k > 0, notional[rows, prev], 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        vwap = (before_n + (sizes - before_q) * px[rows, k]) / sizes
+        vwap[(sizes > cum[:, -1]) | ~(sizes > 0)] = np.nan
+        return (vwap / np.asarray(mid, dtype=np.float64) - 1.0) * 1e4 * np.asarray(side)
+
+
 def book_arrays(book: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """bid_px, bid_sz, ask_px, ask_sz of a wide "book" frame, each (n_snapshots, n_levels)
     float64, level 0 the best; missing levels stay NaN."""

@@ -9,7 +9,7 @@ mid in force just before each order beside it, which is what the propagator and 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -90,6 +90,18 @@ class VenueData:
     def span_s(self) -> float:
         t = self.events.t_ns
         return float(t[-1] - t[0]) / 1e9 if len(t) > 1 else 0.0
+
+    def between(self, start_ns: int | None = None, end_ns: int | None = None) -> "VenueData":
+        """The events and trades in [start_ns, end_ns) (a training or test period)."""
+        ev, tr = self.events, self.trades
+        lo = 0 if start_ns is None else int(np.searchsorted(ev.t_ns, start_ns, side="left"))
+        hi = len(ev) if end_ns is None else int(np.searchsorted(ev.t_ns, end_ns, side="left"))
+        tlo = 0 if start_ns is None else int(np.searchsorted(tr.t_ns, start_ns, side="left"))
+        thi = len(tr) if end_ns is None else int(np.searchsorted(tr.t_ns, end_ns, side="left"))
+        events = BookEvents(ev.t_ns[lo:hi], ev.update_id[lo:hi], ev.bid_px[lo:hi], ev.bid_sz[lo:hi],
+                            ev.ask_px[lo:hi], ev.ask_sz[lo:hi], size_unit=ev.size_unit, meta=dict(ev.meta))
+        trades = Trades(tr.t_ns[tlo:thi], tr.price[tlo:thi], tr.qty[tlo:thi], tr.side[tlo:thi])
+        return replace(self, events=events, trades=trades)
 
     def tick(self) -> float:
         """The price grid step, the smallest positive gap between distinct book prices seen."""

@@ -88,6 +88,16 @@ def solve_kernel(C: np.ndarray, S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return g, np.concatenate([[0.0], np.cumsum(g)])
 
 
+def volume_weights(qty, exponent: float) -> np.ndarray:
+    """w = (v / median v)^ψ scaled to mean 1 (ones for ψ = 0): how much an order of size v
+    counts in the kernel, relative to an average one."""
+    qty = np.asarray(qty, dtype=np.float64)
+    if exponent == 0:
+        return np.ones_like(qty)
+    w = (qty / np.median(qty)) ** exponent
+    return w / w.mean()
+
+
 def propagate(sign, G) -> np.ndarray:
     """m_n = Σ_{k≥1} G(k)·ε_{n−k} (G[0] is ignored: an order does not move the mid it meets)."""
     s = np.asarray(sign, dtype=np.float64)
@@ -105,17 +115,21 @@ class Propagator(Estimator):
     """Sign memory, response and propagator kernel of one venue's order flow.
 
     max_lag: kernel length L (capped at N/10 with a warning); fit_lags: (first, last) lag of the
-    power-law fits (None: 1..L); aggregate: merge the prints of one taker order; n_boot / block /
-    seed: the moving-block bootstrap (block None: max(1.5·L, N/40) orders)."""
+    power-law fits (None: 1..L); aggregate: merge the prints of one taker order; volume_exponent
+    ψ: the kernel acts on x_n = ε_n·w_n, w = (v/median v)^ψ scaled to mean 1 (0: the classic
+    sign-only TIM1; the sign-memory exponent always uses the signs); n_boot / block / seed: the
+    moving-block bootstrap (block None: max(1.5·L, N/40) orders)."""
 
     name = "propagator"
     label = "Propagator (transient impact)"
 
     def __init__(self, max_lag: int = 100, fit_lags: tuple[int, int] | None = None,
-                 aggregate: bool = True, n_boot: int = 200, block: int | None = None, seed: int = 0):
+                 aggregate: bool = True, volume_exponent: float = 0.0, n_boot: int = 200,
+                 block: int | None = None, seed: int = 0):
         self.max_lag = int(max_lag)
         self.fit_lags = fit_lags
         self.aggregate = bool(aggregate)
+        self.volume_exponent = float(volume_exponent)
         self.n_boot = int(n_boot)
         self.block = block
         self.seed = int(seed)
@@ -159,9 +173,10 @@ class Propagator(Estimator):
         n = len(tape)
         L, lo, hi = self._lags(n, warnings)
         eps, mid = tape.sign, tape.mid_bps
-        C = sign_correlation(eps, L)
+        x = eps * volume_weights(tape.qty, self.volume_exponent)
+        C = sign_correlation(x, L)
         rho = sign_correlation(eps, L, centred=True)
-        S = differential_response(eps, mid, L)
+        S = differential_response(x, mid, L)
         R = response_function(S)
         try:
             g, G = solve_kernel(C, S)
@@ -175,7 +190,7 @@ class Propagator(Estimator):
         bands = {}
         boot_msg = "no bootstrap"
         if self.n_boot > 0:
-            se, bands, boot_msg, boot_warn = self._bootstrap(eps, mid, L, lo, hi, params)
+            se, bands, boot_msg, boot_warn = self._bootstrap(eps, x, mid, L, lo, hi, params)
             warnings += boot_warn
         for what, fit in (("sign autocorrelation", sign_fit), ("kernel G", kernel_fit)):
             if not math.isfinite(fit.exponent):
@@ -188,7 +203,7 @@ class Propagator(Estimator):
             warnings.append(f"sign memory exponent γ = {sign_fit.exponent:.3g} is outside (0, 1): "
                             "not long memory in the usual sense")
         ok = math.isfinite(sign_fit.exponent) and math.isfinite(kernel_fit.exponent)
-        metrics = {"orders": n, "max_lag": L, "fit_lag_min": lo, "fit_lag_max": hi,
+        metrics = {"orders": n, "max_lag": L, "volume_exponent": self.volume_exponent, "fit_lag_min": lo, "fit_lag_max": hi,
                    "mean_sign": float(eps.mean()), "gamma_r2": sign_fit.r2, "kernel_r2": kernel_fit.r2,
                    "beta_diffusive": (1 - sign_fit.exponent) / 2 if ok else math.nan,
                    "prints_per_order": (len(data.trades) / n) if isinstance(data, VenueData) else 1.0}
@@ -210,10 +225,11 @@ class Propagator(Estimator):
                                report=report, warnings=tuple(warnings), metrics=metrics, curves=curves,
                                settings=self.get_params(), data_info=data_info(data))
 
-    def _bootstrap(self, eps, mid, L, lo, hi, point):
+    def _bootstrap(self, eps, x, mid, L, lo, hi, point):
         warnings = []
         r = np.diff(mid)
         s = eps[:r.size]
+        xs = x[:r.size]
         n = r.size
         block = int(self.block or max(math.ceil(1.5 * L), math.ceil(n / 40)))
         if block <= L:
@@ -226,18 +242,20 @@ class Propagator(Estimator):
             return ({k: math.nan for k in point}, {}, "bootstrap skipped (fewer than 2 blocks)",
                     warnings + ["bootstrap skipped: fewer than two blocks"])
         sb = s[:nb * block].reshape(nb, block)
+        xb = xs[:nb * block].reshape(nb, block)
         rb = r[:nb * block].reshape(nb, block)
         pairs = block - np.arange(L + 1, dtype=np.float64)          # pairs per block at lag ℓ
-        cc = lagged_sums(sb, sb, L)                                  # (nb, L+1) raw sign products
-        cs = lagged_sums(sb, rb, L - 1)                              # (nb, L)   sign x return
+        cx = lagged_sums(xb, xb, L)                                  # (nb, L+1) raw x products
+        cs = lagged_sums(xb, rb, L - 1)                              # (nb, L)   x · return
+        cc = lagged_sums(sb, sb, L) if self.volume_exponent else cx  # sign products (memory)
         sum_s = sb.sum(axis=1)
         W = block_bootstrap_weights(nb, self.n_boot, self.seed)
         wsum = W.sum(axis=1)[:, None]
-        C_b = (W @ cc) / (wsum * pairs)
+        C_b = (W @ cx) / (wsum * pairs)
         S_b = (W @ cs) / (wsum * pairs[:L])
         mean_b = (W @ sum_s)[:, None] / (wsum * block)
-        # centred autocorrelation per resample: E[ε ε'] − mean², normalised at lag 0
-        cov_b = C_b - mean_b ** 2
+        # centred sign autocorrelation per resample: E[ε ε'] − mean², normalised at lag 0
+        cov_b = (W @ cc) / (wsum * pairs) - mean_b ** 2
         rho_b = cov_b / cov_b[:, :1]
         draws = {k: [] for k in point}
         G_b = np.full((self.n_boot, L + 1), np.nan)

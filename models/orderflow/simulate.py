@@ -26,7 +26,7 @@ import pandas as pd
 from scipy.fft import irfft, next_fast_len, rfft
 
 from execal.models.core.params import BPS
-from execal.models.data.book import BookEvents
+from execal.models.data.book import BookEvents, walk_each
 from execal.models.orderflow.data import Trades, TradeTape, VenueData
 from execal.models.orderflow.ofi import ofi_contributions
 from execal.models.orderflow.propagator import propagate
@@ -245,8 +245,8 @@ class MarketTruth:
 def simulate_market(seconds: float = 4 * 3600.0, *, seed: int = 7, levels: int = 10,
                     event_rate_per_s: float = 10.0, order_rate_per_s: float = 4.0, gamma: float = 0.5,
                     g1_bps: float = 0.6, kernel_beta: float = 0.35, support: int = 200,
-                    volume_exponent: float = 0.5, beta0_bps: float = 0.04, depth0: float = 3.0,
-                    depth_log_sd: float = 0.6, depth_tau_s: float = 900.0, pressure_sd: float = 0.35,
+                    volume_exponent: float = 0.5, beta0_bps: float = 0.02, depth0: float = 3.0,
+                    depth_log_sd: float = 0.8, depth_tau_s: float = 900.0, pressure_sd: float = 0.35,
                     pressure_tau_s: float = 120.0, half_spread_bps: float = 0.4, tick_bps: float = 0.3,
                     mid0: float = 60_000.0) -> Simulated:
     """A synthetic venue: book states at `event_rate_per_s` whose log-mid moves by
@@ -315,24 +315,9 @@ def simulate_market(seconds: float = 4 * 3600.0, *, seed: int = 7, levels: int =
     return Simulated(data, {"market": truth})
 
 
-def _walk_rows(px: np.ndarray, sz: np.ndarray, size: np.ndarray) -> np.ndarray:
-    """VWAP of a market order of `size[i]` against row i of (px, sz) (level 0 best); NaN beyond
-    the depth. One cumulative sum and one count per row, no loop."""
-    sz = np.where(np.isfinite(sz) & (sz > 0), sz, 0.0)
-    cum = np.cumsum(sz, axis=1)
-    notional = np.cumsum(np.where(sz > 0, px * sz, 0.0), axis=1)
-    k = np.minimum((cum < size[:, None]).sum(axis=1), px.shape[1] - 1)
-    rows = np.arange(px.shape[0])
-    before_q = np.where(k > 0, cum[rows, np.maximum(k - 1, 0)], 0.0)
-    before_n = np.where(k > 0, notional[rows, np.maximum(k - 1, 0)], 0.0)
-    vwap = (before_n + (size - before_q) * px[rows, k]) / size
-    vwap[size > cum[:, -1]] = np.nan
-    return vwap
-
-
 def simulate_child_orders(market: Simulated, n_parents: int = 600, *, seed: int = 11,
-                          children: tuple[int, int] = (3, 10), interval_s: tuple[float, float] = (2.0, 20.0),
-                          child_depth_share: tuple[float, float] = (0.2, 3.0),
+                          children: tuple[int, int] = (3, 10), interval_s: tuple[float, float] = (1.0, 10.0),
+                          child_depth_share: tuple[float, float] = (0.3, 4.0),
                           warmup_s: float = 120.0) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Parent orders sliced into equal child market orders every Δt, executed in the synthetic
     market: child k walks the book state in force at t_k, every price of which is moved by the
@@ -375,14 +360,22 @@ def simulate_child_orders(market: Simulated, n_parents: int = 600, *, seed: int 
         ell = np.rint(truth.orders_per_s * lag_children * dt[parent[idx]]).astype(np.int64)
         impact[idx] += G[np.clip(np.maximum(ell, 1), 0, G.size - 1)] * w[earlier]
     jc = ev.asof(t_child)
+    # the market's own move from arrival to the child (what nobody can predict but the OFI drift)
+    mid_move = s * (np.log(ev.mid[jc]) - np.log(ev.mid[j0][parent])) * BPS
     shift = np.exp(s * impact / BPS)[:, None]
     px = np.where(s[:, None] > 0, ev.ask_px[jc], ev.bid_px[jc]) * shift
     sz = np.where(s[:, None] > 0, ev.ask_sz[jc], ev.bid_sz[jc])
-    vwap = _walk_rows(px, sz, q)
     arrival_mid = ev.mid[j0]
-    child_frame = pd.DataFrame({"order_id": parent, "child": k, "offset_s": offset, "qty": q,
-                                "side": s, "vwap": vwap, "own_impact_bps": impact})
-    notional = pd.Series(vwap * q).groupby(parent).sum().to_numpy()
+    # cost against the arrival mid, then the price it means
+    vwap = arrival_mid[parent] * (1.0 + walk_each(px, sz, q, arrival_mid[parent], s) / BPS * s)
+    complete = ~pd.Series(np.isnan(vwap)).groupby(parent).any().to_numpy()
+    # the child's walk against the mid it met (the market's mid moved by its own impact)
+    met_mid = ev.mid[jc] * np.exp(s * impact / BPS)
+    walk_bps = walk_each(px, sz, q, met_mid, s)
+    child_frame = pd.DataFrame({"order_id": parent.astype(str), "child": k, "offset_s": offset, "qty": q,
+                                "side": s, "vwap": vwap, "own_impact_bps": impact, "walk_bps": walk_bps,
+                                "mid_move_bps": mid_move})
+    notional = pd.Series(vwap * q).groupby(parent).sum(min_count=1).to_numpy()
     Q = q_child * n_child
     exec_price = notional / Q
     # the venue's daily volatility and volume, for the parent power law's features
@@ -399,5 +392,11 @@ def simulate_child_orders(market: Simulated, n_parents: int = 600, *, seed: int 
         "duration_s": np.maximum(dur, 1.0), "adv": adv, "volatility": sigma_daily, "spread_bps": spread_bps,
         "order_id": np.arange(n_parents).astype(str), "n_children": n_child, "interval_s": dt,
         "arrival_ns": t0})
+    # a parent one of whose children met less visible depth than its size has no realised price:
+    # dropped (and counted), never filled with a guess
+    keep = complete
+    parents = parents[keep].reset_index(drop=True)
+    child_frame = child_frame[np.repeat(keep, n_child)].reset_index(drop=True)
+    parents.attrs["dropped_beyond_depth"] = int((~keep).sum())
     del order, start
     return parents, child_frame
