@@ -5,7 +5,7 @@ Why HAC: the rows these regressions see are consecutive time windows (or lags of
 one market, so their errors are serially dependent; i.i.d. standard errors would be too small.
 Newey–West with the Bartlett kernel and the plug-in lag floor(4·(n/100)^(2/9)) (Newey & West 1994),
 never below the overlap of overlapping windows minus one; the covariance carries the small-sample
-factor n/(n−k) (what statsmodels' `cov_type="HAC"` does with its default `use_correction=True`).
+factor n/(n−k) (statsmodels: `cov_type="HAC"` with `use_correction=True`; the tests compare).
 """
 from __future__ import annotations
 
