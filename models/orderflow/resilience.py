@@ -12,16 +12,19 @@ state before is a biased reference (measured on the real captures: the depth "af
 above the depth "before"). For a sweep at T, with D_ref the median of the hit side's depth over the
 `ref_s` before T, z(τ) = D(T + τ)/D_ref on a grid τ = 0, grid_s, ..., horizon_s (state in force at
 T + τ); the median over sweeps m(τ) (robust to the heavy tails of depth) dips to m_min at τ_min ≤
-`settle_s` (the diff carrying the sweep arrives up to ~100 ms later) and the recovered share is
-x(τ) = (m(τ) − m_min)/(1 − m_min). The spread: excess e(τ) = (s(T + τ) − s_ref)/mid in bps, s_ref
-the median spread over `ref_s` before, averaged over sweeps; peak e_max at τ_max ≤ settle_s;
-y(τ) = e(τ)/e_max.
+`settle_s` (the diff carrying the sweep arrives up to ~100 ms later); the recovered share of the
+dip is x(τ) = (m(τ) − m_min)/(1 − m_min). The spread: excess e(τ) = (s(T + τ) − s_ref)/mid in bps,
+s_ref the median spread over `ref_s` before, averaged over the sweeps that widened it; peak e_max at
+τ_max ≤ settle_s; the share of the widening left is y(τ) = e(τ)/e_max.
 
 Reported: the model-free half-lives (first τ − τ_min where x ≥ ½; first τ − τ_max where y ≤ ½)
-and least-squares fits of exponential recovery x = 1 − 2^(−(τ−τ_min)/h), y = 2^(−(τ−τ_max)/h_s)
-(scipy least_squares, trf, analytic Jacobian): h and h_s in seconds. The spread view uses the sweeps
-that widened the spread. Standard errors: moving-block bootstrap over consecutive sweeps
-(neighbouring recovery windows overlap in time); each resample's h by a profile over a log grid.
+and least-squares fits of exponential recovery, g = 2^(−(τ−τ0)/h): x = a·(1 − g) with a the level
+the depth settles at (`depth_recovery`, 1 = back to usual; the real books overshoot), and
+y = g + b·(1 − g) with b the share of the widening that stays (`spread_residual`) (scipy
+least_squares, trf, analytic Jacobian): the half-lives h (`depth_half_life_s`, `spread_half_life_s`)
+are those of the approach to the settled level. The spread view uses the sweeps that widened it.
+Standard errors: moving-block bootstrap over consecutive sweeps (neighbouring recovery windows
+overlap in time); each resample by a profile over a log grid of h, the amplitude in closed form.
 
 *Liquidity evaporation* is flagged apart from sweeps: a run of book states in which a side's depth
 stays below (1 − `evaporation_share`) of its median over the previous `evaporation_ref_s` for at
@@ -47,6 +50,7 @@ from execal.models.orderflow.spec import OrderFlowModel
 
 LN2 = math.log(2.0)
 MIN_SWEEPS = 10
+AMPLITUDE = {"depth": "depth_recovery", "spread": "spread_residual"}
 
 
 def _crossing(tau: np.ndarray, curve: np.ndarray, rising: bool) -> float:
@@ -62,61 +66,84 @@ def _crossing(tau: np.ndarray, curve: np.ndarray, rising: bool) -> float:
     return float(tau[k]) if x1 == x0 else float(tau[k - 1] + (0.5 - x0) / (x1 - x0) * (tau[k] - tau[k - 1]))
 
 
-def recovery_model(tau, half_life_s, rising: bool) -> np.ndarray:
-    """1 − 2^(−τ/h) (rising: the recovered share of the depth dip) or 2^(−τ/h) (the spread excess)."""
-    decay = np.exp(-LN2 * np.asarray(tau, dtype=np.float64) / half_life_s)
-    return 1.0 - decay if rising else decay
+def recovery_model(tau, amplitude: float, half_life_s: float, rising: bool) -> np.ndarray:
+    """Exponential recovery with half-life h, g = 2^(−τ/h). Rising (the recovered share of the depth
+    dip): a·(1 − g), a the level it settles at (1 = back to the usual depth). Falling (the share of
+    the spread widening left): g + b·(1 − g), b the share that stays (0 = back to the usual spread)."""
+    g = np.exp(-LN2 * np.asarray(tau, dtype=np.float64) / half_life_s)
+    return amplitude * (1.0 - g) if rising else g + amplitude * (1.0 - g)
 
 
-def fit_half_life(tau, curve, *, rising: bool, horizon_s: float):
-    """Least squares of `recovery_model` on (τ, curve) over h (scipy least_squares, trf, analytic
-    Jacobian, h in [1 ms, 100·horizon]); (OptimizeResult, at_bound) or None with < 3 points."""
+def _amplitude_bounds(rising: bool) -> tuple[float, float]:
+    return (0.0, 3.0) if rising else (-1.0, 1.0)
+
+
+def fit_recovery(tau, curve, *, rising: bool, horizon_s: float):
+    """Least squares of `recovery_model` on (τ, curve) over (amplitude, h) (scipy least_squares,
+    trf, analytic Jacobian; h in [1 ms, 100·horizon]); (OptimizeResult, names at a bound) or None
+    with fewer than four finite points."""
     ok = np.isfinite(curve)
     t, y = np.asarray(tau)[ok], np.asarray(curve)[ok]
-    if t.size < 3:
+    if t.size < 4:
         return None
 
     def resid(p):
-        return recovery_model(t, p[0], rising) - y
+        return recovery_model(t, p[0], p[1], rising) - y
 
     def jac(p):
-        h = p[0]
-        d_h = np.exp(-LN2 * t / h) * LN2 * t / (h * h)
-        return (-d_h if rising else d_h)[:, None]
+        a, h = p
+        g = np.exp(-LN2 * t / h)
+        dg = g * LN2 * t / (h * h)
+        return np.column_stack([1.0 - g, -a * dg if rising else (1.0 - a) * dg])
 
-    lo, hi = 1e-3, 100.0 * horizon_s
+    a_lo, a_hi = _amplitude_bounds(rising)
+    lo, hi = np.array([a_lo, 1e-3]), np.array([a_hi, 100.0 * horizon_s])
     # start from the model-free crossing when there is one (keeps trf away from flat regions)
-    start = _crossing(t, y, rising)
-    start = float(np.clip(start if math.isfinite(start) and start > 0 else horizon_s / 20, 2e-3, hi / 2))
-    sol = least_squares(resid, [start], jac=jac, bounds=([lo], [hi]), method="trf", x_scale="jac")
-    h = float(sol.x[0])
-    at_bound = math.isclose(h, lo, rel_tol=1e-6) or math.isclose(h, hi, rel_tol=1e-6)
+    h0 = _crossing(t, y, rising)
+    h0 = float(np.clip(h0 if math.isfinite(h0) and h0 > 0 else horizon_s / 20, 2e-3, hi[1] / 2))
+    late = y[t >= t.max() / 2]
+    a0 = float(np.clip(np.median(late) if late.size else (1.0 if rising else 0.0), a_lo + 1e-3, a_hi - 1e-3))
+    sol = least_squares(resid, [a0, h0], jac=jac, bounds=(lo, hi), method="trf", x_scale="jac")
+    at_bound = tuple(name for name, v, l, u in zip(("amplitude", "half_life_s"), sol.x, lo, hi)
+                     if math.isclose(v, l, rel_tol=1e-6, abs_tol=1e-9) or math.isclose(v, u, rel_tol=1e-6))
     return sol, at_bound
 
 
 HALF_LIFE_GRID = np.geomspace(1e-3, 1e4, 500)
 
 
-def profile_half_lives(tau, curves: np.ndarray, rising: bool, horizon_s: float) -> np.ndarray:
-    """Least-squares h of each row of `curves` (B, K; NaN = not observed) over a log grid of
-    500 values in [1 ms, 100·horizon] (3.3 % apart): the weighted sums of squares of every row
-    against every grid model are three matrix products, no loop over rows."""
+def profile_half_lives(tau, curves: np.ndarray, rising: bool, horizon_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares h of each row of `curves` (B, K; NaN = not observed) over a log grid of 500
+    values in [1 ms, 100·horizon] (3.3 % apart), the amplitude profiled out in closed form (the model
+    is linear in it for a given h): the sums of squares of every row against every grid model are a
+    few matrix products, no loop over rows; the minimum is refined by a parabola in log h.
+    Returns (h, amplitude at the nearest grid h) per row."""
     grid = HALF_LIFE_GRID[HALF_LIFE_GRID <= 100.0 * horizon_s]
-    M = recovery_model(tau[None, :], grid[:, None], rising)            # (H, K)
+    g = np.exp(-LN2 * tau[None, :] / grid[:, None])                    # (H, K)
+    slope = 1.0 - g
+    base = np.zeros_like(g) if rising else g
     w = np.isfinite(curves).astype(np.float64)
     c = np.where(w > 0, curves, 0.0)
-    sse = (w * c * c).sum(axis=1)[:, None] - 2.0 * (c @ M.T) + w @ (M * M).T
+    # Σw(c − base)² and Σw(c − base)·slope per (row, h); the optimal amplitude removes (·)²/Σw·slope²
+    sum_cc = (w * c * c).sum(axis=1)[:, None]
+    r2 = sum_cc - 2.0 * (c @ base.T) + w @ (base * base).T
+    rs = c @ slope.T - w @ (base * slope).T
+    ss = w @ (slope * slope).T
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sse = r2 - np.where(ss > 0, rs * rs / ss, 0.0)
     k = np.clip(np.argmin(sse, axis=1), 1, grid.size - 2)
     rows = np.arange(sse.shape[0])
-    # parabola through the three grid points around the minimum, in log h (the grid is geometric)
     y0, y1, y2 = sse[rows, k - 1], sse[rows, k], sse[rows, k + 1]
     curvature = y0 - 2.0 * y1 + y2
     with np.errstate(invalid="ignore", divide="ignore"):
         shift = np.where(curvature > 0, 0.5 * (y0 - y2) / curvature, 0.0)
     step = math.log(grid[1] / grid[0])
     best = np.exp(np.log(grid[k]) + np.clip(shift, -1.0, 1.0) * step)
-    best[w.sum(axis=1) < 3] = np.nan
-    return best
+    with np.errstate(invalid="ignore", divide="ignore"):
+        amp = rs[rows, k] / ss[rows, k]
+    best[w.sum(axis=1) < 4] = np.nan
+    amp[w.sum(axis=1) < 4] = np.nan
+    return best, amp
 
 
 def _nan_quantile(a: np.ndarray, q: float) -> np.ndarray:
@@ -233,6 +260,7 @@ class Resilience(Estimator):
         x[:k] = np.nan
         return m, x, float(tau[k]), float(m_min)
 
+
     def _spread_view(self, tau, e):
         with np.errstate(all="ignore"):
             mean = np.nanmean(e, axis=0)
@@ -268,34 +296,34 @@ class Resilience(Estimator):
                                     else (np.full(tau.size, np.nan), None, None, None))
         curves.update(depth_ratio=m, spread_excess_bps=s_mean)
         for what, curve, t0, rising in (("depth", x, tau_min, True), ("spread", y, tau_max, False)):
-            key = f"{what}_half_life_s"
+            key, key_a = f"{what}_half_life_s", AMPLITUDE[what]
             if curve is None:
-                params[key] = se[key] = math.nan
+                params[key] = se[key] = params[key_a] = se[key_a] = math.nan
                 warnings.append(f"{what}: the sweeps did not move it (no dip or widening within "
                                 "settle_s on the median/mean): no recovery to measure")
                 continue
             after = tau >= t0 - 1e-12
             metrics[f"{what}_half_life_empirical_s"] = _crossing(tau[after] - t0, curve[after], rising)
-            fitted = fit_half_life(tau[after] - t0, curve[after], rising=rising, horizon_s=self.horizon_s)
+            fitted = fit_recovery(tau[after] - t0, curve[after], rising=rising, horizon_s=self.horizon_s)
             if fitted is None:
-                params[key] = se[key] = math.nan
+                params[key] = se[key] = params[key_a] = se[key_a] = math.nan
                 continue
             sol, at_bound = fitted
             results[what] = (sol, at_bound)
-            params[key] = float(sol.x[0])
+            params[key], params[key_a] = float(sol.x[1]), float(sol.x[0])
             fit_curve = np.full(tau.size, np.nan)
-            fit_curve[after] = recovery_model(tau[after] - t0, sol.x[0], rising)
+            fit_curve[after] = recovery_model(tau[after] - t0, sol.x[0], sol.x[1], rising)
             curves[f"{what}_curve"], curves[f"{what}_fit"] = curve, fit_curve
             metrics[f"{what}_t0_s"] = t0
             if at_bound:
-                warnings.append(f"{what} half-life fit at a bound of [1 ms, {100 * self.horizon_s:g} s]")
-            elif sol.x[0] < self.grid_s:
+                warnings.append(f"{what} recovery fit at a bound ({', '.join(at_bound)})")
+            elif sol.x[1] < self.grid_s:
                 warnings.append(f"{what} comes back within one grid step ({self.grid_s:g} s): its "
                                 "half-life is below what the book updates resolve")
             if not math.isfinite(metrics[f"{what}_half_life_empirical_s"]):
                 warnings.append(f"{what}: the typical sweep does not get half way back within "
                                 f"{self.horizon_s:g} s")
-            se[key], lo, hi = self._bootstrap(tau, z if rising else e_used, rising)
+            se[key], se[key_a], lo, hi = self._bootstrap(tau, z if rising else e_used, rising)
             curves[f"{what}_lo"], curves[f"{what}_hi"] = lo, hi
         metrics["depth_dip"] = (1.0 - m_min) if m_min is not None else math.nan
         metrics["spread_peak_bps"] = peak if peak is not None else math.nan
@@ -328,7 +356,7 @@ class Resilience(Estimator):
             method="least_squares", loss="linear", status=int(first[0].status) if first else None,
             message="; ".join(f"{k}: {s.message}" for k, (s, _) in results.items()) or "nothing fitted",
             success=ok, converged=ok, nfev=sum(int(s.nfev) for s, _ in results.values()),
-            active_bounds=tuple(f"{k}_half_life_s" for k, (_, at_bound) in results.items() if at_bound),
+            active_bounds=tuple(f"{k}.{b}" for k, (_, bounds) in results.items() for b in bounds),
             settings={"share": self.share, "levels": self.levels, "n_boot": self.n_boot})
         return OrderFlowResult(name=self.name, label=self.label, venue=data.venue, symbol=data.symbol,
                                params=params, std_errors=se, report=report, warnings=tuple(warnings),
@@ -337,11 +365,11 @@ class Resilience(Estimator):
 
     def _bootstrap(self, tau, rows, rising):
         """Moving-block bootstrap over consecutive sweeps (blocks of ~n/20): (se of the half-life,
-        2.5 % and 97.5 % bands of the normalised curve on τ − τ0)."""
+        se of the amplitude, 2.5 % and 97.5 % bands of the normalised curve on τ − τ0)."""
         n = rows.shape[0]
         nan_band = np.full(tau.size, np.nan)
         if self.n_boot <= 0 or n < 4:
-            return math.nan, nan_band, nan_band
+            return math.nan, math.nan, nan_band, nan_band
         rng = np.random.default_rng(self.seed)
         block = max(1, n // 20)
         starts = rng.integers(0, n - block + 1, size=(self.n_boot, math.ceil(n / block)))
@@ -353,13 +381,14 @@ class Resilience(Estimator):
             if curve is not None:
                 k = int(round(t0 / self.grid_s))
                 shifted[b, :tau.size - k] = curve[k:]               # aligned on τ − τ0
-        h = profile_half_lives(tau, shifted, rising, self.horizon_s)
-        h = h[np.isfinite(h)]
-        se = float(np.std(h, ddof=1)) if h.size >= 10 else math.nan
+        h, amp = profile_half_lives(tau, shifted, rising, self.horizon_s)
+        ok = np.isfinite(h) & np.isfinite(amp)
+        se_h = float(np.std(h[ok], ddof=1)) if ok.sum() >= 10 else math.nan
+        se_a = float(np.std(amp[ok], ddof=1)) if ok.sum() >= 10 else math.nan
         seen = np.isfinite(shifted).sum(axis=0) >= 10
         lo, hi = _nan_quantile(shifted, 0.025), _nan_quantile(shifted, 0.975)
         lo[~seen] = hi[~seen] = np.nan
-        return se, lo, hi
+        return se_h, se_a, lo, hi
 
     # -- evaporation
 
@@ -400,7 +429,8 @@ class Resilience(Estimator):
         return out
 
     def fix(self, params, data: VenueData) -> OrderFlowResult:
-        """Hand-set half-lives (and amplitudes, default 1) against the measured curves: RMSE."""
+        """Hand-set half-lives (and amplitudes: depth_recovery default 1, spread_residual default 0)
+        against the measured curves: RMSE of each."""
         sw = self.sweeps(data)
         if len(sw) == 0:
             raise CalibrationError(f"{data.label}: no sweep to compare with")
@@ -410,13 +440,14 @@ class Resilience(Estimator):
         spread_view = self._spread_view(tau, e[widened]) if widened.any() else (None, None, None, None)
         for what, view, rising in (("depth", self._depth_view(tau, z), True), ("spread", spread_view, False)):
             h = float(params.get(f"{what}_half_life_s", math.nan))
+            a = float(params.get(AMPLITUDE[what], 1.0 if rising else 0.0))
             fixed[f"{what}_half_life_s"] = h
             curve, t0 = view[1], view[2]
             if curve is None:
                 continue
             model = np.full(tau.size, np.nan)
             after = tau >= t0 - 1e-12
-            model[after] = recovery_model(tau[after] - t0, h, rising)
+            model[after] = recovery_model(tau[after] - t0, a, h, rising)
             metrics[f"{what}_rmse"] = float(np.sqrt(np.nanmean((curve - model) ** 2)))
             curves[f"{what}_curve"], curves[f"{what}_fit"] = curve, model
         return OrderFlowResult(name=self.name, label=self.label, venue=data.venue, symbol=data.symbol,
@@ -427,7 +458,7 @@ class Resilience(Estimator):
 
 RESILIENCE_MODEL = OrderFlowModel(
     name="resilience", label="Resilience after sweeps",
-    formula="recovered share of the depth dip x(τ) = 1 − 2^(−τ/h); spread excess y(τ) = 2^(−τ/h_s)",
+    formula="depth dip recovered x(τ) = a·(1 − 2^(−τ/h)); spread widening left y(τ) = g + b·(1 − g), g = 2^(−τ/h_s)",
     params=(Param("depth_half_life_s", 1.0, 1e-3, 1e4, "s", "time for half of the depth dip to come back"),
             Param("spread_half_life_s", 1.0, 1e-3, 1e4, "s", "time for the spread to close half its widening")),
     reference="Obizhaeva & Wang 2013; Large 2007; Dong, Kempf & Yadav 2007 (resiliency)",

@@ -248,14 +248,17 @@ def simulate_market(seconds: float = 4 * 3600.0, *, seed: int = 7, levels: int =
                     volume_exponent: float = 0.5, beta0_bps: float = 0.02, depth0: float = 3.0,
                     depth_log_sd: float = 0.8, depth_tau_s: float = 900.0, pressure_sd: float = 0.35,
                     pressure_tau_s: float = 120.0, half_spread_bps: float = 0.4, tick_bps: float = 0.3,
-                    mid0: float = 60_000.0) -> Simulated:
+                    refill_half_life_s: float = 1.0, depletion: float = 0.6, widening_bps: float = 1.0,
+                    order_size_log_sd: float = 1.1, mid0: float = 60_000.0) -> Simulated:
     """A synthetic venue: book states at `event_rate_per_s` whose log-mid moves by
     (β0/depth(t))·e_n·ξ per event (e_n the event's best-level OFI; up with probability
     (1 + p(t))/2, p an order-flow pressure OU, so OFI is persistent and predicts the next
     window's move), plus the transient impact of market orders (long-memory signs γ, lognormal
     volumes, kernel G(ℓ) = g1·min(ℓ, support)^(−β) on x = ε·(v/v̄)^ψ) in trade time; the depth
-    follows a log-OU regime. Every recorded book state holds the total mid; trades print at the
-    touch. Returns VenueData and `MarketTruth`."""
+    follows a log-OU regime. A market order takes `depletion`·v/depth (at most 90 %) of the side it
+    hits, every level, and widens the spread by that share × `widening_bps`; both refill with a
+    half-life of `refill_half_life_s` (the largest decayed share missing counts). Every recorded book
+    state holds the total mid; trades print at the touch. Returns VenueData and `MarketTruth`."""
     rng = np.random.default_rng(seed)
     n_ev = int(seconds * event_rate_per_s)
     t_ev = T0_NS + np.cumsum(rng.exponential(1e9 / event_rate_per_s, n_ev)).astype(np.int64)
@@ -277,7 +280,7 @@ def simulate_market(seconds: float = 4 * 3600.0, *, seed: int = 7, levels: int =
     t_tr = t_tr[keep]
     n_tr = t_tr.size
     eps = long_memory_signs(n_tr, gamma, rng)
-    vol = depth0 * 0.15 * rng.lognormal(0.0, 0.9, n_tr)
+    vol = depth0 * 0.15 * rng.lognormal(0.0, order_size_log_sd, n_tr)
     v_bar = float(np.median(vol))
     w = (vol / v_bar) ** volume_exponent
     w_norm = float(w.mean())
@@ -290,12 +293,26 @@ def simulate_market(seconds: float = 4 * 3600.0, *, seed: int = 7, levels: int =
     n_before_ev = np.searchsorted(t_tr, t_ev, side="right")
     total_bps = book_bps + after_all[n_before_ev]
     mid = mid0 * np.exp(total_bps / BPS)
-    bid = mid * math.exp(-half_spread_bps / BPS)
-    ask = mid * math.exp(half_spread_bps / BPS)
+    # depletion: each market order takes a share of the side it hits, which refills with a half-life;
+    # the share missing at t is the largest of the decayed shares, max_n share_n·2^(−(t − t_n)/h),
+    # i.e. exp(−c·t + cummax_n(log share_n + c·t_n)) with c = ln 2 / h: one running maximum
+    c = math.log(2.0) / refill_half_life_s
+    t_ev_s = (t_ev - T0_NS) / 1e9
+    taken = {}
+    for hit_by in (+1, -1):                       # buys take the asks, sells the bids
+        idx = np.flatnonzero(eps == hit_by)
+        at = np.clip(np.searchsorted(t_ev, t_tr[idx], side="right") - 1, 0, n_ev - 1)
+        share = np.clip(depletion * vol[idx] / depth_t[at], 1e-12, 0.9)
+        running = np.maximum.accumulate(np.log(share) + c * (t_tr[idx] - T0_NS) / 1e9)
+        k = np.searchsorted(t_tr[idx], t_ev, side="right") - 1
+        taken[hit_by] = np.where(k >= 0, np.exp(running[np.maximum(k, 0)] - c * t_ev_s), 0.0)
+    widen = widening_bps * np.maximum(taken[+1], taken[-1])
+    bid = mid * np.exp(-(half_spread_bps + widen / 2) / BPS)
+    ask = mid * np.exp((half_spread_bps + widen / 2) / BPS)
     bid_px, ask_px = _ladder(bid, levels, tick_bps, +1), _ladder(ask, levels, tick_bps, -1)
     deeper = lambda: depth_t[:, None] * rng.lognormal(-sd * sd / 2, sd, (n_ev, levels - 1))   # noqa: E731
-    bid_sz = np.column_stack([qb, deeper()])
-    ask_sz = np.column_stack([qa, deeper()])
+    bid_sz = np.column_stack([qb, deeper()]) * (1.0 - taken[-1])[:, None]
+    ask_sz = np.column_stack([qa, deeper()]) * (1.0 - taken[+1])[:, None]
     events = BookEvents(t_ev, np.arange(n_ev, dtype=np.int64), bid_px, bid_sz, ask_px, ask_sz,
                         meta={"venue": "simulated", "symbol": "SYNTH", "market": "simulated"})
     # prints at the touch of the state in force
@@ -311,7 +328,8 @@ def simulate_market(seconds: float = 4 * 3600.0, *, seed: int = 7, levels: int =
                                 "support": support, "volume_exponent": volume_exponent,
                                 "beta0_bps": beta0_bps, "depth0": depth0, "seed": seed,
                                 "seconds": seconds, "half_spread_bps": half_spread_bps,
-                                "tick_bps": tick_bps, "levels": levels})
+                                "tick_bps": tick_bps, "levels": levels,
+                                "refill_half_life_s": refill_half_life_s})
     return Simulated(data, {"market": truth})
 
 
