@@ -36,8 +36,8 @@ from execal.models.core.result import Estimator
 from execal.models.data.book import walk_each
 from execal.models.orderflow.data import TradeTape, VenueData, trade_tape
 from execal.models.orderflow.ofi import OFIRegression, ofi_contributions
-from execal.models.orderflow.propagator import (Propagator, differential_response, sign_correlation,
-                                                 solve_kernel, volume_weights)
+from execal.models.orderflow.propagator import (Propagator, differential_response, propagate,
+                                                 sign_correlation, solve_kernel, volume_weights)
 from execal.models.orderflow.result import OrderFlowResult, data_info, window_label
 from execal.models.orderflow.spec import OrderFlowModel
 
@@ -56,8 +56,7 @@ def profile_volume_exponent(tape: TradeTape, max_lag: int, grid=PSI_GRID) -> tup
             g, _ = solve_kernel(sign_correlation(x, max_lag), differential_response(x, tape.mid_bps, max_lag))
         except (np.linalg.LinAlgError, ValueError):
             continue
-        n = x.size
-        pred = np.convolve(x, g)[:n][:r.size]          # r̂_n = Σ_{k<L} g(k) x_{n−k}
+        pred = propagate(x, np.concatenate([[0.0], g]))[1:][:r.size]    # r̂_n = Σ_{k<L} g(k)·x_{n−k}
         resid = r - pred
         r2[i] = 1.0 - float(resid @ resid) / sst if sst > 0 else np.nan
     if np.all(np.isnan(r2)):
@@ -155,7 +154,8 @@ class BookCostResult(OrderFlowResult):
         out["half_spread_bps"] = half_spread
         out["depth_bps"] = out["walk_bps"] - half_spread
         out["ofi_now"] = ofi_now
-        out.loc[beyond.reindex(range(len(par))).fillna(True).to_numpy(), ["walk_bps", "depth_bps", "total_bps"]] = np.nan
+        unknown = beyond.reindex(range(len(par))).fillna(True).to_numpy()
+        out.loc[unknown, ["walk_bps", "depth_bps", "total_bps"]] = np.nan
         out.attrs["beyond_depth"] = int(beyond.sum())
         return out.rename(columns={"total_bps": "predicted_cost_bps"})
 
@@ -198,7 +198,6 @@ class BookAwareCost(Estimator):
         ofi = OFIRegression(windows_s=(h,), levels=1, step_s=self.drift_step_s).fit(data)
         warnings += [f"drift: {w}" for w in ofi.warnings if not w.startswith("β vs depth")]
         span_s = (tape.t_ns[-1] - tape.t_ns[0]) / 1e9 if len(tape) > 1 else math.nan
-        w = volume_weights(tape.qty, psi)
         median_q = float(np.median(tape.qty))
         norm = float(((tape.qty / median_q) ** psi).mean()) if psi else 1.0
         params = {"volume_exponent": psi, "kernel_g1_bps": prop.params["kernel_g1_bps"],
@@ -207,7 +206,6 @@ class BookAwareCost(Estimator):
         se = {"volume_exponent": math.nan, "kernel_g1_bps": prop.std_errors["kernel_g1_bps"],
               "kernel_beta": prop.std_errors["kernel_beta"], "orders_per_s": math.nan,
               "drift_bps_per_unit": ofi.std_errors[f"beta_pred_{lab}"]}
-        del w
         ok = prop.converged and ofi.converged
         report = OptimizerReport(
             method="closed_form", loss="none", status=None, success=ok, converged=ok,
@@ -246,7 +244,8 @@ class BookAwareCost(Estimator):
 
 BOOK_COST_MODEL = OrderFlowModel(
     name="book_cost", label="Book-aware schedule cost",
-    formula="cost = Σ_k q_k·[walk_k(arrival book) + Σ_{j<k} G(μ·Δt_jk)·w_j + s·β_pred·OFI_h·min(t_k/h, 1)] / Q",
+    formula=("cost = Σ_k q_k·[walk_k(arrival book) + Σ_{j<k} G(μ·Δt_jk)·w_j"
+             " + s·β_pred·OFI_h·min(t_k/h, 1)] / Q"),
     params=(Param("kernel_g1_bps", 0.5, 0.0, 1e4, "bps", "propagator kernel at lag 1"),
             Param("kernel_beta", 0.3, -2.0, 2.0, "", "kernel decay exponent"),
             Param("volume_exponent", 0.5, 0.0, 1.0, "", "ψ: an order of size v counts (v/v̄)^ψ"),

@@ -203,15 +203,13 @@ class Propagator(Estimator):
             warnings.append(f"sign memory exponent γ = {sign_fit.exponent:.3g} is outside (0, 1): "
                             "not long memory in the usual sense")
         ok = math.isfinite(sign_fit.exponent) and math.isfinite(kernel_fit.exponent)
-        metrics = {"orders": n, "max_lag": L, "volume_exponent": self.volume_exponent, "fit_lag_min": lo, "fit_lag_max": hi,
+        metrics = {"orders": n, "max_lag": L, "volume_exponent": self.volume_exponent,
+                   "fit_lag_min": lo, "fit_lag_max": hi,
                    "mean_sign": float(eps.mean()), "gamma_r2": sign_fit.r2, "kernel_r2": kernel_fit.r2,
                    "beta_diffusive": (1 - sign_fit.exponent) / 2 if ok else math.nan,
                    "prints_per_order": (len(data.trades) / n) if isinstance(data, VenueData) else 1.0}
-        if isinstance(data, VenueData) and len(tape) > 1:
-            span_s = (tape.t_ns[-1] - tape.t_ns[0]) / 1e9
-            metrics["orders_per_s"] = n / span_s if span_s > 0 else math.nan
-        elif len(tape) > 1 and tape.t_ns[-1] > tape.t_ns[0]:
-            metrics["orders_per_s"] = n / ((tape.t_ns[-1] - tape.t_ns[0]) / 1e9)
+        span_s = (tape.t_ns[-1] - tape.t_ns[0]) / 1e9 if n > 1 else 0.0
+        metrics["orders_per_s"] = n / span_s if span_s > 0 else math.nan
         curves = {"lag": np.arange(L + 1), "C": C, "rho": rho, "S": S, "R": R, "g": g, "G": G,
                   "rho_fit": sign_fit(np.arange(1, L + 1)), "G_fit": kernel_fit(np.arange(1, L + 1)),
                   **bands}
@@ -316,6 +314,7 @@ PROPAGATOR_MODEL = OrderFlowModel(
     params=(Param("gamma", 0.5, 0.0, 2.0, "", "sign-memory exponent: ρ(ℓ) ∝ ℓ^−γ"),
             Param("kernel_beta", 0.25, -2.0, 2.0, "", "propagator decay: G(ℓ) ∝ ℓ^−β"),
             Param("kernel_g1_bps", 0.1, 0.0, 1e4, "bps", "amplitude of G at lag 1")),
-    reference="Bouchaud, Gefen, Potters & Wyart 2004; Bouchaud, Farmer & Lillo 2009; Lillo & Farmer 2004",
+    reference=("Bouchaud, Gefen, Potters & Wyart 2004; Bouchaud, Farmer & Lillo 2009; "
+               "Lillo & Farmer 2004"),
     estimator_path="execal.models.orderflow.propagator:Propagator",
     options={"max_lag": 100, "aggregate": True, "n_boot": 200})

@@ -458,7 +458,8 @@ class Resilience(Estimator):
 
 RESILIENCE_MODEL = OrderFlowModel(
     name="resilience", label="Resilience after sweeps",
-    formula="depth dip recovered x(τ) = a·(1 − 2^(−τ/h)); spread widening left y(τ) = g + b·(1 − g), g = 2^(−τ/h_s)",
+    formula=("depth dip recovered x(τ) = a·(1 − 2^(−τ/h)); "
+             "spread widening left y(τ) = g + b·(1 − g), g = 2^(−τ/h_s)"),
     params=(Param("depth_half_life_s", 1.0, 1e-3, 1e4, "s", "time for half of the depth dip to come back"),
             Param("spread_half_life_s", 1.0, 1e-3, 1e4, "s", "time for the spread to close half its widening")),
     reference="Obizhaeva & Wang 2013; Large 2007; Dong, Kempf & Yadav 2007 (resiliency)",

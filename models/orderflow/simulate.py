@@ -23,12 +23,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy.fft import irfft, next_fast_len, rfft
+from scipy.fft import irfft, next_fast_len
 
 from execal.models.core.params import BPS
 from execal.models.data.book import BookEvents, walk_each
 from execal.models.orderflow.data import Trades, TradeTape, VenueData
-from execal.models.orderflow.ofi import ofi_contributions
 from execal.models.orderflow.propagator import propagate
 
 T0_NS = 1_725_148_800 * 10**9          # 2024-09-01T00:00:00Z
@@ -354,7 +353,6 @@ def simulate_child_orders(market: Simulated, n_parents: int = 600, *, seed: int 
     dur = (n_child - 1) * dt
     arrive_s = np.sort(rng.uniform(warmup_s, span - dur.max() - 1.0, n_parents))
     t0 = ev.t_ns[0] + (arrive_s * 1e9).astype(np.int64)
-    order = np.argsort(t0, kind="stable")
     side = np.where(rng.random(n_parents) < 0.5, 1, -1)
     j0 = ev.asof(t0)
     best = np.where(side > 0, ev.ask_sz[j0, 0], ev.bid_sz[j0, 0])
@@ -369,7 +367,6 @@ def simulate_child_orders(market: Simulated, n_parents: int = 600, *, seed: int 
     w = (q / truth.mean_weight_volume) ** truth.volume_exponent / truth.weight_norm
     impact = np.zeros(parent.size)
     G = truth.G
-    start = np.concatenate([[0], np.cumsum(n_child)[:-1]])
     max_c = int(n_child.max())
     for lag_children in range(1, max_c):       # loop over child lags (<= 9), vectorised over parents
         later = k >= lag_children
@@ -416,5 +413,4 @@ def simulate_child_orders(market: Simulated, n_parents: int = 600, *, seed: int 
     parents = parents[keep].reset_index(drop=True)
     child_frame = child_frame[np.repeat(keep, n_child)].reset_index(drop=True)
     parents.attrs["dropped_beyond_depth"] = int((~keep).sum())
-    del order, start
     return parents, child_frame
