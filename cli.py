@@ -7,6 +7,7 @@
     execal predict --config cfg PATH [--out preds.csv] expected cost of each fill from a config
     execal vol PATH --model M [...] --out vol.json     realised / GARCH / Markov regimes / Merton
     execal surface PATH --model {svi,ssvi} --out s.json option volatility surface + arbitrage report
+    execal orderflow CAPTURE... --out orderflow.json   OFI, Kyle's lambda, propagator, resilience per venue
 
 Exit codes: 0 ok, 2 bad input or usage (a short message on stderr, never a traceback),
 3 the fit did not converge (the config is still written, with the optimizer's status), 1 unexpected.
@@ -303,6 +304,49 @@ def cmd_surface(args) -> int:
     return 0 if converged else 3
 
 
+def cmd_orderflow(args) -> int:
+    """Order flow and price formation per venue from Binance raw captures: OFI regressions, Kyle's
+    lambda and Amihud, sign memory and the propagator kernel, resilience; JSON with every result
+    and the per-venue table (exit 3 when a model could not be fitted or did not converge; the
+    JSON is still written)."""
+    from execal.models.data.binance import market_from_name
+    from execal.models.orderflow.analysis import MODELS, analyse, parse_windows
+    from execal.models.orderflow.data import load_venue
+
+    windows = parse_windows(args.windows)
+    aliases = {"usdm": "binance-usdm", "spot": "binance-spot", "coinm": "binance-coinm", "cm": "binance-coinm"}
+    wanted = {aliases.get(v.strip().lower(), v.strip().lower()) for v in (args.venue or [])}
+    venues = []
+    for path in args.captures:
+        if not Path(path).exists():
+            raise UsageError(f"{path}: no such file")
+        guess = market_from_name(path)
+        if wanted and guess and aliases[guess] not in wanted:
+            continue                     # the file name says it is a venue not asked for
+        data = load_venue(path, levels=args.levels, market=args.market)
+        if wanted and data.venue.lower() not in wanted:
+            continue
+        venues.append(data)
+    if not venues:
+        raise UsageError(f"no capture left for --venue {', '.join(sorted(wanted))}")
+    from execal.models.core.registry import model_names
+
+    models = [m.strip() for m in (args.models or ",".join(MODELS)).split(",") if m.strip()]
+    unknown = [m for m in models if m not in model_names("orderflow")]
+    if unknown:
+        raise UsageError(f"--models: unknown order-flow model(s) {', '.join(unknown)} "
+                         f"(available: {', '.join(model_names('orderflow'))})")
+    settings = {"propagator": {"max_lag": args.max_lag}, "resilience": {"share": args.share}}
+    report = analyse(venues, windows_s=windows, levels=args.levels, models=models,
+                     settings={k: v for k, v in settings.items() if k in models})
+    _json_out(report.to_dict(curves=not args.no_curves), args.out)
+    for w in report.warnings:
+        print(f"execal: warning: {w}", file=sys.stderr)
+    if not args.quiet:
+        print(report.summary(), file=sys.stderr)
+    return 0 if report.converged else 3
+
+
 # --- parser -----------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -428,6 +472,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="JSON file; stdout when omitted")
     p.add_argument("--quiet", action="store_true", help="no summary on stderr")
     p.set_defaults(func=cmd_surface)
+
+    p = sub.add_parser("orderflow", help="order-flow imbalance, Kyle's lambda, propagator and resilience "
+                                         "per venue from Binance raw captures (JSON)")
+    p.add_argument("captures", nargs="+", metavar="CAPTURE", help="Binance raw capture(s) (.gz), one per venue")
+    p.add_argument("--venue", action="append", help="keep only this venue (binance-usdm, binance-spot, "
+                                                    "binance-coinm or usdm/spot/coinm; repeatable)")
+    p.add_argument("--windows", default="1s,10s,60s", help="OFI / Kyle windows (default 1s,10s,60s)")
+    p.add_argument("--levels", type=int, default=10, help="book levels kept per event (multi-level OFI, "
+                                                         "resilience depth; default 10)")
+    p.add_argument("--models", help="comma list of order-flow models (default ofi,kyle,propagator,resilience)")
+    p.add_argument("--max-lag", type=int, default=100, help="propagator kernel length in orders (default 100)")
+    p.add_argument("--share", type=float, default=0.5,
+                   help="resilience: an order is a sweep above this share of the depth it hits (default 0.5)")
+    p.add_argument("--market", choices=["usdm", "spot", "coinm"], help="override the market detected per file")
+    p.add_argument("--no-curves", action="store_true", help="leave the curves (window series, correlation "
+                                                          "functions, recovery curves) out of the JSON")
+    p.add_argument("--out", help="JSON file; stdout when omitted")
+    p.add_argument("--quiet", action="store_true", help="no table on stderr")
+    p.set_defaults(func=cmd_orderflow)
 
     p = sub.add_parser("serve", help="start the dashboard")
     p.add_argument("--host", default="127.0.0.1")

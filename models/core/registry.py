@@ -2,7 +2,7 @@
 
 The UI pickers and sliders, the CLI (`execal models`) and the config schema are all generated from
 `describe()`; nothing else in execal keeps its own list. Every model carries a `kind`
-("impact", "volatility", "surface"), a label, a formula and its parameters with bounds, units and descriptions.
+("impact", "volatility", "surface", "orderflow"), a label, a formula and its parameters with bounds, units and descriptions.
 Losses carry their implementation (rho(z), rho'(z), rho''(z), z = (r/f_scale)², the same functions
 as scipy's `least_squares`) so the fast normal-equations solver and the sandwich covariance use
 exactly the loss scipy minimises.
@@ -17,7 +17,7 @@ import numpy as np
 
 from execal.models.core.params import Param
 
-KINDS = ("impact", "volatility", "surface")
+KINDS = ("impact", "volatility", "surface", "orderflow")
 
 # --- models ----------------------------------------------------------------------------------
 # Every model that exists, by name: (kind, "module:attribute" of its specification). A model's
@@ -42,6 +42,12 @@ ENTRIES: dict[str, tuple[str, str]] = {
     # option surfaces (execal.models.surface.svi)
     "svi": ("surface", "execal.models.surface.svi:SVI"),
     "ssvi": ("surface", "execal.models.surface.svi:SSVI"),
+    # order flow and price formation, per venue (execal.models.orderflow)
+    "ofi": ("orderflow", "execal.models.orderflow.ofi:OFI_MODEL"),
+    "kyle": ("orderflow", "execal.models.orderflow.kyle:KYLE_MODEL"),
+    "propagator": ("orderflow", "execal.models.orderflow.propagator:PROPAGATOR_MODEL"),
+    "resilience": ("orderflow", "execal.models.orderflow.resilience:RESILIENCE_MODEL"),
+    "book_cost": ("orderflow", "execal.models.orderflow.cost:BOOK_COST_MODEL"),
 }
 
 

@@ -13,17 +13,138 @@ only land in its own row. No Python loop over snapshots.
 
 Sizes are in base units (coins; `execal.models.data.binance` already converts COIN-M contracts). An order
 larger than the visible depth gets NaN and is counted: its cost is unknown, never extrapolated.
+
+`BookEvents` is the book *event by event* (the state after every applied update, first L levels a
+side), which order-flow measures (OFI, resilience) need and a sampled snapshot frame cannot give;
+`levels_matrix` turns the replay's ragged per-event level lists into its (n, L) arrays in bulk.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from execal.models.data.schema import book_levels
 
 _SIDES = {"buy": (1,), "sell": (-1,), "both": (1, -1), 1: (1,), -1: (-1,)}
+
+
+@dataclass(frozen=True, eq=False)
+class BookEvents:
+    """The order book after every update event, first `levels` levels a side (level 0 the best).
+
+    t_ns (n,) int64 exchange time of each event (non-decreasing), update_id (n,) int64 the
+    exchange's last update id in the event, and bid_px, bid_sz, ask_px, ask_sz (n, levels) float64
+    (NaN where a side has fewer levels). Sizes in base units. Read-only arrays.
+    """
+    t_ns: np.ndarray
+    update_id: np.ndarray
+    bid_px: np.ndarray
+    bid_sz: np.ndarray
+    ask_px: np.ndarray
+    ask_sz: np.ndarray
+    size_unit: str = "base"
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        n = len(self.t_ns)
+        for name in ("bid_px", "bid_sz", "ask_px", "ask_sz"):
+            a = np.asarray(getattr(self, name), dtype=np.float64)
+            if a.ndim != 2 or a.shape[0] != n or a.shape != np.shape(self.bid_px):
+                raise ValueError(f"BookEvents.{name} must be (n_events, levels), got {a.shape}")
+        for name in ("t_ns", "update_id", "bid_px", "bid_sz", "ask_px", "ask_sz"):
+            a = np.asarray(getattr(self, name))
+            if a.flags.writeable:
+                a = a.view()
+                a.flags.writeable = False
+            object.__setattr__(self, name, a)
+
+    def __len__(self) -> int:
+        return len(self.t_ns)
+
+    @property
+    def levels(self) -> int:
+        return int(self.bid_px.shape[1])
+
+    @property
+    def mid(self) -> np.ndarray:
+        return (self.bid_px[:, 0] + self.ask_px[:, 0]) / 2.0
+
+    @property
+    def spread(self) -> np.ndarray:
+        return self.ask_px[:, 0] - self.bid_px[:, 0]
+
+    def depth(self, levels: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(bid depth, ask depth) summed over the first `levels` levels (all when None)."""
+        k = self.levels if levels is None else int(levels)
+        return (np.nansum(self.bid_sz[:, :k], axis=1), np.nansum(self.ask_sz[:, :k], axis=1))
+
+    def asof(self, t_ns, *, strict: bool = False) -> np.ndarray:
+        """Index of the book state in force at each time (the last event at or before it; strictly
+        before with `strict`); -1 before the first event."""
+        side = "left" if strict else "right"
+        return np.searchsorted(self.t_ns, np.asarray(t_ns, dtype=np.int64), side=side) - 1
+
+
+def levels_matrix(prices, quantities, counts, levels: int) -> tuple[np.ndarray, np.ndarray]:
+    """(price, size) arrays (n, levels), NaN-padded, from flat per-event level lists: event i
+    holds `counts[i]` (<= levels) consecutive entries of `prices` (floats, best first) and
+    `quantities` (numbers or decimal strings as the exchange sent them). One Arrow string -> float
+    cast for all quantities and one scatter for all rows: no per-event loop."""
+    counts = np.asarray(counts, dtype=np.int64)
+    n = counts.size
+    px = np.full((n, levels), np.nan)
+    sz = np.full((n, levels), np.nan)
+    total = int(counts.sum())
+    if total == 0:
+        return px, sz
+    if len(prices) != total or len(quantities) != total or counts.max() > levels:
+        raise ValueError("levels_matrix: counts do not match the flat price / quantity lists")
+    flat_px = np.asarray(prices, dtype=np.float64)
+    if isinstance(quantities[0], str):
+        flat_sz = pc.cast(pa.array(quantities, type=pa.string()), pa.float64()).to_numpy(
+            zero_copy_only=False)
+    else:
+        flat_sz = np.asarray(quantities, dtype=np.float64)
+    if total == n * levels:                       # every event had all its levels: a reshape
+        return flat_px.reshape(n, levels).copy(), flat_sz.reshape(n, levels).copy()
+    rows = np.repeat(np.arange(n), counts)
+    cols = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
+    px[rows, cols] = flat_px
+    sz[rows, cols] = flat_sz
+    return px, sz
+
+
+def walk_each(px: np.ndarray, sz: np.ndarray, sizes, mid, side: int | np.ndarray = +1) -> np.ndarray:
+    """Cost in bps of ONE market order per row: row i of (px, sz) (n, levels; level 0 the best;
+    asks for buys, bids for sells) walked with `sizes[i]` and priced against `mid[i]`:
+    `(VWAP / mid − 1)·1e4·side` (side a scalar or one per row). The per-row twin of `walk_book`
+    (which prices every size against every snapshot): a child order of a schedule meets one book.
+    NaN beyond the visible depth; NaN or non-positive sizes in the book count as empty levels."""
+    px = np.asarray(px, dtype=np.float64)
+    sz = np.asarray(sz, dtype=np.float64)
+    sizes = np.asarray(sizes, dtype=np.float64).reshape(-1)
+    if px.ndim != 2 or px.shape != sz.shape or sizes.size != px.shape[0]:
+        raise ValueError("walk_each: px, sz must be (n, levels) and sizes (n,)")
+    usable = np.isfinite(px) & np.isfinite(sz) & (sz > 0)
+    qty = np.where(usable, sz, 0.0)
+    cum = np.cumsum(qty, axis=1)
+    notional = np.cumsum(np.where(usable, px * qty, 0.0), axis=1)
+    n, n_lev = px.shape
+    if n_lev == 0:
+        return np.full(n, np.nan)
+    k = np.minimum((cum < sizes[:, None]).sum(axis=1), n_lev - 1)      # the level that fills the last unit
+    rows = np.arange(n)
+    prev = np.maximum(k - 1, 0)
+    before_q = np.where(k > 0, cum[rows, prev], 0.0)
+    before_n = np.where(k > 0, notional[rows, prev], 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        vwap = (before_n + (sizes - before_q) * px[rows, k]) / sizes
+        vwap[(sizes > cum[:, -1]) | ~(sizes > 0)] = np.nan
+        return (vwap / np.asarray(mid, dtype=np.float64) - 1.0) * 1e4 * np.asarray(side)
 
 
 def book_arrays(book: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
