@@ -28,7 +28,11 @@ class UsageError(Exception):
 
 
 def _json_out(obj, out: str | None = None) -> None:
-    text = json.dumps(obj, indent=2, default=str, allow_nan=False)
+    """JSON to `out` (or stdout). Everything goes through the one cleaner; an object it does not know
+    is an error here, never a silent repr string in the output."""
+    from execal.models.core.jsonable import clean
+
+    text = json.dumps(clean(obj), indent=2, allow_nan=False)
     if out:
         Path(out).write_text(text + "\n")
     else:
@@ -53,7 +57,23 @@ def cmd_inspect(args) -> int:
     return 0
 
 
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False     # a host name: it may resolve to anything
+
+
 def cmd_serve(args) -> int:
+    if not _is_loopback(args.host):
+        print(f"execal: warning: --host {args.host} makes the dashboard reachable from other machines, and "
+              "execal has no login: anyone who can reach it can upload files and read every session's "
+              "results. Bind 127.0.0.1 (the default) or put it behind an authenticating proxy.",
+              file=sys.stderr)
     if args.dev:
         from execal import app
 
@@ -115,6 +135,22 @@ def _filter(ds, args):
     return frame.reset_index(drop=True), filters
 
 
+def _finish(result, args, caught=()) -> int:
+    """What every fitting command ends with: the result's summary on stderr (with --quiet only its
+    warnings), any other warning raised while fitting, and the exit code from `result.converged`
+    (3: not converged; the output was written all the same)."""
+    carried = list(result.warnings)
+    others = [w for w in dict.fromkeys(str(c) for c in caught) if w not in carried]
+    if args.quiet:
+        for w in carried:
+            print(f"execal: warning: {w}", file=sys.stderr)
+    else:
+        print(result.summary(), file=sys.stderr)
+    for w in others:
+        print(f"execal: warning: {w}", file=sys.stderr)
+    return 0 if result.converged else 3
+
+
 def cmd_models(args) -> int:
     from execal.models.core.registry import describe
 
@@ -123,6 +159,7 @@ def cmd_models(args) -> int:
 
 
 def cmd_calibrate(args) -> int:
+    import dataclasses
     import warnings
 
     from execal.models.impact.config import dump_config, make_provenance
@@ -140,6 +177,8 @@ def cmd_calibrate(args) -> int:
     time_varying = OPTIMIZERS[args.optimizer].strategy in tv.TIME_VARYING_STRATEGIES
     if time_varying and by:
         raise UsageError(f"--optimizer {args.optimizer} learns one path over time: it does not take --by")
+    if time_varying and args.bootstrap:
+        raise UsageError(f"--optimizer {args.optimizer} learns a path: --bootstrap resamples a batch fit")
     if ("regime" in by or args.volatility_from) and not args.bars:
         raise UsageError("--by regime and --volatility-from need --bars PATH (bars of the fills' symbols)")
     bars = _load(args.bars, "bars", None) if args.bars else None
@@ -167,37 +206,29 @@ def cmd_calibrate(args) -> int:
                             test_fraction=args.test_fraction, walk_forward=args.walk_forward,
                             multistart=args.multistart, seed=args.seed,
                             free=tuple(filter(None, (args.free or "").split(","))), options=options)
-    path = None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", CalibrationWarning)
         if time_varying:
-            path = tv.calibrate_time_varying(calibrator, frame)
-            result = pooled = path.result
+            # a path of parameters: the time-varying estimator (its config holds the path)
+            result = tv.TimeVaryingCalibrator.from_calibrator(calibrator).fit(frame)
         elif by:
             result = calibrator.fit_segments(frame, by=by)
-            pooled = result.pooled
         else:
-            result = pooled = calibrator.fit(frame)
+            result = calibrator.fit(frame)
         if args.bootstrap:
+            pooled = getattr(result, "pooled", result)
             boot = calibrator.bootstrap(frame, n=args.bootstrap, by=args.bootstrap_by, result=pooled)
-            if args.by:
-                result = type(result)(by=result.by, pooled=boot, segments=result.segments, test=result.test)
-            else:
-                result = boot
-    for w in caught:
-        print(f"execal: warning: {w.message}", file=sys.stderr)
-    config = (path or result).to_config(provenance)
+            result = dataclasses.replace(result, pooled=boot) if by else boot
+    config = result.to_config(provenance)
     if regimes:
         config["regimes"] = regimes
     text = dump_config(config, None, args.out or "json")
     if not args.out:
         sys.stdout.write(text)
-    if not args.quiet:
-        print(path.summary() if path else pooled.summary(), file=sys.stderr)
-        if regimes:
-            print(tv.regime_summary_text(result), file=sys.stderr)
-    converged = pooled.report.success and all(s.result.report.success for s in getattr(result, "segments", ()))
-    return 0 if converged else 3
+    code = _finish(result, args, [w.message for w in caught])
+    if regimes and not args.quiet:
+        print(tv.regime_summary_text(result), file=sys.stderr)
+    return code
 
 
 def cmd_predict(args) -> int:
@@ -273,12 +304,7 @@ def cmd_surface(args) -> int:
     out = result.to_dict()
     out["config"] = result.to_config()
     _json_out(out, args.out)
-    for w in result.warnings + tuple(chain.report.warnings):
-        print(f"execal: warning: {w}", file=sys.stderr)
-    if not args.quiet:
-        print(result.summary(), file=sys.stderr)
-    converged = all(s.optimizer is None or s.optimizer.success for s in result.slices)
-    return 0 if converged else 3
+    return _finish(result, args, chain.report.warnings)
 
 
 # --- parser -----------------------------------------------------------------------------------

@@ -14,7 +14,9 @@ Layout (schema_version 1):
      optimizer: {method, loss, f_scale, weights, weight_column, settings, report},
      data: {file, sha256, rows, rows_used, start, end, filters, dropped},
      metrics: {in_sample, out_of_sample, walk_forward, by_venue, by_symbol, by_side, by_size_bucket},
-     segments: [{key {venue: ...}, params, std_errors, conf_int, rows, metrics}],
+     converged, warnings (the pooled fit's, then each segment's prefixed "segment venue=...: "),
+     segments: [{key {venue: ...}, params, std_errors, conf_int, rows, status, converged, message,
+                 active_bounds, warnings, metrics}],
      segment_test}
 """
 from __future__ import annotations
@@ -120,6 +122,8 @@ def config_dict(result_or_segmented, provenance: Mapping | None = None) -> dict:
                       "report": result.report.to_dict()},
         "data": data,
         "metrics": result.metrics,
+        "converged": result_or_segmented.converged,
+        "warnings": list(result_or_segmented.warnings),    # the pooled fit's, then every segment's
         "segments": [],
         "segment_test": None,
     }
@@ -129,7 +133,8 @@ def config_dict(result_or_segmented, provenance: Mapping | None = None) -> dict:
             {"key": dict(s.key), "params": s.result.params, "std_errors": s.result.std_errors,
              "conf_int": {k: list(v) for k, v in s.result.conf_int().items()},
              "rows": int(s.result.features.n), "status": s.result.report.status,
-             "converged": s.result.report.converged,
+             "converged": s.result.report.converged, "message": s.result.report.message,
+             "active_bounds": list(s.result.report.active_bounds), "warnings": list(s.result.warnings),
              "metrics": {"in_sample": s.result.in_sample, "out_of_sample": s.result.out_of_sample}}
             for s in result_or_segmented.segments]
         config["segment_test"] = dict(result_or_segmented.test)
