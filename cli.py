@@ -312,11 +312,17 @@ def cmd_surface(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from execal.models.data.schema import KINDS
 
-    ap = argparse.ArgumentParser(prog="execal", description="Execution-cost and volatility model calibration.")
-    sub = ap.add_subparsers(dest="command", required=True)
+    from execal.models.core import __version__
+
+    ap = argparse.ArgumentParser(prog="execal", description="Execution-cost and volatility model calibration.",
+                                 epilog="Exit codes: 0 ok, 2 bad input, 3 a fit did not converge (its output is "
+                                        "still written), 1 unexpected.")
+    ap.add_argument("--version", action="version", version=f"execal {__version__}",
+                    help="print execal's version and exit")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("inspect", help="summarise and validate a data file (JSON to stdout)")
-    p.add_argument("path")
+    p.add_argument("path", help="the data file (CSV, CSV.gz, Parquet, Tardis CSV, Binance capture)")
     p.add_argument("--kind", choices=KINDS + ("ticker",), help="dataset kind (detected when omitted)")
     p.add_argument("--map", help="column mapping their_name=canonical_name,...")
     p.add_argument("--report", action="store_true", help="include the full validation report")
@@ -329,35 +335,47 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("calibrate", help="fit an execution-cost model to fills and write its config")
     p.add_argument("path", help="fills file (CSV, CSV.gz or Parquet)")
-    p.add_argument("--model", required=True, choices=list(models_of_kind("impact")))
-    p.add_argument("--optimizer", default="lm_normal", choices=list(OPTIMIZERS))
-    p.add_argument("--loss", default="soft_l1", choices=list(LOSSES))
-    p.add_argument("--f-scale", type=float, default=1.0, help="robust-loss scale (default 1)")
-    p.add_argument("--weights", default="auto", choices=list(WEIGHTS))
+    p.add_argument("--model", required=True, choices=list(models_of_kind("impact")),
+                   help="the impact model (required; `execal models` lists their parameters)")
+    p.add_argument("--optimizer", default="lm_normal", choices=list(OPTIMIZERS),
+                   help="how to fit; kalman and sgd learn a path of parameters over time (default: %(default)s)")
+    p.add_argument("--loss", default="soft_l1", choices=list(LOSSES), help="robust loss (default: %(default)s)")
+    p.add_argument("--f-scale", type=float, default=1.0,
+                   help="robust-loss scale, in residual units (default: %(default)s)")
+    p.add_argument("--weights", default="auto", choices=list(WEIGHTS),
+                   help="residual weights; auto = noise (1/(sigma·sqrt(T))) when the data allows, else none "
+                        "(default: %(default)s)")
     p.add_argument("--weight-column", help="the column for --weights column")
     p.add_argument("--participation", default="adv", choices=list(PARTICIPATION),
-                   help="Q/adv (default) or Q/market_volume (horizon participation)")
+                   help="Q/adv or Q/market_volume (horizon participation) (default: %(default)s)")
     p.add_argument("--by", help="segment by venue, symbol, side, regime or a comma list (one fit each + "
                                 "pooled); regime: volatility regimes of --bars")
     from execal.models.vol.realized import ESTIMATORS
 
     p.add_argument("--bars", help="bars file: volatility regimes (--by regime) and --volatility-from")
     p.add_argument("--regimes", type=int, default=2, choices=[2, 3],
-                   help="--by regime: number of Markov volatility regimes (calm/stressed, or calm/elevated/stressed)")
+                   help="--by regime: number of Markov volatility regimes (calm/stressed, or "
+                        "calm/elevated/stressed) (default: %(default)s)")
     p.add_argument("--volatility-from", choices=list(ESTIMATORS),
                    help="replace the fills' volatility with this realised estimator on --bars (days before arrival)")
     p.add_argument("--volatility-window", type=int, default=20, metavar="DAYS",
-                   help="--volatility-from: complete days averaged (default 20)")
+                   help="--volatility-from: complete days averaged (default: %(default)s)")
     p.add_argument("--fix", help="fix parameters: name=value,...")
     p.add_argument("--bound", help="bound parameters: name=lower:upper,... (empty side = unbounded)")
     p.add_argument("--free", help="estimate parameters fixed by default (e.g. h)")
     p.add_argument("--option", help="optimizer options: name=value,... (see `execal models`)")
-    p.add_argument("--test-fraction", type=float, default=0.0, help="latest share held out (0 = none)")
-    p.add_argument("--walk-forward", type=int, default=0, help="expanding-window folds (0 = off)")
-    p.add_argument("--multistart", type=int, default=0)
-    p.add_argument("--bootstrap", type=int, default=0, metavar="N", help="bootstrap resamples (0 = off)")
-    p.add_argument("--bootstrap-by", default="day", choices=["day", "order_id"])
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--test-fraction", type=float, default=0.0,
+                   help="latest share of the fills held out for out-of-sample metrics, 0 = none (default: %(default)s)")
+    p.add_argument("--walk-forward", type=int, default=0, help="expanding-window folds, 0 = off (default: %(default)s)")
+    p.add_argument("--multistart", type=int, default=0, metavar="N",
+                   help="extra Latin-hypercube starts for the local optimizer, keeping the lowest cost; "
+                        "0 = one start (default: %(default)s)")
+    p.add_argument("--bootstrap", type=int, default=0, metavar="N",
+                   help="bootstrap resamples of whole days or orders, 0 = off (default: %(default)s)")
+    p.add_argument("--bootstrap-by", default="day", choices=["day", "order_id"],
+                   help="the cluster the bootstrap resamples (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="random seed of multistart, the global search and the bootstrap (default: %(default)s)")
     p.add_argument("--symbol", action="append", help="keep only this symbol (repeatable)")
     p.add_argument("--venue", action="append", help="keep only this venue (repeatable)")
     p.add_argument("--start", help="keep fills at or after this UTC time")
@@ -380,18 +398,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("vol", help="fit a volatility model (realised, GARCH family, regimes, jumps) to "
                                    "bars or trades (JSON)")
     p.add_argument("path", help="bars or trades file (CSV, CSV.gz, Parquet, Tardis, Binance capture)")
-    p.add_argument("--model", required=True, choices=list(models_of_kind("volatility")))
+    p.add_argument("--model", required=True, choices=list(models_of_kind("volatility")),
+                   help="the volatility model (required)")
     p.add_argument("--estimator", default="yang_zhang", choices=list(ESTIMATORS),
-                   help="realised estimator reported in params (all are in the JSON); realized only")
+                   help="realised estimator reported in params (all are in the JSON); realized only "
+                        "(default: %(default)s)")
     p.add_argument("--freq", help="realized: the period estimates are made over (default 1D); other "
                                   "models: the return interval, a multiple of the bar (default: the bar)")
-    p.add_argument("--window", type=int, default=1, help="realized: periods pooled per estimate")
+    p.add_argument("--window", type=int, default=1, help="realized: periods pooled per estimate (default: %(default)s)")
     p.add_argument("--bar", help="bar length built from trades (default 1min), or coarser bars from bars")
     p.add_argument("--gaps", default="error", choices=list(GAP_POLICIES),
                    help="missing bars: stop with an error (default) or skip the returns across them")
-    p.add_argument("--dist", default="normal", choices=["normal", "t"], help="GARCH family errors")
-    p.add_argument("--horizon", type=int, default=10, help="GARCH family forecast periods")
-    p.add_argument("--regimes", type=int, default=2, choices=[2, 3], help="markov: number of regimes")
+    p.add_argument("--dist", default="normal", choices=["normal", "t"],
+                   help="GARCH family errors (default: %(default)s)")
+    p.add_argument("--horizon", type=int, default=10, help="GARCH family forecast periods (default: %(default)s)")
+    p.add_argument("--regimes", type=int, default=2, choices=[2, 3],
+                   help="markov: number of regimes (default: %(default)s)")
     p.add_argument("--switching-mean", action="store_true", help="markov: a mean per regime")
     p.add_argument("--symbol", help="the symbol to use when the file holds several")
     p.add_argument("--kind", choices=["bars", "trades"], help="dataset kind (detected when omitted)")
@@ -406,28 +428,34 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("surface", help="fit an implied-volatility surface (raw SVI per expiry or SSVI) "
                                        "to an option chain, with its arbitrage report (JSON)")
     p.add_argument("path", help="option chain (Tardis options_chain CSV or a generic chain)")
-    p.add_argument("--model", default="svi", choices=list(models_of_kind("surface")))
+    p.add_argument("--model", default="svi", choices=list(models_of_kind("surface")),
+                   help="raw SVI per expiry or the SSVI surface (default: %(default)s)")
     p.add_argument("--weights", default="vega", choices=list(SURFACE_WEIGHTS),
-                   help="residual weights: vega (default), inverse bid-ask spread, or uniform")
+                   help="residual weights: vega, inverse bid-ask spread, or uniform (default: %(default)s)")
     p.add_argument("--no-arbitrage", action="store_true",
                    help="fit under the no-butterfly (and calendar) constraints")
     p.add_argument("--method", default="quasi_explicit", choices=["quasi_explicit", "least_squares"],
-                   help="SVI optimizer: Zeliade's quasi-explicit reduction (default) or plain least squares")
+                   help="SVI optimizer: Zeliade's quasi-explicit reduction or plain least squares "
+                        "(default: %(default)s)")
     p.add_argument("--underlying", help="the coin to fit when the chain holds several (e.g. BTC)")
     p.add_argument("--as-of", help="snapshot time (UTC); default: the latest quote")
     p.add_argument("--forward", default="auto", choices=list(FORWARD_METHODS),
-                   help="forward per expiry: futures price, else put-call parity, else underlying price")
+                   help="forward per expiry; auto: futures price, else put-call parity, else underlying "
+                        "price (default: %(default)s)")
     p.add_argument("--iv-source", default="auto", choices=list(IV_SOURCES),
-                   help="invert prices (default when there are prices) or use the file's IVs")
+                   help="invert prices or use the file's IVs; auto: prices when there are prices "
+                        "(default: %(default)s)")
     p.add_argument("--map", help="column mapping their_name=canonical_name,...")
     p.add_argument("--out", help="JSON file; stdout when omitted")
     p.add_argument("--quiet", action="store_true", help="no summary on stderr")
     p.set_defaults(func=cmd_surface)
 
     p = sub.add_parser("serve", help="start the dashboard")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8050)
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind; anything but a loopback address is reachable from other machines "
+                        "and prints a warning (execal has no login) (default: %(default)s)")
+    p.add_argument("--port", type=int, default=8050, help="TCP port (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (default: %(default)s)")
     p.add_argument("--dev", action="store_true", help="Dash's development server instead of gunicorn")
     p.set_defaults(func=cmd_serve)
     return ap
