@@ -99,8 +99,11 @@ def _span(result) -> tuple[str | None, str | None]:
     return iso(ts.min()), iso(ts.max())
 
 
-def config_dict(result_or_segmented, provenance: Mapping | None = None) -> dict:
-    """The config of a `CalibrationResult` or `SegmentedResult` as a plain dict."""
+def config_dict(result_or_segmented, provenance=None) -> dict:
+    """The config of a `CalibrationResult` or `SegmentedResult` as a plain dict. `provenance` is a
+    mapping (see `make_provenance`), or the `Dataset` / file path the result was fitted on."""
+    if provenance is not None and not isinstance(provenance, Mapping):
+        provenance = make_provenance(provenance)
     segmented = hasattr(result_or_segmented, "segments") and hasattr(result_or_segmented, "pooled")
     result = result_or_segmented.pooled if segmented else result_or_segmented
     start, end = _span(result)
@@ -149,10 +152,11 @@ def _to_text(config: dict, fmt: str) -> str:
     return yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
 
 
-def dump_config(result_or_segmented, provenance: Mapping | None = None,
-                path_or_format: str | Path = "json") -> str:
-    """Write the config as JSON or YAML. `path_or_format` is "json", "yaml" (the text is only
-    returned) or a file path whose suffix (.json, .yaml, .yml) picks the format. Returns the text."""
+def dump_config(result_or_segmented, provenance=None, path_or_format: str | Path = "json") -> str:
+    """Write the config as JSON or YAML. `provenance`: a mapping, or the `Dataset` / path the result
+    was fitted on (hashed: file, sha256, rows, span). `path_or_format` is "json", "yaml" (the text
+    is only returned) or a file path whose suffix (.json, .yaml, .yml) picks the format. Returns
+    the text."""
     config = config_dict(result_or_segmented, provenance) if not isinstance(result_or_segmented, Mapping) \
         else _clean(result_or_segmented)
     target = str(path_or_format)
