@@ -46,10 +46,11 @@ TERMINATION_MESSAGES = {   # scipy.optimize.least_squares' own wording, reused b
 
 
 # Below this many usable rows per free parameter a fit carries a "few observations" warning: the
-# sandwich intervals are too narrow there. Measured by `python -m bench.study_coverage` (simulated
-# fills with known parameters, Student-t noise, the default calibrator; table in NOTES-contract.md):
-# nominal 95 % intervals cover 85 % (sqrt, 30 rows) and 87-89 % (power law, 30 rows = 15 per
-# parameter), and come within about 5 points of 95 % from 50 rows per free parameter on.
+# sandwich intervals are too narrow there. Measured by `python -m bench.study_coverage` (2,000
+# simulated samples a cell, Student-t(4) noise, the default calibrator; table in NOTES-contract.md):
+# nominal 95 % intervals covered 77-92 % at 15-30 rows per parameter (sqrt 30 rows: 0.848; power
+# law 30 rows: Y 0.878, delta 0.897), and 89-96 % at 50 (sqrt 0.88-0.90, power law 0.91-0.93,
+# Almgren 0.92-0.96); more rows buy little after that (power law at 150 per parameter: 0.93-0.94).
 MIN_ROWS_PER_PARAMETER = 50
 TIME_VARYING = ("time_varying", "online")     # optimizer strategies that learn a path (timevarying.py)
 
@@ -140,8 +141,8 @@ def few_rows_warning(n_rows: int, k: int) -> str:
     """The warning of a fit on fewer than MIN_ROWS_PER_PARAMETER usable rows per free parameter."""
     return (f"few observations: {n_rows} row(s) for {k} free parameter(s), {n_rows / k:.3g} per parameter "
             f"(fewer than {MIN_ROWS_PER_PARAMETER}): at this size the nominal 95 % intervals are too "
-            "narrow (in simulation they cover 85-89 % of the time at 15-30 rows per parameter); treat "
-            "the standard errors as optimistic, or bootstrap by day")
+            "narrow (in simulation they covered the truth 77-92 % of the time at 15-30 rows per "
+            "parameter); treat the standard errors as optimistic, or bootstrap by day")
 
 
 def _active_mask(x, lo, hi) -> np.ndarray:

@@ -304,14 +304,8 @@ class CalibrationResult:
         lines = [f"{self.model.label} ({self.model.name}): {self.model.formula}",
                  f"status: {self.status}; optimizer {rep.method}, loss {rep.loss}, f_scale {rep.f_scale:g}, "
                  f"weights {rep.weights}; {rep.message}",
-                 f"rows: {self.n_train} in-sample, {len(self.is_train) - self.n_train} out-of-sample",
-                 f"{'param':<8}{'value':>14}{'std err':>12}{'95% CI':>28}"]
-        ci = self.conf_int()
-        se = self.std_errors
-        for name, value in self.params.items():
-            lo, hi = ci[name]
-            tag = "" if name in self.free else "  (fixed)"
-            lines.append(f"{name:<8}{value:>14.6g}{se[name]:>12.4g}   [{lo:>11.5g}, {hi:>11.5g}]{tag}")
+                 f"rows: {self.n_train} in-sample, {len(self.is_train) - self.n_train} out-of-sample"]
+        lines += params_table(self.params, self.std_errors, self.conf_int(), fixed=self.fixed)
         if self.bootstrap is not None:
             lines.extend(bootstrap_lines(self.bootstrap))
         m = self.in_sample

@@ -678,8 +678,7 @@ class TimeVaryingResult:
 
     def summary(self) -> str:
         rep = self.report
-        lines = [f"{self.model.label} ({self.model.name}), {self.method} ({self.status}): {rep.message}",
-                 report_line(rep),
+        lines = [f"{self.model.label} ({self.model.name}), {self.method} ({self.status})", report_line(rep),
                  f"rows: {self.n}; moving: {', '.join(self.parameters)}"
                  + (f"; fixed at the batch fit: " + ", ".join(f"{k} = {v:.6g}" for k, v in self.fixed_at_batch.items())
                     if self.fixed_at_batch else ""),
