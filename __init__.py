@@ -7,8 +7,11 @@ The public API, small on purpose (each name is imported on first use, so `import
     result = execal.Calibrator(model="power_law").fit(data)         # impact: fit -> CalibrationResult
     print(result.summary())
     tweaked = execal.Calibrator(model="power_law").fix({"Y": 0.7, "delta": 0.5}, data)
-    execal.write_config(result, "config.json")                      # JSON or YAML by suffix
+    execal.write_config(result, data, "config.json")                # JSON or YAML by suffix, with provenance
     cost_bps = execal.predict(execal.read_config("config.json"), data.frame)
+    path = execal.TimeVaryingCalibrator(model="sqrt", method="kalman").fit(data)   # a drifting Y
+
+The README's "Python API" example is run by tests/test_api_example.py.
 
 Every estimator follows one contract: settings in `__init__`, `get_params()`, `fit(data) -> Result`,
 `fix(params, data) -> Result` of the same type; every result has `params`, `std_errors`,
@@ -26,6 +29,7 @@ _API = {
     "Dataset": "execal.models.data.schema:Dataset",
     "DataError": "execal.models.data.schema:DataError",
     "Calibrator": "execal.models.impact.fit:Calibrator",
+    "TimeVaryingCalibrator": "execal.models.impact.timevarying:TimeVaryingCalibrator",
     "CalibrationError": "execal.models.core.errors:CalibrationError",
     "SurfaceCalibrator": "execal.models.surface.svi:SurfaceCalibrator",
     "prepare_chain": "execal.models.surface.options:prepare_chain",

@@ -29,7 +29,11 @@ class UsageError(Exception):
 
 
 def _json_out(obj, out: str | None = None) -> None:
-    text = json.dumps(obj, indent=2, default=str, allow_nan=False)
+    """JSON to `out` (or stdout). Everything goes through the one cleaner; an object it does not know
+    is an error here, never a silent repr string in the output."""
+    from execal.models.core.jsonable import clean
+
+    text = json.dumps(clean(obj), indent=2, allow_nan=False)
     if out:
         Path(out).write_text(text + "\n")
     else:
@@ -73,7 +77,23 @@ def cmd_inspect(args) -> int:
     return 0
 
 
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False     # a host name: it may resolve to anything
+
+
 def cmd_serve(args) -> int:
+    if not _is_loopback(args.host):
+        print(f"execal: warning: --host {args.host} makes the dashboard reachable from other machines, and "
+              "execal has no login: anyone who can reach it can upload files and read every session's "
+              "results. Bind 127.0.0.1 (the default) or put it behind an authenticating proxy.",
+              file=sys.stderr)
     if args.dev:
         from execal import app
 
@@ -135,6 +155,22 @@ def _filter(ds, args):
     return frame.reset_index(drop=True), filters
 
 
+def _finish(result, args, caught=()) -> int:
+    """What every fitting command ends with: the result's summary on stderr (with --quiet only its
+    warnings), any other warning raised while fitting, and the exit code from `result.converged`
+    (3: not converged; the output was written all the same)."""
+    carried = list(result.warnings)
+    others = [w for w in dict.fromkeys(str(c) for c in caught) if w not in carried]
+    if args.quiet:
+        for w in carried:
+            print(f"execal: warning: {w}", file=sys.stderr)
+    else:
+        print(result.summary(), file=sys.stderr)
+    for w in others:
+        print(f"execal: warning: {w}", file=sys.stderr)
+    return 0 if result.converged else 3
+
+
 def cmd_models(args) -> int:
     from execal.models.core.registry import describe
 
@@ -143,6 +179,7 @@ def cmd_models(args) -> int:
 
 
 def cmd_calibrate(args) -> int:
+    import dataclasses
     import warnings
 
     from execal.models.impact.config import dump_config, make_provenance
@@ -160,6 +197,8 @@ def cmd_calibrate(args) -> int:
     time_varying = OPTIMIZERS[args.optimizer].strategy in tv.TIME_VARYING_STRATEGIES
     if time_varying and by:
         raise UsageError(f"--optimizer {args.optimizer} learns one path over time: it does not take --by")
+    if time_varying and args.bootstrap:
+        raise UsageError(f"--optimizer {args.optimizer} learns a path: --bootstrap resamples a batch fit")
     if ("regime" in by or args.volatility_from) and not args.bars:
         raise UsageError("--by regime and --volatility-from need --bars PATH (bars of the fills' symbols)")
     bars = _load(args.bars, "bars", None) if args.bars else None
@@ -187,37 +226,29 @@ def cmd_calibrate(args) -> int:
                             test_fraction=args.test_fraction, walk_forward=args.walk_forward,
                             multistart=args.multistart, seed=args.seed,
                             free=tuple(filter(None, (args.free or "").split(","))), options=options)
-    path = None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", CalibrationWarning)
         if time_varying:
-            path = tv.calibrate_time_varying(calibrator, frame)
-            result = pooled = path.result
+            # a path of parameters: the time-varying estimator (its config holds the path)
+            result = tv.TimeVaryingCalibrator.from_calibrator(calibrator).fit(frame)
         elif by:
             result = calibrator.fit_segments(frame, by=by)
-            pooled = result.pooled
         else:
-            result = pooled = calibrator.fit(frame)
+            result = calibrator.fit(frame)
         if args.bootstrap:
+            pooled = getattr(result, "pooled", result)
             boot = calibrator.bootstrap(frame, n=args.bootstrap, by=args.bootstrap_by, result=pooled)
-            if args.by:
-                result = type(result)(by=result.by, pooled=boot, segments=result.segments, test=result.test)
-            else:
-                result = boot
-    for w in caught:
-        print(f"execal: warning: {w.message}", file=sys.stderr)
-    config = (path or result).to_config(provenance)
+            result = dataclasses.replace(result, pooled=boot) if by else boot
+    config = result.to_config(provenance)
     if regimes:
         config["regimes"] = regimes
     text = dump_config(config, None, args.out or "json")
     if not args.out:
         sys.stdout.write(text)
-    if not args.quiet:
-        print(path.summary() if path else pooled.summary(), file=sys.stderr)
-        if regimes:
-            print(tv.regime_summary_text(result), file=sys.stderr)
-    converged = pooled.report.success and all(s.result.report.success for s in getattr(result, "segments", ()))
-    return 0 if converged else 3
+    code = _finish(result, args, [w.message for w in caught])
+    if regimes and not args.quiet:
+        print(tv.regime_summary_text(result), file=sys.stderr)
+    return code
 
 
 def cmd_predict(args) -> int:
@@ -296,12 +327,7 @@ def cmd_surface(args) -> int:
     out = result.to_dict()
     out["config"] = result.to_config()
     _json_out(out, args.out)
-    for w in result.warnings + tuple(chain.report.warnings):
-        print(f"execal: warning: {w}", file=sys.stderr)
-    if not args.quiet:
-        print(result.summary(), file=sys.stderr)
-    converged = all(s.optimizer is None or s.optimizer.success for s in result.slices)
-    return 0 if converged else 3
+    return _finish(result, args, chain.report.warnings)
 
 
 def cmd_orderflow(args) -> int:
@@ -352,8 +378,14 @@ def cmd_orderflow(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from execal.models.data.schema import KINDS
 
-    ap = argparse.ArgumentParser(prog="execal", description="Execution-cost and volatility model calibration.")
-    sub = ap.add_subparsers(dest="command", required=True)
+    from execal.models.core import __version__
+
+    ap = argparse.ArgumentParser(prog="execal", description="Execution-cost and volatility model calibration.",
+                                 epilog="Exit codes: 0 ok, 2 bad input, 3 a fit did not converge (its output is "
+                                        "still written), 1 unexpected.")
+    ap.add_argument("--version", action="version", version=f"execal {__version__}",
+                    help="print execal's version and exit")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("inspect", help="summarise and validate a data file (JSON to stdout)")
     p.add_argument("path", nargs="+", help="a file; or several consecutive raw Binance captures "
@@ -370,35 +402,47 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("calibrate", help="fit an execution-cost model to fills and write its config")
     p.add_argument("path", help="fills file (CSV, CSV.gz or Parquet)")
-    p.add_argument("--model", required=True, choices=list(models_of_kind("impact")))
-    p.add_argument("--optimizer", default="lm_normal", choices=list(OPTIMIZERS))
-    p.add_argument("--loss", default="soft_l1", choices=list(LOSSES))
-    p.add_argument("--f-scale", type=float, default=1.0, help="robust-loss scale (default 1)")
-    p.add_argument("--weights", default="auto", choices=list(WEIGHTS))
+    p.add_argument("--model", required=True, choices=list(models_of_kind("impact")),
+                   help="the impact model (required; `execal models` lists their parameters)")
+    p.add_argument("--optimizer", default="lm_normal", choices=list(OPTIMIZERS),
+                   help="how to fit; kalman and sgd learn a path of parameters over time (default: %(default)s)")
+    p.add_argument("--loss", default="soft_l1", choices=list(LOSSES), help="robust loss (default: %(default)s)")
+    p.add_argument("--f-scale", type=float, default=1.0,
+                   help="robust-loss scale, in residual units (default: %(default)s)")
+    p.add_argument("--weights", default="auto", choices=list(WEIGHTS),
+                   help="residual weights; auto = noise (1/(sigma·sqrt(T))) when the data allows, else none "
+                        "(default: %(default)s)")
     p.add_argument("--weight-column", help="the column for --weights column")
     p.add_argument("--participation", default="adv", choices=list(PARTICIPATION),
-                   help="Q/adv (default) or Q/market_volume (horizon participation)")
+                   help="Q/adv or Q/market_volume (horizon participation) (default: %(default)s)")
     p.add_argument("--by", help="segment by venue, symbol, side, regime or a comma list (one fit each + "
                                 "pooled); regime: volatility regimes of --bars")
     from execal.models.vol.realized import ESTIMATORS
 
     p.add_argument("--bars", help="bars file: volatility regimes (--by regime) and --volatility-from")
     p.add_argument("--regimes", type=int, default=2, choices=[2, 3],
-                   help="--by regime: number of Markov volatility regimes (calm/stressed, or calm/elevated/stressed)")
+                   help="--by regime: number of Markov volatility regimes (calm/stressed, or "
+                        "calm/elevated/stressed) (default: %(default)s)")
     p.add_argument("--volatility-from", choices=list(ESTIMATORS),
                    help="replace the fills' volatility with this realised estimator on --bars (days before arrival)")
     p.add_argument("--volatility-window", type=int, default=20, metavar="DAYS",
-                   help="--volatility-from: complete days averaged (default 20)")
+                   help="--volatility-from: complete days averaged (default: %(default)s)")
     p.add_argument("--fix", help="fix parameters: name=value,...")
     p.add_argument("--bound", help="bound parameters: name=lower:upper,... (empty side = unbounded)")
     p.add_argument("--free", help="estimate parameters fixed by default (e.g. h)")
     p.add_argument("--option", help="optimizer options: name=value,... (see `execal models`)")
-    p.add_argument("--test-fraction", type=float, default=0.0, help="latest share held out (0 = none)")
-    p.add_argument("--walk-forward", type=int, default=0, help="expanding-window folds (0 = off)")
-    p.add_argument("--multistart", type=int, default=0)
-    p.add_argument("--bootstrap", type=int, default=0, metavar="N", help="bootstrap resamples (0 = off)")
-    p.add_argument("--bootstrap-by", default="day", choices=["day", "order_id"])
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--test-fraction", type=float, default=0.0,
+                   help="latest share of the fills held out for out-of-sample metrics, 0 = none (default: %(default)s)")
+    p.add_argument("--walk-forward", type=int, default=0, help="expanding-window folds, 0 = off (default: %(default)s)")
+    p.add_argument("--multistart", type=int, default=0, metavar="N",
+                   help="extra Latin-hypercube starts for the local optimizer, keeping the lowest cost; "
+                        "0 = one start (default: %(default)s)")
+    p.add_argument("--bootstrap", type=int, default=0, metavar="N",
+                   help="bootstrap resamples of whole days or orders, 0 = off (default: %(default)s)")
+    p.add_argument("--bootstrap-by", default="day", choices=["day", "order_id"],
+                   help="the cluster the bootstrap resamples (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="random seed of multistart, the global search and the bootstrap (default: %(default)s)")
     p.add_argument("--symbol", action="append", help="keep only this symbol (repeatable)")
     p.add_argument("--venue", action="append", help="keep only this venue (repeatable)")
     p.add_argument("--start", help="keep fills at or after this UTC time")
@@ -421,18 +465,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("vol", help="fit a volatility model (realised, GARCH family, regimes, jumps) to "
                                    "bars or trades (JSON)")
     p.add_argument("path", help="bars or trades file (CSV, CSV.gz, Parquet, Tardis, Binance capture)")
-    p.add_argument("--model", required=True, choices=list(models_of_kind("volatility")))
+    p.add_argument("--model", required=True, choices=list(models_of_kind("volatility")),
+                   help="the volatility model (required)")
     p.add_argument("--estimator", default="yang_zhang", choices=list(ESTIMATORS),
-                   help="realised estimator reported in params (all are in the JSON); realized only")
+                   help="realised estimator reported in params (all are in the JSON); realized only "
+                        "(default: %(default)s)")
     p.add_argument("--freq", help="realized: the period estimates are made over (default 1D); other "
                                   "models: the return interval, a multiple of the bar (default: the bar)")
-    p.add_argument("--window", type=int, default=1, help="realized: periods pooled per estimate")
+    p.add_argument("--window", type=int, default=1, help="realized: periods pooled per estimate (default: %(default)s)")
     p.add_argument("--bar", help="bar length built from trades (default 1min), or coarser bars from bars")
     p.add_argument("--gaps", default="error", choices=list(GAP_POLICIES),
                    help="missing bars: stop with an error (default) or skip the returns across them")
-    p.add_argument("--dist", default="normal", choices=["normal", "t"], help="GARCH family errors")
-    p.add_argument("--horizon", type=int, default=10, help="GARCH family forecast periods")
-    p.add_argument("--regimes", type=int, default=2, choices=[2, 3], help="markov: number of regimes")
+    p.add_argument("--dist", default="normal", choices=["normal", "t"],
+                   help="GARCH family errors (default: %(default)s)")
+    p.add_argument("--horizon", type=int, default=10, help="GARCH family forecast periods (default: %(default)s)")
+    p.add_argument("--regimes", type=int, default=2, choices=[2, 3],
+                   help="markov: number of regimes (default: %(default)s)")
     p.add_argument("--switching-mean", action="store_true", help="markov: a mean per regime")
     p.add_argument("--symbol", help="the symbol to use when the file holds several")
     p.add_argument("--kind", choices=["bars", "trades"], help="dataset kind (detected when omitted)")
@@ -447,24 +495,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("surface", help="fit an implied-volatility surface (raw SVI per expiry or SSVI) "
                                        "to an option chain, with its arbitrage report (JSON)")
     p.add_argument("path", help="option chain (Tardis options_chain CSV or a generic chain)")
-    p.add_argument("--model", default="svi", choices=list(models_of_kind("surface")))
+    p.add_argument("--model", default="svi", choices=list(models_of_kind("surface")),
+                   help="raw SVI per expiry or the SSVI surface (default: %(default)s)")
     p.add_argument("--weights", default="vega", choices=list(SURFACE_WEIGHTS),
-                   help="residual weights: vega (default), inverse bid-ask spread, or uniform")
+                   help="residual weights: vega, inverse bid-ask spread, or uniform (default: %(default)s)")
     p.add_argument("--no-arbitrage", action="store_true",
                    help="fit under the no-butterfly (and calendar) constraints")
     p.add_argument("--method", default="quasi_explicit", choices=["quasi_explicit", "least_squares"],
-                   help="SVI optimizer: Zeliade's quasi-explicit reduction (default) or plain least squares")
+                   help="SVI optimizer: Zeliade's quasi-explicit reduction or plain least squares "
+                        "(default: %(default)s)")
     p.add_argument("--underlying", help="the coin to fit when the chain holds several (e.g. BTC)")
     p.add_argument("--as-of", help="snapshot time (UTC); default: the latest quote")
     p.add_argument("--forward", default="auto", choices=list(FORWARD_METHODS),
-                   help="forward per expiry: futures price, else put-call parity, else underlying price")
+                   help="forward per expiry; auto: futures price, else put-call parity, else underlying "
+                        "price (default: %(default)s)")
     p.add_argument("--iv-source", default="auto", choices=list(IV_SOURCES),
-                   help="auto (default): per row, invert the prices where it has any, else use its IVs; "
-                        "prices; or given (the file's IVs)")
+                   help="auto: per row, invert the prices where it has any, else use its IVs; prices; "
+                        "or given (the file's IVs) (default: %(default)s)")
     p.add_argument("--price-unit", default="auto", choices=list(PRICE_UNITS),
                    help="unit of the option prices: usd (quote currency), base (the coin, inverse options "
-                        "like Deribit) or auto (default: a price_unit/currency column, else detected per "
-                        "expiry from the no-arbitrage bounds and said on stderr)")
+                        "like Deribit) or auto: a price_unit/currency column, else detected per expiry "
+                        "from the no-arbitrage bounds and said on stderr (default: %(default)s)")
     p.add_argument("--lenient", action="store_true",
                    help="warn instead of refusing a chain whose prices break the no-arbitrage bounds "
                         "(over 5 %% of quotes below intrinsic value, parity far from the futures)")
@@ -493,9 +544,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_orderflow)
 
     p = sub.add_parser("serve", help="start the dashboard")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8050)
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind; anything but a loopback address is reachable from other machines "
+                        "and prints a warning (execal has no login) (default: %(default)s)")
+    p.add_argument("--port", type=int, default=8050, help="TCP port (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (default: %(default)s)")
     p.add_argument("--dev", action="store_true", help="Dash's development server instead of gunicorn")
     p.set_defaults(func=cmd_serve)
     return ap

@@ -41,6 +41,7 @@ from execal.models.impact.config import make_provenance
 from execal.models.impact.fit import CalibrationError, Calibrator, CalibrationWarning
 from execal.models.core.registry import LOSSES, OPTIMIZERS, SETTINGS, WEIGHTS, describe, get_model, models_of_kind
 from execal.models.impact.result import BootstrapResult
+from execal.models.impact.timevarying import TIME_VARYING_STRATEGIES, TimeVaryingCalibrator
 from execal.models.data.schema import DataError
 
 log = logging.getLogger(__name__)
@@ -205,12 +206,17 @@ def build_settings(*, model: str, optimizer: str, loss: str, weights: str, weigh
                             fixed=fixed, bounds=bounds, participation=participation, free=tuple(free),
                             options=opts, **kw)
     chosen = list(segments or [])
+    if spec.strategy in TIME_VARYING_STRATEGIES and chosen:
+        raise CalibrationError(f"{spec.label} learns one path over time: choose no segments "
+                               "(or a batch optimizer)")
     unknown = [s for s in chosen if s not in SEGMENT_BY]
     if unknown:
         raise CalibrationError(f"segments by {', '.join(map(str, unknown))}: choose from {', '.join(SEGMENT_BY)}")
     n_boot = _number(bootstrap_n, "bootstrap resamples", integer=True, lower=0, upper=MAX_BOOTSTRAP) or 0
     if n_boot == 1:
         raise CalibrationError("bootstrap resamples: 0 (off) or at least 2")
+    if n_boot and spec.strategy in TIME_VARYING_STRATEGIES:
+        raise CalibrationError(f"{spec.label} learns a path: bootstrap a batch fit (bootstrap resamples: 0)")
     if n_boot and bootstrap_by not in BOOTSTRAP_BY:
         raise CalibrationError(f"bootstrap by {bootstrap_by!r}: choose from {', '.join(BOOTSTRAP_BY)}")
     return {"calibrator": calibrator.get_params(), "segments": [s for s in SEGMENT_BY if s in chosen],
@@ -384,7 +390,12 @@ def run_calibration(st: store_mod.SessionStore, results: results_mod.ResultStore
     with warnings.catch_warnings():
         # the status travels in the result (report.warnings, shown in the panel), not as log noise
         warnings.simplefilter("ignore", CalibrationWarning)
-        result = calibrator.fit_segments(features, by=segments) if segments else calibrator.fit(features)
+        if OPTIMIZERS[calibrator.optimizer].strategy in TIME_VARYING_STRATEGIES:
+            # a path (Kalman / SGD): the panels show its final state, a CalibrationResult
+            on_fit(0)
+            result = TimeVaryingCalibrator.from_calibrator(calibrator).fit(features).result
+        else:
+            result = calibrator.fit_segments(features, by=segments) if segments else calibrator.fit(features)
         if boot:
             pooled = result.pooled if segments else result
             n = int(boot["n"])

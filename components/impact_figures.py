@@ -745,7 +745,8 @@ def status_summary(result) -> dict:
     rep = pooled.report
     segments = getattr(result, "segments", ())
     not_converged = [segment_name(s.key) for s in segments if not s.result.report.converged]
-    details = list(rep.warnings)
+    # every warning the result carries: the pooled fit's and each segment's (named)
+    details = list(getattr(result, "warnings", rep.warnings))
     if pooled.status == "fixed":
         return {"level": "info", "headline": "Parameters set by hand (no optimisation was run)",
                 "details": details}
@@ -828,7 +829,8 @@ def delta_rows(fitted: Mapping[str, Mapping | None], tweaked: Mapping[str, Mappi
 
 
 def segment_rows(segmented, alpha: float = 0.05) -> list[dict]:
-    """Per segment: orders, each free parameter as value [CI], in- and out-of-sample RMSE, converged."""
+    """Per segment: orders, each free parameter as value [CI], in- and out-of-sample RMSE, converged,
+    and the segment's own warnings (a parameter at a bound, few observations, ...)."""
     pooled = segmented.pooled
     out = []
     for name, res in [("pooled", pooled)] + [(segment_name(s.key), s.result) for s in segmented.segments]:
@@ -839,6 +841,7 @@ def segment_rows(segmented, alpha: float = 0.05) -> list[dict]:
         row["RMSE in (bps)"] = format_number(res.in_sample.get("rmse_bps"))
         row["RMSE out (bps)"] = format_number((res.out_of_sample or {}).get("rmse_bps"))
         row["converged"] = "yes" if res.report.converged else "NO"
+        row["warnings"] = "; ".join(getattr(res, "warnings", res.report.warnings)) or "—"
         out.append(row)
     return out
 

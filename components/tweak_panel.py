@@ -34,8 +34,10 @@ from execal.components import impact_figures as F
 from execal.components import results as results_mod
 from execal.components import store as store_mod
 from execal.components.diagnostics_panel import _LRU, active_key, needs_render, participation_label, results_of, rows_table
+from execal.models.core.registry import OPTIMIZERS
 from execal.models.impact.fit import CalibrationError, Calibrator
 from execal.models.impact.result import error_metrics
+from execal.models.impact.timevarying import TIME_VARYING_STRATEGIES, TimeVaryingCalibrator
 from execal.models.data.schema import DataError
 
 log = logging.getLogger(__name__)
@@ -453,6 +455,8 @@ def refit(results: results_mod.ResultStore, base: Mapping, current: Mapping | No
             warnings.simplefilter("always")
             if segmented:
                 new = calibrator.fit_segments(pooled.features, by=result.by)
+            elif OPTIMIZERS[calibrator.optimizer].strategy in TIME_VARYING_STRATEGIES:   # a path's final state
+                new = TimeVaryingCalibrator.from_calibrator(calibrator).fit(result.features).result
             else:
                 new = calibrator.fit(result.features)
     except (CalibrationError, DataError, ValueError) as err:

@@ -48,7 +48,7 @@ def test_inspect_bad_input_exits_2_without_traceback(tmp_path, capsys):
 def test_console_script_subprocess(tmp_path):
     garbage = tmp_path / "garbage.parquet"
     garbage.write_bytes(b"PAR1" + bytes(range(256)) * 4)
-    proc = subprocess.run([sys.executable, "-m", "cli", "inspect", str(garbage)], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "execal.cli", "inspect", str(garbage)], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert "garbage.parquet" in proc.stderr and "Traceback" not in proc.stderr
@@ -177,3 +177,88 @@ class _nullcontext:
 
     def __exit__(self, *exc):
         return False
+
+
+# --- the rough edges of a first hour (issue 10, item 13) ----------------------------------------
+
+def _every_option():
+    """(command, action) for every option and positional of every parser."""
+    import argparse
+
+    def walk(parser, name):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub_name, sub in action.choices.items():
+                    yield from walk(sub, f"{name} {sub_name}")
+            elif not isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
+                yield name, parser, action
+    yield from walk(cli.build_parser(), "execal")
+
+
+def test_every_option_has_help_naming_its_default():
+    import argparse
+
+    seen = 0
+    for command, parser, action in _every_option():
+        what = f"{command} {'/'.join(action.option_strings) or action.dest}"
+        assert action.help and action.help.strip(), f"{what} has no help text"
+        expanded = parser._get_formatter()._expand_help(action)
+        if action.default not in (None, False, argparse.SUPPRESS) and not action.required:
+            assert "default" in expanded and str(action.default) in expanded, f"{what}: {expanded!r}"
+        seen += 1
+    assert seen > 60            # the walk reached every subcommand
+    names = {(c, "/".join(a.option_strings)) for c, _, a in _every_option()}
+    for needle in [("execal calibrate", "--multistart"), ("execal calibrate", "--seed"),
+                   ("execal serve", "--host"), ("execal serve", "--port"), ("execal serve", "--workers")]:
+        assert needle in names
+
+
+def test_version(capsys):
+    from execal.models.core import __version__
+
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"execal {__version__}"
+
+
+@pytest.mark.parametrize("host, warned", [("127.0.0.1", False), ("localhost", False), ("::1", False),
+                                          ("0.0.0.0", True), ("192.168.1.5", True), ("example.org", True)])
+def test_serve_warns_when_reachable_from_other_machines(host, warned, monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(cli.os, "execvpe", lambda prog, argv, env: calls.append(argv))
+    assert cli.main(["serve", "--host", host, "--port", "8123"]) == 0
+    err = capsys.readouterr().err
+    assert ("reachable from other machines" in err) is warned
+    argv = calls[0]
+    assert argv[-1] == "execal.app:server" and "--no-control-socket" in argv
+    assert f"{host}:8123" in argv
+
+
+def test_example_outputs_are_ignored_by_git():
+    ignored = {line.strip() for line in (ROOT / ".gitignore").read_text().splitlines()}
+    readme = (ROOT / "README.md").read_text()
+    for name in ("config.json", "preds.csv", "vol.json", "garch.json", "by_regime.json", "kalman.json",
+                 "surface.json"):
+        assert f"/{name}" in ignored, name
+        assert name in readme            # an output the README's examples really write
+
+
+def test_surface_json_writes_every_optimizer_report_as_an_object(tmp_path, capsys):
+    """Each expiry's optimizer report (and the config's copy) is a JSON object, never a repr string;
+    the surface's own report is one too."""
+    out = tmp_path / "surface.json"
+    for model in ("svi", "ssvi"):
+        code, _, err = run(["surface", ROOT / "sample_data" / "options_chain.csv", "--model", model,
+                            "--out", out], capsys)
+        assert code == 0, err
+        doc = json.loads(out.read_text())
+        assert all(isinstance(e["optimizer"], dict) and e["optimizer"]["method"] for e in doc["expiries"])
+        assert all(isinstance(r, dict) for r in doc["config"]["optimizer"]["slices"].values())
+        assert isinstance(doc["report"], dict) and doc["report"]["converged"] is True
+        assert "RMSE" in err and "status: converged" in err        # the summary on stderr
+
+
+def test_json_output_refuses_what_it_cannot_write(tmp_path):
+    """No silent repr strings: an object the JSON cleaner does not know is an error."""
+    with pytest.raises(TypeError):
+        cli._json_out({"x": object()}, str(tmp_path / "x.json"))

@@ -359,8 +359,11 @@ def test_cli_surface_bad_input_is_one_line_exit_2(shared_data, capsys):
     assert code == 2 and "several underlyings (BTC, ETH)" in err and "Traceback" not in err
     code = cli.main(["surface", str(shared_data / "tardis" / "format-examples" / "deribit_options_chain.csv"),
                      "--underlying", "BTC", "--quiet"])
-    out = json.loads(capsys.readouterr().out)
-    assert code == 0 and [e["status"] for e in out["expiries"]] == ["skipped", "skipped"]
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    # every expiry skipped (too few strikes): the JSON is written, nothing was fitted -> exit 3
+    assert code == 3 and [e["status"] for e in out["expiries"]] == ["skipped", "skipped"]
+    assert out["converged"] is False and "no expiry could be fitted" in captured.err
 
 
 # --- constraints and the no-arbitrage refit on a realistic surface ---------------------------------------------

@@ -193,7 +193,7 @@ def test_path_is_the_batch_fit_when_the_coefficient_does_not_move():
 @pytest.mark.parametrize("seed", [0, 1, 2, 3, 4])
 def test_constant_coefficient_gives_no_drift(seed):
     df, _ = simulate_fills(20_000, model="sqrt", params={"Y": 0.8}, seed=seed, outlier_share=0.01)
-    res = fit.fit_kalman(df, model="sqrt")
+    res = tv.fit_kalman(df, model="sqrt")
     se = res.batch.std_errors["Y"]
     span = (res.timestamp_ns[-1] - res.timestamp_ns[0]) / 86_400e9
     assert res.lr_test["p_value"] > 0.05
@@ -205,7 +205,7 @@ def test_constant_coefficient_gives_no_drift(seed):
 def test_band_covers_a_random_walk_and_q_is_recovered():
     q_true = 0.005
     df, y_true = _drifting(50_000, random_walk(q_true), seed=100)
-    res = fit.fit_kalman(df, model="sqrt")
+    res = tv.fit_kalman(df, model="sqrt")
     covered = _coverage(res, y_true)
     assert covered.mean() >= 0.90, covered.mean()
     assert _coverage(res, y_true, "filtered").mean() >= 0.85
@@ -220,7 +220,7 @@ def test_band_covers_a_random_walk_and_q_is_recovered():
 
 def test_band_covers_a_step():
     df, y_true = _drifting(20_000, step, seed=1)
-    res = fit.fit_kalman(df, model="sqrt")
+    res = tv.fit_kalman(df, model="sqrt")
     covered = _coverage(res, y_true)
     t = (res.timestamp_ns - res.timestamp_ns[0]) / 86_400e9
     away = np.abs(t - 30) > 3
@@ -237,7 +237,7 @@ def test_q_standard_error_matches_its_spread():
     logs, ses = [], []
     for seed in range(8):
         df, _ = _drifting(20_000, random_walk(0.005), seed=200 + seed)
-        res = fit.fit_kalman(df, model="sqrt")
+        res = tv.fit_kalman(df, model="sqrt")
         logs.append(np.log(res.q / 0.005))
         ses.append(res.q_std_error / res.q)
     spread, reported = np.std(logs, ddof=1), np.mean(ses)
@@ -247,7 +247,7 @@ def test_q_standard_error_matches_its_spread():
 
 def test_power_law_keeps_delta_at_the_batch_estimate_and_says_so():
     df, y_true = _drifting(20_000, step, seed=3)
-    res = fit.fit_kalman(df, model="power_law")
+    res = tv.fit_kalman(df, model="power_law")
     assert res.parameters == ("Y",)
     assert res.fixed_at_batch == {"delta": pytest.approx(res.batch.params["delta"])}
     assert res.params["delta"] == res.batch.params["delta"]
@@ -259,7 +259,7 @@ def test_power_law_keeps_delta_at_the_batch_estimate_and_says_so():
 
 def test_linear_model_drifts_lambda():
     df, _ = simulate_fills(5000, model="linear", params={"lambda": 5.0}, seed=6, outlier_share=0.01)
-    res = fit.fit_kalman(df, model="linear")
+    res = tv.fit_kalman(df, model="linear")
     assert res.parameters == ("lambda",)
     assert abs(res.params["lambda"] - 5.0) < 0.5
 
@@ -270,11 +270,11 @@ def test_linear_model_drifts_lambda():
                                           ("linear", {"lambda": 5.0})])
 def test_sgd_converges_to_the_batch_fit_on_stationary_data(model, params):
     df, _ = simulate_fills(20_000, model=model, params=params, seed=21, outlier_share=0.01)
-    res = fit.fit_sgd(df, model=model, options={"window": 0})
+    res = tv.fit_sgd(df, model=model, options={"window": 0})
     for name, c in res.comparison.items():
         assert abs(c["difference_in_batch_se"]) <= 0.25, (name, c)
     assert res.report.converged and res.values.shape == (20_000, len(res.parameters))
-    floor = fit.fit_sgd(df, model=model)
+    floor = tv.fit_sgd(df, model=model)
     for name, c in floor.comparison.items():
         assert abs(c["difference_in_batch_se"]) <= 3, (name, c)
 
@@ -283,7 +283,7 @@ def test_sgd_end_point_is_least_squares_for_a_linear_model():
     """t0 = 0, no floor, loss linear, sqrt law (linear in Y): recursive least squares, whose end
     point is the weighted least-squares batch fit."""
     df, _ = simulate_fills(5000, model="sqrt", params={"Y": 0.8}, seed=13, outlier_share=0.01)
-    res = fit.fit_sgd(df, model="sqrt", loss="linear", options={"window": 0, "t0": 0})
+    res = tv.fit_sgd(df, model="sqrt", loss="linear", options={"window": 0, "t0": 0})
     assert res.params["Y"] == pytest.approx(res.batch.params["Y"], rel=1e-7)
 
 
@@ -291,7 +291,7 @@ def test_sgd_runs_every_model():
     for model, params in [("almgren", {"gamma": 0.314, "eta": 0.142, "beta": 0.6}),
                           ("istar", {"a1": 700.0, "a2": 0.55, "a3": 0.71, "a4": 0.5, "b1": 0.9})]:
         df, _ = simulate_fills(5000, model=model, params=params, seed=8, outlier_share=0.01)
-        res = fit.fit_sgd(df, model=model, options={"window": 0})
+        res = tv.fit_sgd(df, model=model, options={"window": 0})
         assert np.isfinite(res.values).all() and set(res.parameters) == set(res.batch.free)
         # the one-step-ahead error of the online fit is close to the batch fit's in-sample error
         assert res.metrics["one_step_ahead"]["median_abs_error_bps"] <= 1.5 * res.metrics["batch"]["median_abs_error_bps"]
@@ -299,7 +299,7 @@ def test_sgd_runs_every_model():
 
 def test_sgd_tracks_a_step_change():
     df, _ = _drifting(20_000, step, seed=2)
-    res = fit.fit_sgd(df, model="sqrt", options={"window": 2000})
+    res = tv.fit_sgd(df, model="sqrt", options={"window": 2000})
     y = res.values[:, 0]
     t = (res.timestamp_ns - res.timestamp_ns[0]) / 86_400e9
     i = int(np.searchsorted(t, 30.0))
@@ -307,7 +307,7 @@ def test_sgd_tracks_a_step_change():
     assert abs(y[-1] - 1.2) < 0.03
     assert int(np.argmax(y[i:] > 0.9)) < 3000
     # a pure 1/t schedule cannot follow it: it ends near the average of the two levels
-    slow = fit.fit_sgd(df, model="sqrt", options={"window": 0})
+    slow = tv.fit_sgd(df, model="sqrt", options={"window": 0})
     assert abs(slow.values[-1, 0] - 0.9) < 0.1
 
 
@@ -316,7 +316,7 @@ def test_sgd_tracks_a_step_change():
 @pytest.fixture(scope="module")
 def kalman_result():
     df, _ = _drifting(8000, step, seed=5, model="power_law")
-    return df, fit.fit_kalman(df, model="power_law")
+    return df, tv.fit_kalman(df, model="power_law")
 
 
 def test_result_is_immutable_with_a_tidy_path(kalman_result):
@@ -357,19 +357,70 @@ def test_config_holds_the_final_state_and_the_path(kalman_result, tmp_path):
     assert res.to_dict(max_points=50)["path"]["points"] <= 50
 
 
-def test_calibrator_fit_with_kalman_returns_the_final_state():
+def test_calibrator_refuses_a_path_and_points_to_the_time_varying_estimator():
     df, _ = simulate_fills(3000, model="sqrt", params={"Y": 0.8}, seed=9)
     cal = Calibrator(model="sqrt", optimizer="kalman")
-    res = cal.fit(df)
-    assert isinstance(res, CalibrationResult) and res.report.method == "kalman"
-    direct = tv.calibrate_time_varying(cal, df)
-    assert res.params == direct.params
-    assert res.free == ("Y",) and np.isfinite(res.std_errors["Y"])
-    assert res.settings["optimizer"] == "kalman"
-    sgd = Calibrator(model="sqrt", optimizer="sgd").fit(df)
-    assert sgd.report.method == "sgd" and sgd.params["Y"] == pytest.approx(0.8, rel=0.1)
+    for call in (lambda: cal.fit(df), lambda: cal.fit_segments(df, by="venue")):
+        with pytest.raises(CalibrationError, match="TimeVaryingCalibrator"):
+            call()
     with pytest.raises(CalibrationError, match="path"):
         cal.bootstrap(df, n=5)
+    res = tv.TimeVaryingCalibrator.from_calibrator(cal).fit(df)
+    assert isinstance(res, tv.TimeVaryingResult) and res.report.method == "kalman"
+    direct = tv.calibrate_time_varying(cal, df)
+    assert res.params == direct.params and res.q == direct.q
+    assert isinstance(res.result, CalibrationResult) and res.result.settings["optimizer"] == "kalman"
+    sgd = tv.TimeVaryingCalibrator(model="sqrt", method="sgd").fit(df)
+    assert sgd.report.method == "sgd" and sgd.params["Y"] == pytest.approx(0.8, rel=0.1)
+    with pytest.raises(CalibrationError, match="method must be one of kalman, sgd"):
+        tv.TimeVaryingCalibrator(method="trf")
+    with pytest.raises(CalibrationError, match="unknown loss"):
+        tv.TimeVaryingCalibrator(loss="nope")          # checked before any data is read
+    with pytest.raises(CalibrationError, match="walk_forward"):
+        tv.TimeVaryingCalibrator.from_calibrator(Calibrator(model="sqrt", walk_forward=2), method="kalman")
+
+
+def test_time_varying_result_follows_the_estimator_contract():
+    """params/std_errors/conf_int/report/converged/warnings/summary/to_dict/to_config, and fix()
+    of the same type. The Kalman's final s.e. is the filtered sd at the last fill (checked against
+    the stored filtered band); the held parameter's s.e. is the batch fit's."""
+    df, _ = simulate_fills(4000, model="power_law", params={"Y": 0.7, "delta": 0.5}, seed=4)
+    est = tv.TimeVaryingCalibrator(model="power_law", method="kalman")
+    assert est.get_params()["method"] == "kalman" and est.set_params(method="sgd").method == "sgd"
+    res = est.fit(df)
+    z = 1.959963984540054
+    lo_f, hi_f = res.filtered[1][-1, 0], res.filtered[2][-1, 0]
+    assert res.std_errors["Y"] == pytest.approx((hi_f - lo_f) / (2 * z), rel=1e-9)
+    assert res.std_errors["delta"] == pytest.approx(res.batch.std_errors["delta"], rel=1e-12)
+    assert np.isnan(res.std_errors["h"])                 # fixed by the model: no s.e.
+    lo, hi = res.conf_int()["Y"]
+    assert lo == pytest.approx(res.params["Y"] - z * res.std_errors["Y"], rel=1e-9) and lo < hi
+    assert res.converged is True and res.report.converged
+    text = res.summary()
+    assert "final state" in text and "std err" in text and "delta" in text and "converged" in text
+    d = res.to_dict()
+    json.dumps(d, allow_nan=False)
+    assert d["converged"] is True and d["status"] == "fitted" and set(d["conf_int"]) == {"h", "Y", "delta"}
+    cfg = res.to_config({"file": "x.csv"})
+    assert cfg["time_varying"]["std_errors"]["Y"] == pytest.approx(res.std_errors["Y"])
+    # fix: hand-set parameters, the same type, a constant path
+    fixed = est.fix({"Y": 0.9, "delta": 0.45}, df)
+    assert isinstance(fixed, tv.TimeVaryingResult) and fixed.status == "fixed"
+    assert fixed.report.method == "fixed" and fixed.converged
+    np.testing.assert_array_equal(fixed.values[:, 0], 0.9)
+    assert fixed.params["delta"] == 0.45 and all(np.isnan(v) for v in fixed.std_errors.values())
+    assert "fixed" in fixed.summary() and fixed.to_dict()["status"] == "fixed"
+    sgd_fixed = tv.TimeVaryingCalibrator(model="power_law", method="sgd").fix({"Y": 0.9}, df)
+    assert sgd_fixed.parameters == ("Y", "delta") and sgd_fixed.values.shape == (4000, 2)
+
+
+def test_batch_fit_warnings_reach_the_time_varying_result():
+    """A warning of the batch fit (here: few observations) is one of the result's warnings."""
+    df, _ = simulate_fills(25, model="sqrt", params={"Y": 0.8}, seed=2)
+    res = tv.TimeVaryingCalibrator(model="sqrt", method="kalman").fit(df)
+    assert any(w.startswith("batch fit: few observations") for w in res.warnings)
+    assert any("few observations" in w for w in res.to_dict()["warnings"])
+    assert "few observations" in res.summary()
 
 
 def test_registry_lists_the_time_varying_optimizers():
@@ -384,27 +435,27 @@ def test_registry_lists_the_time_varying_optimizers():
 def test_bad_input_is_a_clear_error():
     df, _ = simulate_fills(500, params={"Y": 0.7, "delta": 0.5}, seed=1)
     with pytest.raises(DataError, match="timestamp") as err:
-        fit.fit_kalman(df.drop(columns="timestamp"))
+        tv.fit_kalman(df.drop(columns="timestamp"))
     assert err.value.column == "timestamp"
     with pytest.raises(CalibrationError, match="not linear in 'delta'"):
-        fit.fit_kalman(df, parameter="delta")
+        tv.fit_kalman(df, parameter="delta")
     with pytest.raises(CalibrationError, match="no parameter 'beta'"):
-        fit.fit_kalman(df, parameter="beta")
+        tv.fit_kalman(df, parameter="beta")
     with pytest.raises(CalibrationError, match="fixed"):
-        fit.fit_kalman(df, fixed={"Y": 0.7})
+        tv.fit_kalman(df, fixed={"Y": 0.7})
     with pytest.raises(CalibrationError, match="test_fraction"):
-        fit.fit_kalman(df, test_fraction=0.2)
+        tv.fit_kalman(df, test_fraction=0.2)
     with pytest.raises(CalibrationError, match="not a time-varying"):
         tv.calibrate_time_varying(Calibrator(model="sqrt"), df)
     same_time = df.assign(timestamp=df["timestamp"].iloc[0])
     with pytest.raises(CalibrationError, match="same timestamp"):
-        fit.fit_kalman(same_time)
+        tv.fit_kalman(same_time)
     with pytest.raises(CalibrationError, match="at least 3"):
-        fit.fit_kalman(df.iloc[:2], model="sqrt")
+        tv.fit_kalman(df.iloc[:2], model="sqrt")
     with pytest.raises(CalibrationError, match="window"):
-        fit.fit_sgd(df, options={"window": -1})
+        tv.fit_sgd(df, options={"window": -1})
     # SGD without timestamps learns in row order and says so
-    res = fit.fit_sgd(df.drop(columns="timestamp"))
+    res = tv.fit_sgd(df.drop(columns="timestamp"))
     assert any("row order" in w for w in res.report.warnings)
     assert res.timestamp_ns is None and res.path_frame()["timestamp"].iloc[-1] == res.n - 1
 
@@ -419,12 +470,12 @@ def test_runs_without_numba():
         "from execal.models.impact.simulate import simulate_fills\n"
         "assert not tv.HAVE_NUMBA\n"
         "df, _ = simulate_fills(1500, model='sqrt', params={'Y': 0.8}, seed=3)\n"
-        "r = fit.fit_kalman(df, model='sqrt'); s = fit.fit_sgd(df, model='sqrt')\n"
+        "r = tv.fit_kalman(df, model='sqrt'); s = tv.fit_sgd(df, model='sqrt')\n"
         "print(repr(r.params['Y']), repr(r.q), repr(s.params['Y']))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                          cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1]))
     assert out.returncode == 0, out.stderr
     y_kalman, q, y_sgd = map(float, out.stdout.split())
     df, _ = simulate_fills(1500, model="sqrt", params={"Y": 0.8}, seed=3)
-    assert y_kalman == pytest.approx(fit.fit_kalman(df, model="sqrt").params["Y"], rel=1e-10)
-    assert y_sgd == pytest.approx(fit.fit_sgd(df, model="sqrt").params["Y"], rel=1e-10)
+    assert y_kalman == pytest.approx(tv.fit_kalman(df, model="sqrt").params["Y"], rel=1e-10)
+    assert y_sgd == pytest.approx(tv.fit_sgd(df, model="sqrt").params["Y"], rel=1e-10)

@@ -14,7 +14,9 @@ Layout (schema_version 1):
      optimizer: {method, loss, f_scale, weights, weight_column, settings, report},
      data: {file, sha256, rows, rows_used, start, end, filters, dropped},
      metrics: {in_sample, out_of_sample, walk_forward, by_venue, by_symbol, by_side, by_size_bucket},
-     segments: [{key {venue: ...}, params, std_errors, conf_int, rows, metrics}],
+     converged, warnings (the pooled fit's, then each segment's prefixed "segment venue=...: "),
+     segments: [{key {venue: ...}, params, std_errors, conf_int, rows, status, converged, message,
+                 active_bounds, warnings, metrics}],
      segment_test}
 """
 from __future__ import annotations
@@ -97,8 +99,11 @@ def _span(result) -> tuple[str | None, str | None]:
     return iso(ts.min()), iso(ts.max())
 
 
-def config_dict(result_or_segmented, provenance: Mapping | None = None) -> dict:
-    """The config of a `CalibrationResult` or `SegmentedResult` as a plain dict."""
+def config_dict(result_or_segmented, provenance=None) -> dict:
+    """The config of a `CalibrationResult` or `SegmentedResult` as a plain dict. `provenance` is a
+    mapping (see `make_provenance`), or the `Dataset` / file path the result was fitted on."""
+    if provenance is not None and not isinstance(provenance, Mapping):
+        provenance = make_provenance(provenance)
     segmented = hasattr(result_or_segmented, "segments") and hasattr(result_or_segmented, "pooled")
     result = result_or_segmented.pooled if segmented else result_or_segmented
     start, end = _span(result)
@@ -120,6 +125,8 @@ def config_dict(result_or_segmented, provenance: Mapping | None = None) -> dict:
                       "report": result.report.to_dict()},
         "data": data,
         "metrics": result.metrics,
+        "converged": result_or_segmented.converged,
+        "warnings": list(result_or_segmented.warnings),    # the pooled fit's, then every segment's
         "segments": [],
         "segment_test": None,
     }
@@ -129,7 +136,8 @@ def config_dict(result_or_segmented, provenance: Mapping | None = None) -> dict:
             {"key": dict(s.key), "params": s.result.params, "std_errors": s.result.std_errors,
              "conf_int": {k: list(v) for k, v in s.result.conf_int().items()},
              "rows": int(s.result.features.n), "status": s.result.report.status,
-             "converged": s.result.report.converged,
+             "converged": s.result.report.converged, "message": s.result.report.message,
+             "active_bounds": list(s.result.report.active_bounds), "warnings": list(s.result.warnings),
              "metrics": {"in_sample": s.result.in_sample, "out_of_sample": s.result.out_of_sample}}
             for s in result_or_segmented.segments]
         config["segment_test"] = dict(result_or_segmented.test)
@@ -144,10 +152,11 @@ def _to_text(config: dict, fmt: str) -> str:
     return yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
 
 
-def dump_config(result_or_segmented, provenance: Mapping | None = None,
-                path_or_format: str | Path = "json") -> str:
-    """Write the config as JSON or YAML. `path_or_format` is "json", "yaml" (the text is only
-    returned) or a file path whose suffix (.json, .yaml, .yml) picks the format. Returns the text."""
+def dump_config(result_or_segmented, provenance=None, path_or_format: str | Path = "json") -> str:
+    """Write the config as JSON or YAML. `provenance`: a mapping, or the `Dataset` / path the result
+    was fitted on (hashed: file, sha256, rows, span). `path_or_format` is "json", "yaml" (the text
+    is only returned) or a file path whose suffix (.json, .yaml, .yml) picks the format. Returns
+    the text."""
     config = config_dict(result_or_segmented, provenance) if not isinstance(result_or_segmented, Mapping) \
         else _clean(result_or_segmented)
     target = str(path_or_format)

@@ -29,7 +29,6 @@ from execal.models.core.registry import LOSSES, OPTIMIZERS, WEIGHTS, get_model
 from execal.models.core.report import OptimizerReport
 from execal.models.impact.config import load_config
 from execal.models.impact.features import Features, impact_features
-from execal.models.impact.timevarying import TimeVaryingResult, calibrate_time_varying
 from execal.models.impact.result import (BootstrapResult, CalibrationResult, Segment, SegmentedResult,
                                         error_metrics)
 from execal.models.data.schema import DataError, Dataset, DropRecord, ValidationReport
@@ -45,6 +44,15 @@ TERMINATION_MESSAGES = {   # scipy.optimize.least_squares' own wording, reused b
     4: "Both `ftol` and `xtol` termination conditions are satisfied.",
 }
 
+
+# Below this many usable rows per free parameter a fit carries a "few observations" warning: the
+# sandwich intervals are too narrow there. Measured by `python -m bench.study_coverage` (2,000
+# simulated samples a cell, Student-t(4) noise, the default calibrator; table in NOTES-contract.md):
+# nominal 95 % intervals covered 77-92 % at 15-30 rows per parameter (sqrt 30 rows: 0.848; power
+# law 30 rows: Y 0.878, delta 0.897), and 89-96 % at 50 (sqrt 0.88-0.90, power law 0.91-0.93,
+# Almgren 0.92-0.96); more rows buy little after that (power law at 150 per parameter: 0.93-0.94).
+MIN_ROWS_PER_PARAMETER = 50
+TIME_VARYING = ("time_varying", "online")     # optimizer strategies that learn a path (timevarying.py)
 
 # settings that define the objective: a bootstrap must refit the same one
 _OBJECTIVE_SETTINGS = ("model", "loss", "f_scale", "weights", "weight_column", "fixed", "bounds",
@@ -127,6 +135,14 @@ class _Solution:
     starts: tuple = ()
     extra_warnings: tuple = ()
     state: tuple | None = None       # (r, rho', rho'', z) at x, when the solver has them
+
+
+def few_rows_warning(n_rows: int, k: int) -> str:
+    """The warning of a fit on fewer than MIN_ROWS_PER_PARAMETER usable rows per free parameter."""
+    return (f"few observations: {n_rows} row(s) for {k} free parameter(s), {n_rows / k:.3g} per parameter "
+            f"(fewer than {MIN_ROWS_PER_PARAMETER}): at this size the nominal 95 % intervals are too "
+            "narrow (in simulation they covered the truth 77-92 % of the time at 15-30 rows per "
+            "parameter); treat the standard errors as optimistic, or bootstrap by day")
 
 
 def _active_mask(x, lo, hi) -> np.ndarray:
@@ -622,6 +638,9 @@ class Calibrator:
         if active:
             warn.append("parameter(s) at a bound: " + "; ".join(active)
                         + " (standard errors there are not reliable)")
+        n_rows, k = int(prob.y.shape[0]), prob.k
+        if k and n_rows < MIN_ROWS_PER_PARAMETER * k:
+            warn.append(few_rows_warning(n_rows, k))
         if self.optimizer == "lm":
             outside = [f"{n} = {v:.6g} outside [{lo:g}, {hi:g}]" for n, v, lo, hi
                        in zip(names, sol.x, prob.lo, prob.hi) if not lo <= v <= hi]
@@ -636,11 +655,17 @@ class Calibrator:
                       "multistart": self.multistart, "seed": self.seed, **self.options})
 
     # -- public -------------------------------------------------------------------------------
+    def _refuse_time_varying(self, what: str) -> None:
+        if OPTIMIZERS[self.optimizer].strategy in TIME_VARYING:
+            raise CalibrationError(
+                f"optimizer '{self.optimizer}' learns a path of parameters over time, not one set: "
+                f"{what} it with TimeVaryingCalibrator(method='{self.optimizer}', ...) "
+                "(execal.TimeVaryingCalibrator, or TimeVaryingCalibrator.from_calibrator(calibrator)), "
+                "whose result keeps the path; its .result is the final state as a CalibrationResult")
+
     def fit(self, fills, cost_bps=None) -> CalibrationResult:
         """Calibrate on `fills`; a non-converged fit is returned with its status and a warning."""
-        if OPTIMIZERS[self.optimizer].strategy in ("time_varying", "online"):
-            # kalman / sgd learn a path (models/timevarying.py); this returns its final state
-            return calibrate_time_varying(self, fills, cost_bps).result
+        self._refuse_time_varying("fit")
         features, validation, weights = self._usable(self.features(fills, cost_bps), need_cost=True)
         order = self._time_order(features) if (self.test_fraction > 0 or self.walk_forward) else None
         is_train = np.ones(features.n, dtype=bool)
@@ -757,7 +782,7 @@ class Calibrator:
             raise CalibrationError(f"bootstrap by must be 'day', 'order_id' or 'block', got {by!r}")
         if by == "block" and not block_s > 0:
             raise CalibrationError(f"block_s must be positive, got {block_s}")
-        if OPTIMIZERS[self.optimizer].strategy in ("time_varying", "online"):
+        if OPTIMIZERS[self.optimizer].strategy in TIME_VARYING:
             raise CalibrationError(f"optimizer '{self.optimizer}' estimates a path: bootstrap a batch fit")
         if n < 2:
             raise CalibrationError("bootstrap needs n ≥ 2 resamples")
@@ -819,6 +844,7 @@ class Calibrator:
         """One fit per segment (e.g. venue, symbol or both) plus the pooled fit, and a test of
         whether the segment coefficients differ (Wald on the sandwich covariances; Chow F on the
         weighted residual sums of squares)."""
+        self._refuse_time_varying("segment")
         by = (by,) if isinstance(by, str) else tuple(by)
         for b in by:
             if b not in ("venue", "symbol", "side", "regime"):
@@ -851,6 +877,7 @@ class Calibrator:
                 raise CalibrationError(f"segment {name} ({rows.size} rows): {err}") from None
             if not res.report.success:
                 warnings.warn(f"segment {name}: {res.report.warnings[0]}", CalibrationWarning, stacklevel=2)
+            # every other warning of the segment travels in its result (SegmentedResult.warnings)
             segments.append(Segment(key=label, result=res))
         test = segment_test(pooled, [s.result for s in segments])
         return SegmentedResult(by=by, pooled=pooled, segments=tuple(segments), test=test)
@@ -901,17 +928,6 @@ def segment_test(pooled: CalibrationResult, results: list[CalibrationResult]) ->
         F = ((ss_r - ss_u) / df1) / (ss_u / df2)
         chow = {"statistic": F, "df1": df1, "df2": df2, "p_value": float(stats.f.sf(F, df1, df2))}
     return out | {"wald": wald, "chow": chow}
-
-
-def fit_kalman(fills, model: str = "power_law", *, parameter: str | None = None, **settings) -> TimeVaryingResult:
-    """Kalman calibration with a drifting coefficient; `settings` are Calibrator's (loss, weights, ...)."""
-    return calibrate_time_varying(Calibrator(model=model, optimizer="kalman", **settings), fills,
-                                  parameter=parameter)
-
-
-def fit_sgd(fills, model: str = "power_law", **settings) -> TimeVaryingResult:
-    """Online SGD calibration; `settings` are Calibrator's (loss, weights, options={window, t0}, ...)."""
-    return calibrate_time_varying(Calibrator(model=model, optimizer="sgd", **settings), fills)
 
 
 def result_from_config(config, fills, cost_bps=None):

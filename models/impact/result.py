@@ -21,7 +21,9 @@ import pandas as pd
 from scipy import stats
 
 from execal.models.core.frozen import freeze_arrays, readonly  # noqa: F401  (re-exported)
+from execal.models.core.jsonable import clean
 from execal.models.core.report import OptimizerReport
+from execal.models.core.result import params_table, report_line
 from execal.models.data.schema import ValidationReport
 from execal.models.impact.config import config_dict, predict_segmented
 from execal.models.impact.features import Features, impact_features
@@ -267,6 +269,32 @@ class CalibrationResult:
     def with_bootstrap(self, bootstrap: BootstrapResult) -> "CalibrationResult":
         return replace(self, bootstrap=bootstrap, _cache={})
 
+    # -- the estimator contract ---------------------------------------------------------------
+    @property
+    def converged(self) -> bool:
+        return bool(self.report.converged)
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """Everything that needs care: the optimizer's warnings (not converged, at a bound, a
+        non-positive-definite Hessian, few observations) and the data's (e.g. no timestamps)."""
+        return tuple(dict.fromkeys([*self.report.warnings, *self.validation.warnings]))
+
+    def to_dict(self, alpha: float = 0.05) -> dict:
+        """JSON-ready: parameters with standard errors and intervals, the optimizer's report, the
+        warnings, rows and in/out-of-sample metrics (the config adds provenance and breakdowns)."""
+        return clean({
+            "model": self.model.name, "label": self.model.label, "status": self.status,
+            "converged": self.converged, "participation": self.participation, "weights": self.weights,
+            "params": self.params, "std_errors": self.std_errors,
+            "conf_int": {k: list(v) for k, v in self.conf_int(alpha).items()}, "alpha": alpha,
+            "free": list(self.free), "fixed": list(self.fixed),
+            "bounds": {k: list(v) for k, v in self.bounds.items()},
+            "rows": {"in_sample": self.n_train, "out_of_sample": int(self.is_train.shape[0]) - self.n_train},
+            "report": self.report.to_dict(), "warnings": list(self.warnings),
+            "metrics": {"in_sample": self.in_sample, "out_of_sample": self.out_of_sample},
+            "bootstrap": None if self.bootstrap is None else self.bootstrap.to_dict(alpha)})
+
     def to_config(self, provenance: Mapping | None = None) -> dict:
         return config_dict(self, provenance)
 
@@ -276,21 +304,35 @@ class CalibrationResult:
         lines = [f"{self.model.label} ({self.model.name}): {self.model.formula}",
                  f"status: {self.status}; optimizer {rep.method}, loss {rep.loss}, f_scale {rep.f_scale:g}, "
                  f"weights {rep.weights}; {rep.message}",
-                 f"rows: {self.n_train} in-sample, {len(self.is_train) - self.n_train} out-of-sample",
-                 f"{'param':<8}{'value':>14}{'std err':>12}{'95% CI':>28}"]
-        ci = self.conf_int()
-        se = self.std_errors
-        for name, value in self.params.items():
-            lo, hi = ci[name]
-            tag = "" if name in self.free else "  (fixed)"
-            lines.append(f"{name:<8}{value:>14.6g}{se[name]:>12.4g}   [{lo:>11.5g}, {hi:>11.5g}]{tag}")
+                 f"rows: {self.n_train} in-sample, {len(self.is_train) - self.n_train} out-of-sample"]
+        lines += params_table(self.params, self.std_errors, self.conf_int(), fixed=self.fixed)
+        if self.bootstrap is not None:
+            lines.extend(bootstrap_lines(self.bootstrap))
         m = self.in_sample
         if m.get("n"):
             lines.append(f"in-sample: RMSE {m['rmse_bps']:.3f} bps, MAE {m['mae_bps']:.3f}, "
                          f"bias {m['bias_bps']:.3f}, R² {m['r2'] if m['r2'] is None else round(m['r2'], 4)}")
-        for w in rep.warnings:
+        oos = self.out_of_sample
+        if oos and oos.get("n"):
+            lines.append(f"out-of-sample ({oos['n']} rows): RMSE {oos['rmse_bps']:.3f} bps, "
+                         f"bias {oos['bias_bps']:.3f}")
+        for w in self.warnings:
             lines.append(f"warning: {w}")
         return "\n".join(lines)
+
+
+def bootstrap_lines(boot: BootstrapResult, alpha: float = 0.05) -> list[str]:
+    """The bootstrap intervals as summary lines."""
+    ci = boot.conf_int(alpha)
+    se = boot.std_errors
+    head = (f"bootstrap: {boot.n} resamples of whole {boot.by}s ({boot.clusters} {boot.by}s"
+            + (f", {boot.failures} refits failed" if boot.failures else "") + f"), percentile {1 - alpha:.0%} intervals:")
+    return [head] + [f"  {k:<12}s.e. {se[k]:<10.4g} [{lo:.5g}, {hi:.5g}]" for k, (lo, hi) in ci.items()]
+
+
+def segment_label(key: Mapping[str, str]) -> str:
+    """"venue=okx, symbol=BTCUSDT": how a segment is named in messages, summaries and tables."""
+    return ", ".join(f"{k}={v}" for k, v in dict(key).items())
 
 
 @dataclass(frozen=True, eq=False)
@@ -319,5 +361,79 @@ class SegmentedResult:
                                  [(dict(s.key), s.result.theta) for s in self.segments], fills,
                                  self.pooled.participation)
 
+    # -- the estimator contract: the pooled fit's parameters, every segment's status -------------
+    @property
+    def params(self) -> dict[str, float]:
+        """The pooled parameters (each segment's: `segment(...)` or `segments[i].result`)."""
+        return self.pooled.params
+
+    @property
+    def std_errors(self) -> dict[str, float]:
+        return self.pooled.std_errors
+
+    def conf_int(self, alpha: float = 0.05) -> dict[str, tuple[float, float]]:
+        return self.pooled.conf_int(alpha)
+
+    @property
+    def report(self) -> OptimizerReport:
+        """The pooled fit's report (each segment's is in its result)."""
+        return self.pooled.report
+
+    @property
+    def status(self) -> str:
+        return self.pooled.status
+
+    @property
+    def converged(self) -> bool:
+        """The pooled fit and every segment's converged."""
+        return self.pooled.converged and all(s.result.converged for s in self.segments)
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """The pooled fit's warnings, then each segment's, prefixed with the segment's name."""
+        return self.pooled.warnings + tuple(f"segment {segment_label(s.key)}: {w}"
+                                            for s in self.segments for w in s.result.warnings)
+
+    def summary(self) -> str:
+        """The pooled fit, every segment (parameters ± s.e., interval, rows, status, its warnings),
+        the tests of equal coefficients and the bootstrap intervals (what the CLI prints)."""
+        lines = [f"segmented by {', '.join(self.by)}: {len(self.segments)} segments"
+                 + ("" if self.converged else " — NOT every fit converged"),
+                 "", "pooled fit (every row):", self.pooled.summary()]
+        for s in self.segments:
+            res = s.result
+            lines += ["", f"segment {segment_label(s.key)}: {res.n_train} rows in-sample"
+                      + (f", {res.features.n - res.n_train} held out" if res.features.n > res.n_train else ""),
+                      report_line(res.report)]
+            lines += params_table(res.params, res.std_errors, res.conf_int(), fixed=res.fixed)
+            m = res.in_sample
+            if m.get("n"):
+                lines.append(f"in-sample: RMSE {m['rmse_bps']:.3f} bps, bias {m['bias_bps']:.3f}")
+            lines += [f"warning: {w}" for w in res.warnings]
+        lines += ["", *segment_test_lines(self.test)]
+        return "\n".join(lines)
+
+    def to_dict(self, alpha: float = 0.05) -> dict:
+        return clean({"by": list(self.by), "converged": self.converged, "warnings": list(self.warnings),
+                      "pooled": self.pooled.to_dict(alpha),
+                      "segments": [{"key": dict(s.key), **s.result.to_dict(alpha)} for s in self.segments],
+                      "segment_test": dict(self.test)})
+
     def to_config(self, provenance: Mapping | None = None) -> dict:
         return config_dict(self, provenance)
+
+
+def segment_test_lines(test: Mapping | None) -> list[str]:
+    """The equal-coefficients tests as summary lines."""
+    test = dict(test or {})
+    lines = [f"H0: {test.get('hypothesis', 'the segments share the parameters')}"]
+    wald, chow = test.get("wald"), test.get("chow")
+    if wald:
+        lines.append(f"Wald test (sandwich covariances): chi2 = {wald['statistic']:.4g}, df {wald['df']}, "
+                     f"p = {wald['p_value']:.3g}")
+    if chow:
+        lines.append(f"Chow F test (weighted residual sums of squares): F = {chow['statistic']:.4g}, "
+                     f"df ({chow['df1']}, {chow['df2']}), p = {chow['p_value']:.3g}")
+    if not wald and not chow:
+        lines.append("no test: " + str(test.get("note", "the covariance is singular")))
+    return lines

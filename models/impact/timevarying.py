@@ -65,8 +65,10 @@ from execal.models.core.jsonable import clean as _clean
 from execal.models.core.params import NS_PER_DAY
 from execal.models.core.registry import OPTIMIZERS
 from execal.models.core.report import OptimizerReport
+from execal.models.core.result import Estimator, normal_conf_int, params_table, report_line
 from execal.models.data.schema import DataError
 from execal.models.impact.features import Features
+from execal.models.impact.fit import DEFAULT_TOL, TIME_VARYING, Calibrator
 from execal.models.impact.result import CalibrationResult, error_metrics
 
 try:   # numba is optional: the kernels are plain Python loops without it
@@ -80,7 +82,7 @@ except ImportError:   # pragma: no cover - numba is installed where the benchmar
         return fn
     HAVE_NUMBA = False
 
-TIME_VARYING_STRATEGIES = ("time_varying", "online")
+TIME_VARYING_STRATEGIES = TIME_VARYING       # the optimizer strategies this room runs
 # the coefficient the Kalman filter lets drift, per model (the cost is linear in it)
 DRIFT_PARAMETER = {"sqrt": "Y", "power_law": "Y", "linear": "lambda", "almgren": "eta", "istar": "a1"}
 PATH_POINTS = 2000
@@ -496,7 +498,15 @@ def thin_index(t: np.ndarray, max_points: int) -> np.ndarray:
 @dataclass(frozen=True, eq=False)
 class TimeVaryingResult:
     """A calibration whose parameters move over time: their path, the final state, and the batch
-    fit they are compared with. Immutable; arrays are read-only and in time order."""
+    fit they are compared with. Immutable; arrays are read-only and in time order.
+
+    The estimator contract: `params` is the final state (every model parameter; what `result`,
+    `predict` and the config use), `std_errors` its standard errors (Kalman: the filtered
+    standard deviation of the moving coefficient at the last fill; SGD: none, it has no
+    covariance; parameters held at the batch fit: the batch fit's), `conf_int()`, `report` (the
+    one OptimizerReport), `converged`, `warnings` (this fit's and the batch fit's), `summary()`,
+    `to_dict()`, `to_config()`; `TimeVaryingCalibrator.fix` gives the same type for hand-set
+    parameters (a constant path, status "fixed")."""
     method: str                          # "kalman" | "sgd"
     model: Any
     parameters: tuple[str, ...]          # the parameters that move along the path
@@ -520,6 +530,7 @@ class TimeVaryingResult:
     comparison: Mapping = field(default_factory=dict)
     alpha: float = 0.05
     settings: Mapping = field(default_factory=dict)
+    status: str = "fitted"               # "fitted" | "fixed" (hand-set parameters, a constant path)
     _cache: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
@@ -540,7 +551,30 @@ class TimeVaryingResult:
 
     @property
     def warnings(self) -> tuple[str, ...]:
-        return tuple(self.report.warnings)
+        """This fit's warnings, then the batch fit's (it fixes the non-moving parameters)."""
+        own = tuple(self.report.warnings)
+        batch = tuple(f"batch fit: {w}" for w in self.batch.report.warnings
+                      if self.batch is not self.result and w not in own)
+        return own + batch
+
+    @property
+    def std_errors(self) -> dict[str, float]:
+        """Standard errors of `params` (NaN where there is none; see the class docstring)."""
+        final = self.result.std_errors
+        batch = self.batch.std_errors
+        out = {}
+        for name in self.params:
+            if name in self.parameters:
+                out[name] = float(final.get(name, np.nan))
+            elif name in self.fixed_at_batch:
+                out[name] = float(batch.get(name, np.nan))
+            else:
+                out[name] = np.nan
+        return out
+
+    def conf_int(self, alpha: float | None = None) -> dict[str, tuple[float, float]]:
+        """Normal intervals of the final state (alpha defaults to the fit's, 0.05)."""
+        return normal_conf_int(self.params, self.std_errors, self.alpha if alpha is None else alpha)
 
     def _time_axis(self) -> np.ndarray:
         return (self.timestamp_ns if self.timestamp_ns is not None
@@ -617,7 +651,10 @@ class TimeVaryingResult:
         batch = self.batch
         out = {
             "method": self.method, "strategy": OPTIMIZERS[self.method].strategy,
+            "status": self.status, "converged": self.converged, "warnings": list(self.warnings),
             "parameters": list(self.parameters), "params": dict(self.params),
+            "std_errors": self.std_errors,
+            "conf_int": {k: list(v) for k, v in self.conf_int().items()},
             "fixed_at_batch": dict(self.fixed_at_batch),
             "q": _num(self.q), "q_std_error": _num(self.q_std_error),
             "q_units": (f"{self.parameters[0]}² per day" if self.method == "kalman" else None),
@@ -641,10 +678,14 @@ class TimeVaryingResult:
 
     def summary(self) -> str:
         rep = self.report
-        lines = [f"{self.model.label} ({self.model.name}), {self.method}: {rep.message}",
+        lines = [f"{self.model.label} ({self.model.name}), {self.method} ({self.status})", report_line(rep),
                  f"rows: {self.n}; moving: {', '.join(self.parameters)}"
                  + (f"; fixed at the batch fit: " + ", ".join(f"{k} = {v:.6g}" for k, v in self.fixed_at_batch.items())
-                    if self.fixed_at_batch else "")]
+                    if self.fixed_at_batch else ""),
+                 "final state (s.e.: " + ("filtered, at the last fill" if self.method == "kalman" else
+                                          "none for online SGD") + "; held parameters: the batch fit's):"]
+        held = tuple(k for k in self.params if k not in self.parameters and k not in self.fixed_at_batch)
+        lines += params_table(self.params, self.std_errors, self.conf_int(), fixed=held)
         if self.q is not None:
             se = "" if self.q_std_error is None else f" ± {self.q_std_error:.3g}"
             lr = self.lr_test or {}
@@ -657,7 +698,7 @@ class TimeVaryingResult:
             s = summ[name]
             lines.append(f"{name}: first {s['first']:.6g}, last {s['last']:.6g}, min {s['min']:.6g}, "
                          f"max {s['max']:.6g}; batch {self.batch.params[name]:.6g} ± {se_b[name]:.3g}")
-        for w in rep.warnings:
+        for w in self.warnings:
             lines.append(f"warning: {w}")
         return "\n".join(lines)
 
@@ -710,6 +751,122 @@ def calibrate_time_varying(calibrator, fills, cost_bps=None, *, parameter: str |
     if calibrator.optimizer == "kalman":
         return _kalman(calibrator, batch, parameter, alpha)
     return _sgd(calibrator, batch, alpha)
+
+
+class TimeVaryingCalibrator(Estimator):
+    """The time-varying impact calibrations as an estimator: `fit(fills) -> TimeVaryingResult`.
+
+    method: "kalman" (one coefficient drifts as a random walk, its variance q by maximum likelihood)
+    or "sgd" (every free parameter learnt fill by fill). The other settings are `Calibrator`'s
+    (model, loss, f_scale, weights, fixed, bounds, participation, free, max_nfev, tol) and
+    `options` are the method's own (the registry's OPTIMIZERS["kalman" | "sgd"].params, e.g.
+    {"outlier_k": 5}, {"window": 5000, "t0": 100}). `parameter` names the Kalman's drifting
+    coefficient (default: DRIFT_PARAMETER of the model); `alpha` the level of its bands.
+
+    `fit` runs the batch fit it is compared with (the same settings with `lm_normal`; pass
+    `batch=` to reuse one), then the path; `fix(params, fills)` gives the same result type for
+    hand-set parameters: a constant path, status "fixed".
+    """
+
+    def __init__(self, model: str = "power_law", method: str = "kalman", loss: str = "soft_l1",
+                 f_scale: float = 1.0, weights: str = "auto", weight_column: str | None = None,
+                 fixed: Mapping[str, float] | None = None, bounds: Mapping | None = None,
+                 participation: str = "adv", *, free=(), parameter: str | None = None,
+                 alpha: float = 0.05, max_nfev: int | None = None, tol: float = DEFAULT_TOL,
+                 options: Mapping[str, Any] | None = None):
+        methods = [name for name, spec in OPTIMIZERS.items() if spec.strategy in TIME_VARYING_STRATEGIES]
+        if method not in methods:
+            raise _calibration_error(f"method must be one of {', '.join(methods)}, got {method!r} "
+                                     "(a batch fit is Calibrator's job)")
+        if not 0 < float(alpha) < 1:
+            raise _calibration_error(f"alpha must be in (0, 1), got {alpha}")
+        self.model = getattr(model, "name", model)
+        self.method = method
+        self.loss = loss
+        self.f_scale = float(f_scale)
+        self.weights = weights
+        self.weight_column = weight_column
+        self.fixed = dict(fixed or {})
+        self.bounds = {k: tuple(v) for k, v in (bounds or {}).items()}
+        self.participation = participation
+        self.free = tuple(free)
+        self.parameter = parameter
+        self.alpha = float(alpha)
+        self.max_nfev = max_nfev
+        self.tol = float(tol)
+        self.options = dict(options or {})
+        self.calibrator()            # every setting is checked now, before any data is read
+
+    @classmethod
+    def from_calibrator(cls, calibrator: Calibrator, *, method: str | None = None,
+                        parameter: str | None = None, alpha: float = 0.05) -> "TimeVaryingCalibrator":
+        """The time-varying estimator with a `Calibrator`'s settings (the UI and the CLI build a
+        Calibrator from the registry's controls); `method` defaults to its optimizer. Settings a
+        path cannot honour (test_fraction, walk_forward, multistart) are refused."""
+        c = calibrator.get_params()
+        method = method or c["optimizer"]
+        _check_settings(calibrator.set_params(optimizer=method, options=c["options"]
+                                              if c["optimizer"] == method else {}))
+        return cls(model=c["model"], method=method, loss=c["loss"], f_scale=c["f_scale"],
+                   weights=c["weights"], weight_column=c["weight_column"], fixed=c["fixed"],
+                   bounds=c["bounds"], participation=c["participation"], free=c["free"],
+                   parameter=parameter, alpha=alpha, max_nfev=c["max_nfev"], tol=c["tol"],
+                   options=c["options"] if c["optimizer"] == method else {})
+
+    def calibrator(self) -> Calibrator:
+        """The `Calibrator` carrying these settings (optimizer = the method)."""
+        return Calibrator(model=self.model, optimizer=self.method, loss=self.loss, f_scale=self.f_scale,
+                          weights=self.weights, weight_column=self.weight_column, fixed=self.fixed,
+                          bounds=self.bounds, participation=self.participation, free=self.free,
+                          max_nfev=self.max_nfev, tol=self.tol, options=self.options)
+
+    def fit(self, fills, cost_bps=None, *, batch: CalibrationResult | None = None) -> TimeVaryingResult:
+        """The path of the parameters over `fills` (a frame, Dataset, mapping or Features)."""
+        return calibrate_time_varying(self.calibrator(), fills, cost_bps, parameter=self.parameter,
+                                      batch=batch, alpha=self.alpha)
+
+    def fix(self, params: Mapping[str, float], fills, cost_bps=None) -> TimeVaryingResult:
+        """Hand-set parameters as a result of the same type: a path that does not move (what a drift
+        is compared against), status "fixed", no standard errors. Missing parameters take the fixed
+        values or the model defaults (as `Calibrator.fix`)."""
+        cal = self.calibrator()
+        hand = cal.set_params(optimizer="lm_normal", options={}).fix(params, fills, cost_bps)
+        model, features = hand.model, hand.features
+        if self.method == "kalman":
+            name = self.parameter or DRIFT_PARAMETER.get(model.name)
+            if name not in model.param_names:
+                raise _calibration_error(f"model '{model.name}' has no drifting coefficient "
+                                         f"{name!r} (parameters: {', '.join(model.param_names)})")
+            moving = (name,)
+        else:
+            free_idx, _ = cal._free_and_theta(features)
+            moving = tuple(model.params[i].name for i in free_idx)
+        order = _time_order(features)
+        order = np.arange(features.n) if order is None else order
+        rows = features if np.array_equal(order, np.arange(features.n)) else features.take_rows(order, labels=False)
+        values = np.tile([hand.theta[model.index(n)] for n in moving], (features.n, 1))
+        nan = np.full(values.shape, np.nan)
+        metrics = {}
+        if rows.cost_bps is not None:
+            metrics["final_state"] = error_metrics(rows.cost_bps, hand.predicted_bps[order],
+                                                   rows.expected_noise_bps)
+        settings = {**_options(cal), "parameters": list(moving), "alpha": self.alpha}
+        return TimeVaryingResult(
+            method=self.method, model=model, parameters=moving, timestamp_ns=rows.timestamp_ns,
+            row_index=rows.row_index, values=values, lower=nan, upper=nan, params=hand.params,
+            report=hand.report, batch=hand, result=hand, metrics=metrics, alpha=self.alpha,
+            settings=settings, status="fixed")
+
+
+def fit_kalman(fills, model: str = "power_law", *, parameter: str | None = None, **settings) -> TimeVaryingResult:
+    """Kalman calibration with a drifting coefficient; `settings` are Calibrator's (loss, weights, ...)."""
+    calibrator = Calibrator(model=model, optimizer="kalman", **settings)
+    return TimeVaryingCalibrator.from_calibrator(calibrator, parameter=parameter).fit(fills)
+
+
+def fit_sgd(fills, model: str = "power_law", **settings) -> TimeVaryingResult:
+    """Online SGD calibration; `settings` are Calibrator's (loss, weights, options={window, t0}, ...)."""
+    return TimeVaryingCalibrator.from_calibrator(Calibrator(model=model, optimizer="sgd", **settings)).fit(fills)
 
 
 def _inliers(weighted_residual: np.ndarray, k: float) -> tuple[np.ndarray, float]:

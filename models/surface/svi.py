@@ -49,6 +49,7 @@ import datetime as _dt
 import math
 import time
 import warnings
+import dataclasses
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Mapping, Sequence
@@ -61,6 +62,7 @@ from execal.models.core import __version__
 from execal.models.core.jsonable import clean as _clean
 from execal.models.core.params import Param
 from execal.models.core.report import OptimizerReport
+from execal.models.core.result import normal_conf_int, report_line
 from execal.models.data.schema import DataError, ValidationReport
 from execal.models.surface.options import Chain, prepare_chain
 
@@ -74,6 +76,7 @@ WEIGHT_DESCRIPTIONS = {
               "get the slice's median weight",
 }
 MIN_POINTS_SVI = 5               # five parameters
+MIN_POINTS_PER_PARAM = 2         # fewer quotes per fitted parameter than this: a "few quotes" warning
 GRID_POINTS = 2001               # k-grid of the arbitrage checks
 G_TOL = 1e-9                     # g and calendar tolerance (rounding of the formulas)
 _TINY = 1e-12
@@ -643,19 +646,53 @@ def _svi_least_squares(s: _Slice, start: np.ndarray) -> tuple[np.ndarray, Any]:
         return su * (np.sqrt(np.maximum(w, 1e-16) / s.T) - s.iv)
 
     def jac(p):
-        a, b, rho, m, sig = p
-        x = s.k - m
-        root = np.sqrt(x * x + sig * sig)
-        w = np.maximum(a + b * (rho * x + root), 1e-16)
-        dv = su / (2.0 * np.sqrt(w * s.T))
-        return np.stack([dv, dv * (rho * x + root), dv * b * x, dv * b * (-rho - x / root),
-                         dv * b * sig / root], axis=1)
+        return _svi_vol_jacobian(s, p)
 
     f_scale = max(0.005, float(np.nanmedian(s.iv_ask - s.iv_bid)) if np.isfinite(s.iv_ask - s.iv_bid).any() else 0.005)
     res = optimize.least_squares(resid, x0, jac=jac, bounds=(lo, hi), method="trf", loss="soft_l1",
                                  f_scale=f_scale, x_scale="jac", ftol=1e-10, xtol=1e-10, gtol=1e-10,
                                  max_nfev=1000)
     return res.x, res
+
+
+def _svi_vol_jacobian(s: _Slice, p) -> np.ndarray:
+    """d(√u·σ_model)/d(a, b, rho, m, sigma) on the slice's quotes (the weighted vol residuals')."""
+    a, b, rho, m, sig = p
+    x = s.k - m
+    root = np.sqrt(x * x + sig * sig)
+    w = np.maximum(a + b * (rho * x + root), 1e-16)
+    dv = np.sqrt(s.u) / (2.0 * np.sqrt(w * s.T))
+    return np.stack([dv, dv * (rho * x + root), dv * b * x, dv * b * (-rho - x / root),
+                     dv * b * sig / root], axis=1)
+
+
+def least_squares_std_errors(residuals: np.ndarray, jacobian: np.ndarray) -> tuple[np.ndarray, str | None]:
+    """s²·(JᵀJ)⁻¹ with s² = Σr²/(n − p): the standard errors of a least-squares fit whose residuals
+    are `residuals` and Jacobian `jacobian` (n × p) at the solution; NaN, with the reason, when
+    there are no residual degrees of freedom or JᵀJ is singular."""
+    n, k = jacobian.shape
+    if n <= k:
+        return np.full(k, np.nan), f"{n} quotes for {k} parameters: no residual degrees of freedom, no standard errors"
+    A = jacobian.T @ jacobian
+    if not np.isfinite(A).all():
+        return np.full(k, np.nan), "non-finite Jacobian: no standard errors"
+    eig = np.linalg.eigvalsh(A)
+    if eig.min() <= 1e-12 * max(eig.max(), 1e-300):
+        return np.full(k, np.nan), "the quotes do not pin every parameter (singular JᵀJ): no standard errors"
+    s2 = float(residuals @ residuals) / (n - k)
+    cov = s2 * np.linalg.inv(A)
+    return np.sqrt(np.clip(np.diag(cov), 0.0, None)), None
+
+
+def svi_std_errors(s: _Slice, params) -> tuple[dict[str, float], str | None]:
+    """Least-squares standard errors of a raw SVI slice on its weighted vol residuals (the quotes of
+    one snapshot treated as independent errors around the smile: how tightly the quotes pin the
+    parameters, not how the smile moves over time; conditional on any active no-arbitrage constraint)."""
+    p = np.asarray(params, dtype=np.float64)
+    w = svi_total_variance(s.k, *p)
+    r = np.sqrt(s.u) * (np.sqrt(np.maximum(w, 1e-16) / s.T) - s.iv)
+    se, note = least_squares_std_errors(r, _svi_vol_jacobian(s, p))
+    return dict(zip(SVI_PARAMS, map(float, se))), note
 
 
 def _constraint_grid(s: _Slice, k_grid: np.ndarray, points: int = 241) -> np.ndarray:
@@ -999,7 +1036,39 @@ def _fit_ssvi(slices: Sequence[_Slice], no_arbitrage: bool, tol: float, max_nfev
     rho, eta, gamma, theta = prob.natural(res.x)
     theta_by_slice = np.empty(len(slices))
     theta_by_slice[order] = theta
-    return (float(rho), float(eta), float(gamma)), theta_by_slice, res, starts, lo, hi, prob
+    se_natural, note = _ssvi_std_errors(prob, res.x)
+    se_theta = np.empty(len(slices))
+    se_theta[order] = se_natural[3:]
+    se = {"rho": float(se_natural[0]), "eta": float(se_natural[1]), "gamma": float(se_natural[2]),
+          "theta": se_theta, "note": note}
+    return (float(rho), float(eta), float(gamma)), theta_by_slice, res, starts, lo, hi, prob, se
+
+
+def _ssvi_std_errors(prob: "_SSVIProblem", p: np.ndarray) -> tuple[np.ndarray, str | None]:
+    """Standard errors of (rho, eta, gamma, theta_1..n) at the SSVI solution `p`: least squares
+    s²·(JᵀJ)⁻¹ in the fitted parametrisation, carried to the natural parameters by the delta method
+    (the no-arbitrage parametrisation's map is differentiated numerically: central differences)."""
+    se_p, note = least_squares_std_errors(prob.residuals(p), prob.jacobian(p))
+    if note:
+        return np.full(p.size, np.nan), note
+    J = prob.jacobian(p)
+    r = prob.residuals(p)
+    cov_p = float(r @ r) / (J.shape[0] - J.shape[1]) * np.linalg.inv(J.T @ J)
+    if not prob.no_arbitrage:
+        return se_p, None
+
+    def natural(q):
+        rho, eta, gamma, theta = prob.natural(q)
+        return np.concatenate([[rho, eta, gamma], theta])
+    G = np.empty((p.size, p.size))
+    for j in range(p.size):
+        h = 1e-6 * max(abs(p[j]), 1e-4)
+        up, down = p.copy(), p.copy()
+        up[j] += h
+        down[j] -= h
+        G[:, j] = (natural(up) - natural(down)) / (2.0 * h)
+    cov = G @ cov_p @ G.T
+    return np.sqrt(np.clip(np.diag(cov), 0.0, None)), None
 
 
 # --- specs (what the registry lists) ---------------------------------------------------------------
@@ -1080,9 +1149,15 @@ class SliceFit:
     weighted_rmse_vol_pts: float | None
     max_abs_error_vol_pts: float | None
     inside_band_fraction: float | None        # model vol within [bid IV, ask IV], where both exist
-    optimizer: Any                            # execal.models.impact.result.OptimizerReport (SSVI: the surface's)
+    optimizer: OptimizerReport | None         # the slice's fit (SSVI: the surface's); None when hand-set
     butterfly: Mapping[str, Any]
     message: str = ""
+    std_errors: Mapping[str, float] | None = None   # raw SVI fits only (see `svi_std_errors`)
+
+    def conf_int(self, alpha: float = 0.05) -> dict[str, tuple[float, float]] | None:
+        if self.params is None:
+            return None
+        return normal_conf_int(self.params, self.std_errors or {}, alpha)
 
     def to_dict(self) -> dict:
         bf = self.butterfly
@@ -1090,6 +1165,7 @@ class SliceFit:
                 "forward_source": self.forward_source, "points": self.n_points, "status": self.status,
                 "message": self.message,
                 "params": None if self.params is None else dict(self.params), "theta": self.theta,
+                "std_errors": None if self.std_errors is None else dict(self.std_errors),
                 "rmse_vol_pts": self.rmse_vol_pts, "weighted_rmse_vol_pts": self.weighted_rmse_vol_pts,
                 "max_abs_error_vol_pts": self.max_abs_error_vol_pts,
                 "inside_band_fraction": self.inside_band_fraction,
@@ -1116,6 +1192,75 @@ class SurfaceResult:
     settings: Mapping[str, Any]
     warnings: tuple[str, ...] = ()
     seconds: float | None = None
+    global_std_errors: Mapping[str, Any] | None = None   # SSVI: rho, eta, gamma, theta {expiry: s.e.}
+
+    # -- the estimator contract ---------------------------------------------------------------------
+    @property
+    def report(self) -> OptimizerReport:
+        """The one optimizer report of the surface: SSVI's own fit; for raw SVI (one fit per expiry)
+        their aggregate — converged when every fitted expiry converged, evaluations summed, bounds and
+        each expiry's method, status and message listed (`starts`); hand-set parameters: "fixed"."""
+        if self.status == "fixed":
+            return OptimizerReport(method="fixed", loss="none", weights=self.weights, status=None,
+                                   message="parameters set by hand; no optimisation was run",
+                                   warnings=tuple(self.warnings), settings=dict(self.settings))
+        if self.optimizer is not None:
+            return self.optimizer
+        fitted = [f for f in self.slices if f.optimizer is not None and f.status == "fitted"]
+        failed = [f for f in fitted if not f.optimizer.success]
+        skipped = len(self.slices) - len(fitted)
+        converged = bool(fitted) and not failed
+        message = (f"raw SVI per expiry: {len(fitted) - len(failed)} of {len(fitted)} fitted expiries "
+                   "converged" + (f", {skipped} skipped" if skipped else "")) if fitted else \
+            f"no expiry could be fitted ({skipped} skipped)"
+        return OptimizerReport(
+            method="svi per expiry: " + ", ".join(sorted({f.optimizer.method for f in fitted})) if fitted
+            else "svi per expiry", loss="linear", weights=self.weights,
+            status="converged" if converged else ("not_converged" if fitted else "nothing_fitted"),
+            message=message, success=converged, converged=converged,
+            nfev=sum(int(f.optimizer.nfev or 0) for f in fitted),
+            iterations=sum(int(f.optimizer.iterations or 0) for f in fitted),
+            cost=sum(float(f.optimizer.cost) for f in fitted if f.optimizer.cost is not None) if fitted else None,
+            active_bounds=tuple(f"{f.expiry.isoformat()}: {b}" for f in fitted for b in f.optimizer.active_bounds),
+            warnings=tuple(self.warnings),
+            starts=tuple({"expiry": f.expiry.isoformat(), "method": f.optimizer.method,
+                          "status": f.optimizer.status, "converged": f.optimizer.converged,
+                          "message": f.optimizer.message, "nfev": f.optimizer.nfev} for f in fitted),
+            settings=dict(self.settings))
+
+    @property
+    def converged(self) -> bool:
+        return bool(self.report.converged)
+
+    @property
+    def std_errors(self) -> dict:
+        """Standard errors shaped like `params`: {expiry ISO: {a, b, rho, m, sigma}} (raw SVI; NaN for
+        SSVI's per-expiry equivalents and hand-set slices) and, for SSVI, "ssvi": {rho, eta, gamma,
+        theta: {expiry ISO: s.e.}}. Least-squares errors s²·(JᵀJ)⁻¹ of the weighted vol residuals."""
+        nan = {n: math.nan for n in SVI_PARAMS}
+        out = {s.expiry.isoformat(): (None if s.params is None else dict(s.std_errors or nan)) for s in self.slices}
+        if self.global_params is not None:
+            g = dict(self.global_std_errors or {})
+            theta = dict(g.get("theta") or {})
+            out["ssvi"] = {n: g.get(n, math.nan) for n in SSVI_PARAMS} | {
+                "theta": {s.expiry.isoformat(): theta.get(s.expiry.isoformat(), math.nan) for s in self.slices}}
+        return out
+
+    def conf_int(self, alpha: float = 0.05) -> dict:
+        """Normal intervals shaped like `params` (value ± z·s.e.)."""
+        params, se = self.params, self.std_errors
+        out = {}
+        for key, p in params.items():
+            if p is None:
+                out[key] = None
+            elif key == "ssvi":
+                g = {n: p[n] for n in SSVI_PARAMS}
+                out[key] = normal_conf_int(g, se[key], alpha) | {
+                    "theta": {e: normal_conf_int({"t": v}, {"t": se[key]["theta"].get(e, math.nan)}, alpha)["t"]
+                              for e, v in p["theta"].items() if v is not None}}
+            else:
+                out[key] = normal_conf_int(p, se[key] or {}, alpha)
+        return out
 
     # -- access -----------------------------------------------------------------------------------
     @property
@@ -1216,7 +1361,9 @@ class SurfaceResult:
             "model": self.model.name, "status": self.status, "weights": self.weights,
             "no_arbitrage": self.no_arbitrage, "underlying": self.chain.underlying,
             "as_of": self.chain.as_of.isoformat(), "source": self.chain.source,
-            "rmse_vol_pts": self.rmse_vol_pts,
+            "rmse_vol_pts": self.rmse_vol_pts, "converged": self.converged,
+            "report": self.report.to_dict(), "std_errors": self.std_errors,
+            "conf_int": self.conf_int(),
             "ssvi": None if self.global_params is None else dict(self.global_params),
             "optimizer": None if self.optimizer is None else self.optimizer.to_dict(),
             "expiries": [s.to_dict() for s in self.slices],
@@ -1238,15 +1385,18 @@ class SurfaceResult:
             "schema_version": 1, "kind": "surface", "execal_version": __version__,
             "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "model": {"name": self.model.name, "label": self.model.label, "formula": self.model.formula,
-                      "status": self.status,
+                      "status": self.status, "converged": self.converged,
                       "global_params": None if self.global_params is None else dict(self.global_params),
+                      "global_std_errors": self.std_errors.get("ssvi"),
                       "expiries": [{"expiry": s.expiry.isoformat(), "T_years": s.T_years,
                                     "forward": s.forward, "theta": s.theta,
-                                    "params": None if s.params is None else dict(s.params)}
+                                    "params": None if s.params is None else dict(s.params),
+                                    "std_errors": None if s.std_errors is None else dict(s.std_errors)}
                                    for s in self.slices]},
+            "warnings": list(self.warnings),
             "optimizer": {"weights": self.weights, "no_arbitrage": self.no_arbitrage,
                           "settings": dict(self.settings),
-                          "report": None if self.optimizer is None else self.optimizer.to_dict(),
+                          "report": self.report.to_dict(),
                           "slices": {s.expiry.isoformat(): None if s.optimizer is None else s.optimizer.to_dict()
                                      for s in self.slices}},
             "data": data,
@@ -1261,9 +1411,9 @@ class SurfaceResult:
 
     def summary(self) -> str:
         lines = [f"{self.model.label} ({self.model.name}), {self.status}; weights {self.weights}"
-                 + (", no-arbitrage fit" if self.no_arbitrage else ""),
+                 + (", no-arbitrage fit" if self.no_arbitrage else ""), report_line(self.report),
                  f"{'expiry':<27}{'T':>8}{'a':>10}{'b':>10}{'rho':>8}{'m':>9}{'sigma':>9}"
-                 f"{'RMSE vp':>9}{'min g':>10}"]
+                 f"{'RMSE vp':>9}{'min g':>10}  (± s.e. below each fit)"]
         for s in self.slices:
             if s.params is None:
                 lines.append(f"{s.expiry.isoformat():<27}{s.T_years:>8.4f}  {s.status}: {s.message}")
@@ -1272,8 +1422,14 @@ class SurfaceResult:
             lines.append(f"{s.expiry.isoformat():<27}{s.T_years:>8.4f}{p['a']:>10.5f}{p['b']:>10.5f}"
                          f"{p['rho']:>8.3f}{p['m']:>9.4f}{p['sigma']:>9.4f}{s.rmse_vol_pts:>9.3f}"
                          f"{s.butterfly['min_g']:>10.4f}")
+            if s.std_errors is not None:
+                e = s.std_errors
+                lines.append(f"{'  ± s.e.':<35}{e['a']:>10.2g}{e['b']:>10.2g}{e['rho']:>8.2g}{e['m']:>9.2g}"
+                             f"{e['sigma']:>9.2g}")
         if self.global_params is not None:
-            lines.append("ssvi: " + ", ".join(f"{k} = {v:.6g}" for k, v in self.global_params.items()))
+            se = self.std_errors["ssvi"]
+            lines.append("ssvi: " + ", ".join(f"{k} = {v:.6g} ± {se.get(k, math.nan):.3g}"
+                                              for k, v in self.global_params.items()))
         lines.append(f"calendar violations: {len(self.calendar_violations)}")
         lines.extend(f"warning: {w}" for w in self.warnings)
         return "\n".join(lines)
@@ -1343,9 +1499,11 @@ class SurfaceCalibrator:
         return default_k_grid(chain.points["k"].to_numpy(), self.grid_points)
 
     def _finish(self, chain, slices, fits, k_grid, *, status, global_params=None, optimizer=None,
-                warn=(), t0=None) -> SurfaceResult:
-        """Slice results, butterfly per slice, calendar across slices, SSVI conditions."""
+                warn=(), t0=None, global_std_errors=None) -> SurfaceResult:
+        """Slice results, butterfly per slice, calendar across slices, SSVI conditions, standard
+        errors, and the warnings of fits at a bound or on few quotes."""
         out = []
+        warn = list(warn)
         for s, (params, theta, opt, st, msg) in zip(slices, fits):
             if params is None:
                 out.append(SliceFit(s.expiry, s.T, s.forward, s.forward_source, int(s.k.size), st, None,
@@ -1353,11 +1511,25 @@ class SurfaceCalibrator:
                 continue
             p = MappingProxyType({n: float(v) for n, v in zip(SVI_PARAMS, params)})   # read-only
             err = _vol_errors(s, svi_total_variance(s.k, *params))
+            se = None
+            if st == "fitted" and global_params is None:
+                se_dict, note = svi_std_errors(s, params)
+                se = MappingProxyType(se_dict)
+                where = f"expiry {s.expiry.isoformat()}"
+                if note:
+                    warn.append(f"{where}: {note}")
+                elif s.k.size < MIN_POINTS_PER_PARAM * len(SVI_PARAMS):
+                    warn.append(f"{where}: few quotes: {s.k.size} for {len(SVI_PARAMS)} parameters (fewer than "
+                                f"{MIN_POINTS_PER_PARAM} per parameter): the smile is barely pinned and its "
+                                "standard errors rest on few degrees of freedom")
+                if opt is not None and opt.active_bounds:
+                    warn.append(f"{where}: parameter(s) at a bound: {'; '.join(opt.active_bounds)} "
+                                "(standard errors there are not reliable)")
             out.append(SliceFit(s.expiry, s.T, s.forward, s.forward_source, int(s.k.size), st, p,
                                 None if theta is None else float(theta), err["rmse_vol_pts"],
                                 err["weighted_rmse_vol_pts"], err["max_abs_error_vol_pts"],
                                 err["inside_band_fraction"], opt,
-                                MappingProxyType(butterfly_report(params, k_grid, s.k)), msg))
+                                MappingProxyType(butterfly_report(params, k_grid, s.k)), msg, se))
         fitted = [f for f in out if f.params is not None]
         w_grid = np.array([svi_total_variance(k_grid, *(f.params[n] for n in SVI_PARAMS)) for f in fitted]) \
             if fitted else np.empty((0, k_grid.size))
@@ -1369,7 +1541,6 @@ class SurfaceCalibrator:
         if global_params is not None:
             cond = ssvi_conditions(global_params["rho"], global_params["eta"], global_params["gamma"],
                                    [f.theta for f in sorted(fitted, key=lambda f: f.T_years)])
-        warn = list(warn)
         if global_params is None:
             failed = [f for f in out if f.optimizer is not None and not f.optimizer.success
                       and f.status == "fitted"]
@@ -1378,6 +1549,13 @@ class SurfaceCalibrator:
                                        "parameters are where it stopped"]
         else:
             failed = []
+        if global_params is not None and optimizer is not None:
+            if optimizer.active_bounds:
+                warn.append("SSVI parameter(s) at a bound: " + "; ".join(optimizer.active_bounds)
+                            + " (standard errors there are not reliable)")
+            warn.extend(f"SSVI: {w}" for w in optimizer.warnings)
+        if status == "fitted" and not fitted:
+            warn.append(f"no expiry could be fitted: all {len(out)} were skipped (see each expiry's message)")
         for f in failed:
             warn.append(f"expiry {f.expiry.isoformat()}: the optimizer did not converge "
                         f"({f.optimizer.message}); the parameters are where it stopped")
@@ -1388,7 +1566,10 @@ class SurfaceCalibrator:
                              k_grid=_readonly(k_grid), chain=chain, weights=self.weights,
                              no_arbitrage=self.no_arbitrage, settings=self.get_params(),
                              warnings=tuple(warn),
-                             seconds=None if t0 is None else time.perf_counter() - t0)
+                             seconds=None if t0 is None else time.perf_counter() - t0,
+                             global_std_errors=None if global_std_errors is None else MappingProxyType(
+                                 {k: (MappingProxyType(dict(v)) if isinstance(v, Mapping) else v)
+                                  for k, v in global_std_errors.items()}))
 
     # -- raw SVI -----------------------------------------------------------------------------------------
     def _fit_svi(self, slices: list[_Slice], k_grid: np.ndarray) -> list[tuple]:
@@ -1510,7 +1691,7 @@ class SurfaceCalibrator:
     # -- SSVI ----------------------------------------------------------------------------------------------
     def _fit_ssvi_slices(self, slices, k_grid):
         usable = [s for s in slices if s.k.size >= 1]
-        (rho, eta, gamma), thetas, res, starts, lo, hi, prob = _fit_ssvi(
+        (rho, eta, gamma), thetas, res, starts, lo, hi, prob, se = _fit_ssvi(
             usable, self.no_arbitrage, self.tol, None if self.max_iter is None else 100 * self.max_iter)
         active = []
         names = ["rho", "u = eta(1+|rho|)/2" if self.no_arbitrage else "eta", "gamma"] + \
@@ -1526,12 +1707,16 @@ class SurfaceCalibrator:
                       settings={"tol": self.tol, "parametrisation":
                                 "rho, u, gamma, theta increments" if self.no_arbitrage else
                                 "rho, eta, gamma, theta"})
+        if se["note"]:
+            opt = dataclasses.replace(opt, warnings=opt.warnings + (se["note"],))
         gp = {"rho": rho, "eta": eta, "gamma": gamma}
         fits = []
         for s, th in zip(usable, thetas):
             raw = ssvi_to_raw_svi(th, rho, eta, gamma)
             fits.append((np.array([raw[n] for n in SVI_PARAMS]), float(th), opt, "fitted", ""))
-        return fits, gp, opt
+        se_out = {"rho": se["rho"], "eta": se["eta"], "gamma": se["gamma"],
+                  "theta": {s.expiry.isoformat(): float(v) for s, v in zip(usable, se["theta"])}}
+        return fits, gp, opt, se_out
 
     # -- public ------------------------------------------------------------------------------------------
     def fit(self, chain) -> SurfaceResult:
@@ -1543,14 +1728,14 @@ class SurfaceCalibrator:
         if self.model.name == "svi":
             fits = self._fit_svi(slices, k_grid)
             return self._finish(chain, slices, fits, k_grid, status="fitted", warn=notes, t0=t0)
-        fits, gp, opt = self._fit_ssvi_slices(slices, k_grid)
+        fits, gp, opt, se = self._fit_ssvi_slices(slices, k_grid)
         if len(slices) < 3:
             notes.append(f"{len(slices)} expiry(ies): phi(theta) is seen at {len(slices)} point(s), so "
                          "eta and gamma are not separately identified")
         if not opt.success:
             warnings.warn(f"SSVI fit did not converge: {opt.message}", RuntimeWarning, stacklevel=2)
         return self._finish(chain, slices, fits, k_grid, status="fitted", global_params=gp,
-                            optimizer=opt, warn=notes, t0=t0)
+                            optimizer=opt, warn=notes, t0=t0, global_std_errors=se)
 
     def fix(self, params: Mapping[str, Any], chain) -> SurfaceResult:
         """A result for hand-set parameters (same type as `fit`, status "fixed").
