@@ -35,7 +35,10 @@ from dash.exceptions import PreventUpdate
 
 from execal.components import impact_figures as fig_tables
 from execal.components import results as results_mod
+from execal.components import shell
 from execal.components import store as store_mod
+from execal.components.results import BOOTSTRAP_BY, SEGMENT_BY
+from execal.components.shell import dom_id
 from execal.components.report import optimizer_status
 from execal.models.impact.config import make_provenance
 from execal.models.impact.fit import CalibrationError, Calibrator, CalibrationWarning
@@ -48,44 +51,23 @@ log = logging.getLogger(__name__)
 
 PANEL = "calibrate"
 TITLE = "Calibrate"
+_id = shell.ids_for(PANEL)
 
-
-def _id(name: str) -> str:
-    return f"{name}-{PANEL}"
-
-
-MODEL = _id("model")
-MODEL_INFO = _id("model-info")
-PARAMS = _id("params")
-OPTIMIZER = _id("optimizer")
-OPTIMIZER_INFO = _id("optimizer-info")
-OPTIONS = _id("options")
-LOSS = _id("loss")
-LOSS_INFO = _id("loss-info")
-WEIGHTS_PICK = _id("weights")
-WEIGHTS_INFO = _id("weights-info")
-WEIGHT_COLUMN = _id("weight-column")
-PARTICIPATION_PICK = _id("participation")
-SEGMENTS = _id("segments")
-BOOT_N = _id("bootstrap-n")
-BOOT_BY = _id("bootstrap-by")
-RUN = _id("run")
-CANCEL = _id("cancel")
-PROGRESS = _id("progress")
-PROGRESS_WRAP = _id("progress-wrap")
-JOB = _id("job")
-ALERT = _id("alert")
-NOTE = _id("note")
-STATUS = _id("status")
-RESULT = _id("result")
+# the settings form (each picker with its help line)
+MODEL, MODEL_INFO, PARAMS = _id("model", "model-info", "params")
+OPTIMIZER, OPTIMIZER_INFO, OPTIONS = _id("optimizer", "optimizer-info", "options")
+LOSS, LOSS_INFO, WEIGHTS_PICK, WEIGHTS_INFO, WEIGHT_COLUMN = _id("loss", "loss-info", "weights", "weights-info",
+                                                                 "weight-column")
+PARTICIPATION_PICK, SEGMENTS = _id("participation", "segments")
+BOOT_N, BOOT_BY = _id("bootstrap-n", "bootstrap-by")
+# running: Run / Cancel / progress / note / alert / the job store, then what the fit said
+JOB_IDS = shell.JobIds.of(_id)
+RUN, CANCEL, PROGRESS, PROGRESS_WRAP, NOTE, ALERT, JOB = JOB_IDS
+STATUS, RESULT = _id("status", "result")
 # pattern-matching id types: one component per registry entry
-SETTING = _id("setting")
-OPTION = _id("option")
-PARAM_MODE = _id("param-mode")
-PARAM_VALUE = _id("param-value")
-PARAM_LOWER = _id("param-lower")
-PARAM_UPPER = _id("param-upper")
-PARAM_KINDS = (PARAM_MODE, PARAM_VALUE, PARAM_LOWER, PARAM_UPPER)
+SETTING, OPTION = _id("setting", "option")
+PARAM_KINDS = PARAM_MODE, PARAM_VALUE, PARAM_LOWER, PARAM_UPPER = _id("param-mode", "param-value", "param-lower",
+                                                                      "param-upper")
 
 
 def setting_id(name: str) -> dict:
@@ -100,16 +82,6 @@ def param_id(kind: str, name: str) -> dict:
     return {"type": kind, "param": name}
 
 
-def dom_id(component_id: str | dict) -> str:
-    """The DOM id Dash gives a component (dict ids are JSON with sorted keys): what a label's `for` names."""
-    if isinstance(component_id, str):
-        return component_id
-    return "{" + ",".join(json.dumps(k) + ":" + json.dumps(component_id[k]) for k in sorted(component_id)) + "}"
-
-
-# What Calibrator.fit_segments and Calibrator.bootstrap accept (tests check both lists against them).
-SEGMENT_BY = ("venue", "symbol", "side")
-BOOTSTRAP_BY = ("day", "order_id")
 MAX_BOOTSTRAP = 5000
 # bootstrap resamples per block: each block is one Calibrator.bootstrap call, one progress step
 BOOTSTRAP_BLOCK = 25
@@ -273,10 +245,6 @@ def _no_progress(percent: float, label: str) -> None:
     return None
 
 
-def _key(store_data: Any) -> str | None:
-    return store_data.get("key") if isinstance(store_data, dict) else None
-
-
 def plan_calibration(st: store_mod.SessionStore, results: results_mod.ResultStore, *, session_id: Any,
                      active_dataset: Any, filters: Mapping | None, run_settings: dict) -> dict:
     """What pressing Calibrate does, decided before any work: {"active": {"key"} | None (a stored
@@ -284,7 +252,7 @@ def plan_calibration(st: store_mod.SessionStore, results: results_mod.ResultStor
     "note": str}. Raises DataError for a session or dataset that cannot be calibrated."""
     if not store_mod.is_session_id(session_id):
         raise DataError("your session is not ready yet; reload the page")
-    dataset_key = _key(active_dataset)
+    dataset_key = shell.key_of(active_dataset)
     if not dataset_key or not st.has_dataset(dataset_key):
         raise DataError("no dataset loaded (or it left the server's cache): load fills in the Data panel")
     dataset = st.get_dataset(dataset_key)
@@ -454,15 +422,8 @@ def _fmt(value, digits: int = 6) -> str:
     return fig_tables.format_number(value, digits)
 
 
-def _table(rows: list[dict], *, table_id: str | None = None, row_key: str | None = None) -> dbc.Table:
-    if not rows:
-        return html.P("Nothing to show.", className="text-muted small mb-0")
-    columns = list(rows[0])
-    head = html.Thead(html.Tr([html.Th(c, scope="col") for c in columns]))
-    body = html.Tbody([html.Tr([html.Td(str(r.get(c, "")), **{"data-field": c}) for c in columns],
-                               **({"data-row": str(r.get(row_key))} if row_key else {})) for r in rows])
-    return dbc.Table([head, body], size="sm", striped=True, hover=True, responsive=True,
-                     className="mb-0 execal-result-table", **({"id": table_id} if table_id else {}))
+def _table(rows: list[dict], *, table_id: str | None = None, row_key: str | None = None) -> html.Div:
+    return shell.rows_table(rows, table_id=table_id, row_key=row_key, skip=(), class_name="execal-result-table")
 
 
 def _facts(items: list[tuple[str, Any]]) -> html.Dl:
@@ -541,16 +502,16 @@ def result_view(result, meta: Mapping) -> dict:
 
 def render_result(results: results_mod.ResultStore, active_result: Any, active_dataset: Any = None) -> dict:
     """{"status": component, "body": component} for the active result (designed empty states)."""
-    key = _key(active_result)
+    key = shell.key_of(active_result)
     if not key:
-        return {"status": html.P(EMPTY_MESSAGE, className="execal-empty text-muted mb-0"), "body": []}
+        return {"status": shell.empty_text(EMPTY_MESSAGE), "body": []}
     view = results.view(key, RESULT_VIEW, result_view)
     if view is None:
-        return {"status": html.P("This result is no longer in the server's cache; press Calibrate to run it "
-                                 "again.", className="execal-empty text-muted mb-0"), "body": []}
+        return {"status": shell.empty_text("This result is no longer in the server's cache; press Calibrate to run it "
+                                           "again."), "body": []}
     meta = results.meta(key)
     status = [status_of(view["status"], meta)]
-    dataset_key = _key(active_dataset)
+    dataset_key = shell.key_of(active_dataset)
     if dataset_key and meta.get("dataset") and meta["dataset"] != dataset_key:
         status.insert(0, dbc.Alert(
             f"This result was calibrated on {meta.get('source', 'another dataset')}, not on the active dataset. "
@@ -573,11 +534,7 @@ def render_result(results: results_mod.ResultStore, active_result: Any, active_d
 # --- layout -------------------------------------------------------------------------------------
 
 
-def _field(text: str, control, control_id, help_text: str | None = None, help_id: str | None = None) -> html.Div:
-    parts = [html.Label(text, htmlFor=dom_id(control_id), className="form-label mb-1"), control]
-    if help_text is not None or help_id is not None:
-        parts.append(html.Div(help_text or "", className="form-text", **({"id": help_id} if help_id else {})))
-    return html.Div(parts, className="mb-3")
+_field = shell.field
 
 
 def _number_input(component_id, value, p, *, size: str = "sm") -> dbc.Input:
@@ -654,7 +611,7 @@ def _blank_inf(v):
 
 def _fitted_params(results: results_mod.ResultStore, active_result: Any, model: str) -> tuple[dict, dict | None]:
     """(fitted values, run settings) of the active result when it is of `model`, else ({}, None)."""
-    key = _key(active_result)
+    key = shell.key_of(active_result)
     if not key:
         return {}, None
     meta = results.meta(key)
@@ -676,10 +633,7 @@ def layout(app) -> html.Div:
         group = "loss" if p.name in LOSS_SETTINGS else "split" if p.name in SPLIT_SETTINGS else "search"
         groups[group].append(setting_field(p, c["settings"][p.name]))
 
-    def section(title, children):
-        return html.Fieldset([html.Legend(title, className="h6 fs-6 mb-2"), *children],
-                             className="mb-3 border-bottom pb-2")
-
+    section = shell.section
     model_section = section("Model", [
         _field("Model", dcc.Dropdown(id=MODEL, options=[{"label": f"{m.label} ({name})", "value": name}
                                                          for name, m in impact_models().items()],
@@ -725,36 +679,13 @@ def layout(app) -> html.Div:
                            BOOT_BY)),
         ], className="g-2"),
     ])
-    settings_card = dbc.Card([
-        dbc.CardHeader(html.H2("Settings", className="h6 mb-0")),
-        dbc.CardBody([model_section, opt_section, loss_section, split_section]),
-    ], className="mb-3 execal-calibrate-settings")
-    run_card = dbc.Card(dbc.CardBody([
-        html.Div([
-            dbc.Button("Calibrate", id=RUN, color="primary", className="me-2"),
-            dbc.Button("Cancel", id=CANCEL, color="secondary", outline=True, disabled=True),
-        ], className="d-flex align-items-center mb-2"),
-        html.Div([html.Label("Progress", htmlFor=PROGRESS, className="visually-hidden"),
-                  dbc.Progress(id=PROGRESS, value=0, label="", striped=True, animated=True,
-                               style={"height": "1.4rem"})],
-                 id=PROGRESS_WRAP, hidden=True, className="mb-2"),
-        html.P("", id=NOTE, role="status", className="small text-muted mb-0"),
-        dbc.Alert(id=ALERT, is_open=False, color="danger", dismissable=True, className="execal-error mt-2 mb-0"),
-        dcc.Store(id=JOB, storage_type="memory"),
-    ]), className="mb-3")
-    params_card = dbc.Card([
-        dbc.CardHeader(html.H2("Model parameters: fit or fix", className="h6 mb-0")),
-        dbc.CardBody(html.Div(param_table(c["model"], c["params"]), id=PARAMS)),
-    ], className="mb-3")
-    status_card = dbc.Card([
-        dbc.CardHeader(html.H2("Optimizer status", className="h6 mb-0")),
-        dbc.CardBody(dcc.Loading(html.Div(html.P(EMPTY_MESSAGE, className="execal-empty text-muted mb-0"),
-                                          id=STATUS), type="dot")),
-    ], className="mb-3")
-    result_card = dbc.Card([
-        dbc.CardHeader(html.H2("Result", className="h6 mb-0")),
-        dbc.CardBody(dcc.Loading(html.Div(id=RESULT), type="dot")),
-    ], className="mb-3")
+    settings_card = shell.card("Settings", [model_section, opt_section, loss_section, split_section],
+                               class_name="mb-3 execal-calibrate-settings")
+    run_card = shell.job_card(JOB_IDS, "Calibrate")
+    params_card = shell.card("Model parameters: fit or fix", html.Div(param_table(c["model"], c["params"]), id=PARAMS))
+    status_card = shell.card("Optimizer status", dcc.Loading(html.Div(shell.empty_text(EMPTY_MESSAGE), id=STATUS),
+                                                             type="dot"))
+    result_card = shell.card("Result", dcc.Loading(html.Div(id=RESULT), type="dot"))
     return dbc.Row([
         dbc.Col(settings_card, md=5, lg=4),
         dbc.Col([run_card, status_card, params_card, result_card], md=7, lg=8),
@@ -769,16 +700,15 @@ def _changed(new, old) -> Any:
 
 
 def register_callbacks(app) -> None:
-    st = store_mod.get_store(app)
-    results = results_mod.get_results(app)
+    st, results = shell.stores(app)
 
     @app.callback(
-        Output(results_mod.ACTIVE_RESULT_ID, "data"),
-        Input(store_mod.SESSION_STORE_ID, "modified_timestamp"),
-        State(store_mod.SESSION_STORE_ID, "data"),
+        Output(shell.ACTIVE_RESULT_ID, "data"),
+        Input(shell.SESSION_STORE_ID, "modified_timestamp"),
+        State(shell.SESSION_STORE_ID, "data"),
     )
     def _restore(ts, session_id):
-        if ts is None or ts < 0 or not store_mod.is_session_id(session_id):
+        if not shell.session_ready(ts, session_id):
             raise PreventUpdate   # the real session id has not been read from localStorage yet
         return restored_result(results, session_id)
 
@@ -824,37 +754,15 @@ def register_callbacks(app) -> None:
         Output(ALERT, "children", allow_duplicate=True), Output(ALERT, "is_open", allow_duplicate=True),
         Output(NOTE, "children", allow_duplicate=True),
         Input(JOB, "data"),
-        background=True,
-        running=[(Output(RUN, "disabled"), True, False), (Output(CANCEL, "disabled"), False, True),
-                 (Output(PROGRESS_WRAP, "hidden"), False, True)],
-        cancel=[Input(CANCEL, "n_clicks")],
-        progress=[Output(PROGRESS, "value"), Output(PROGRESS, "label")],
-        progress_default=[0, ""],
-        prevent_initial_call=True,
+        **shell.job_callback_kwargs(JOB_IDS),
     )
     def _run(set_progress, job):
-        # a forked job process: fresh stores (a lock held by another server thread at fork time would
-        # never be released in the child), on the same cache directory
-        job_st = store_mod.SessionStore(st.cache)
-        job_results = results_mod.ResultStore(results.cache)
-        started = time.perf_counter()
-
-        def progress(percent: float, label: str) -> None:
-            set_progress((round(float(percent), 1), f"{label} · {time.perf_counter() - started:.1f} s"))
-
-        out = run_job(job_st, job_results, job, progress)
-        note = "" if out["alert"][1] else f"Calibrated in {time.perf_counter() - started:.1f} s."
+        progress = shell.JobProgress(set_progress)
+        out = run_job(*shell.job_stores(app), job, progress)
+        note = "" if out["alert"][1] else f"Calibrated in {progress.seconds:.1f} s."
         return out["active"], out["alert"][0], out["alert"][1], note
 
-    @app.callback(
-        Output(NOTE, "children", allow_duplicate=True),
-        Input(CANCEL, "n_clicks"),
-        prevent_initial_call=True,
-    )
-    def _cancelled(clicks):
-        if not clicks:
-            raise PreventUpdate
-        return "Calibration cancelled: the result shown is the previous one."
+    shell.register_cancel_note(app, JOB_IDS, "Calibration cancelled: the result shown is the previous one.")
 
     @app.callback(
         Output(STATUS, "children"), Output(RESULT, "children"),
@@ -879,7 +787,7 @@ def register_callbacks(app) -> None:
     def _sync_controls(active_result, model, optimizer, loss, weights, weight_column, participation, segments,
                        boot_n, boot_by, setting_values, setting_ids):
         # the form shows the settings of the result on screen (after a reload, a cached repeat, an import)
-        key = _key(active_result)
+        key = shell.key_of(active_result)
         settings = results.meta(key).get("settings") if key else None
         if not settings:
             raise PreventUpdate
@@ -916,7 +824,7 @@ def register_callbacks(app) -> None:
         if optimizer not in OPTIMIZERS:
             raise PreventUpdate
         spec = OPTIMIZERS[optimizer]
-        key = _key(active_result)
+        key = shell.key_of(active_result)
         settings = (results.meta(key).get("settings") or {}) if key else {}
         values = None
         if (settings.get("calibrator") or {}).get("optimizer") == optimizer:
@@ -945,7 +853,7 @@ def register_callbacks(app) -> None:
         Input(store_mod.ACTIVE_DATASET_ID, "data"),
     )
     def _data_choices(active):
-        key = _key(active)
+        key = shell.key_of(active)
         info = st.info(key) if key else None    # column dtypes without reading the frame
         dtypes = {} if info is None else info["dtypes"]
         columns = [c for c, t in dtypes.items() if t.startswith(("float", "int"))]

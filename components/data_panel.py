@@ -15,12 +15,10 @@ calibrated on (when it belongs to the active dataset), and they are cleared when
 """
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import dash_ag_grid as dag
 import dash_bootstrap_components as dbc
@@ -31,12 +29,11 @@ from dash.exceptions import PreventUpdate
 
 from execal.components import figures
 from execal.components import results as results_mod
+from execal.components import shell
 from execal.components import store as store_mod
+from execal.components.shell import Settings
 from execal.models.data.io import parse_mapping
 from execal.models.data.schema import KINDS, DataError
-
-if TYPE_CHECKING:
-    from execal.components.layout import Settings
 
 log = logging.getLogger(__name__)
 
@@ -46,35 +43,19 @@ TITLE = "Data"
 SAMPLE_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq", ".txt", ".gz")
 PRELOAD_SAMPLE = "fills.csv"
 AUTO_KIND = "auto"
+_id = shell.ids_for(PANEL)
 
-
-def _id(name: str) -> str:
-    return f"{name}-{PANEL}"
-
-
-UPLOAD = _id("upload")
-UPLOAD_LABEL = _id("upload-label")
-SAMPLE = _id("sample")
-KIND = _id("kind")
-MAPPING = _id("mapping")
-APPLY = _id("apply")
-ALERT = _id("alert")
-SIZE_ALERT = _id("size-alert")
-LIMITS = _id("limits")
-SOURCE = _id("source")
-SUMMARY = _id("summary")
-REPORT = _id("report")
-COVERAGE = _id("coverage")
-GRID = _id("grid")
-PREVIEW_TITLE = _id("preview-title")
-FILTER_START = _id("filter-start")
-FILTER_END = _id("filter-end")
-FILTER_SYMBOL = _id("filter-symbol")
-FILTER_VENUE = _id("filter-venue")
-FILTER_SIZE_MIN = _id("filter-size-min")
-FILTER_SIZE_MAX = _id("filter-size-max")
-FILTER_CLEAR = _id("filter-clear")
-FILTER_STATUS = _id("filter-status")
+# loading: the upload, the bundled sample, the kind and mapping, and what went wrong
+UPLOAD, UPLOAD_LABEL, SAMPLE, KIND, MAPPING, APPLY = _id("upload", "upload-label", "sample", "kind", "mapping", "apply")
+ALERT, SIZE_ALERT = _id("alert", "size-alert")
+LIMITS, SOURCE = _id("limits", "source")       # dcc.Stores: the upload limit; what the active dataset came from
+# what the dataset is
+SUMMARY, REPORT, COVERAGE, GRID, PREVIEW_TITLE = _id("summary", "report", "coverage", "grid", "preview-title")
+# the Filters card
+FILTER_START, FILTER_END, FILTER_SYMBOL, FILTER_VENUE = _id("filter-start", "filter-end", "filter-symbol",
+                                                            "filter-venue")
+FILTER_SIZE_MIN, FILTER_SIZE_MAX = _id("filter-size-min", "filter-size-max")
+FILTER_CLEAR, FILTER_STATUS = _id("filter-clear", "filter-status")
 # the controls, in the order the filter callbacks read and write their values
 FILTER_CONTROLS = (FILTER_START, FILTER_END, FILTER_SYMBOL, FILTER_VENUE, FILTER_SIZE_MIN, FILTER_SIZE_MAX)
 
@@ -88,17 +69,6 @@ def sample_files(sample_dir: Path) -> list[str]:
         return []
     return sorted(p.name for p in sample_dir.iterdir()
                   if p.is_file() and p.name.lower().endswith(SAMPLE_SUFFIXES))
-
-
-def decode_upload(contents: str, filename: str) -> bytes:
-    """The bytes of a dcc.Upload data URL ('data:<mime>;base64,<payload>')."""
-    head, sep, payload = (contents or "").partition(",")
-    if not sep or ";base64" not in head:
-        raise DataError("the upload did not arrive as a base64 data URL; try again", file=filename)
-    try:
-        return base64.b64decode(payload, validate=True)
-    except (binascii.Error, ValueError):
-        raise DataError("the upload was corrupted in transit (bad base64); try again", file=filename) from None
 
 
 def parse_mapping_text(text: str | None) -> dict[str, str] | None:
@@ -137,7 +107,7 @@ def _load_source(st: store_mod.SessionStore, settings: Settings, session_id: str
     else:
         if not contents:
             raise DataError("choose a file to upload first", file=name)
-        raw = decode_upload(contents, name)
+        raw = shell.decode_upload(contents, name)
         max_bytes = settings.max_upload_bytes
     return st.load_bytes(raw, name=name, kind=kind, mapping=mapping, max_bytes=max_bytes,
                          session_id=session_id)
@@ -196,6 +166,7 @@ def load_dataset(st: store_mod.SessionStore, settings: Settings, *, trigger: str
 
 EMPTY_MESSAGE = ("No dataset loaded yet. Upload a CSV, CSV.gz or Parquet file, "
                  "or pick a bundled sample on the left.")
+NO_REPORT = "The validation report appears here once a file is loaded."
 
 
 DATA_VIEW = "data-panel"
@@ -219,15 +190,14 @@ store_mod.register_view(DATA_VIEW, dataset_view)
 
 def render_dataset(st: store_mod.SessionStore, active: dict | None) -> dict:
     """What the panel shows for the active dataset: summary, report, coverage chart and preview grid."""
-    key = (active or {}).get("key") if isinstance(active, dict) else None
+    key = shell.key_of(active)
     view = st.view(key, DATA_VIEW) if key else None
     if view is None:
         message = EMPTY_MESSAGE if not key else (
             "This dataset is no longer in the server's cache. Load the file again.")
         return {
-            "summary": html.P(message, className="execal-empty text-muted mb-0"),
-            "report": html.P("The validation report appears here once a file is loaded.",
-                             className="execal-empty text-muted mb-0"),
+            "summary": shell.empty_text(message),
+            "report": shell.empty_text(NO_REPORT),
             "coverage": figures.empty_figure("No data"),
             "columns": [], "rows": [],
             "preview_title": "Preview",
@@ -415,11 +385,11 @@ def filter_card_update(st: store_mod.SessionStore, results: results_mod.ResultSt
     (unchanged)}. The values follow the active result when it was calibrated on the active dataset;
     a newly loaded dataset clears them; Clear clears them.
     """
-    key = (active or {}).get("key") if isinstance(active, dict) else None
+    key = shell.key_of(active)
     view = st.view(key, DATA_VIEW) if key else None
     choices = (view["choices"] if view is not None else filter_choices(None)) \
         if store_mod.ACTIVE_DATASET_ID in triggered or not triggered else None
-    result_key = (active_result or {}).get("key") if isinstance(active_result, dict) else None
+    result_key = shell.key_of(active_result)
     meta = results.meta(result_key) if result_key else {}
     if FILTER_CLEAR in triggered or view is None:
         target = NO_FILTER_VALUES
@@ -436,83 +406,62 @@ def filter_card_update(st: store_mod.SessionStore, results: results_mod.ResultSt
 # --- layout -------------------------------------------------------------------------------------
 
 
-def _labelled(label: str, control, control_id: str, help_text: str | None = None) -> html.Div:
-    parts = [html.Label(label, htmlFor=control_id, className="form-label mb-1"), control]
-    if help_text:
-        parts.append(html.Div(help_text, className="form-text"))
-    return html.Div(parts, className="mb-3")
-
-
 def layout(app) -> html.Div:
-    from execal.components.layout import get_settings
-
-    settings = get_settings(app)
+    settings = shell.get_settings(app)
     samples = sample_files(settings.sample_dir)
     limit = f"{settings.max_upload_mb:.3g} MB"
-    load_card = dbc.Card([
-        dbc.CardHeader(html.H2("Load data", className="h6 mb-0")),
-        dbc.CardBody([
-            html.Label("Upload a file", id=UPLOAD_LABEL, className="form-label mb-1"),
-            dcc.Upload(
-                id=UPLOAD, multiple=False, className="execal-upload mb-1",
-                children=html.Div(["Drag and drop or ", html.Span("choose a file", className="execal-link")],
-                                  **{"aria-labelledby": UPLOAD_LABEL}),
-            ),
-            html.Div(f"CSV, CSV.gz or Parquet, up to {limit}. The kind and column mapping below apply.",
-                     className="form-text mb-3"),
-            _labelled("Or pick a bundled sample", dcc.Dropdown(
-                id=SAMPLE, options=[{"label": s, "value": s} for s in samples], placeholder=(
-                    "Choose a sample file" if samples else "No sample files on this server"),
-                clearable=False, disabled=not samples), SAMPLE),
-            _labelled("Dataset kind", dcc.Dropdown(
-                id=KIND, value=AUTO_KIND, clearable=False,
-                options=[{"label": "Detect automatically", "value": AUTO_KIND}]
-                + [{"label": figures.KIND_LABELS.get(k, k), "value": k} for k in KINDS]), KIND),
-            _labelled("Column mapping", dbc.Input(
-                id=MAPPING, type="text", placeholder="their_name=canonical, ..."),
-                MAPPING, "For columns the loader does not recognise, e.g. px=exec_price, qty=quantity."),
-            dbc.Button("Reload with these options", id=APPLY, color="secondary", outline=True, size="sm"),
-            dcc.Store(id=LIMITS, data={"max_request_chars": settings.max_request_bytes, "limit": limit}),
-            dcc.Store(id=SOURCE, storage_type="memory"),
-        ]),
-    ], className="mb-3")
+    load_card = shell.card("Load data", [
+        html.Label("Upload a file", id=UPLOAD_LABEL, className="form-label mb-1"),
+        dcc.Upload(
+            id=UPLOAD, multiple=False, className="execal-upload mb-1",
+            children=html.Div(["Drag and drop or ", html.Span("choose a file", className="execal-link")],
+                              **{"aria-labelledby": UPLOAD_LABEL}),
+        ),
+        html.Div(f"CSV, CSV.gz or Parquet, up to {limit}. The kind and column mapping below apply.",
+                 className="form-text mb-3"),
+        shell.field("Or pick a bundled sample", dcc.Dropdown(
+            id=SAMPLE, options=[{"label": s, "value": s} for s in samples], placeholder=(
+                "Choose a sample file" if samples else "No sample files on this server"),
+            clearable=False, disabled=not samples), SAMPLE),
+        shell.field("Dataset kind", dcc.Dropdown(
+            id=KIND, value=AUTO_KIND, clearable=False,
+            options=[{"label": "Detect automatically", "value": AUTO_KIND}]
+            + [{"label": figures.KIND_LABELS.get(k, k), "value": k} for k in KINDS]), KIND),
+        shell.field("Column mapping", dbc.Input(
+            id=MAPPING, type="text", placeholder="their_name=canonical, ..."),
+            MAPPING, "For columns the loader does not recognise, e.g. px=exec_price, qty=quantity."),
+        dbc.Button("Reload with these options", id=APPLY, color="secondary", outline=True, size="sm"),
+        dcc.Store(id=LIMITS, data={"max_request_chars": settings.max_request_bytes, "limit": limit}),
+        dcc.Store(id=SOURCE, storage_type="memory"),
+    ])
 
-    filter_card = dbc.Card([
-        dbc.CardHeader(html.H2("Filters", className="h6 mb-0")),
-        dbc.CardBody([
-            html.Div("Applied by every later panel: calibration, diagnostics and export.",
-                     className="form-text mt-0 mb-2"),
-            dbc.Row([
-                dbc.Col(_labelled("From (UTC)", dbc.Input(id=FILTER_START, type="date"), FILTER_START)),
-                dbc.Col(_labelled("To (UTC, inclusive)", dbc.Input(id=FILTER_END, type="date"), FILTER_END)),
-            ], className="g-2"),
-            _labelled("Symbols", dcc.Dropdown(id=FILTER_SYMBOL, multi=True, options=[],
-                                              placeholder="All symbols"), FILTER_SYMBOL),
-            _labelled("Venues", dcc.Dropdown(id=FILTER_VENUE, multi=True, options=[],
-                                             placeholder="All venues"), FILTER_VENUE),
-            dbc.Row([
-                dbc.Col(_labelled("Size from", dbc.Input(id=FILTER_SIZE_MIN, type="number", min=0,
-                                                         debounce=True, placeholder="any"), FILTER_SIZE_MIN)),
-                dbc.Col(_labelled("Size to", dbc.Input(id=FILTER_SIZE_MAX, type="number", min=0,
-                                                       debounce=True, placeholder="any"), FILTER_SIZE_MAX)),
-            ], className="g-2"),
-            html.Div("Size is the order quantity, in the symbol's base units.", className="form-text mt-0 mb-2"),
-            html.P("Load a dataset to filter it.", id=FILTER_STATUS, role="status", className="small mb-2"),
-            dbc.Button("Clear filters", id=FILTER_CLEAR, color="secondary", outline=True, size="sm"),
-        ]),
-    ], className="mb-3")
+    filter_card = shell.card("Filters", [
+        html.Div("Applied by every later panel: calibration, diagnostics and export.",
+                 className="form-text mt-0 mb-2"),
+        dbc.Row([
+            dbc.Col(shell.field("From (UTC)", dbc.Input(id=FILTER_START, type="date"), FILTER_START)),
+            dbc.Col(shell.field("To (UTC, inclusive)", dbc.Input(id=FILTER_END, type="date"), FILTER_END)),
+        ], className="g-2"),
+        shell.field("Symbols", dcc.Dropdown(id=FILTER_SYMBOL, multi=True, options=[],
+                                          placeholder="All symbols"), FILTER_SYMBOL),
+        shell.field("Venues", dcc.Dropdown(id=FILTER_VENUE, multi=True, options=[],
+                                         placeholder="All venues"), FILTER_VENUE),
+        dbc.Row([
+            dbc.Col(shell.field("Size from", dbc.Input(id=FILTER_SIZE_MIN, type="number", min=0,
+                                                     debounce=True, placeholder="any"), FILTER_SIZE_MIN)),
+            dbc.Col(shell.field("Size to", dbc.Input(id=FILTER_SIZE_MAX, type="number", min=0,
+                                                   debounce=True, placeholder="any"), FILTER_SIZE_MAX)),
+        ], className="g-2"),
+        html.Div("Size is the order quantity, in the symbol's base units.", className="form-text mt-0 mb-2"),
+        html.P("Load a dataset to filter it.", id=FILTER_STATUS, role="status", className="small mb-2"),
+        dbc.Button("Clear filters", id=FILTER_CLEAR, color="secondary", outline=True, size="sm"),
+    ])
 
-    def card(title, body, title_id=None):
-        heading = html.H2(title, className="h6 mb-0", **({"id": title_id} if title_id else {}))
-        return dbc.Card([dbc.CardHeader(heading), dbc.CardBody(body)], className="mb-3")
-
-    summary_card = card("Dataset", dcc.Loading(html.Div(
-        html.P(EMPTY_MESSAGE, className="execal-empty text-muted mb-0"), id=SUMMARY), type="dot"))
-    report_card = card("Validation", html.Div(
-        html.P("The validation report appears here once a file is loaded.",
-               className="execal-empty text-muted mb-0"), id=REPORT))
-    coverage_card = card("Rows over time", dcc.Graph(
-        id=COVERAGE, figure=figures.empty_figure("No data"), config={"displaylogo": False},
+    summary_card = shell.card("Dataset", dcc.Loading(html.Div(shell.empty_text(EMPTY_MESSAGE), id=SUMMARY),
+                                                     type="dot"))
+    report_card = shell.card("Validation", html.Div(shell.empty_text(NO_REPORT), id=REPORT))
+    coverage_card = shell.card("Rows over time", dcc.Graph(
+        id=COVERAGE, figure=shell.empty_figure("No data"), config={"displaylogo": False},
         style={"height": "220px"}))
     grid = dag.AgGrid(
         id=GRID, rowData=[], columnDefs=[], className="execal-grid",
@@ -522,7 +471,7 @@ def layout(app) -> html.Div:
         dashGridOptions={"suppressFieldDotNotation": True, "animateRows": False,
                          "localeText": {"noRowsToShow": "No rows to preview"}},
     )
-    preview_card = card("Preview", grid, title_id=PREVIEW_TITLE)
+    preview_card = shell.card("Preview", grid, title_id=PREVIEW_TITLE)
     return dbc.Row([
         dbc.Col([load_card, filter_card], md=4, lg=3),
         dbc.Col([dbc.Alert(id=ALERT, is_open=False, color="danger", dismissable=True, className="execal-error"),
@@ -536,10 +485,8 @@ def layout(app) -> html.Div:
 
 
 def register_callbacks(app) -> None:
-    from execal.components.layout import get_settings
-
-    st = store_mod.get_store(app)
-    settings = get_settings(app)
+    st, results = shell.stores(app)
+    settings = shell.get_settings(app)
 
     @app.callback(
         Output(store_mod.ACTIVE_DATASET_ID, "data"),
@@ -570,8 +517,6 @@ def register_callbacks(app) -> None:
         view = render_dataset(st, active)
         return (view["summary"], view["report"], view["coverage"], view["columns"], view["rows"],
                 view["preview_title"])
-
-    results = results_mod.get_results(app)
 
     @app.callback(
         Output(FILTER_SYMBOL, "options"), Output(FILTER_VENUE, "options"),
@@ -614,7 +559,7 @@ def register_callbacks(app) -> None:
         filters, problems = filters_from_controls(start, end, symbols, venues, size_min, size_max)
         if problems:
             return no_update, "Not applied: " + "; ".join(problems) + ".", "small mb-2 text-danger"
-        key = (active or {}).get("key") if isinstance(active, dict) else None
+        key = shell.key_of(active)
         info = st.info(key) if key else None
         # the frame is read only to count rows that pass filters; without filters its size is known
         dataset = st.get_dataset(key) if info is not None and filters else None

@@ -33,9 +33,8 @@ from flask import Response, request
 
 from execal.components import impact_figures as F
 from execal.components import results as results_mod
+from execal.components import shell
 from execal.components import store as store_mod
-from execal.components.data_panel import decode_upload
-from execal.components.diagnostics_panel import active_key, needs_render
 from execal.components.report import build_report, optimizer_status
 from execal.models.impact.config import ConfigError, config_dict, dump_config, load_config, make_provenance
 from execal.models.impact.fit import CalibrationError, Calibrator, result_from_config
@@ -47,21 +46,13 @@ log = logging.getLogger(__name__)
 
 PANEL = "export"
 TITLE = "Export"
-
-
-def _id(name: str) -> str:
-    return f"{name}-{PANEL}"
-
+_id = shell.ids_for(PANEL)
 
 SUMMARY = _id("summary")
 SHOWN = _id("shown")    # dcc.Store: the result key the summary and links were made for
-CONFIG_JSON = _id("config-json")
-CONFIG_YAML = _id("config-yaml")
-PREDICTIONS = _id("predictions")
-REPORT = _id("report")
-IMPORT = _id("import")
-IMPORT_LABEL = _id("import-label")
-IMPORT_ALERT = _id("import-alert")
+# the download links, and the config import
+CONFIG_JSON, CONFIG_YAML, PREDICTIONS, REPORT = _id("config-json", "config-yaml", "predictions", "report")
+IMPORT, IMPORT_LABEL, IMPORT_ALERT = _id("import", "import-label", "import-alert")
 
 ROUTE = "/_execal/export/<name>"
 ROUTE_PREFIX = "/_execal/export/"
@@ -77,6 +68,7 @@ LINKS = ((CONFIG_JSON, "config.json", "Config (JSON)"), (CONFIG_YAML, "config.ya
 CSV_CHUNK_ROWS = 100_000
 MAX_CONFIG_BYTES = 5 * 2**20
 NO_RESULT = "No calibration result yet: run one in the Calibrate panel, or import a config below."
+EVICTED = "This result is no longer in the server's cache; calibrate again."
 
 
 class ExportError(LookupError):
@@ -212,7 +204,6 @@ def result_from_imported(config: Mapping, dataset) -> Any:
 
 def settings_from_config(config: Mapping) -> dict:
     """Run settings (as the Calibrate panel builds them) of a config, so its controls show them."""
-    from execal.components.calibrate_panel import BOOTSTRAP_BY, SEGMENT_BY
     model = config["model"]
     settings = dict((config.get("optimizer") or {}).get("settings") or {})
     try:
@@ -222,10 +213,11 @@ def settings_from_config(config: Mapping) -> dict:
         # settings from another execal version: the model and participation still restore the view
         params = Calibrator(model=model["name"], participation=model.get("participation", "adv")).get_params()
     boot = model.get("bootstrap") or {}
+    boot_ok = boot.get("by") in results_mod.BOOTSTRAP_BY
     n_boot = int(boot.get("n") or 0)
     return {"calibrator": params,
-            "segments": [s for s in SEGMENT_BY if s in (config.get("segment_by") or [])],
-            "bootstrap": {"n": n_boot, "by": boot.get("by")} if n_boot >= 2 and boot.get("by") in BOOTSTRAP_BY
+            "segments": [s for s in results_mod.SEGMENT_BY if s in (config.get("segment_by") or [])],
+            "bootstrap": {"n": n_boot, "by": boot.get("by")} if n_boot >= 2 and boot_ok
             else None}
 
 
@@ -240,7 +232,7 @@ def import_config(st: store_mod.SessionStore, results: results_mod.ResultStore, 
     try:
         if not store_mod.is_session_id(session_id):
             raise DataError("your session is not ready yet; reload the page")
-        raw = decode_upload(contents or "", name)
+        raw = shell.decode_upload(contents, name)
         if len(raw) > MAX_CONFIG_BYTES:
             raise ConfigError(f"{len(raw) / 2**20:.1f} MB is too big for a config (at most "
                               f"{MAX_CONFIG_BYTES // 2**20} MB)", source=name)
@@ -252,7 +244,7 @@ def import_config(st: store_mod.SessionStore, results: results_mod.ResultStore, 
             config = load_config(text)
         except ConfigError as err:
             raise ConfigError(str(err), source=name) from None
-        key_ds = active_dataset.get("key") if isinstance(active_dataset, dict) else None
+        key_ds = shell.key_of(active_dataset)
         dataset = st.get_dataset(key_ds) if key_ds else None
         if dataset is None:
             raise DataError("load the fills to apply the config to in the Data panel first", file=name)
@@ -299,8 +291,7 @@ def import_config(st: store_mod.SessionStore, results: results_mod.ResultStore, 
 def summary_component(results: results_mod.ResultStore, key: str | None) -> html.Div:
     result = results.get(key) if key else None
     if result is None:
-        message = NO_RESULT if not key else "This result is no longer in the server's cache; calibrate again."
-        return html.P(message, className="execal-empty text-muted mb-0")
+        return shell.empty_text(NO_RESULT if not key else EVICTED)
     meta = results.meta(key)
     pooled = getattr(result, "pooled", result)
     s = optimizer_status(result)
@@ -322,59 +313,51 @@ def layout(app) -> html.Div:
     buttons = [dbc.Button(label, id=cid, href="", download="", external_link=True, color="primary",
                           outline=True, disabled=True, className="me-2 mb-2")
                for cid, _, label in LINKS]
-    download_card = dbc.Card([
-        dbc.CardHeader(html.H2("Download the active result", className="h6 mb-0")),
-        dbc.CardBody([
-            html.Div(html.P(NO_RESULT, className="execal-empty text-muted mb-0"), id=SUMMARY, className="mb-3"),
-            html.Div(buttons),
-            html.Ul([
-                html.Li("Config: model, parameters with standard errors and intervals, optimizer settings and "
-                        "report, data provenance (sha256, rows, span, filters), metrics, segments; "
-                        "`execal predict --config` reads it."),
-                html.Li("Predictions: one row per order the model used: observed, predicted, residual, sample."),
-                html.Li("Report: one HTML file that opens offline: status, parameters, metrics, figures, config."),
-            ], className="small text-muted mb-0 mt-2"),
-        ]),
-    ], className="mb-3")
-    import_card = dbc.Card([
-        dbc.CardHeader(html.H2("Import a config", className="h6 mb-0")),
-        dbc.CardBody([
-            html.Label("Config file (JSON or YAML)", id=IMPORT_LABEL, className="form-label mb-1"),
-            dcc.Upload(id=IMPORT, multiple=False, accept=".json,.yaml,.yml,application/json,text/yaml",
-                       className="execal-upload mb-2",
-                       children=html.Div(["Drag and drop or ", html.Span("choose a config", className="execal-link")],
-                                         **{"aria-labelledby": IMPORT_LABEL})),
-            html.Div("Its parameters are applied to the active dataset, with the filters it records, and become "
-                     "the active result: Calibrate, Diagnostics and Tweak show them.", className="form-text mb-2"),
-            dbc.Alert(id=IMPORT_ALERT, is_open=False, dismissable=True, className="execal-error mb-0"),
-        ]),
-    ], className="mb-3")
+    download_card = shell.card("Download the active result", [
+        html.Div(shell.empty_text(NO_RESULT), id=SUMMARY, className="mb-3"),
+        html.Div(buttons),
+        html.Ul([
+            html.Li("Config: model, parameters with standard errors and intervals, optimizer settings and "
+                    "report, data provenance (sha256, rows, span, filters), metrics, segments; "
+                    "`execal predict --config` reads it."),
+            html.Li("Predictions: one row per order the model used: observed, predicted, residual, sample."),
+            html.Li("Report: one HTML file that opens offline: status, parameters, metrics, figures, config."),
+        ], className="small text-muted mb-0 mt-2"),
+    ])
+    import_card = shell.card("Import a config", [
+        html.Label("Config file (JSON or YAML)", id=IMPORT_LABEL, className="form-label mb-1"),
+        dcc.Upload(id=IMPORT, multiple=False, accept=".json,.yaml,.yml,application/json,text/yaml",
+                   className="execal-upload mb-2",
+                   children=html.Div(["Drag and drop or ", html.Span("choose a config", className="execal-link")],
+                                     **{"aria-labelledby": IMPORT_LABEL})),
+        html.Div("Its parameters are applied to the active dataset, with the filters it records, and become "
+                 "the active result: Calibrate, Diagnostics and Tweak show them.", className="form-text mb-2"),
+        dbc.Alert(id=IMPORT_ALERT, is_open=False, dismissable=True, className="execal-error mb-0"),
+    ])
     return dbc.Row([dcc.Store(id=SHOWN, storage_type="memory"),
                     dbc.Col(download_card, lg=7), dbc.Col(import_card, lg=5)], className="execal-export-panel")
 
 
 def register_callbacks(app) -> None:
-    from execal.components.layout import LOCATION_ID, is_shown
-
-    st = store_mod.get_store(app)
-    results = results_mod.get_results(app)
+    st, results = shell.stores(app)
 
     @app.callback(
         Output(SUMMARY, "children"),
         [Output(cid, "href") for cid, _, _ in LINKS] + [Output(cid, "download") for cid, _, _ in LINKS]
         + [Output(cid, "disabled") for cid, _, _ in LINKS],
         Output(SHOWN, "data"),
-        Input(results_mod.ACTIVE_RESULT_ID, "data"), Input(store_mod.SESSION_STORE_ID, "data"),
-        Input(LOCATION_ID, "pathname"), State(SHOWN, "data"),
+        Input(shell.ACTIVE_RESULT_ID, "data"), Input(shell.SESSION_STORE_ID, "data"),
+        Input(shell.LOCATION_ID, "pathname"), State(SHOWN, "data"),
     )
     def _links(active_result, session_id, pathname, shown):
         # hidden, the panel waits to be opened (its summary needs the whole result); opened again, it keeps it
-        if not needs_render(is_shown(PANEL, pathname), ctx.triggered_id, active_result, shown, LOCATION_ID):
+        key = shell.result_key_of(active_result)
+        if not shell.needs_render(PANEL, pathname, ctx.triggered_id, key, shown):
             raise PreventUpdate
-        return _links_outputs(active_result, session_id) + [active_key(active_result)]
+        return _links_outputs(active_result, session_id) + [key]
 
     def _links_outputs(active_result, session_id):
-        key = active_result.get("key") if isinstance(active_result, dict) else None
+        key = shell.key_of(active_result)
         result = results.get(key) if key else None
         if result is None or not store_mod.is_session_id(session_id):
             n = len(LINKS)
@@ -383,11 +366,10 @@ def register_callbacks(app) -> None:
                 + [download_name(result, key, name) for _, name, _ in LINKS] + [False] * len(LINKS))
 
     @app.callback(
-        Output(results_mod.ACTIVE_RESULT_ID, "data", allow_duplicate=True),
+        Output(shell.ACTIVE_RESULT_ID, "data", allow_duplicate=True),
         Output(IMPORT_ALERT, "children"), Output(IMPORT_ALERT, "is_open"), Output(IMPORT_ALERT, "color"),
         Input(IMPORT, "contents"),
-        State(IMPORT, "filename"), State(store_mod.SESSION_STORE_ID, "data"),
-        State(store_mod.ACTIVE_DATASET_ID, "data"),
+        State(IMPORT, "filename"), State(shell.SESSION_STORE_ID, "data"), State(shell.ACTIVE_DATASET_ID, "data"),
         prevent_initial_call=True,
     )
     def _import(contents, filename, session_id, active):

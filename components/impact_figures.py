@@ -246,6 +246,11 @@ def segmented_view(segmented) -> ResultView:
                       base.venue, (codes, tuple(labels)), base.participation_kind)
 
 
+def participation_label(kind: str) -> str:
+    """The axis name of participation: Q/ADV, or Q/V with the market volume during the order."""
+    return "participation Q/ADV" if kind == "adv" else "participation Q/V (volume during the order)"
+
+
 def segment_name(key: Mapping[str, str]) -> str:
     return ", ".join(f"{k}={v}" for k, v in dict(key).items())
 

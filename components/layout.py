@@ -1,16 +1,18 @@
-"""The app shell: navbar, one nav link per panel, the app-level stores, and the settings panels read.
+"""The app frame: navbar, one nav link per panel, the app-level stores, routing and the error handler.
 
 A panel is a module with `PANEL` (url slug), `TITLE`, `layout(app) -> Component` and
-`register_callbacks(app)`; it owns its ids (built from its module constants) and callbacks. Adding one is
-one line in `PANELS`. Every panel is in the page at once and the URL path picks which one is visible, so
-switching panels keeps each panel's state and no callback targets a component that is missing.
+`register_callbacks(app)`; it owns its ids (built from its module constants) and callbacks, and takes
+what panels share from `execal.components.shell`. Adding one is one line in `PANELS`: this is the only
+module that imports the panels, and no panel imports it. Every panel is in the page at once and the URL
+path picks which one is visible, so switching panels keeps each panel's state and no callback targets a
+component that is missing.
+
+The settings and routing names (`Settings`, `get_settings`, `max_upload_bytes`, `LOCATION_ID`,
+`is_shown`, ...) live in the shell and are re-exported here for `app.py` and the tests.
 """
 from __future__ import annotations
 
 import logging
-import os
-from dataclasses import dataclass
-from pathlib import Path
 from types import ModuleType
 
 import dash_bootstrap_components as dbc
@@ -18,9 +20,12 @@ from dash import Input, Output, State, dcc, html, set_props
 from dash.exceptions import PreventUpdate
 
 from execal.components import calibrate_panel, data_panel, diagnostics_panel, export_panel, results, store, tweak_panel
-from execal.components import vol_panel
+from execal.components import shell
 from execal.components import surface_panel
 from execal.components import orderflow_panel
+from execal.components import vol_panel
+from execal.components.shell import (DEFAULT_MAX_UPLOAD_MB, LOCATION_ID, REQUEST_OVERHEAD_BYTES,  # noqa: F401
+                                     Settings, attach_settings, get_settings, is_shown, max_upload_bytes)
 
 log = logging.getLogger(__name__)
 
@@ -38,15 +43,11 @@ PANELS: list[ModuleType] = [
     surface_panel,
     orderflow_panel,
 ]
+# the shell answers "is this panel on screen?" for the panels, which never import this module
+shell.set_panel_order(p.PANEL for p in PANELS)
 
-LOCATION_ID = "execal-url"
 APP_ALERT_ID = "execal-app-alert"
 NAV_ID = "execal-nav"
-
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_MAX_UPLOAD_MB = 200.0
-# the rest of an upload's callback request: JSON framing, file name, the other inputs and states
-REQUEST_OVERHEAD_BYTES = 64 * 2**10
 
 
 def nav_link_id(panel: ModuleType) -> str:
@@ -59,47 +60,6 @@ def panel_container_id(panel: ModuleType) -> str:
 
 def panel_path(panel: ModuleType) -> str:
     return f"/{panel.PANEL}"
-
-
-# --- settings -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Settings:
-    """What the panels need to know about this server."""
-    cache_dir: Path
-    sample_dir: Path
-    max_upload_bytes: int
-
-    @property
-    def max_upload_mb(self) -> float:
-        return self.max_upload_bytes / 2**20
-
-    @property
-    def max_request_bytes(self) -> int:
-        """Flask's MAX_CONTENT_LENGTH: the upload travels base64 (4/3) inside a JSON callback request."""
-        return int(self.max_upload_bytes * 4 / 3) + REQUEST_OVERHEAD_BYTES
-
-
-def max_upload_bytes(max_upload_mb: float | None = None) -> int:
-    """The upload limit: the argument, else env EXECAL_MAX_UPLOAD_MB, else 200 MB."""
-    if max_upload_mb is None:
-        text = os.environ.get("EXECAL_MAX_UPLOAD_MB", "").strip()
-        try:
-            max_upload_mb = float(text) if text else DEFAULT_MAX_UPLOAD_MB
-        except ValueError:
-            raise ValueError(f"EXECAL_MAX_UPLOAD_MB must be a number of megabytes, got {text!r}") from None
-    if not max_upload_mb > 0:
-        raise ValueError(f"the upload limit must be positive, got {max_upload_mb} MB")
-    return int(max_upload_mb * 2**20)
-
-
-def attach_settings(app, settings: Settings) -> None:
-    app.server.extensions["execal_settings"] = settings
-
-
-def get_settings(app) -> Settings:
-    return app.server.extensions["execal_settings"]
 
 
 # --- layout -------------------------------------------------------------------------------------
@@ -141,17 +101,7 @@ def build_layout(app) -> html.Div:
 
 def visible_panel(pathname: str | None) -> int:
     """Index of the panel a URL path shows (the first panel for '/' and unknown paths)."""
-    slug = (pathname or "/").strip("/").split("/")[0]
-    for i, p in enumerate(PANELS):
-        if p.PANEL == slug:
-            return i
-    return 0
-
-
-def is_shown(panel_slug: str, pathname: str | None) -> bool:
-    """Whether the URL path shows the panel `panel_slug`: a hidden panel's heavy render waits until the
-    user opens it (a new worker's first page would otherwise draw every panel of a 1M-row result)."""
-    return PANELS[visible_panel(pathname)].PANEL == panel_slug
+    return [p.PANEL for p in PANELS].index(shell.visible_slug(pathname))
 
 
 def register_callbacks(app) -> None:

@@ -53,16 +53,12 @@ def optimizer_status(result) -> dict:
             "n_test": n_rows - pooled.n_train, "segments": len(segments)}
 
 
-def participation_label(kind: str) -> str:
-    return "participation Q/ADV" if kind == "adv" else "participation Q/V (volume during the order)"
-
-
 def report_figures(result, max_points: int = REPORT_POINTS) -> list[tuple[str, go.Figure]]:
     """(caption, figure) pairs of the report: the Diagnostics panel's figures of `result`."""
     view = F.view_of(result)
     index = F.scatter_index(view, max_points=max_points)
     p_bins = F.log_bins(view.participation)
-    label = participation_label(view.participation_kind)
+    label = F.participation_label(view.participation_kind)
     figs = [
         ("Predicted vs actual cost per order (45° line = perfect)", F.predicted_vs_actual_figure(view, index)),
         ("Cost vs participation: binned mean ± s.e. and the fitted curve",

@@ -20,6 +20,12 @@ import pandas as pd
 ACTIVE_RESULT_ID = "execal-active-result"   # dcc.Store (memory): {"key": result key} or None
 FILTERS_ID = "execal-filters"               # dcc.Store (memory): filters dict, see apply_filters
 
+# What Calibrator.fit_segments and Calibrator.bootstrap accept (tests check both lists against them):
+# the vocabulary of an impact run's settings, which the Calibrate panel builds and the Export panel
+# restores from an imported config.
+SEGMENT_BY = ("venue", "symbol", "side")
+BOOTSTRAP_BY = ("day", "order_id")
+
 FILTER_KEYS = ("symbol", "venue", "start", "end", "size_min", "size_max")
 _PREFIX = "result:"
 _MEMORY_ITEMS = 8

@@ -119,6 +119,13 @@ def is_dataset_key(value: Any) -> bool:
     return isinstance(value, str) and bool(_KEY_RE.match(value))
 
 
+def kind_of_key(key: Any) -> str | None:
+    """The dataset kind a key names (`<sha256>-<kind>[-m<mapping digest>]`), read without the frame."""
+    if not is_dataset_key(key):
+        return None
+    return key[65:].split("-", 1)[0]
+
+
 def mapping_digest(mapping: dict[str, str] | None) -> str:
     """Short stable digest of a column mapping ("" for none): part of a dataset's identity."""
     if not mapping:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import copyreg
 import dataclasses
-import functools
 import io
 import json
 import logging
@@ -50,58 +49,42 @@ from dash.exceptions import PreventUpdate
 
 from execal.components import figures
 from execal.components import results as results_mod
+from execal.components import shell
 from execal.components import store as store_mod
 from execal.components import surface_figures as SF
-from execal.components.diagnostics_panel import _LRU
-from execal.models.impact.config import make_provenance
+from execal.components.shell import sample_value  # noqa: F401  (the picker's values, for callers)
 from execal.models.core.registry import models_of_kind
 from execal.models.data.schema import DataError, Dataset
+from execal.models.impact.config import make_provenance
+from execal.models.surface.options import prepare_chain
+from execal.models.surface.svi import SurfaceCalibrator
 
 log = logging.getLogger(__name__)
 
 PANEL = "surface"
 TITLE = "Vol surface"
+_id = shell.ids_for(PANEL)
 
-
-def _id(name: str) -> str:
-    return f"{name}-{PANEL}"
-
-
-SOURCE = _id("source")
-UNDERLYING = _id("underlying")
-DATA_NOTE = _id("data-note")
-MODEL = _id("model")
-WEIGHTS = _id("weights")
-NO_ARB = _id("no-arbitrage")
-RUN = _id("run")
-DOWNLOAD_BUTTON = _id("download-button")
-DOWNLOAD = _id("download")
-NOTE = _id("note")
-ALERT = _id("alert")
-VIEW = _id("view")
+# the settings form, the Fit / Download card and the stores
+SOURCE, UNDERLYING, DATA_NOTE, MODEL, WEIGHTS, NO_ARB = _id("source", "underlying", "data-note", "model", "weights",
+                                                            "no-arbitrage")
+RUN, DOWNLOAD_BUTTON, DOWNLOAD, NOTE, ALERT = _id("run", "download-button", "download", "note", "alert")
+VIEW = _id("view")                 # dcc.Store: {key, dataset, source, settings, filters}: the surface on screen
 SEEN = _id("seen-active")          # dcc.Store: the active dataset key this panel last saw
-STATUS = _id("status")
-SLICES = _id("slices")
-PARAMS = _id("params")
-SSVI = _id("ssvi")
-EXPIRIES = _id("expiries")
-SMILES = _id("smiles")
-SURFACE = _id("surface-3d")
-TERM = _id("term")
-RESIDUALS = _id("residuals")
-ARB_HEADLINE = _id("arbitrage-headline")
-BUTTERFLY = _id("butterfly")
-CALENDAR = _id("calendar")
-CONDITIONS = _id("conditions")
+# what the surface shows: status and tables, figures, the arbitrage report
+STATUS, SLICES, PARAMS, SSVI = _id("status", "slices", "params", "ssvi")
+EXPIRIES, SMILES, SURFACE, TERM, RESIDUALS = _id("expiries", "smiles", "surface-3d", "term", "residuals")
+ARB_HEADLINE, BUTTERFLY, CALENDAR, CONDITIONS = _id("arbitrage-headline", "butterfly", "calendar", "conditions")
 
 SAMPLE_CHAIN = "options_chain.csv"
-SAMPLE_PREFIX = "sample:"
+SAMPLE_PREFIX = shell.SAMPLE_PREFIX
 WHOLE_CHAIN = "*"                  # underlying picker value of a chain that names no underlying
 DEFAULT_WEIGHTS = "vega"
-SESSION_VIEW_PREFIX = "execal:surface:session:"
-VIEW_TTL_S = 30 * 24 * 3600
 CACHE_ITEMS = 6
-GRAPH_CONFIG = {"displaylogo": False, "responsive": True}
+PICKER = shell.DatasetPicker(kinds=("options",), samples={SAMPLE_CHAIN: " — known SSVI surface"},
+                             missing="choose the option chain to fit first", label="{source} ({rows:,} quotes)",
+                             sample_kind="options")
+source_options, choose_source, resolve_source = PICKER.options, PICKER.choose, PICKER.resolve
 EMPTY_MESSAGE = SF.NO_RESULT
 EVICTED = "This surface is no longer in the server's cache: press Fit surface again"
 _SYMBOL_ASSET = re.compile(r"^\s*([A-Za-z0-9_]+)-")
@@ -141,80 +124,6 @@ def build_settings(*, model: Any, weights: Any, no_arbitrage: Any, underlying: A
 # --- sources ------------------------------------------------------------------------------------
 
 
-def sample_value(name: str) -> str:
-    return SAMPLE_PREFIX + name
-
-
-def available_samples(sample_dir: Path) -> list[str]:
-    return [SAMPLE_CHAIN] if (Path(sample_dir) / SAMPLE_CHAIN).is_file() else []
-
-
-def kind_of_key(key: str) -> str | None:
-    """The dataset kind a store key names (`<sha256>-<kind>[-m<mapping digest>]`, see execal.components.store)."""
-    if not store_mod.is_dataset_key(key):
-        return None
-    return key[65:].split("-", 1)[0]
-
-
-def source_options(st: store_mod.SessionStore, sample_dir: Path, session_id: Any,
-                   active: Mapping | None) -> tuple[list[dict], str | None]:
-    """(dropdown options, default value): the session's option chains (the active one first and marked),
-    then the bundled sample chain. The default is the active dataset when it is a chain, else the sample."""
-    options: list[dict] = []
-    default = None
-    active_key = active.get("key") if isinstance(active, dict) else None
-    keys = st.session_keys(session_id) if store_mod.is_session_id(session_id) else []
-    if active_key and active_key not in keys:
-        keys = keys + [active_key]
-    for key in reversed(keys):          # most recent first
-        if kind_of_key(key) != "options":
-            continue    # decided from the key: a million fills are not decoded to learn they are no chain
-        ds = st.get_dataset(key)
-        if ds is None:
-            continue
-        tag = "active dataset: " if key == active_key else ""
-        options.append({"label": f"{tag}{ds.source} ({len(ds.frame):,} quotes)", "value": key})
-        if key == active_key:
-            default = key
-    for name in available_samples(sample_dir):
-        options.append({"label": f"sample: {name} — known SSVI surface", "value": sample_value(name)})
-    if default is None and options:
-        default = next((o["value"] for o in options if o["value"] == sample_value(SAMPLE_CHAIN)), options[0]["value"])
-    return options, default
-
-
-def choose_source(st: store_mod.SessionStore, sample_dir: Path, session_id: Any, active: Mapping | None,
-                  current: Any, seen: Any, saved: Mapping | None = None) -> tuple[list[dict], Any, str]:
-    """(options, value, active key or "") of the chain picker. A chain that has just become the active
-    dataset (loaded in the Data panel) becomes the panel's data; otherwise the user's pick stays while it is
-    offered, then the session's last fitted chain (after a reload), then the default."""
-    options, default = source_options(st, sample_dir, session_id, active)
-    values = [o["value"] for o in options]
-    active_key = active.get("key") if isinstance(active, dict) else None
-    newly_active = active_key is not None and seen is not None and active_key != seen
-    if newly_active and active_key in values:
-        return options, active_key, active_key
-    if current in values:
-        return options, current, active_key or ""
-    remembered = (saved or {}).get("source")
-    return options, (remembered if remembered in values else default), active_key or ""
-
-
-def resolve_source(st: store_mod.SessionStore, sample_dir: Path, source: Any) -> str:
-    """The dataset key of a source value (the bundled sample is loaded into the store, once per cache,
-    without becoming the session's active dataset). Raises DataError."""
-    if isinstance(source, str) and source.startswith(SAMPLE_PREFIX):
-        name = source[len(SAMPLE_PREFIX):]
-        if name not in available_samples(sample_dir):
-            raise DataError("no such bundled sample file", file=name)
-        return st.load_bytes((Path(sample_dir) / name).read_bytes(), name=name, kind="options")
-    if not store_mod.is_dataset_key(source):
-        raise DataError("choose the option chain to fit first")
-    if not st.has_dataset(source):
-        raise DataError("this dataset is no longer in the server's cache: load it again in the Data panel")
-    return source
-
-
 def load_chain_dataset(st: store_mod.SessionStore, key: str) -> Dataset:
     dataset = st.get_dataset(key)
     if dataset is None:
@@ -249,19 +158,12 @@ def underlying_choice(values: list[str], current: Any, saved: Any) -> str:
 
 
 def save_session_view(cache, session_id: Any, view: Mapping) -> None:
-    if store_mod.is_session_id(session_id):
-        cache.set(SESSION_VIEW_PREFIX + session_id, json.dumps(dict(view), default=str), expire=VIEW_TTL_S)
+    shell.remember(cache, PANEL, session_id, view)
 
 
 def saved_view(cache, session_id: Any) -> dict | None:
-    if not store_mod.is_session_id(session_id):
-        return None
-    text = cache.get(SESSION_VIEW_PREFIX + session_id)
-    try:
-        view = json.loads(text) if isinstance(text, str) else None
-    except ValueError:
-        return None
-    return view if isinstance(view, dict) and results_mod.is_result_key(view.get("key")) else None
+    view = shell.recall(cache, PANEL, session_id)
+    return view if view is not None and results_mod.is_result_key(view.get("key")) else None
 
 
 # --- results in the app's cache ------------------------------------------------------------------
@@ -286,7 +188,7 @@ def result_bytes(result) -> bytes:
     return buf.getvalue()
 
 
-_results = _LRU(CACHE_ITEMS)      # unpickled results of this process
+_results = shell.LRU(CACHE_ITEMS)      # unpickled results of this process
 
 
 def put_result(rs: results_mod.ResultStore, key: str, result, meta: Mapping) -> None:
@@ -323,8 +225,7 @@ def get_result(rs: results_mod.ResultStore, key: str | None):
 
 def applicable_filters(filters: Mapping | None, dataset_key: str, active: Mapping | None) -> dict:
     """The Data panel's filters, when they were chosen on this chain (it is the active dataset)."""
-    active_key = active.get("key") if isinstance(active, dict) else None
-    return results_mod.clean_filters(dict(filters or {})) if dataset_key == active_key else {}
+    return results_mod.clean_filters(dict(filters or {})) if dataset_key == shell.key_of(active) else {}
 
 
 def surface_key(dataset_key: str, filters: Mapping, settings: Mapping) -> str:
@@ -333,9 +234,6 @@ def surface_key(dataset_key: str, filters: Mapping, settings: Mapping) -> str:
 
 def compute_surface(dataset: Dataset, settings: Mapping, filters: Mapping | None = None):
     """The SurfaceResult of `settings` on `dataset` (rows passing `filters`). Raises DataError."""
-    from execal.models.surface.options import prepare_chain
-    from execal.models.surface.svi import SurfaceCalibrator
-
     if filters:
         frame = results_mod.apply_filters(dataset.frame, filters)
         if frame.empty:
@@ -415,12 +313,11 @@ def fit_outputs(st: store_mod.SessionStore, rs: results_mod.ResultStore, sample_
 
 # --- what the panel shows, per result -----------------------------------------------------------
 
-_prepared = _LRU(CACHE_ITEMS)
+_prepared = shell.LRU(CACHE_ITEMS)
 
 
 def view_key(view: Any) -> str | None:
-    key = view.get("key") if isinstance(view, dict) else None
-    return key if results_mod.is_result_key(key) else None
+    return shell.result_key_of(view)
 
 
 def prepared_view(rs: results_mod.ResultStore, view: Any) -> SF.SurfaceView | None:
@@ -436,57 +333,30 @@ def prepared_view(rs: results_mod.ResultStore, view: Any) -> SF.SurfaceView | No
 
 
 def status_component(view: SF.SurfaceView) -> html.Div:
-    s = SF.status_summary(view.result)
-    children = [html.Strong(s["headline"], className="execal-status-headline d-block"),
-                html.Div(SF.facts_line(view), className="small")]
-    if s["details"]:
-        children.append(html.Ul([html.Li(d) for d in s["details"]], className="small mb-0 mt-1"))
-    return html.Div(dbc.Alert(children, color=s["level"], className="mb-0 execal-status"),
-                    id=_id("status-alert"), **{"data-level": s["level"]})
+    return shell.verdict_banner(PANEL, SF.status_summary(view.result), SF.facts_line(view))
 
 
 NOWRAP = ("expiry", "shorter expiry", "longer expiry", "k range", "T (y)")
 
 
 def rows_component(rows: list[dict], *, table_id: str, caption: str | None = None) -> html.Div:
-    """A compact table of `rows` (columns from the first row; its "key" becomes the row's data-row, every
-    cell carries its column name as data-field); expiries never wrap."""
-    cols = [c for c in rows[0] if c != "key"]
-    head = html.Thead(html.Tr([html.Th(c, scope="col", className="text-nowrap" if c in NOWRAP else None)
-                               for c in cols]))
-    body = html.Tbody([html.Tr([html.Td(r.get(c, ""), className="text-nowrap" if c in NOWRAP else None,
-                                        **{"data-field": c}) for c in cols],
-                               **{"data-row": str(r.get("key", r.get(cols[0], "")))}) for r in rows])
-    parts = ([html.Caption(caption, className="small text-muted")] if caption else []) + [head, body]
-    return html.Div(dbc.Table(parts, size="sm", striped=True, bordered=False, hover=True, id=table_id,
-                              className="execal-table mb-0 small"), className="table-responsive")
+    """A compact table of `rows` (`shell.rows_table`); expiries never wrap."""
+    return shell.rows_table(rows, table_id=table_id, caption=caption, nowrap=NOWRAP, small=True)
 
 
-@functools.lru_cache(maxsize=8)
 def empty_state_figure(message: str) -> dict:
-    """`figures.empty_figure(message)` as a plain dict, built once per message per process: the page layout
-    holds five of them and a go.Figure copies its whole template each time it is built."""
-    return figures.empty_figure(message).to_plotly_json()
-
-
-def _empty(message: str) -> html.P:
-    return html.P(message, className="execal-empty text-muted mb-0")
+    return shell.empty_figure(message)
 
 
 def empty_status(message: str, *, level: str = "secondary") -> html.Div:
-    return html.Div(dbc.Alert(message, color=level, className="mb-0 execal-status"), id=_id("status-alert"),
-                    **{"data-level": "empty" if level == "secondary" else level})
+    return shell.empty_status(PANEL, message, level)
 
 
 def empty_outputs(message: str, *, level: str = "secondary") -> dict:
-    fig = empty_state_figure(message)
-    return {
-        STATUS: empty_status(message, level=level),
-        SLICES: _empty(message), PARAMS: _empty(message), SSVI: None,
-        ARB_HEADLINE: _empty(message), BUTTERFLY: None, CALENDAR: None, CONDITIONS: None,
-        SURFACE: fig, TERM: fig, RESIDUALS: fig,
-        "expiry_options": [], "expiry_value": [], "download_disabled": True,
-    }
+    return {**shell.empty_outputs(message, graphs=(SURFACE, TERM, RESIDUALS), texts=(SLICES, PARAMS, ARB_HEADLINE),
+                                  blanks=(SSVI, BUTTERFLY, CALENDAR, CONDITIONS), status=(STATUS, PANEL),
+                                  level=level, as_json=True),
+            "expiry_options": [], "expiry_value": [], "download_disabled": True}
 
 
 def render_outputs(rs: results_mod.ResultStore, view: Any, chosen: Any = None) -> dict:
@@ -589,13 +459,8 @@ def download_output(st: store_mod.SessionStore, rs: results_mod.ResultStore, vie
 # --- layout -------------------------------------------------------------------------------------
 
 
-def _label(text: str, control_id: str) -> list:
-    return [dbc.Label(text, html_for=control_id, className="mb-1 small fw-semibold")]
-
-
 def _field(text: str, control, control_id: str, help_text: Any = None) -> html.Div:
-    return html.Div(_label(text, control_id) + [control] + ([help_text] if help_text is not None else []),
-                    className="mb-3")
+    return shell.field(text, control, control_id, help_text, compact=True)
 
 
 def _details(summary: str, items: list[tuple[str, str]]) -> html.Details:
@@ -606,21 +471,14 @@ def _details(summary: str, items: list[tuple[str, str]]) -> html.Details:
 
 
 def _graph(graph_id: str, height: int | None = SF.FIGURE_HEIGHT_PX, config: dict | None = None) -> dcc.Loading:
-    style = {"height": f"{height}px"} if height else {}
-    return dcc.Loading(dcc.Graph(id=graph_id, figure=empty_state_figure(EMPTY_MESSAGE),
-                                 config=config or GRAPH_CONFIG, style=style), type="circle", delay_show=300)
+    return shell.graph(graph_id, EMPTY_MESSAGE, height=height, config=config)
 
 
-def _card(title: str, body, about: str | None = None, width: dict | None = None) -> dbc.Col:
-    header = [html.H2(title, className="h6 mb-0")]
-    if about:
-        header.append(html.Small(about, className="text-muted"))
-    return dbc.Col(dbc.Card([dbc.CardHeader(header), dbc.CardBody(body, className="p-2")], className="h-100"),
-                   className="mb-3", **(width or {"lg": 6}))
+_card = shell.card_col
 
 
 def _slot(slot_id: str, empty: bool = True) -> dcc.Loading:
-    return dcc.Loading(html.Div(_empty(EMPTY_MESSAGE) if empty else None, id=slot_id), type="dot", delay_show=300)
+    return shell.slot(slot_id, EMPTY_MESSAGE if empty else None)
 
 
 def layout(app) -> dbc.Row:
@@ -630,27 +488,24 @@ def layout(app) -> dbc.Row:
     model_help = _details("formulas", [(m.name, m.formula) for m in models.values()])
     weight_help = _details("what each weighting does", list(weights.items()))
     arb_help = _details("what is enforced", [(m.name, m.describe()["no_arbitrage"]) for m in models.values()])
-    settings_card = dbc.Card([
-        dbc.CardHeader(html.H2("Chain and model", className="h6 mb-0")),
-        dbc.CardBody([
-            _field("Option chain", dcc.Dropdown(id=SOURCE, options=[], clearable=False,
-                                                placeholder="choose the chain"), SOURCE),
-            _field("Underlying", dcc.Dropdown(id=UNDERLYING, options=[], clearable=False,
-                                              placeholder="one underlying"), UNDERLYING),
-            html.P("", id=DATA_NOTE, className="small text-muted mb-3", role="status"),
-            _field("Model", dbc.RadioItems(id=MODEL, value=first, persistence=True, persistence_type="local",
-                                           options=[{"label": m.label, "value": n} for n, m in models.items()]),
-                   MODEL, model_help),
-            _field("Weights", dbc.RadioItems(id=WEIGHTS, value=DEFAULT_WEIGHTS if DEFAULT_WEIGHTS in weights else
-                                             next(iter(weights)), inline=True, persistence=True,
-                                             persistence_type="local",
-                                             options=[{"label": n, "value": n} for n in weights]),
-                   WEIGHTS, weight_help),
-            _field("No-arbitrage fit", dbc.Switch(id=NO_ARB, value=False, label="fit under the no-arbitrage "
-                                                  "constraints", persistence=True, persistence_type="local"),
-                   NO_ARB, arb_help),
-        ]),
-    ], className="mb-3 execal-surface-settings")
+    settings_card = shell.card("Chain and model", [
+        _field("Option chain", dcc.Dropdown(id=SOURCE, options=[], clearable=False,
+                                            placeholder="choose the chain"), SOURCE),
+        _field("Underlying", dcc.Dropdown(id=UNDERLYING, options=[], clearable=False,
+                                          placeholder="one underlying"), UNDERLYING),
+        html.P("", id=DATA_NOTE, className="small text-muted mb-3", role="status"),
+        _field("Model", dbc.RadioItems(id=MODEL, value=first, persistence=True, persistence_type="local",
+                                       options=[{"label": m.label, "value": n} for n, m in models.items()]),
+               MODEL, model_help),
+        _field("Weights", dbc.RadioItems(id=WEIGHTS, value=DEFAULT_WEIGHTS if DEFAULT_WEIGHTS in weights else
+                                         next(iter(weights)), inline=True, persistence=True,
+                                         persistence_type="local",
+                                         options=[{"label": n, "value": n} for n in weights]),
+               WEIGHTS, weight_help),
+        _field("No-arbitrage fit", dbc.Switch(id=NO_ARB, value=False, label="fit under the no-arbitrage "
+                                              "constraints", persistence=True, persistence_type="local"),
+               NO_ARB, arb_help),
+    ], class_name="mb-3 execal-surface-settings")
     run_card = dbc.Card(dbc.CardBody([
         html.Div([dbc.Button("Fit surface", id=RUN, color="primary", className="me-2"),
                   dbc.Button("Download surface config (JSON)", id=DOWNLOAD_BUTTON, color="secondary", outline=True,
@@ -662,11 +517,10 @@ def layout(app) -> dbc.Row:
         dcc.Store(id=VIEW, storage_type="memory"),
         dcc.Store(id=SEEN, storage_type="memory"),
     ]), className="mb-3")
-    status = dcc.Loading(html.Div(empty_status(EMPTY_MESSAGE), id=STATUS), type="dot", delay_show=300)
+    status = shell.slot(STATUS, empty_status(EMPTY_MESSAGE))
     smiles_body = [
-        html.Div(_label("Smiles of", EXPIRIES) + [dcc.Dropdown(id=EXPIRIES, options=[], value=[], multi=True,
-                                                                placeholder="expiries to draw")],
-                 className="mb-2"),
+        _field("Smiles of", dcc.Dropdown(id=EXPIRIES, options=[], value=[], multi=True,
+                                         placeholder="expiries to draw"), EXPIRIES),
         _graph(SMILES, height=None, config={"displaylogo": False}),
     ]
     arbitrage_body = [_slot(ARB_HEADLINE), _slot(BUTTERFLY, empty=False), html.Div(className="mb-2"),
@@ -704,19 +558,20 @@ RENDER_FIGURES = (SURFACE, TERM, RESIDUALS)
 
 
 def register_callbacks(app) -> None:
-    from execal.components.layout import get_settings
-
     def stores():
-        return store_mod.get_store(app), results_mod.get_results(app)
+        return shell.stores(app)
+
+    def sample_dir() -> Path:
+        return shell.get_settings(app).sample_dir
 
     @app.callback(
         Output(SOURCE, "options"), Output(SOURCE, "value"), Output(SEEN, "data"),
-        Input(store_mod.SESSION_STORE_ID, "data"), Input(store_mod.ACTIVE_DATASET_ID, "data"),
+        Input(shell.SESSION_STORE_ID, "data"), Input(shell.ACTIVE_DATASET_ID, "data"),
         State(SOURCE, "value"), State(SEEN, "data"),
     )
     def _sources(session_id, active, current, seen):
         st, rs = stores()
-        return choose_source(st, get_settings(app).sample_dir, session_id, active, current, seen,
+        return choose_source(st, sample_dir(), session_id, active, current, seen,
                              saved_view(rs.cache, session_id))
 
     @app.callback(
@@ -729,7 +584,7 @@ def register_callbacks(app) -> None:
             raise PreventUpdate
         st, rs = stores()
         try:
-            key = resolve_source(st, get_settings(app).sample_dir, source)
+            key = resolve_source(st, sample_dir(), source)
             dataset = load_chain_dataset(st, key)
         except DataError as err:
             return [], None, html.Span(str(err), className="text-danger")
@@ -752,7 +607,7 @@ def register_callbacks(app) -> None:
     )
     def _fit(_clicks, source, underlying, model, weights, no_arb, filters, view, session_id, active):
         st, rs = stores()
-        out = fit_outputs(st, rs, get_settings(app).sample_dir, trigger=ctx.triggered_id, session_id=session_id,
+        out = fit_outputs(st, rs, sample_dir(), trigger=ctx.triggered_id, session_id=session_id,
                           source=source, underlying=underlying, model=model, weights=weights, no_arbitrage=no_arb,
                           filters=filters, active=active, view=view)
         return out["view"], *out["alert"], out["note"]

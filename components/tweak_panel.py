@@ -29,11 +29,10 @@ import numpy as np
 from dash import ALL, Input, Output, Patch, State, ctx, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
-from execal.components import figures
 from execal.components import impact_figures as F
 from execal.components import results as results_mod
+from execal.components import shell
 from execal.components import store as store_mod
-from execal.components.diagnostics_panel import _LRU, active_key, needs_render, participation_label, results_of, rows_table
 from execal.models.core.registry import OPTIMIZERS
 from execal.models.impact.fit import CalibrationError, Calibrator
 from execal.models.impact.result import error_metrics
@@ -44,24 +43,15 @@ log = logging.getLogger(__name__)
 
 PANEL = "tweak"
 TITLE = "Tweak"
+_id = shell.ids_for(PANEL)
 
-
-def _id(name: str) -> str:
-    return f"{name}-{PANEL}"
-
-
-TARGET = _id("target")
-TARGET_WRAP = _id("target-wrap")
-CONTROLS = _id("controls")
+# the controls: which parameter set, a slider / box / fix per parameter, reset and refit
+TARGET, TARGET_WRAP, CONTROLS = _id("target", "target-wrap", "controls")
 BASE = _id("base")             # dcc.Store: {"key", "target", "order", "fitted", "ranges", "bounds"}
 PARAMS = _id("params")         # dcc.Store: {"key", "target", "params"}: the current hand-set values
-RESET = _id("reset")
-REFIT = _id("refit")
-REFIT_ALERT = _id("refit-alert")
-DELTAS = _id("deltas")
-METRICS = _id("metrics")
-CURVE = _id("curve")
-PRED_ACTUAL = _id("pred-actual")
+RESET, REFIT, REFIT_ALERT = _id("reset", "refit", "refit-alert")
+# what the hand-set parameters change
+DELTAS, METRICS, CURVE, PRED_ACTUAL = _id("deltas", "metrics", "curve", "pred-actual")
 
 SLIDER = "tweak-slider"        # pattern-matching id types: {"type": ..., "param": name}
 BOX = "tweak-box"
@@ -72,8 +62,8 @@ N_SE = 5.0                     # slider half-width in standard errors
 SLIDER_STEPS = 200
 CACHE_ITEMS = 4
 NO_RESULT = "No calibration result yet: run one in the Calibrate panel, then tweak its parameters here"
+EVICTED = "This result is no longer in the server's cache: calibrate again"
 FIXED_STYLES = {"fitted": {"dash": "dot", "width": 2}, "tweaked": {"dash": "solid", "width": 3}}
-GRAPH_CONFIG = {"displaylogo": False, "responsive": True}
 
 
 def slider_id(name: str) -> dict:
@@ -268,7 +258,7 @@ class TweakState:
                                                              "tweaked": predicted})
 
 
-_states = _LRU(CACHE_ITEMS)
+_states = shell.LRU(CACHE_ITEMS)
 
 
 def tweak_state(key: str, target: str, result) -> TweakState:
@@ -309,7 +299,7 @@ def tweak_outputs(state: TweakState, params: Mapping[str, float], *, full: bool)
     if full:
         pva = F.predicted_vs_actual_figure(view, plan=state.plan)
         curve = F.cost_vs_participation_figure(up["series"], curve_styles=FIXED_STYLES,
-                                               participation_label=participation_label(state.view.participation_kind))
+                                               participation_label=F.participation_label(state.view.participation_kind))
     else:
         # only the x of the drawn orders and the tweaked curve move: patch those, keep the rest
         pva = no_update if state.plan is None else as_patch(F.predicted_vs_actual_update(up["predicted"], state.plan))
@@ -317,7 +307,7 @@ def tweak_outputs(state: TweakState, params: Mapping[str, float], *, full: bool)
     rows = F.delta_rows(state.fitted_metrics, up["metrics"])
     return {
         DELTAS: delta_badges(state, up["metrics"], up["loss"]),
-        METRICS: rows_table(rows, table_id=_id("metrics-table"), skip=("key",)),
+        METRICS: shell.rows_table(rows, table_id=_id("metrics-table")),
         CURVE: curve,
         PRED_ACTUAL: pva,
     }
@@ -336,17 +326,15 @@ def as_patch(update: Mapping[int, Mapping[str, Any]]) -> Patch | Any:
 
 
 def empty_outputs(message: str) -> dict:
-    return {DELTAS: [], METRICS: html.P(message, className="execal-empty text-muted mb-0"),
-            CURVE: figures.empty_figure(message), PRED_ACTUAL: figures.empty_figure(message)}
+    return {DELTAS: [], **shell.empty_outputs(message, graphs=(CURVE, PRED_ACTUAL), texts=(METRICS,))}
 
 
 def controls_outputs(results: results_mod.ResultStore, active: Any, target: str | None, trigger: Any) -> dict:
     """The controls callback's body: sliders/boxes/checkboxes, BASE record, target picker."""
-    key = active_key(active)
+    key = shell.result_key_of(active)
     result = results.get(key) if key else None
     if result is None:
-        message = NO_RESULT if key is None else "This result is no longer in the server's cache: calibrate again"
-        return {"controls": html.P(message, className="execal-empty text-muted mb-0"), "base": None,
+        return {"controls": shell.empty_text(NO_RESULT if key is None else EVICTED), "base": None,
                 "options": [], "target": None, "target_hidden": True}
     options = target_options(result)
     values = [o["value"] for o in options]
@@ -397,8 +385,7 @@ def tweak_response(results: results_mod.ResultStore, base: Mapping | None, curre
         return TweakResponse(no_update, no_update, None, empty_outputs(NO_RESULT))
     result = results.get(base["key"])
     if result is None:
-        msg = "This result is no longer in the server's cache: calibrate again"
-        return TweakResponse(no_update, no_update, None, empty_outputs(msg))
+        return TweakResponse(no_update, no_update, None, empty_outputs(EVICTED))
     params, what = resolve_params(base, current, trigger, slider_values, box_values)
     if what == "none":
         raise PreventUpdate
@@ -484,48 +471,39 @@ def refit(results: results_mod.ResultStore, base: Mapping, current: Mapping | No
 
 
 def layout(app) -> html.Div:
-    controls_card = dbc.Card([
-        dbc.CardHeader(html.H2("Parameters", className="h6 mb-0")),
-        dbc.CardBody([
-            html.Div([html.Label("Parameter set", htmlFor=TARGET, className="form-label mb-1"),
-                      dcc.Dropdown(id=TARGET, options=[], value=None, clearable=False)],
-                     id=TARGET_WRAP, hidden=True, className="mb-3"),
-            dcc.Loading(html.Div(html.P(NO_RESULT, className="execal-empty text-muted mb-0"), id=CONTROLS),
-                        type="dot", delay_show=300),
-            html.Div([
-                dbc.Button("Reset to fitted", id=RESET, color="secondary", outline=True, size="sm", className="me-2"),
-                dbc.Button("Refit from here", id=REFIT, color="primary", size="sm"),
-            ], className="mt-2"),
-            html.Div("Refit runs a normal fit with the parameters ticked 'fix' held at their current values.",
-                     className="form-text"),
-            dcc.Loading(dbc.Alert(id=REFIT_ALERT, is_open=False, dismissable=True, className="mt-2 mb-0 small"),
-                        type="dot"),
-            dcc.Store(id=BASE, storage_type="memory"),
-            dcc.Store(id=PARAMS, storage_type="memory"),
-        ]),
-    ], className="mb-3")
-
-    def card(title, body, about=None):
-        header = [html.H2(title, className="h6 mb-0")]
-        if about:
-            header.append(html.Small(about, className="text-muted"))
-        return dbc.Card([dbc.CardHeader(header), dbc.CardBody(body, className="p-2")], className="mb-3")
+    controls_card = shell.card("Parameters", [
+        html.Div([html.Label("Parameter set", htmlFor=TARGET, className="form-label mb-1"),
+                  dcc.Dropdown(id=TARGET, options=[], value=None, clearable=False)],
+                 id=TARGET_WRAP, hidden=True, className="mb-3"),
+        shell.slot(CONTROLS, NO_RESULT),
+        html.Div([
+            dbc.Button("Reset to fitted", id=RESET, color="secondary", outline=True, size="sm", className="me-2"),
+            dbc.Button("Refit from here", id=REFIT, color="primary", size="sm"),
+        ], className="mt-2"),
+        html.Div("Refit runs a normal fit with the parameters ticked 'fix' held at their current values.",
+                 className="form-text"),
+        dcc.Loading(dbc.Alert(id=REFIT_ALERT, is_open=False, dismissable=True, className="mt-2 mb-0 small"),
+                    type="dot"),
+        dcc.Store(id=BASE, storage_type="memory"),
+        dcc.Store(id=PARAMS, storage_type="memory"),
+    ])
 
     def graph(graph_id):
-        return dcc.Loading(dcc.Graph(id=graph_id, figure=figures.empty_figure(NO_RESULT), config=GRAPH_CONFIG,
-                                     style={"height": f"{F.FIGURE_HEIGHT}px"}), type="circle", delay_show=500)
+        return shell.graph(graph_id, NO_RESULT, height=F.FIGURE_HEIGHT, delay_show=500)
 
     return dbc.Row([
         dbc.Col(controls_card, lg=4),
         dbc.Col([
             html.Div(id=DELTAS, className="mb-2", **{"aria-live": "polite"}),
             dbc.Row([
-                dbc.Col(card("Cost vs participation", graph(CURVE), "dotted = fitted curve, solid = tweaked"), lg=6),
-                dbc.Col(card("Predicted vs actual", graph(PRED_ACTUAL), "at the hand-set parameters"), lg=6),
+                dbc.Col(shell.card("Cost vs participation", graph(CURVE), dense=True,
+                                   about="dotted = fitted curve, solid = tweaked"), lg=6),
+                dbc.Col(shell.card("Predicted vs actual", graph(PRED_ACTUAL), about="at the hand-set parameters",
+                                   dense=True), lg=6),
             ]),
-            card("Change against the fit",
-                 html.Div(html.P(NO_RESULT, className="execal-empty text-muted mb-0"), id=METRICS),
-                 "metrics at the hand-set parameters vs at the fitted ones (Δ = tweaked − fitted)"),
+            shell.card("Change against the fit", html.Div(shell.empty_text(NO_RESULT), id=METRICS),
+                       about="metrics at the hand-set parameters vs at the fitted ones (Δ = tweaked − fitted)",
+                       dense=True),
         ], lg=8),
     ], className="execal-tweak-panel")
 
@@ -534,20 +512,19 @@ def layout(app) -> html.Div:
 
 
 def register_callbacks(app) -> None:
-    from execal.components.layout import LOCATION_ID, is_shown
+    results = results_mod.get_results(app)
 
     @app.callback(
         Output(CONTROLS, "children"), Output(BASE, "data"), Output(TARGET, "options"), Output(TARGET, "value"),
         Output(TARGET_WRAP, "hidden"),
-        Input(results_mod.ACTIVE_RESULT_ID, "data"), Input(TARGET, "value"), Input(LOCATION_ID, "pathname"),
+        Input(shell.ACTIVE_RESULT_ID, "data"), Input(TARGET, "value"), Input(shell.LOCATION_ID, "pathname"),
         State(BASE, "data"),
     )
     def _controls(active, target, pathname, base):
         # hidden, the panel waits to be opened; opened again on the same result, it keeps its sliders
-        shown = (base or {}).get("key") if isinstance(base, dict) else None
-        if not needs_render(is_shown(PANEL, pathname), ctx.triggered_id, active, shown, LOCATION_ID):
+        if not shell.needs_render(PANEL, pathname, ctx.triggered_id, shell.result_key_of(active), shell.key_of(base)):
             raise PreventUpdate
-        out = controls_outputs(results_of(app), active, target, ctx.triggered_id)
+        out = controls_outputs(results, active, target, ctx.triggered_id)
         return out["controls"], out["base"], out["options"], out["target"], out["target_hidden"]
 
     @app.callback(
@@ -567,7 +544,7 @@ def register_callbacks(app) -> None:
         trigger = ctx.triggered_id
         if len(ctx.triggered) > 1 and any(t["prop_id"].startswith(BASE + ".") for t in ctx.triggered):
             trigger = BASE    # new controls and their base arrive together
-        resp = tweak_response(results_of(app), base, current, trigger, dict(zip(names, slider_values)),
+        resp = tweak_response(results, base, current, trigger, dict(zip(names, slider_values)),
                               dict(zip(box_names, box_values)), names)
         # a wildcard output is a list, one value per component; "unchanged" is no_update in each slot
         sliders = [no_update] * len(names) if resp.sliders is no_update else resp.sliders
@@ -576,11 +553,11 @@ def register_callbacks(app) -> None:
         return sliders, boxes, resp.params, o[DELTAS], o[METRICS], o[CURVE], o[PRED_ACTUAL]
 
     @app.callback(
-        Output(results_mod.ACTIVE_RESULT_ID, "data", allow_duplicate=True),
+        Output(shell.ACTIVE_RESULT_ID, "data", allow_duplicate=True),
         Output(REFIT_ALERT, "children"), Output(REFIT_ALERT, "is_open"), Output(REFIT_ALERT, "color"),
         Input(REFIT, "n_clicks"),
         State({"type": FIX, "param": ALL}, "value"), State(BASE, "data"), State(PARAMS, "data"),
-        State(store_mod.SESSION_STORE_ID, "data"),
+        State(shell.SESSION_STORE_ID, "data"),
         prevent_initial_call=True,
         running=[(Output(REFIT, "disabled"), True, False)],
     )
@@ -590,5 +567,5 @@ def register_callbacks(app) -> None:
         if not base:
             return no_update, NO_RESULT, True, "warning"
         fix_names = [i["id"]["param"] for i in ctx.states_list[0]]
-        key, message, colour = refit(results_of(app), base, current, dict(zip(fix_names, fix_values)), session_id)
+        key, message, colour = refit(results, base, current, dict(zip(fix_names, fix_values)), session_id)
         return ({"key": key} if key else no_update), message, True, colour

@@ -178,6 +178,17 @@ def jump_positions(t_ns: np.ndarray, jump_t_ns: np.ndarray) -> np.ndarray:
     return np.where(ok, pos, -1)
 
 
+def _marked_bars(t: np.ndarray, flagged: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Where flagged returns (timestamp, return) sit among the bars `t`: (bar positions of the markers
+    drawn, returns of the flagged rows found, which flagged rows were found, which of those are drawn:
+    at most MAX_MARKERS, the largest moves kept)."""
+    pos = jump_positions(t, pd.DatetimeIndex(flagged["timestamp"]).as_unit("ns").asi8)
+    ok = pos >= 0
+    ret = flagged["return"].to_numpy(np.float64)[ok]
+    keep = downsample_index(int(ok.sum()), MAX_MARKERS, extremes=(np.abs(ret),)) if ok.any() else np.empty(0, int)
+    return pos[ok][keep], ret, ok, keep
+
+
 def price_regime_figure(t_ns: np.ndarray | None, close: np.ndarray | None, *, bar_ns: int = 0,
                         symbol: str | None = None, regime_path: pd.DataFrame | None = None,
                         regimes: Sequence[Mapping] | None = None, period_ns: int | None = None,
@@ -218,12 +229,7 @@ def price_regime_figure(t_ns: np.ndarray | None, close: np.ndarray | None, *, ba
                              hovertemplate="close %{y:,.6g}<extra></extra>"))
     marked = 0
     if jumps is not None and len(jumps):
-        jt = pd.DatetimeIndex(jumps["timestamp"]).as_unit("ns").asi8
-        pos = jump_positions(t, jt)
-        ok = pos >= 0
-        ret = jumps["return"].to_numpy(np.float64)[ok]
-        keep = downsample_index(int(ok.sum()), MAX_MARKERS, extremes=(np.abs(ret),)) if ok.any() else np.empty(0, int)
-        p = pos[ok][keep]
+        p, ret, ok, keep = _marked_bars(t, jumps)
         marked = int(ok.sum())
         fig.add_trace(go.Scatter(
             x=epoch_ms(t[p]), y=c[p], mode="markers", yaxis="y2", name=f"jumps (Lee–Mykland): {marked:,}",
@@ -231,12 +237,7 @@ def price_regime_figure(t_ns: np.ndarray | None, close: np.ndarray | None, *, ba
             customdata=np.round(100 * ret[keep], 4),
             hovertemplate="jump: return %{customdata:.3f} %<extra></extra>"))
     if model_jumps is not None and len(model_jumps):
-        mt = pd.DatetimeIndex(model_jumps["timestamp"]).as_unit("ns").asi8
-        pos = jump_positions(t, mt)
-        ok = pos >= 0
-        ret = model_jumps["return"].to_numpy(np.float64)[ok]
-        keep = downsample_index(int(ok.sum()), MAX_MARKERS, extremes=(np.abs(ret),)) if ok.any() else np.empty(0, int)
-        p = pos[ok][keep]
+        p, ret, ok, keep = _marked_bars(t, model_jumps)
         fig.add_trace(go.Scatter(
             x=epoch_ms(t[p]), y=c[p], mode="markers", yaxis="y2", name=f"Merton jump posterior > ½: {int(ok.sum()):,}",
             marker={"symbol": "circle-open", "size": 8, "color": "#6f42c1"},

@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -41,12 +40,12 @@ from dash import Input, Output, State, ctx, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 from scipy import stats
 
-from execal.components import figures
 from execal.components import impact_figures as F
 from execal.components import results as results_mod
+from execal.components import shell
 from execal.components import store as store_mod
 from execal.components import vol_figures as V
-from execal.components.diagnostics_panel import _LRU, rows_table
+from execal.components.shell import sample_value  # noqa: F401  (the picker's values, for callers)
 from execal.models.data.bars import check_not_constant
 from execal.models.vol.realized import (BarSeries, bar_series, fit_realized, jump_test,
                              parse_freq, returns_of_bars)
@@ -60,54 +59,34 @@ log = logging.getLogger(__name__)
 
 PANEL = "volatility"
 TITLE = "Volatility & regimes"
+_id = shell.ids_for(PANEL)
 
-
-def _id(name: str) -> str:
-    return f"{name}-{PANEL}"
-
-
-SOURCE = _id("source")
-SYMBOL = _id("symbol")
-BAR = _id("bar")
-DATA_NOTE = _id("data-note")
-ESTIMATOR_PICK = _id("estimators")
-PERIOD = _id("period")
-GARCH_PICK = _id("garch")
-DIST = _id("dist")
-HORIZON = _id("horizon")
-REGIMES_PICK = _id("regimes")
-SWITCHING_MEAN = _id("switching-mean")
-MERTON_PICK = _id("merton")
-RUN = _id("run")
-CANCEL = _id("cancel")
-PROGRESS = _id("progress")
-PROGRESS_WRAP = _id("progress-wrap")
-JOB = _id("job")
-VIEW = _id("view")
+# the settings form: data, realised estimators, GARCH, regimes and jumps, impact
+SOURCE, SYMBOL, BAR, DATA_NOTE = _id("source", "symbol", "bar", "data-note")
+ESTIMATOR_PICK, PERIOD = _id("estimators", "period")
+GARCH_PICK, DIST, HORIZON = _id("garch", "dist", "horizon")
+REGIMES_PICK, SWITCHING_MEAN, MERTON_PICK = _id("regimes", "switching-mean", "merton")
+IMPACT_PICK, IMPACT_MODEL = _id("impact", "impact-model")
+# running: Run / Cancel / progress / note / alert / the job store
+JOB_IDS = shell.JobIds.of(_id)
+RUN, CANCEL, PROGRESS, PROGRESS_WRAP, NOTE, ALERT, JOB = JOB_IDS
+VIEW = _id("view")              # dcc.Store: {dataset, filters, settings, keys, errors}: the fits on screen
 SEEN = _id("seen-active")      # dcc.Store: the active dataset key this panel last saw
 SHOWN = _id("shown")            # dcc.Store: the signature of the view the figures were drawn for
-ALERT = _id("alert")
-NOTE = _id("note")
-STATUS = _id("status")
-PRICE = _id("price")
-REALIZED = _id("realized")
-REALIZED_TABLE = _id("realized-table")
-GARCH = _id("garch-figure")
-GARCH_TABLE = _id("garch-table")
-PROBABILITIES = _id("probabilities")
-REGIME_TABLE = _id("regime-table")
-FITS_TABLE = _id("fits-table")
-PARAMS = _id("params")
-IMPACT_PICK = _id("impact")
-IMPACT_MODEL = _id("impact-model")
-PATHS = _id("paths")
-PATHS_TABLE = _id("paths-table")
-BY_REGIME = _id("by-regime")
-BY_REGIME_TABLE = _id("by-regime-table")
+# what the fits show: figures and their tables
+STATUS, PRICE, PROBABILITIES, REGIME_TABLE = _id("status", "price", "probabilities", "regime-table")
+REALIZED, REALIZED_TABLE = _id("realized", "realized-table")
+GARCH, GARCH_TABLE = _id("garch-figure", "garch-table")
+FITS_TABLE, PARAMS = _id("fits-table", "params")
+PATHS, PATHS_TABLE, BY_REGIME, BY_REGIME_TABLE = _id("paths", "paths-table", "by-regime", "by-regime-table")
 
-SAMPLE_PREFIX = "sample:"
+SAMPLE_PREFIX = shell.SAMPLE_PREFIX
 # bundled files this panel offers (bars first: the one with known regimes)
 VOL_SAMPLES = ("bars_15m.csv", "trades_BTCUSDT.csv.gz")
+PICKER = shell.DatasetPicker(kinds=("bars", "trades"),
+                             samples={VOL_SAMPLES[0]: " — known regimes", VOL_SAMPLES[1]: ""},
+                             missing="choose the bars or trades to analyse first")
+source_options, choose_source, resolve_source = PICKER.options, PICKER.choose, PICKER.resolve
 DATA_BARS = "data"                    # the bar length of the data (1-minute bars for trades)
 BAR_CHOICES = (DATA_BARS, "5min", "15min", "1h", "4h", "1D")
 PERIOD_CHOICES = ("1h", "4h", "1D", "7D")
@@ -115,9 +94,7 @@ DEFAULT_ESTIMATORS = ("close_to_close", "parkinson", "garman_klass", "yang_zhang
 DEFAULT_HORIZON = 24
 MAX_HORIZON = 1000
 VOL_FILTER_KEYS = ("symbol", "venue", "start", "end")
-VIEW_TTL_S = 30 * 24 * 3600
 CACHE_ITEMS = 16
-GRAPH_CONFIG = {"displaylogo": False, "responsive": True}
 EMPTY_MESSAGE = "No volatility fit yet: pick the data and the models on the left, then press Fit"
 EVICTED = "These fits are no longer in the server's cache: press Fit again"
 MODEL_ORDER = ("realized", "garch", "markov", "merton", "paths", "by_regime")
@@ -345,75 +322,10 @@ def view_keys(dataset_key: str, filters: Mapping, settings: Mapping, fills_key: 
 # --- sources ------------------------------------------------------------------------------------
 
 
-def sample_value(name: str) -> str:
-    return SAMPLE_PREFIX + name
-
-
-def available_samples(sample_dir: Path) -> list[str]:
-    return [n for n in VOL_SAMPLES if (sample_dir / n).is_file()]
-
-
-def source_options(st: store_mod.SessionStore, sample_dir: Path, session_id: Any,
-                   active: Mapping | None) -> tuple[list[dict], str | None]:
-    """(dropdown options, default value): the active dataset first when it is bars or trades, the
-    session's other bars / trades, then the bundled samples. The default is the active dataset when
-    usable, else the sample bars."""
-    options: list[dict] = []
-    default = None
-    active_key = active.get("key") if isinstance(active, dict) else None
-    keys = st.session_keys(session_id) if store_mod.is_session_id(session_id) else []
-    if active_key and active_key not in keys:
-        keys = keys + [active_key]
-    for key in reversed(keys):          # most recent first
-        ds = st.info(key)          # kind, source and rows without reading the frame
-        if ds is None or ds["kind"] not in ("bars", "trades"):
-            continue
-        tag = "active dataset: " if key == active_key else ""
-        options.append({"label": f"{tag}{ds['source']} ({ds['kind']}, {ds['rows']:,} rows)", "value": key})
-        if key == active_key:
-            default = key
-    for name in available_samples(sample_dir):
-        extra = " — known regimes" if name == VOL_SAMPLES[0] else ""
-        options.append({"label": f"sample: {name}{extra}", "value": sample_value(name)})
-    if default is None and options:
-        default = next((o["value"] for o in options if o["value"] == sample_value(VOL_SAMPLES[0])),
-                       options[0]["value"])
-    return options, default
-
-
-def choose_source(st: store_mod.SessionStore, sample_dir: Path, session_id: Any, active: Mapping | None,
-                  current: Any, seen: Any) -> tuple[list[dict], Any, str | None]:
-    """(options, value, active key) of the source picker. A bars / trades dataset that has just become
-    the active one (the user loaded it in the Data panel) becomes the panel's data; otherwise the user's
-    pick stays while it is offered, else the default."""
-    options, default = source_options(st, sample_dir, session_id, active)
-    values = [o["value"] for o in options]
-    active_key = active.get("key") if isinstance(active, dict) else None
-    newly_active = active_key is not None and seen is not None and active_key != seen
-    if newly_active and active_key in values:
-        return options, active_key, active_key
-    return options, (current if current in values else default), active_key
-
-
-def resolve_source(st: store_mod.SessionStore, sample_dir: Path, source: Any) -> str:
-    """The dataset key of a source value (a bundled sample is loaded into the store, once per cache,
-    without becoming the session's active dataset). Raises DataError."""
-    if isinstance(source, str) and source.startswith(SAMPLE_PREFIX):
-        name = source[len(SAMPLE_PREFIX):]
-        if name not in available_samples(sample_dir):
-            raise DataError("no such bundled sample file", file=name)
-        return st.load_bytes((sample_dir / name).read_bytes(), name=name)
-    if not store_mod.is_dataset_key(source):
-        raise DataError("choose the bars or trades to analyse first")
-    if not st.has_dataset(source):
-        raise DataError("this dataset is no longer in the server's cache: load it again in the Data panel")
-    return source
-
-
 def fills_source(st: store_mod.SessionStore, session_id: Any, active: Mapping | None) -> str | None:
     """The fills the impact views use: the active dataset when it is fills, else the session's most
     recent fills; None when the session has none."""
-    active_key = active.get("key") if isinstance(active, dict) else None
+    active_key = shell.key_of(active)
     keys = st.session_keys(session_id) if store_mod.is_session_id(session_id) else []
     for key in ([active_key] if active_key else []) + list(reversed(keys)):
         ds = st.info(key)
@@ -449,28 +361,16 @@ def describe_data(dataset: Dataset | None, filters: Mapping | None) -> dict:
 
 
 def _table(rows: list[dict], table_id: str, caption: str | None = None) -> html.Div:
-    """A compact table that scrolls sideways inside its card rather than widening the page."""
-    return html.Div(rows_table(rows, table_id=table_id, caption=caption, skip=("key",)), className="table-responsive")
-
-
-def _view_store_key(session_id: str) -> str:
-    return f"execal:vol:view:{session_id}"
+    return shell.rows_table(rows, table_id=table_id, caption=caption)
 
 
 def save_view(cache, session_id: Any, view: Mapping) -> None:
-    if store_mod.is_session_id(session_id):
-        cache.set(_view_store_key(session_id), json.dumps(view, default=str), expire=VIEW_TTL_S)
+    shell.remember(cache, PANEL, session_id, view)
 
 
 def saved_view(cache, session_id: Any) -> dict | None:
-    if not store_mod.is_session_id(session_id):
-        return None
-    text = cache.get(_view_store_key(session_id))
-    try:
-        view = json.loads(text) if isinstance(text, str) else None
-    except ValueError:
-        return None
-    return view if isinstance(view, dict) and isinstance(view.get("keys"), dict) else None
+    view = shell.recall(cache, PANEL, session_id)
+    return view if view is not None and isinstance(view.get("keys"), dict) else None
 
 
 def plan_fit(st: store_mod.SessionStore, results: results_mod.ResultStore, sample_dir: Path, *,
@@ -698,7 +598,7 @@ def run_fit(st: store_mod.SessionStore, results: results_mod.ResultStore, job: M
 # --- rendering -----------------------------------------------------------------------------------
 
 
-_prepared = _LRU(CACHE_ITEMS)
+_prepared = shell.LRU(CACHE_ITEMS)
 
 
 def _fits(results: results_mod.ResultStore, view: Mapping) -> dict | None:
@@ -768,9 +668,8 @@ def status_component(fits: Mapping[str, Any], view: Mapping) -> html.Div:
     series = fits.get("series")
     items = []
     worst = "success"
-    rank = {"success": 0, "info": 0, "secondary": 0, "warning": 1, "danger": 2}
     for name, s in model_statuses(fits, view):
-        if rank[s["level"]] > rank[worst]:
+        if shell.LEVEL_RANK[s["level"]] > shell.LEVEL_RANK[worst]:
             worst = s["level"]
         body = [dbc.Badge(s["badge"], color=s["level"], className="me-2 execal-vol-badge"),
                 html.Strong(s["model"] + ": ", className="me-1"), html.Span(s["headline"])]
@@ -788,8 +687,8 @@ def status_component(fits: Mapping[str, Any], view: Mapping) -> html.Div:
         children.append(html.Div(facts, className="small text-muted", id=_id("facts")))
     for note in (series.notes if series is not None else ()):
         children.append(html.Div(note, className="small text-muted"))
-    return html.Div(dbc.Alert(children, color={"danger": "danger", "warning": "warning"}.get(worst, "light"),
-                              className="mb-0 execal-status"), id=_id("status-alert"), **{"data-level": worst})
+    return shell.status_banner(PANEL, children, {"danger": "danger", "warning": "warning"}.get(worst, "light"),
+                               data_level=worst)
 
 
 def bar_label(ns: int) -> str:
@@ -833,8 +732,7 @@ def _main(fits: Mapping[str, Any], view: Mapping) -> dict:
                        caption="Transition probabilities per period: row = regime now, column = next"),
         ])
     else:
-        regime_body = html.P(_empty_message("markov", view, "The regime model"),
-                             className="execal-empty text-muted mb-0")
+        regime_body = shell.empty_text(_empty_message("markov", view, "The regime model"))
     param_blocks = []
     for name, res in (("garch", garch), ("markov", markov), ("merton", merton)):
         if res is None:
@@ -845,8 +743,7 @@ def _main(fits: Mapping[str, Any], view: Mapping) -> dict:
         param_blocks.append(_table(V.parameter_rows(res), table_id=_id(f"params-{name}")))
     if merton is not None:
         param_blocks.append(_table(V.merton_summary_rows(merton), table_id=_id("merton-summary")))
-    params = html.Div(param_blocks) if param_blocks else html.P(
-        "No fitted parameters yet.", className="execal-empty text-muted mb-0")
+    params = html.Div(param_blocks) if param_blocks else shell.empty_text("No fitted parameters yet.")
     fits_table = _table(V.fit_rows({n: fits.get(n) for n in ("realized", "garch", "markov", "merton")}),
                             table_id=_id("fits"),
                             caption="Log-likelihoods are of the same returns (fractions), so they compare")
@@ -859,12 +756,8 @@ MAIN_OUTPUTS = {STATUS: "children", PRICE: "figure", PROBABILITIES: "figure", RE
 
 
 def empty_main(message: str, level: str = "secondary") -> dict:
-    out = {PRICE: figures.empty_figure(message), PROBABILITIES: figures.empty_figure(message)}
-    for t in (REGIME_TABLE, PARAMS, FITS_TABLE):
-        out[t] = html.P(message, className="execal-empty text-muted mb-0")
-    out[STATUS] = html.Div(dbc.Alert(message, color=level, className="mb-0 execal-status"), id=_id("status-alert"),
-                           **{"data-level": "empty" if level == "secondary" else level})
-    return out
+    return shell.empty_outputs(message, graphs=(PRICE, PROBABILITIES), texts=(REGIME_TABLE, PARAMS, FITS_TABLE),
+                               status=(STATUS, PANEL), level=level)
 
 
 def _view_signature(view: Mapping) -> str:
@@ -886,17 +779,25 @@ def main_outputs(results: results_mod.ResultStore, view: Any) -> dict:
                           "server log.", "danger")
 
 
+def _fits_with(results: results_mod.ResultStore, view: Any, name: str, what: str,
+               outputs: tuple[str, str]) -> tuple[dict | None, dict | None]:
+    """(the view's fits, None) when its fit `name` is there, else (None, the designed empty states of
+    `outputs` = (figure id, table id) saying why `what` is missing)."""
+    message = EMPTY_MESSAGE
+    if _valid_view(view):
+        fits = _fits(results, view)
+        if fits is not None and fits.get(name) is not None:
+            return fits, None
+        message = EVICTED if fits is None else _empty_message(name, view, what)
+    return None, shell.empty_outputs(message, graphs=outputs[:1], texts=outputs[1:])
+
+
 def realized_outputs(results: results_mod.ResultStore, view: Any, estimators: Any) -> dict:
     """The realised-estimators figure and table for the ticked estimators."""
-    if not _valid_view(view):
-        return {REALIZED: figures.empty_figure(EMPTY_MESSAGE),
-                REALIZED_TABLE: html.P(EMPTY_MESSAGE, className="execal-empty text-muted mb-0")}
-    fits = _fits(results, view)
-    realized = fits.get("realized") if fits else None
-    if realized is None:
-        message = EVICTED if fits is None else _empty_message("realized", view, "Realised volatility")
-        return {REALIZED: figures.empty_figure(message),
-                REALIZED_TABLE: html.P(message, className="execal-empty text-muted mb-0")}
+    fits, empty = _fits_with(results, view, "realized", "Realised volatility", (REALIZED, REALIZED_TABLE))
+    if empty is not None:
+        return empty
+    realized = fits["realized"]
     chosen = display_settings(estimators, DEFAULT_HORIZON)["estimators"]
     tidy = _prepared.get_or_make("tidy:" + view["keys"]["realized"], realized.tidy)
     fig = V.realized_figure(tidy, chosen, freq=view["settings"].get("period", "1D"))
@@ -915,15 +816,10 @@ def _garch_path(garch) -> dict:
 def garch_outputs(results: results_mod.ResultStore, view: Any, horizon: Any, estimators: Any = ()) -> dict:
     """The GARCH figure (conditional σ, forecast `horizon` periods ahead, long-run level, the first ticked
     realised estimator for comparison) and its summary table."""
-    if not _valid_view(view):
-        return {GARCH: figures.empty_figure(EMPTY_MESSAGE),
-                GARCH_TABLE: html.P(EMPTY_MESSAGE, className="execal-empty text-muted mb-0")}
-    fits = _fits(results, view)
-    garch = fits.get("garch") if fits else None
-    if garch is None:
-        message = EVICTED if fits is None else _empty_message("garch", view, "The GARCH model")
-        return {GARCH: figures.empty_figure(message),
-                GARCH_TABLE: html.P(message, className="execal-empty text-muted mb-0")}
+    fits, empty = _fits_with(results, view, "garch", "The GARCH model", (GARCH, GARCH_TABLE))
+    if empty is not None:
+        return empty
+    garch = fits["garch"]
     d = display_settings(estimators, horizon)
     note = ""
     stored = fits.get("garch_forecast")
@@ -965,9 +861,7 @@ IMPACT_OUTPUTS = {PATHS: "figure", PATHS_TABLE: "children", BY_REGIME: "figure",
 
 
 def _empty_impact(message: str) -> dict:
-    return {PATHS: figures.empty_figure(message), BY_REGIME: figures.empty_figure(message),
-            PATHS_TABLE: html.P(message, className="execal-empty text-muted mb-0"),
-            BY_REGIME_TABLE: html.P(message, className="execal-empty text-muted mb-0")}
+    return shell.empty_outputs(message, graphs=(PATHS, BY_REGIME), texts=(PATHS_TABLE, BY_REGIME_TABLE))
 
 
 def regime_coefficient_rows(by: ImpactByRegime, alpha: float = 0.05) -> list[dict]:
@@ -1000,8 +894,7 @@ def impact_outputs(results: results_mod.ResultStore, view: Any) -> dict:
     if paths is None or paths.path is None:
         message = _empty_message("paths", view, "The impact path") if paths is None else \
             "No path: " + "; ".join(f"{m}: {e}" for m, e in paths.errors.items())
-        out[PATHS] = figures.empty_figure(message)
-        out[PATHS_TABLE] = html.P(message, className="execal-empty text-muted mb-0")
+        out.update(shell.empty_outputs(message, graphs=(PATHS,), texts=(PATHS_TABLE,)))
     else:
         moving = list(dict.fromkeys(paths.path["parameter"].astype(str)))
         out[PATHS] = V.coefficient_path_figure(paths.path, batch={p: paths.batch.get(p) for p in moving})
@@ -1014,8 +907,7 @@ def impact_outputs(results: results_mod.ResultStore, view: Any) -> dict:
     by: ImpactByRegime | None = fits.get("by_regime")
     if by is None:
         message = _empty_message("by_regime", view, "The impact by regime")
-        out[BY_REGIME] = figures.empty_figure(message)
-        out[BY_REGIME_TABLE] = html.P(message, className="execal-empty text-muted mb-0")
+        out.update(shell.empty_outputs(message, graphs=(BY_REGIME,), texts=(BY_REGIME_TABLE,)))
     else:
         out[BY_REGIME] = V.cost_by_regime_figure(regime_coefficient_rows(by), y_title=f"{by.model} parameter (95 % CI)")
         wald = (by.test or {}).get("wald") or {}
@@ -1031,31 +923,24 @@ def impact_outputs(results: results_mod.ResultStore, view: Any) -> dict:
 # --- layout ---------------------------------------------------------------------------------------
 
 
-def _label(text: str, control_id: str, help_text: str | None = None) -> list:
-    out = [dbc.Label(text, html_for=control_id, className="mb-1 small fw-semibold")]
-    return out + ([html.Div(help_text, className="form-text mt-0 mb-1")] if help_text else [])
-
-
 def _field(text: str, control, control_id: str, help_text: str | None = None) -> html.Div:
-    return html.Div(_label(text, control_id, help_text) + [control], className="mb-3")
+    return shell.field(text, control, control_id, help_text, compact=True)
 
 
-def _graph(graph_id: str, height: int = V.FIGURE_HEIGHT) -> dcc.Loading:
-    return dcc.Loading(dcc.Graph(id=graph_id, figure=figures.empty_figure(EMPTY_MESSAGE), config=GRAPH_CONFIG,
-                                 style={"height": f"{height}px"}), type="circle", delay_show=300)
+def _graph(graph_id: str, height: int = V.FIGURE_HEIGHT):
+    return shell.graph(graph_id, EMPTY_MESSAGE, height=height)
 
 
-def _card(title: str, body, about: str | None = None, width: dict | None = None) -> dbc.Col:
-    header = [html.H2(title, className="h6 mb-0")]
-    if about:
-        header.append(html.Small(about, className="text-muted"))
-    return dbc.Col(dbc.Card([dbc.CardHeader(header), dbc.CardBody(body, className="p-2")], className="h-100"),
-                   className="mb-3", **(width or {"lg": 6}))
+_card = shell.card_col
 
 
-def _table_slot(table_id: str) -> dcc.Loading:
-    return dcc.Loading(html.Div(html.P(EMPTY_MESSAGE, className="execal-empty text-muted mb-0"), id=table_id),
-                       type="dot", delay_show=300)
+def _slot(slot_id: str):
+    return shell.slot(slot_id, EMPTY_MESSAGE)
+
+
+def _figure_card(title: str, graph_id: str, table_id: str, about: str) -> dbc.Col:
+    """A card with a figure over its table."""
+    return _card(title, [_graph(graph_id), _slot(table_id)], about)
 
 
 def layout(app) -> html.Div:
@@ -1115,55 +1000,37 @@ def layout(app) -> html.Div:
                                                      for n, m in impact.items()]), IMPACT_MODEL),
     ]
 
-    def section(title, children):
-        return html.Fieldset([html.Legend(title, className="h6")] + children, className="mb-2 border-bottom pb-1")
-
-    settings_card = dbc.Card([
-        dbc.CardHeader(html.H2("Data and models", className="h6 mb-0")),
-        dbc.CardBody([section("Data", data_section), section("Realised volatility", realized_section),
-                      section("GARCH", garch_section), section("Regimes and jumps", regime_section),
-                      section("Impact", impact_section)]),
-    ], className="mb-3 execal-vol-settings")
-    run_card = dbc.Card(dbc.CardBody([
-        html.Div([dbc.Button("Fit", id=RUN, color="primary", className="me-2"),
-                  dbc.Button("Cancel", id=CANCEL, color="secondary", outline=True, disabled=True)],
-                 className="d-flex align-items-center mb-2"),
-        html.Div([html.Label("Progress", htmlFor=PROGRESS, className="visually-hidden"),
-                  dbc.Progress(id=PROGRESS, value=0, label="", striped=True, animated=True,
-                               style={"height": "1.4rem"})], id=PROGRESS_WRAP, hidden=True, className="mb-2"),
-        html.P("", id=NOTE, role="status", className="small text-muted mb-0"),
-        dbc.Alert(id=ALERT, is_open=False, color="danger", dismissable=True, className="execal-error mt-2 mb-0"),
-        dcc.Store(id=JOB, storage_type="memory"),
-        dcc.Store(id=VIEW, storage_type="memory"),
-        dcc.Store(id=SEEN, storage_type="memory"),
-        dcc.Store(id=SHOWN, storage_type="memory"),
-    ]), className="mb-3")
-    status = dcc.Loading(html.Div(dbc.Alert(EMPTY_MESSAGE, color="secondary", className="mb-0"), id=STATUS),
-                         type="dot", delay_show=300)
+    section = shell.section
+    settings_card = shell.card("Data and models", [
+        section("Data", data_section), section("Realised volatility", realized_section),
+        section("GARCH", garch_section), section("Regimes and jumps", regime_section),
+        section("Impact", impact_section)], class_name="mb-3 execal-vol-settings")
+    run_card = shell.job_card(JOB_IDS, "Fit", store_ids=(VIEW, SEEN, SHOWN))
+    status = shell.slot(STATUS, shell.empty_status(PANEL, EMPTY_MESSAGE))
     figures_col = [
         run_card, status, html.Div(className="mb-3"),
         dbc.Row([_card("Price and regimes", _graph(PRICE, V.PRICE_HEIGHT),
                        "close price; shading = most probable regime (smoothed); ▲ = jumps (Lee–Mykland)",
                        {"lg": 12})]),
         dbc.Row([
-            _card("Realised volatility", [_graph(REALIZED), _table_slot(REALIZED_TABLE)],
-                  "every ticked estimator per period, annualised"),
-            _card("GARCH conditional volatility", [_graph(GARCH), _table_slot(GARCH_TABLE)],
-                  "annualised; dashed = forecast; dotted = long-run level"),
+            _figure_card("Realised volatility", REALIZED, REALIZED_TABLE,
+                         "every ticked estimator per period, annualised"),
+            _figure_card("GARCH conditional volatility", GARCH, GARCH_TABLE,
+                         "annualised; dashed = forecast; dotted = long-run level"),
         ]),
         dbc.Row([
             _card("Regime probabilities", _graph(PROBABILITIES), "smoothed Pr(regime | all returns), stacked"),
-            _card("Regimes", _table_slot(REGIME_TABLE), "σ, expected duration and share of time per regime"),
+            _card("Regimes", _slot(REGIME_TABLE), "σ, expected duration and share of time per regime"),
         ]),
         dbc.Row([
-            _card("Impact coefficient over time", [_graph(PATHS), _table_slot(PATHS_TABLE)],
-                  "Kalman: smoothed path with its 95 % band; SGD: fill-by-fill iterates; dotted = batch fit"),
-            _card("Impact by volatility regime", [_graph(BY_REGIME), _table_slot(BY_REGIME_TABLE)],
-                  "the impact model fitted per regime of the fills (95 % CI), mean cost per regime"),
+            _figure_card("Impact coefficient over time", PATHS, PATHS_TABLE,
+                         "Kalman: smoothed path with its 95 % band; SGD: fill-by-fill iterates; dotted = batch fit"),
+            _figure_card("Impact by volatility regime", BY_REGIME, BY_REGIME_TABLE,
+                         "the impact model fitted per regime of the fills (95 % CI), mean cost per regime"),
         ]),
         dbc.Row([
-            _card("Parameters", _table_slot(PARAMS), "estimates with standard errors and 95 % intervals"),
-            _card("Model comparison", _table_slot(FITS_TABLE), "log-likelihood, AIC, BIC on the same returns"),
+            _card("Parameters", _slot(PARAMS), "estimates with standard errors and 95 % intervals"),
+            _card("Model comparison", _slot(FITS_TABLE), "log-likelihood, AIC, BIC on the same returns"),
         ]),
     ]
     return dbc.Row([dbc.Col(settings_card, md=4, lg=3), dbc.Col(figures_col, md=8, lg=9)],
@@ -1174,9 +1041,7 @@ def layout(app) -> html.Div:
 
 
 def _sample_dir(app) -> Path:
-    from execal.components.layout import get_settings
-
-    return get_settings(app).sample_dir
+    return shell.get_settings(app).sample_dir
 
 
 def view_signature(view: Any) -> str | None:
@@ -1184,20 +1049,15 @@ def view_signature(view: Any) -> str | None:
     return _view_signature(view) if _valid_view(view) else None
 
 
-def needs_render(shown_here: bool, trigger: Any, view: Any, shown: Any, location_id: str) -> bool:
-    """Whether a render callback draws: only while the panel is on screen (hidden, it waits for the user
-    to open it: a new worker's first page must not unpickle a million-bar fit nobody looks at), and on
-    opening only when the figures are of another view than the one on screen."""
-    if not shown_here:
-        return False
-    return not (trigger == location_id and shown == view_signature(view))
+def needs_render(pathname: str | None, trigger: Any, view: Any, shown: Any) -> bool:
+    """Whether a render callback draws (`shell.needs_render` on the view's signature): a new worker's first
+    page must not unpickle a million-bar fit nobody looks at."""
+    return shell.needs_render(PANEL, pathname, trigger, view_signature(view), shown)
 
 
 def register_callbacks(app) -> None:
-    from execal.components.layout import LOCATION_ID, is_shown
-
-    st = store_mod.get_store(app)
-    results = results_mod.get_results(app)
+    st, results = shell.stores(app)
+    LOCATION_ID = shell.LOCATION_ID
 
     @app.callback(
         Output(SOURCE, "options"), Output(SOURCE, "value"), Output(SEEN, "data"),
@@ -1215,7 +1075,7 @@ def register_callbacks(app) -> None:
     )
     def _symbols(source, filters, pathname, current):
         # reads the frame (symbols, span): only for the panel on screen
-        if not source or not is_shown(PANEL, pathname):
+        if not source or not shell.is_shown(PANEL, pathname):
             raise PreventUpdate
         try:
             dataset = st.get_dataset(resolve_source(st, _sample_dir(app), source))
@@ -1242,7 +1102,7 @@ def register_callbacks(app) -> None:
         State(store_mod.SESSION_STORE_ID, "data"),
     )
     def _restore(ts, session_id):
-        if ts is None or ts < 0 or not store_mod.is_session_id(session_id):
+        if not shell.session_ready(ts, session_id):
             raise PreventUpdate
         view = saved_view(st.cache, session_id)
         if view is None:
@@ -1283,52 +1143,31 @@ def register_callbacks(app) -> None:
         Output(ALERT, "children", allow_duplicate=True), Output(ALERT, "is_open", allow_duplicate=True),
         Output(NOTE, "children", allow_duplicate=True),
         Input(JOB, "data"),
-        background=True,
-        running=[(Output(RUN, "disabled"), True, False), (Output(CANCEL, "disabled"), False, True),
-                 (Output(PROGRESS_WRAP, "hidden"), False, True)],
-        cancel=[Input(CANCEL, "n_clicks")],
-        progress=[Output(PROGRESS, "value"), Output(PROGRESS, "label")],
-        progress_default=[0, ""],
-        prevent_initial_call=True,
+        **shell.job_callback_kwargs(JOB_IDS),
     )
     def _run(set_progress, job):
         if not isinstance(job, dict) or not _valid_view(job):
             raise PreventUpdate
-        # a forked job process: fresh stores (a lock held by a server thread at fork time would never be
-        # released here), on the same cache directory
-        job_st = store_mod.SessionStore(st.cache)
-        job_results = results_mod.ResultStore(results.cache)
-        started = time.perf_counter()
-
-        def progress(percent: float, label: str) -> None:
-            set_progress((round(float(percent), 1), f"{label} · {time.perf_counter() - started:.1f} s"))
-
+        job_st, job_results = shell.job_stores(app)
+        progress = shell.JobProgress(set_progress)
         session_id = job.pop("session", None)
         out = run_fit(job_st, job_results, job, progress)
         if out["view"] is None:
             return no_update, out["alert"][0], True, ""
         save_view(job_st.cache, session_id, out["view"])
         failed = sorted(n for n in out["view"]["errors"] if n not in DERIVED)
-        note = f"Fitted in {time.perf_counter() - started:.1f} s." + (
+        note = f"Fitted in {progress.seconds:.1f} s." + (
             f" Not fitted: {', '.join(failed)} (see the status above)." if failed else "")
         return out["view"], "", False, note
 
-    @app.callback(
-        Output(NOTE, "children", allow_duplicate=True),
-        Input(CANCEL, "n_clicks"),
-        prevent_initial_call=True,
-    )
-    def _cancelled(clicks):
-        if not clicks:
-            raise PreventUpdate
-        return "Fit cancelled: the figures show the previous fits."
+    shell.register_cancel_note(app, JOB_IDS, "Fit cancelled: the figures show the previous fits.")
 
     main_order = list(MAIN_OUTPUTS)
 
     @app.callback([Output(i, MAIN_OUTPUTS[i]) for i in main_order] + [Output(SHOWN, "data")],
                   Input(VIEW, "data"), Input(LOCATION_ID, "pathname"), State(SHOWN, "data"))
     def _render_main(view, pathname, shown):
-        if not needs_render(is_shown(PANEL, pathname), ctx.triggered_id, view, shown, LOCATION_ID):
+        if not needs_render(pathname, ctx.triggered_id, view, shown):
             raise PreventUpdate
         out = main_outputs(results, view)
         return [out[i] for i in main_order] + [view_signature(view)]
@@ -1337,7 +1176,7 @@ def register_callbacks(app) -> None:
                   Input(VIEW, "data"), Input(ESTIMATOR_PICK, "value"), Input(LOCATION_ID, "pathname"),
                   State(SHOWN, "data"))
     def _render_realized(view, estimators, pathname, shown):
-        if not needs_render(is_shown(PANEL, pathname), ctx.triggered_id, view, shown, LOCATION_ID):
+        if not needs_render(pathname, ctx.triggered_id, view, shown):
             raise PreventUpdate
         out = realized_outputs(results, view, estimators)
         return out[REALIZED], out[REALIZED_TABLE]
@@ -1346,7 +1185,7 @@ def register_callbacks(app) -> None:
                   Input(VIEW, "data"), Input(HORIZON, "value"), Input(ESTIMATOR_PICK, "value"),
                   Input(LOCATION_ID, "pathname"), State(SHOWN, "data"))
     def _render_garch(view, horizon, estimators, pathname, shown):
-        if not needs_render(is_shown(PANEL, pathname), ctx.triggered_id, view, shown, LOCATION_ID):
+        if not needs_render(pathname, ctx.triggered_id, view, shown):
             raise PreventUpdate
         out = garch_outputs(results, view, horizon, estimators)
         return out[GARCH], out[GARCH_TABLE]
@@ -1356,7 +1195,7 @@ def register_callbacks(app) -> None:
     @app.callback([Output(i, IMPACT_OUTPUTS[i]) for i in impact_order],
                   Input(VIEW, "data"), Input(LOCATION_ID, "pathname"), State(SHOWN, "data"))
     def _render_impact(view, pathname, shown):
-        if not needs_render(is_shown(PANEL, pathname), ctx.triggered_id, view, shown, LOCATION_ID):
+        if not needs_render(pathname, ctx.triggered_id, view, shown):
             raise PreventUpdate
         try:
             out = impact_outputs(results, view)

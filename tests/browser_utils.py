@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -18,7 +19,10 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pytest
+
+from execal.components.shell import dom_id
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -35,6 +39,53 @@ def fills_csv(n_rows: int, *, symbol: str = "BTCUSDT", venue: str = "binance", s
     rows = [f"2024-03-01T{(start_hour + i) % 24:02d}:00:00Z,{symbol},{venue},{'buy' if i % 2 == 0 else 'sell'},"
             f"{1 + i},{50000 + i},{50000 + i + (5 if i % 2 == 0 else -5)}\n" for i in range(n_rows)]
     return FILLS_HEADER + "".join(rows)
+
+
+# --- page helpers ---------------------------------------------------------------------------------
+
+
+def expect_text(locator, pattern: str, timeout: float = 30_000) -> None:
+    """Wait until `locator`'s text matches the regular expression `pattern`."""
+    from playwright.sync_api import expect
+
+    expect(locator).to_have_text(re.compile(pattern), timeout=timeout)
+
+
+def css_id(component_id) -> str:
+    """A CSS selector for a Dash id (dict ids are JSON in the DOM)."""
+    return f"[id='{dom_id(component_id)}']"
+
+
+def unlabelled_controls(page, panel: str, extra: str = "") -> list[str]:
+    """Ids of the inputs and selects of panel `panel` (plus the `extra` selector's elements, inside the
+    panel) that no <label> names: every control must have one."""
+    selector = ", ".join(f"#panel-{panel} {s}" for s in ("input[id]", "select[id]", *([extra] if extra else [])))
+    return page.evaluate("""(selector) => Array.from(document.querySelectorAll(selector))
+        .filter(el => el.type !== 'hidden' && !(el.labels && el.labels.length)).map(el => el.id)""", selector)
+
+
+def save_screenshot(page, name: str, *, settle_ms: int = 300, full_page: bool = True) -> Path:
+    """A screenshot of the page in test-artifacts/<name>.png, once the page has settled for `settle_ms`."""
+    page.wait_for_timeout(settle_ms)
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=full_page)
+    return path
+
+
+def live(processes) -> list:
+    """The processes of `processes` (psutil) that are still running (neither gone nor zombies)."""
+    out = []
+    for proc in processes:
+        try:
+            if proc.status() != psutil.STATUS_ZOMBIE:
+                out.append(proc)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+# --- the server ---------------------------------------------------------------------------------
 
 
 def free_port() -> int:

@@ -3,6 +3,9 @@ from pathlib import Path
 
 import pytest
 
+# the UI tests' shared fixtures (sample fills and fits, stores, sessions): defined once, in ui_fixtures.py
+pytest_plugins = ["ui_fixtures"]
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("EXECAL_SHARED_DATA", ROOT.parent / "shared" / "data"))
 

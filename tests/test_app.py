@@ -20,25 +20,13 @@ import pytest
 from dash import no_update
 
 from browser_utils import fills_csv, serve_gunicorn
-from execal.components import data_panel, figures, layout, store
+from execal.components import data_panel, figures, layout, shell, store
 from execal.models.data.schema import DataError, Dataset, DropRecord, ValidationReport
 
 
 def data_url(text: str | bytes, mime: str = "text/csv") -> str:
     raw = text.encode() if isinstance(text, str) else text
     return f"data:{mime};base64," + base64.b64encode(raw).decode()
-
-
-@pytest.fixture
-def cache_dir(tmp_path) -> Path:
-    return tmp_path / "cache"
-
-
-@pytest.fixture
-def st(cache_dir) -> store.SessionStore:
-    s = store.SessionStore(store.open_cache(cache_dir))
-    yield s
-    s.cache.close()
 
 
 @pytest.fixture
@@ -357,11 +345,11 @@ def test_bad_mapping_text_is_a_data_error(st, settings):
 
 
 def test_decode_upload_rejects_garbage():
-    assert data_panel.decode_upload(data_url(b"abc"), "f.csv") == b"abc"
+    assert shell.decode_upload(data_url(b"abc"), "f.csv") == b"abc"
     with pytest.raises(DataError, match="f.csv"):
-        data_panel.decode_upload("data:text/csv;base64,@@@", "f.csv")
+        shell.decode_upload("data:text/csv;base64,@@@", "f.csv")
     with pytest.raises(DataError):
-        data_panel.decode_upload("plain text", "f.csv")
+        shell.decode_upload("plain text", "f.csv")
 
 
 def test_invalid_session_gets_a_message(st, settings):

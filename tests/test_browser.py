@@ -1,11 +1,11 @@
 """The Data panel in a real browser (Debian chromium via Playwright) against the app under gunicorn."""
 from __future__ import annotations
 
-import re
 
 import pytest
 
-from browser_utils import ARTIFACTS, browser, fills_csv, gunicorn_app, page  # noqa: F401  (fixtures)
+from browser_utils import browser, fills_csv, gunicorn_app, page  # noqa: F401  (fixtures)
+from browser_utils import expect_text, save_screenshot
 from execal.components import data_panel
 
 pytestmark = pytest.mark.browser
@@ -28,12 +28,6 @@ def upload(pg, name: str, text: str):
     pg.set_input_files(UPLOAD_INPUT, files=[{"name": name, "mimeType": "text/csv", "buffer": text.encode()}])
 
 
-def expect_text(locator, pattern: str):
-    from playwright.sync_api import expect
-
-    expect(locator).to_have_text(re.compile(pattern))
-
-
 def test_page_loads_with_sample_fills(page, gunicorn_app):
     open_app(page, gunicorn_app.url)
     expect_text(field(page, "file"), r"^fills\.csv$")
@@ -48,9 +42,7 @@ def test_page_loads_with_sample_fills(page, gunicorn_app):
     # every form control is labelled
     for control_id in (data_panel.SAMPLE, data_panel.KIND, data_panel.MAPPING):
         assert page.locator(f"label[for={control_id}]").count() == 1
-    page.wait_for_timeout(500)   # let the chart finish drawing for the screenshot
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "data_panel.png"))
+    save_screenshot(page, "data_panel", settle_ms=500, full_page=False)   # let the chart finish drawing
     assert page.errors == []
 
 

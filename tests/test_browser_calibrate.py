@@ -11,6 +11,7 @@ import psutil
 import pytest
 
 from browser_utils import ARTIFACTS, browser, gunicorn_app, page  # noqa: F401  (fixtures)
+from browser_utils import css_id, expect_text, live, save_screenshot, unlabelled_controls
 from execal.components import calibrate_panel as cp
 from execal.components import data_panel as dp
 from execal.components import export_panel as ep
@@ -20,17 +21,6 @@ pytestmark = pytest.mark.browser
 
 STATUS_BADGE = "#status-badge-calibrate"
 RESULT_PARAMS = "#param-results-calibrate"
-
-
-def css_id(component_id) -> str:
-    """A CSS selector for a Dash id (dict ids are JSON in the DOM)."""
-    return f"[id='{cp.dom_id(component_id)}']"
-
-
-def expect_text(locator, pattern: str, timeout: float = 30_000):
-    from playwright.sync_api import expect
-
-    expect(locator).to_have_text(re.compile(pattern), timeout=timeout)
 
 
 def open_panel(pg, base_url: str, panel: str = "calibrate"):
@@ -78,13 +68,8 @@ def test_calibrate_shows_status_and_parameters(page, gunicorn_app):
     page.locator(f"#{cp.RUN}").click()
     expect_text(page.locator(f"#{cp.NOTE}"), r"shown from the cache")
     # every control of the panel has a label
-    unlabelled = page.evaluate("""() => Array.from(document.querySelectorAll(
-        '#panel-calibrate input[id], #panel-calibrate select[id], #panel-calibrate button[id][aria-labelledby]'))
-        .filter(el => el.type !== 'hidden' && !(el.labels && el.labels.length)).map(el => el.id)""")
-    assert unlabelled == []
-    page.wait_for_timeout(300)
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "calibrate.png"), full_page=True)
+    assert unlabelled_controls(page, cp.PANEL, "button[id][aria-labelledby]") == []
+    save_screenshot(page, "calibrate")
     assert page.errors == []
 
 
@@ -130,8 +115,7 @@ def test_export_configs_and_import_back(page, gunicorn_app, tmp_path):
         page.locator(f"#{ep.REPORT}").click()
     report = Path(info.value.path()).read_text()
     assert report.startswith("<!DOCTYPE html>") and "Converged" in report
-    page.wait_for_timeout(200)
-    page.screenshot(path=str(ARTIFACTS / "export.png"), full_page=True)
+    save_screenshot(page, "export", settle_ms=200)
 
     # a hand-changed fit replaces it, then the import brings the exported view back
     page.locator(f"#nav-{cp.PANEL}").click()
@@ -178,15 +162,7 @@ def test_malformed_config_and_data_leave_the_result(page, gunicorn_app):
 def _job_processes(server) -> list[psutil.Process]:
     """Live processes below the gunicorn workers: the background fits (Dash's job processes)."""
     master = psutil.Process(server.process.pid)
-    out = []
-    for worker in master.children():
-        for child in worker.children(recursive=True):
-            try:
-                if child.status() != psutil.STATUS_ZOMBIE:
-                    out.append(child)
-            except psutil.NoSuchProcess:
-                pass
-    return out
+    return live(child for worker in master.children() for child in worker.children(recursive=True))
 
 
 def test_cancel_a_running_fit(page, gunicorn_app):
@@ -225,19 +201,9 @@ def test_cancel_a_running_fit(page, gunicorn_app):
     expect_text(page.locator(f"#{cp.NOTE}"), r"^Calibration cancelled")
     # the job process is gone, and the previous result is still the one shown
     deadline = time.monotonic() + 15
-    def alive():
-        out = []
-        for proc in mine:
-            try:
-                if proc.status() != psutil.STATUS_ZOMBIE:
-                    out.append(proc)
-            except psutil.NoSuchProcess:
-                pass
-        return out
-
-    while alive() and time.monotonic() < deadline:
+    while live(mine) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert alive() == []
+    assert live(mine) == []
     expect_text(page.locator(STATUS_BADGE), r"^Converged$")
     assert shown_params(page) == fitted
     assert page.errors == []

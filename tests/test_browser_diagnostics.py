@@ -12,35 +12,18 @@ import re
 import diskcache
 import pytest
 
-from browser_utils import ARTIFACTS, browser, gunicorn_app, page  # noqa: F401  (fixtures)
+from browser_utils import browser, gunicorn_app, page  # noqa: F401  (fixtures)
+from browser_utils import expect_text, save_screenshot
 from execal.components import calibrate_panel, data_panel
 from execal.components import diagnostics_panel as D
 from execal.components import results as R
 from execal.components import store as store_mod
 from execal.components import tweak_panel as T
-from execal.models.impact.fit import Calibrator
-from execal.models.data.io import load
 
 pytestmark = pytest.mark.browser
 
 DIAGNOSTIC_GRAPHS = (D.PRED_ACTUAL, D.COST_PARTICIPATION, D.RESID_FITTED, D.RESID_TIME, D.RESID_PARTICIPATION,
                      D.HISTOGRAM, D.QQ, D.SAMPLES)
-
-
-@pytest.fixture(scope="module")
-def sample(root):
-    return load(str(root / "sample_data" / "fills.csv"))
-
-
-@pytest.fixture(scope="module")
-def fitted(sample):
-    return Calibrator(test_fraction=0.2).fit(sample)
-
-
-def expect_text(locator, pattern: str, timeout: float = 30_000):
-    from playwright.sync_api import expect
-
-    expect(locator).to_have_text(re.compile(pattern), timeout=timeout)
 
 
 def open_app(pg, base_url: str) -> str:
@@ -115,9 +98,7 @@ def test_diagnostics_populated_after_a_calibration(page, gunicorn_app, fitted, s
     assert f"{fitted.out_of_sample['rmse_bps']:.4g}" in page.locator(f"#{D._id('metrics-table')}").inner_text()
     # no segments in this fit: the segment card says why it is empty
     assert "No segments" in page.locator(f"#{D.SEGMENTS}").inner_text()
-    page.wait_for_timeout(800)   # let WebGL finish drawing for the screenshot
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "diagnostics.png"), full_page=True)
+    save_screenshot(page, "diagnostics", settle_ms=800)   # let WebGL finish drawing
     # a reload keeps the session's result
     page.reload()
     page.goto(gunicorn_app.url + "/diagnostics")
@@ -164,9 +145,7 @@ def test_tweak_slider_box_reset_and_refit(page, gunicorn_app, fitted, sample):
     # a larger exponent on Q/V < 1 lowers every predicted cost: the bias turns negative
     expect_text(badge(page, "delta-bias-in"), r"Δ bias \(in-sample\) -[\d.]+")
     assert badge(page, "delta-bias-in").inner_text() != bias_before
-    page.wait_for_timeout(600)
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "tweak.png"), full_page=True)
+    save_screenshot(page, "tweak", settle_ms=600)
     # reset to fitted
     page.locator(f"#{T.RESET}").click()
     expect_text(rmse, r"Δ RMSE \(in-sample\) \+0 bps$")

@@ -11,7 +11,8 @@ import re
 
 import pytest
 
-from browser_utils import ARTIFACTS, ROOT, browser, gunicorn_app, page  # noqa: F401  (fixtures)
+from browser_utils import ROOT, browser, gunicorn_app, page  # noqa: F401  (fixtures)
+from browser_utils import expect_text, save_screenshot, unlabelled_controls
 from execal.components import data_panel as dp
 from execal.components import surface_panel as sp
 
@@ -19,12 +20,6 @@ pytestmark = pytest.mark.browser
 
 STATUS = f"#{sp.STATUS} .execal-status"
 SVI_KEYS = {"a", "b", "rho", "m", "sigma"}
-
-
-def expect_text(locator, pattern: str, timeout: float = 30_000):
-    from playwright.sync_api import expect
-
-    expect(locator).to_have_text(re.compile(pattern), timeout=timeout)
 
 
 def open_surface(pg, base_url: str):
@@ -80,10 +75,7 @@ def test_fit_svi_then_ssvi_download_and_reload(page, gunicorn_app, tmp_path):
     assert page.locator(f"#{sp.TERM} .scatterlayer .trace").count() == 4
     assert page.locator(f"#{sp.RESIDUALS} .scatterlayer .trace").count() == 8
     # every control of the panel has a label
-    unlabelled = page.evaluate("""() => Array.from(document.querySelectorAll(
-        '#panel-surface input[id], #panel-surface select[id]'))
-        .filter(el => el.type !== 'hidden' && !(el.labels && el.labels.length)).map(el => el.id)""")
-    assert unlabelled == []
+    assert unlabelled_controls(page, sp.PANEL) == []
 
     # switch to SSVI: the surface is refitted at once
     page.get_by_label("SSVI surface (power-law phi)").check()
@@ -92,9 +84,7 @@ def test_fit_svi_then_ssvi_download_and_reload(page, gunicorn_app, tmp_path):
     assert ssvi_rows.count() == 3
     assert "theta" in page.locator(f"#{sp._id('params-table')} thead th").all_inner_texts()
     assert table_rows(page, sp._id("conditions-table")).count() == 6
-    page.wait_for_timeout(300)
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "surface.png"), full_page=True)
+    save_screenshot(page, "surface")
 
     # download the surface config and validate it
     with page.expect_download() as info:

@@ -10,7 +10,9 @@ import re
 
 import pytest
 
-from browser_utils import ARTIFACTS, browser, gunicorn_app, page  # noqa: F401  (fixtures)
+from browser_utils import browser, gunicorn_app, page  # noqa: F401  (fixtures)
+from browser_utils import expect_text as expect_text_within
+from browser_utils import save_screenshot, unlabelled_controls
 from execal.components import data_panel as dp
 from execal.components import vol_panel as vp
 
@@ -21,9 +23,7 @@ SAMPLE_LABEL = "sample: bars_15m.csv — known regimes"
 
 
 def expect_text(locator, pattern: str, timeout: float = 60_000):
-    from playwright.sync_api import expect
-
-    expect(locator).to_have_text(re.compile(pattern), timeout=timeout)
+    expect_text_within(locator, pattern, timeout)      # the fits take longer than the other panels' waits
 
 
 def open_panel(pg, base_url: str):
@@ -90,13 +90,8 @@ def test_regime_fit_on_the_sample_bars(page, gunicorn_app):
     wait_traces(page, vp.REALIZED, 3)
     assert "Parkinson" not in traces(page, vp.REALIZED)
     # every control of the panel has a label
-    unlabelled = page.evaluate("""() => Array.from(document.querySelectorAll(
-        '#panel-volatility input[id], #panel-volatility select[id]'))
-        .filter(el => el.type !== 'hidden' && !(el.labels && el.labels.length)).map(el => el.id)""")
-    assert unlabelled == []
-    page.wait_for_timeout(500)
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "volatility.png"), full_page=True)
+    assert unlabelled_controls(page, vp.PANEL) == []
+    save_screenshot(page, "volatility", settle_ms=500)
     # three regimes, then a reload brings the last fits back
     page.get_by_label("3", exact=True).check()
     fit(page)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -23,31 +22,8 @@ from execal.models.impact.fit import CalibrationError, Calibrator, CalibrationWa
 from execal.models.data.io import load
 from execal.models.data.schema import DataError
 
-ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT / "sample_data" / "fills.csv"
-SESSION = "0b9f6f1e-2a8e-4b51-9d64-3f1c2a7b8e90"
-
-
-@pytest.fixture
-def st(tmp_path):
-    s = store.SessionStore(store.open_cache(tmp_path / "cache"))
-    yield s
-    s.cache.close()
-
-
-@pytest.fixture
-def results(st):
-    return results_mod.ResultStore(st.cache)
-
-
-@pytest.fixture(scope="module")
-def sample_bytes() -> bytes:
-    return SAMPLE.read_bytes()
-
-
-@pytest.fixture
-def fills_key(st, sample_bytes) -> str:
-    return st.load_bytes(sample_bytes, name="fills.csv", session_id=SESSION)
+from ui_fixtures import SAMPLE_FILLS as SAMPLE
+from ui_fixtures import ROOT, SESSION
 
 
 def default_settings(**changes) -> dict:

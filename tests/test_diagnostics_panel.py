@@ -5,29 +5,15 @@ from __future__ import annotations
 import warnings
 
 import dash
-import diskcache
 import plotly.graph_objects as go
-import pytest
 from plotly.io.json import to_json_plotly
 
 from execal.components import diagnostics_panel as D
 from execal.components import impact_figures as F
 from execal.components import results as R
 from execal.models.impact.fit import Calibrator, CalibrationWarning
-from execal.models.data.io import load
 from execal.models.impact.simulate import simulate_fills
-
-
-@pytest.fixture(scope="module")
-def sample(root):
-    return load(str(root / "sample_data" / "fills.csv"))
-
-
-@pytest.fixture
-def results(tmp_path):
-    D._prepared.clear()
-    with diskcache.Cache(str(tmp_path / "cache")) as cache:
-        yield R.ResultStore(cache)
+from ui_fixtures import text_of
 
 
 def put(results, result, name="x") -> dict:
@@ -38,17 +24,6 @@ def put(results, result, name="x") -> dict:
 
 def annotation(fig: go.Figure) -> str:
     return fig.layout.annotations[0].text if fig.layout.annotations else ""
-
-
-def text_of(component) -> str:
-    """All text inside a Dash component tree."""
-    if component is None:
-        return ""
-    if isinstance(component, (str, int, float)):
-        return str(component)
-    if isinstance(component, (list, tuple)):
-        return " ".join(text_of(c) for c in component)
-    return text_of(getattr(component, "children", None))
 
 
 def test_no_active_result_gives_designed_empty_states(results):

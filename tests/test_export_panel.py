@@ -6,7 +6,6 @@ import base64
 import io
 import json
 import re
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -23,27 +22,8 @@ from execal.components import store
 from execal.models.impact.config import dump_config, load_config
 from execal.models.data.io import load
 
-ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT / "sample_data" / "fills.csv"
-SESSION = "0b9f6f1e-2a8e-4b51-9d64-3f1c2a7b8e90"
-OTHER_SESSION = "5d1c0a34-7f2e-4e0b-a1c9-2b8f9e6d4c11"
-
-
-@pytest.fixture
-def st(tmp_path):
-    s = store.SessionStore(store.open_cache(tmp_path / "cache"))
-    yield s
-    s.cache.close()
-
-
-@pytest.fixture
-def results(st):
-    return results_mod.ResultStore(st.cache)
-
-
-@pytest.fixture
-def fills_key(st) -> str:
-    return st.load_bytes(SAMPLE.read_bytes(), name="fills.csv", session_id=SESSION)
+from ui_fixtures import OTHER_SESSION, ROOT, SESSION
+from ui_fixtures import SAMPLE_FILLS as SAMPLE
 
 
 def calibrate(st, results, fills_key, filters=None, **changes) -> str:

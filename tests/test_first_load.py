@@ -21,6 +21,7 @@ from execal.components import diagnostics_panel as dg
 from execal.components import export_panel as ep
 from execal.components import figures
 from execal.components import layout as shell
+from execal.components import shell as ui_shell
 from execal.components import results as results_mod
 from execal.components import store
 from execal.components import tweak_panel as tp
@@ -131,13 +132,15 @@ def test_a_result_changed_while_hidden_is_drawn_on_opening(served):
 
 
 def test_needs_render():
-    loc = shell.LOCATION_ID
-    active = {"key": "result:" + "0" * 32}
-    assert not dg.needs_render(False, None, active, None, loc)                  # hidden
-    assert dg.needs_render(True, None, active, None, loc)                       # opened on load
-    assert not dg.needs_render(True, loc, active, active["key"], loc)           # reopened, same result
-    assert dg.needs_render(True, loc, active, "result:" + "1" * 32, loc)        # reopened, another result
-    assert dg.needs_render(True, results_mod.ACTIVE_RESULT_ID, active, active["key"], loc)   # a new fit
+    loc, here = shell.LOCATION_ID, "/" + dg.PANEL
+    key = "result:" + "0" * 32
+    needs = ui_shell.needs_render
+    assert not needs(dg.PANEL, "/", None, key, None)                            # hidden
+    assert needs(dg.PANEL, here, None, key, None)                               # opened on load
+    assert not needs(dg.PANEL, here, loc, key, key)                             # reopened, same result
+    assert needs(dg.PANEL, here, loc, key, "result:" + "1" * 32)                # reopened, another result
+    assert needs(dg.PANEL, here, results_mod.ACTIVE_RESULT_ID, key, key)        # a new fit
+    assert ui_shell.result_key_of({"key": key}) == key and ui_shell.result_key_of({"key": "x"}) is None
     assert shell.is_shown(dp.PANEL, None) and shell.is_shown(dp.PANEL, "/nowhere")
     assert shell.is_shown(dg.PANEL, "/diagnostics") and not shell.is_shown(dg.PANEL, "/")
 

@@ -17,23 +17,7 @@ from scipy import stats
 
 from execal.components import impact_figures as F
 from execal.models.impact.fit import Calibrator, CalibrationWarning
-from execal.models.data.io import load
 from execal.models.impact.simulate import simulate_fills
-
-
-@pytest.fixture(scope="module")
-def sample(root):
-    return load(str(root / "sample_data" / "fills.csv"))
-
-
-@pytest.fixture(scope="module")
-def fitted(sample):
-    return Calibrator(test_fraction=0.2).fit(sample)
-
-
-@pytest.fixture(scope="module")
-def segmented(sample):
-    return Calibrator().fit_segments(sample, by=("venue",))
 
 
 @pytest.fixture(scope="module")

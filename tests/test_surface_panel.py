@@ -8,7 +8,6 @@ import hashlib
 import json
 import pickle
 import re
-from pathlib import Path
 from types import MappingProxyType
 
 import pandas as pd
@@ -23,32 +22,10 @@ from execal.components import surface_panel as sp
 from execal.models.data.schema import Dataset
 from execal.models.surface.svi import SURFACE_MODELS, WEIGHTS
 
-ROOT = Path(__file__).resolve().parents[1]
-SAMPLE_DIR = ROOT / "sample_data"
+from ui_fixtures import SAMPLE_DIR
+
 SAMPLE = sp.sample_value(sp.SAMPLE_CHAIN)
 FILLS = "timestamp,symbol,side,quantity,arrival_price,exec_price\n2024-01-01T00:00:00Z,BTCUSDT,buy,1,100,100.1\n"
-
-
-@pytest.fixture
-def stores(tmp_path):
-    cache = store_mod.open_cache(tmp_path / "cache")
-    yield store_mod.SessionStore(cache), results_mod.ResultStore(cache)
-    cache.close()
-
-
-@pytest.fixture(autouse=True)
-def fresh_process_caches():
-    # the per-process LRUs would otherwise carry results from one test's cache into the next
-    sp._results.clear()
-    sp._prepared.clear()
-    yield
-    sp._results.clear()
-    sp._prepared.clear()
-
-
-@pytest.fixture
-def session():
-    return store_mod.new_session_id()
 
 
 def fit(st, rs, session, *, trigger=sp.RUN, source=SAMPLE, underlying="BTC", model="svi", weights="vega",
@@ -112,8 +89,9 @@ def test_sources_sample_then_the_sessions_chains(stores, session, shared_data):
 def test_other_kinds_are_skipped_by_their_key_without_decoding_the_frame(stores, session, monkeypatch):
     st, rs = stores
     fills_key = st.load_bytes(FILLS.encode(), name="fills.csv", session_id=session)
-    assert sp.kind_of_key(fills_key) == "fills" and sp.kind_of_key("0" * 64 + "-options-m" + "a" * 12) == "options"
-    assert sp.kind_of_key("not a key") is None
+    assert store_mod.kind_of_key(fills_key) == "fills"
+    assert store_mod.kind_of_key("0" * 64 + "-options-m" + "a" * 12) == "options"
+    assert store_mod.kind_of_key("not a key") is None
     decoded = []
     real = st.get_dataset
     monkeypatch.setattr(st, "get_dataset", lambda key: decoded.append(key) or real(key))

@@ -7,7 +7,6 @@ import math
 import warnings
 
 import dash
-import diskcache
 import numpy as np
 import pandas as pd
 import pytest
@@ -20,28 +19,10 @@ from execal.components import impact_figures as F
 from execal.components import results as R
 from execal.components import tweak_panel as T
 from execal.models.impact.fit import Calibrator, CalibrationWarning
-from execal.models.data.io import load
 from execal.models.impact.result import error_metrics
 from execal.models.impact.simulate import simulate_fills
 
 SESSION = "3f2b8c4e-1d2a-4b5c-8d9e-0a1b2c3d4e5f"
-
-
-@pytest.fixture(scope="module")
-def sample(root):
-    return load(str(root / "sample_data" / "fills.csv"))
-
-
-@pytest.fixture(scope="module")
-def fitted(sample):
-    return Calibrator(test_fraction=0.2).fit(sample)
-
-
-@pytest.fixture
-def results(tmp_path):
-    T._states.clear()
-    with diskcache.Cache(str(tmp_path / "cache")) as cache:
-        yield R.ResultStore(cache)
 
 
 def put(results, result, dataset="ds-key") -> str:

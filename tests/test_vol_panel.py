@@ -3,38 +3,26 @@ settings validation, the Data filters, fitting the sample bars (regimes against 
 the cache, per-model failures, bad input, and the designed empty states."""
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
-import diskcache
 import numpy as np
 import pandas as pd
 import pytest
 
 from execal.components import results as R
+from execal.components import shell
 from execal.components import store as S
 from execal.components import vol_figures as V
 from execal.components import vol_panel as P
 from execal.models.data.io import load
 from execal.models.vol.realized import bar_series
 from execal.models.core.registry import models_of_kind
+from ui_fixtures import text_of
 
 
 @pytest.fixture(scope="module")
-def sample_dir(root) -> Path:
-    return root / "sample_data"
-
-
-@pytest.fixture(scope="module")
-def truth(sample_dir) -> dict:
-    return json.loads((sample_dir / "ground_truth.json").read_text())
-
-
-@pytest.fixture(scope="module")
-def stores(tmp_path_factory):
-    with diskcache.Cache(str(tmp_path_factory.mktemp("vol") / "cache")) as cache:
-        yield S.SessionStore(cache), R.ResultStore(cache)
+def stores(module_stores):
+    return module_stores     # the fits are shared by the module's tests
 
 
 def settings(**kw) -> dict:
@@ -55,16 +43,6 @@ def fit(stores, sample_dir, source=P.sample_value("bars_15m.csv"), filters=None,
     out = P.run_fit(st, rs, plan["job"], lambda p, s: stages.append((p, s)))
     assert out["alert"] == ("", False), out["alert"]
     return out["view"], stages
-
-
-def text_of(component) -> str:
-    if component is None:
-        return ""
-    if isinstance(component, (str, int, float)):
-        return str(component)
-    if isinstance(component, (list, tuple)):
-        return " ".join(text_of(c) for c in component)
-    return text_of(getattr(component, "children", None))
 
 
 def find(component, component_id):
@@ -320,7 +298,7 @@ def test_saved_view_round_trip(stores):
     P.save_view(st.cache, sid, view)
     assert P.saved_view(st.cache, sid) == view
     assert P.saved_view(st.cache, "not-a-session") is None
-    st.cache.set(P._view_store_key(sid), "{not json")
+    st.cache.set(shell.memory_key(P.PANEL, sid), "{not json")
     assert P.saved_view(st.cache, sid) is None
 
 
@@ -341,12 +319,13 @@ def test_empty_and_evicted_views(stores):
 def test_renders_wait_until_the_panel_is_shown():
     view = {"keys": {"series": "result:" + "a" * 32}, "settings": {}, "errors": {}}
     sig = P.view_signature(view)
-    assert not P.needs_render(False, "view", view, None, "url")              # hidden: no work
-    assert P.needs_render(True, "url", view, None, "url")                    # opened, never drawn
-    assert not P.needs_render(True, "url", view, sig, "url")                 # reopened, same fits
-    assert P.needs_render(True, "view", view, sig, "url")                    # a new fit on screen
-    assert P.needs_render(True, P.ESTIMATOR_PICK, view, sig, "url")          # a display change
-    assert P.view_signature(None) is None and not P.needs_render(True, "url", None, None, "url")
+    here, url = "/" + P.PANEL, shell.LOCATION_ID
+    assert not P.needs_render("/", P.VIEW, view, None)                       # hidden: no work
+    assert P.needs_render(here, url, view, None)                             # opened, never drawn
+    assert not P.needs_render(here, url, view, sig)                          # reopened, same fits
+    assert P.needs_render(here, P.VIEW, view, sig)                           # a new fit on screen
+    assert P.needs_render(here, P.ESTIMATOR_PICK, view, sig)                 # a display change
+    assert P.view_signature(None) is None and not P.needs_render(here, url, None, None)
 
 
 def test_bar_label():
