@@ -83,7 +83,7 @@ def correlated_ticks(rho: float, n_steps: int, rate_x: float, rate_y: float, see
 def test_hy_is_free_of_the_epps_effect_on_asynchronous_diffusions():
     """Correlated diffusions observed at independent Poisson times: HY recovers ρ, a fine previous-tick grid
     does not (the Epps effect), and the HAC s.e. is of the size of the Monte-Carlo spread."""
-    from execal.models.corr.realized import realized_pair, grid_returns
+    from execal.models.corr.epps import grid_returns, realized_pair
     from execal.models.corr.ticks import calendar_grid
 
     rho = 0.6

@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from execal.models.corr.hac import long_run_sum_var, ratio_corr_se
-from execal.models.corr.realized import RealizedCovariance, epps_curve, grid_returns
+from execal.models.corr.epps import epps_curve
+from execal.models.corr.realized import RealizedCovariance
 from execal.models.corr.ticks import calendar_grid, from_arrays, previous_tick, refresh_times
 from test_corr_hy import correlated_ticks, series
 

@@ -54,6 +54,7 @@ from execal.models.core.result import Estimator, ResultMixin
 from execal.models.corr.hac import long_run_cov
 from execal.models.corr.panel import ReturnPanel, returns_panel
 from execal.models.corr.result import pair_name, pairs_of
+from execal.models.data.schema import DataError
 
 VOLS = {"garch": ("GARCH", 0), "gjr": ("GARCH", 1), "egarch": ("EGARCH", 1)}
 DISTS = ("normal", "t")
@@ -573,7 +574,15 @@ class DCC(Estimator):
     @staticmethod
     def _z(margins: Sequence[Margin]) -> tuple[np.ndarray, np.ndarray]:
         zs, sig = zip(*(standardized(m) for m in margins))
-        return np.column_stack(zs), np.column_stack(sig)
+        z = np.column_stack(zs)
+        C = np.corrcoef(z, rowvar=False)
+        if not np.all(np.linalg.eigvalsh(C) > 1e-8):
+            names = [m.name for m in margins]
+            i, j = np.unravel_index(np.argmax(np.abs(C - np.eye(len(names)))), C.shape)
+            raise DataError(f"the standardised returns of {names[i]} and {names[j]} are perfectly correlated "
+                            f"(ρ = {C[i, j]:.6f}; the same series twice?): their correlation has nothing to "
+                            f"estimate and the DCC likelihood is undefined")
+        return z, np.column_stack(sig)
 
     def _result(self, panel, margins, z, sigma, a, b, se_ab, report, warn, H, at=None) -> DCCResult:
         ell, _, Q = at if at is not None else loglik_terms(z, a, b)

@@ -45,6 +45,7 @@ from scipy import stats
 from execal.models.core.params import NS_PER_S
 from execal.models.core.report import OptimizerReport
 from execal.models.core.result import Estimator
+from execal.models.corr.epps import default_epps_intervals, epps_curve, finest_spacing_s
 from execal.models.corr.hac import ratio_corr_se
 from execal.models.corr.result import (CorrelationResult, LeadLag, matrix_from_pairs, pair_name, pairs_of,
                                        psd_warning)
@@ -263,13 +264,16 @@ class HayashiYoshida(Estimator):
 
     Settings: `price` ("auto", "trade", "mid") when given files; `lead_lag` (scan every pair);
     `max_lag_s`, `lag_step_s` (or explicit `lags_s`); `band` ("asymptotic" | "shift"), `alpha`,
-    `n_shifts`, `seed`; `blocks` for the HAC standard errors."""
+    `n_shifts`, `seed`; `blocks` for the HAC standard errors; `epps` adds the Epps curve of every pair
+    (previous-tick grids at `epps_intervals`, automatic when None) beside the HY level, so one fit shows
+    both the synchronisation bias and the lead–lag."""
 
     name = "hayashi_yoshida"
 
     def __init__(self, price: str = "auto", lead_lag: bool = True, max_lag_s: float = 2.0,
                  lag_step_s: float = 0.01, lags_s: Sequence[float] | None = None, band: str = "asymptotic",
-                 alpha: float = 0.05, n_shifts: int = 200, seed: int = 0, blocks: int = 30):
+                 alpha: float = 0.05, n_shifts: int = 200, seed: int = 0, blocks: int = 30, epps: bool = False,
+                 epps_intervals: Sequence[float] | None = None):
         self.price = price
         self.lead_lag = lead_lag
         self.max_lag_s = max_lag_s
@@ -280,6 +284,8 @@ class HayashiYoshida(Estimator):
         self.n_shifts = n_shifts
         self.seed = seed
         self.blocks = blocks
+        self.epps = epps
+        self.epps_intervals = epps_intervals
 
     def _series(self, data) -> list[TickSeries]:
         series = as_series(data, price=self.price)
@@ -327,7 +333,14 @@ class HayashiYoshida(Estimator):
                                    step_s=self.lag_step_s, band=self.band, alpha=self.alpha,
                                    n_shifts=self.n_shifts, seed=self.seed, window=(start, end))
                           for i, j in pairs_of(names))
-        settings = {**self.get_params(), "lags_s": None if self.lags_s is None else list(self.lags_s)}
+        curves = ()
+        if self.epps:
+            intervals = (list(map(float, self.epps_intervals)) if self.epps_intervals is not None
+                         else default_epps_intervals((end - start) / NS_PER_S, finest_spacing_s(windowed)))
+            curves = tuple(epps_curve(series[i], series[j], intervals, window=(start, end),
+                                      hy=params[pair_name(names[i], names[j])]) for i, j in pairs_of(names))
+        settings = {**self.get_params(), "lags_s": None if self.lags_s is None else list(self.lags_s),
+                    "epps_intervals": None if self.epps_intervals is None else list(self.epps_intervals)}
         report = OptimizerReport.closed_form(
             "Hayashi–Yoshida sums over overlapping intervals (no optimizer)",
             seconds=round(time.perf_counter() - t0, 4), se="block delta method, Newey–West over "
@@ -335,7 +348,7 @@ class HayashiYoshida(Estimator):
         return CorrelationResult(
             model=self.name, names=names, correlation=corr, covariance=cov, params=params, std_errors=ses,
             report=report, warnings=tuple(dict.fromkeys(warn)), window_ns=(start, end),
-            series=tuple(s.info() for s in series), settings=settings, lead_lag=scans,
+            series=tuple(s.info() for s in series), settings=settings, lead_lag=scans, epps=curves,
             n_obs={s.name: s.n for s in windowed},
             extras={"rho_sparse_denominator": alt, "noise_ratio": noise})
 
