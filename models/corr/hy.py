@@ -90,13 +90,16 @@ def hy_covariance(x: TickSeries, y: TickSeries, lag_s: float = 0.0) -> float:
     return float(r @ _run_sums(Y, lo, hi))
 
 
-def hy_terms(x: TickSeries, y: TickSeries) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per x interval: r_i, Σ_{j~i} s_j and Σ_{j~i} s_j² (lag 0)."""
+def hy_terms(x: TickSeries, y: TickSeries, *, squares: bool = True
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Per x interval: r_i, Σ_{j~i} s_j and (with `squares`) Σ_{j~i} s_j² (lag 0)."""
     r = np.diff(np.asarray(x.log_price))
-    s = np.diff(np.asarray(y.log_price))
-    Y = np.concatenate([[0.0], np.cumsum(s)])
-    Q = np.concatenate([[0.0], np.cumsum(s * s)])
+    Y = np.asarray(y.log_price) - y.log_price[0]
     lo, hi = overlap_bounds(np.asarray(x.t_ns), np.asarray(y.t_ns))
+    if not squares:
+        return r, _run_sums(Y, lo, hi), None
+    s = np.diff(np.asarray(y.log_price))
+    Q = np.concatenate([[0.0], np.cumsum(s * s)])
     return r, _run_sums(Y, lo, hi), _run_sums(Q, lo, hi)
 
 
@@ -226,7 +229,7 @@ def hy_correlation(x: TickSeries, y: TickSeries, *, blocks: int = 30, window: tu
     """HY covariance and correlation of one pair over its common window, with the block HAC s.e."""
     start, end = window or common_window([x, y])
     x, y = x.window(start, end), y.window(start, end)
-    r, S, _ = hy_terms(x, y)
+    r, S, _ = hy_terms(x, y, squares=False)
     s = np.diff(np.asarray(y.log_price))
     bx = _blocks(np.asarray(x.t_ns)[1:], start, end, blocks)
     by = _blocks(np.asarray(y.t_ns)[1:], start, end, blocks)
