@@ -253,12 +253,17 @@ def _noise_warning(s: TickSeries, start: int, end: int) -> tuple[str | None, flo
     tick = realized_variance(w)
     sparse = _sparse_rv(w, start, end)
     ratio = tick / sparse if sparse > 0 else float("nan")
+    step = (end - start) / 30 / NS_PER_S
     if ratio > NOISE_RATIO_WARN:
-        step = (end - start) / 30 / NS_PER_S
         return (f"{s.name}: the tick realised variance is {ratio:.1f}× that of {step:.3g}-s returns: "
                 f"microstructure noise (bid–ask bounce) dominates tick returns, so the HY correlation, "
                 f"normalised by tick variances, is biased toward 0; 'rho_sparse_denominator' uses the "
                 f"{step:.3g}-s variances instead, and the Epps curve's plateau is the other reading"), ratio
+    if ratio < 1 / NOISE_RATIO_WARN:
+        return (f"{s.name}: the tick realised variance is only {ratio:.2f}× that of {step:.3g}-s returns: tick "
+                f"returns are positively autocorrelated (stale or smoothed prices), so tick variances understate "
+                f"the variance and the HY correlation, normalised by them, is biased away from 0 (it can leave "
+                f"[−1, 1]); read 'rho_sparse_denominator' and the Epps curve's plateau instead"), ratio
     return None, ratio
 
 
