@@ -35,7 +35,9 @@ def short(name: str, width: int = 28) -> str:
 
 
 def _layout(height: int = FIGURE_HEIGHT_PX, **extra) -> dict:
-    base = {"template": TEMPLATE, "height": height, "margin": {"l": 60, "r": 16, "t": 40, "b": 48},
+    # a title sits above the legend: more room on top when there is one
+    top = 80 if extra.get("title") else 40
+    base = {"template": TEMPLATE, "height": height, "margin": {"l": 60, "r": 16, "t": top, "b": 48},
             "hovermode": "closest", "uirevision": "keep",
             "legend": {"orientation": "h", "yanchor": "bottom", "y": 1.02, "xanchor": "left", "x": 0, "font": {"size": 11}}}
     base.update(extra)
@@ -88,7 +90,7 @@ def epps_figure(curves: Sequence) -> go.Figure:
     """Realised correlation against the sampling interval (log x), 95 % band, HY level dashed."""
     curves = [c for c in curves if np.isfinite(np.asarray(c.rho)).any()]
     if not curves:
-        return empty_figure("No Epps curve: it needs tick data (methods realised or Hayashi–Yoshida, with curves)")
+        return empty_figure("No Epps curve: tick methods only")
     traces = []
     for i, c in enumerate(curves):
         f = c.frame()
@@ -121,7 +123,7 @@ def lead_lag_figure(scans: Sequence, limit: int = MAX_LEAD_LAG_PANELS) -> go.Fig
     """One small panel per pair: ρ(θ) against the lag (ms), the null band shaded, the peak marked."""
     scans = list(scans)[:limit]
     if not scans:
-        return empty_figure("No lead–lag scan: it needs tick data and the Hayashi–Yoshida method")
+        return empty_figure("No lead–lag scan: tick data, Hayashi–Yoshida method")
     n = len(scans)
     titles = [f"{short(s.x, 22)} → {short(s.y, 22)}" for s in scans]
     fig = make_subplots(rows=n, cols=1, shared_xaxes=False, subplot_titles=titles, vertical_spacing=0.5 / max(n, 1)
@@ -164,7 +166,7 @@ def dcc_path_figure(result, horizon: int = 0) -> go.Figure:
     """Each pair's conditional correlation over time, its unconditional level dashed, and (horizon > 0)
     the forecast beyond the last period."""
     if result is None or not hasattr(result, "correlation_path"):
-        return empty_figure("No DCC path: choose the DCC-GARCH method (returns of bars or trades)")
+        return empty_figure("No DCC path: choose the DCC-GARCH method")
     frame = result.path_frame()
     Rbar = result.unconditional_correlation()
     names = list(result.names)
@@ -188,7 +190,7 @@ def dcc_path_figure(result, horizon: int = 0) -> go.Figure:
                                      hovertemplate="forecast %{x|%Y-%m-%d %H:%M}: ρ %{y:.3f}<extra>" + label + "</extra>"))
     fig.update_layout(**_layout(title={"text": f"DCC(1,1): a = {result.a:.4f}, b = {result.b:.4f} "
                                                 f"(half-life {result.half_life_periods:.3g} × {result.panel.freq})",
-                                       "font": {"size": 13}}))
+                                       "font": {"size": 13}, "y": 0.97, "yanchor": "top"}))
     fig.update_yaxes(title="conditional correlation R_t", range=[-1, 1])
     return fig
 
@@ -199,7 +201,7 @@ def dcc_path_figure(result, horizon: int = 0) -> go.Figure:
 def regime_figure(regimes) -> go.Figure:
     """The correlation matrix of every regime, side by side (calm → stressed)."""
     if regimes is None or not getattr(regimes, "regimes", ()):
-        return empty_figure("No regime matrices: switch on 'calm vs stressed' with a returns method (DCC, Ledoit–Wolf)")
+        return empty_figure("No regime matrices: switch on 'calm vs stressed' (DCC or Ledoit–Wolf)")
     rs = list(regimes.regimes)
     names = [short(n, 12) for n in regimes.names]
     fig = make_subplots(rows=1, cols=len(rs), subplot_titles=[f"{r.regime} ({r.n_obs:,} periods)" for r in rs],

@@ -50,7 +50,7 @@ def test_epps_figure(hy_result):
     assert list(curve.x) == [0.05, 0.5, 2.0] and np.allclose(curve.y, hy_result.epps[0].rho)
     assert np.allclose(hy_line.y, [hy_result.params["rho[x|y]"]] * 2) and hy_line.line.dash == "dash"
     assert fig.layout.xaxis.type == "log"
-    assert "needs tick data" in message(CF.epps_figure(()))
+    assert "tick methods only" in message(CF.epps_figure(()))
 
 
 def test_lead_lag_figure_and_rows(hy_result):
@@ -62,7 +62,7 @@ def test_lead_lag_figure_and_rows(hy_result):
     assert peak.x[0] == pytest.approx(20.0) and peak.y[0] == pytest.approx(scan.best_rho)
     (row,) = CF.lead_lag_rows(hy_result.lead_lag)
     assert row["peak lag (ms)"] == "+20" and row["leader"] == "x" and row["significant"] == "yes"
-    assert "Hayashi–Yoshida" in message(CF.lead_lag_figure(()))
+    assert "Hayashi–Yoshida method" in message(CF.lead_lag_figure(()))
 
 
 def test_dcc_path_figure(dcc_result):
@@ -72,7 +72,7 @@ def test_dcc_path_figure(dcc_result):
     assert np.allclose(np.asarray(path.y, float), np.asarray(dcc_result.correlation_path)[:, 0, 1])
     assert len(fig.data[2].x) == 10
     assert "a = " in fig.layout.title.text
-    assert "DCC-GARCH" in message(CF.dcc_path_figure(None))
+    assert "DCC-GARCH method" in message(CF.dcc_path_figure(None))
     rows = CF.forecast_rows(dcc_result, 2)
     assert len(rows) == 6 and rows[0]["h"] == 1
 
