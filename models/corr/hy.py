@@ -341,6 +341,11 @@ class HayashiYoshida(Estimator):
                                    step_s=self.lag_step_s, band=self.band, alpha=self.alpha,
                                    n_shifts=self.n_shifts, seed=self.seed, window=(start, end))
                           for i, j in pairs_of(names))
+        for ll in scans:
+            if ll.significant and ll.best_lag_s != 0 and abs(ll.best_rho) > 1.5 * abs(ll.rho_at_zero):
+                warn.append(f"{pair_name(ll.x, ll.y)}: the co-movement is lagged ({ll.verdict()}): the lag-0 HY "
+                            f"correlation counts only overlapping intervals and misses most of it at this tick "
+                            f"density; the Epps curve's plateau (or the lead–lag peak) is the better reading")
         curves = ()
         if self.epps:
             intervals = (list(map(float, self.epps_intervals)) if self.epps_intervals is not None
