@@ -128,7 +128,7 @@ def test_contract_summary_dict_and_fix(simulated):
     assert "a + b" in res.summary() and res.report.method.startswith("two_step")
     d = res.to_dict(horizon=3, path_points=100)
     assert d["kind"] == "correlation" and len(d["forecast"]["h"]) == 3 and d["path"]["every"] == 40
-    assert "conditional on the first-step margins" in d["se_note"]
+    assert "estimation error of the margins" in d["se_note"] and set(d["std_errors_conditional"]) == {"a", "b"}
     assert res.conf_int()["a"][0] < res.params["a"] < res.conf_int()["a"][1]
     hand = {k: v for k, v in res.params.items()}
     fixed = DCC().fix(hand, y)
@@ -175,3 +175,21 @@ def test_panel_alignment_from_bars_with_different_symbols():
     frame.iloc[3, 1] = np.nan
     p2 = from_frame(frame)
     assert p2.n == 49 and p2.freq == "1D"
+
+
+def test_two_step_standard_errors_match_the_monte_carlo_spread():
+    """40 simulated DCC datasets: the spread of â and b̂ against the average two-step standard error
+    (margins' and Q̄'s estimation error included), which is at least the conditional one on average."""
+    R2 = np.array([[1.0, 0.5], [0.5, 1.0]])
+    a_hat, b_hat, se_a, se_b, cond_a = [], [], [], [], []
+    for s in range(40):
+        res = DCC().fit(simulate_dcc(1500, R2, 0.05, 0.90, seed=100 + s))
+        a_hat.append(res.params["a"])
+        b_hat.append(res.params["b"])
+        se_a.append(res.std_errors["a"])
+        se_b.append(res.std_errors["b"])
+        cond_a.append(res.se_conditional["a"])
+    assert 0.7 < np.nanmean(se_a) / np.std(a_hat, ddof=1) < 1.4
+    assert 0.7 < np.nanmean(se_b) / np.std(b_hat, ddof=1) < 1.4
+    assert np.nanmean(se_a) >= np.nanmean(cond_a)
+    assert np.mean(a_hat) == pytest.approx(0.05, abs=0.01)
