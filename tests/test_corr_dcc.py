@@ -193,3 +193,13 @@ def test_two_step_standard_errors_match_the_monte_carlo_spread():
     assert 0.7 < np.nanmean(se_b) / np.std(b_hat, ddof=1) < 1.4
     assert np.nanmean(se_a) >= np.nanmean(cond_a)
     assert np.mean(a_hat) == pytest.approx(0.05, abs=0.01)
+
+
+def test_a_result_pickles_with_its_standard_errors(simulated):
+    import pickle
+
+    _, res = simulated
+    back = pickle.loads(pickle.dumps(res))
+    assert back.std_errors["a"] == res.std_errors["a"] and back.std_errors["asset2.omega"] == res.std_errors[
+        "asset2.omega"]
+    assert np.array_equal(back.correlation_path, res.correlation_path)

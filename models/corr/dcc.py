@@ -399,6 +399,10 @@ class _DCCStdErrors(Mapping):
             self._values = dict(self._source())
         return self._values
 
+    def __getstate__(self):
+        # a pickled result (the app's cache) holds the numbers, not the function that computes them
+        return {"_source": None, "_values": self._ab, "_margins": self._margins}
+
     def __getitem__(self, key):
         if key in ("a", "b"):
             return self._ab[key]
