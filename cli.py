@@ -8,6 +8,7 @@
     execal vol PATH --model M [...] --out vol.json     realised / GARCH / Markov regimes / Merton
     execal surface PATH --model {svi,ssvi} --out s.json option volatility surface + arbitrage report
     execal orderflow CAPTURE... --out orderflow.json   OFI, Kyle's lambda, propagator, resilience per venue
+    execal corr PATH... --method {realized,hy,dcc,shrinkage} --out corr.json   correlation structures
 
 Exit codes: 0 ok, 2 bad input or usage (a short message on stderr, never a traceback),
 3 the fit did not converge (the config is still written, with the optimizer's status), 1 unexpected.
@@ -373,6 +374,140 @@ def cmd_orderflow(args) -> int:
     return 0 if report.converged else 3
 
 
+def _floats(text: str | None, what: str) -> list[float] | None:
+    if not text:
+        return None
+    return [_number(v.strip(), what) for v in text.split(",") if v.strip()]
+
+
+def _corr_basket(args, result):
+    """The basket-cost block of `execal corr --basket` (Almgren–Chriss with this covariance)."""
+    from execal.models.corr.basket import BasketCost
+
+    quantities = {k: _number(v, "--basket") for k, v in _pairs(args.basket, "--basket").items()}
+    prices = {k: _number(v, "--prices") for k, v in _pairs(args.prices, "--prices").items()}
+    adv = {k: _number(v, "--adv") for k, v in _pairs(args.adv, "--adv").items()}
+    return BasketCost(quantities=quantities, prices=prices, adv=adv, eta_bps=args.eta_bps, gamma_bps=args.gamma_bps,
+                      half_spread_bps=args.half_spread_bps, horizon_days=args.horizon_days, steps=args.steps,
+                      risk_aversion=args.risk_aversion).fit(result)
+
+
+def _corr_regimes(args, panel):
+    """Calm / stressed correlation matrices: Markov-switching regimes of one asset's returns (the volatility
+    area's model, composed here: the correlation area only takes labels)."""
+    import numpy as np
+
+    from execal.models.corr.regimes import RegimeCorrelations
+    from execal.models.data.bars import Returns
+    from execal.models.data.schema import ValidationReport
+    from execal.models.vol.regimes import REGIME_NAMES, fit_markov
+
+    asset = args.regime_asset or panel.names[0]
+    if asset not in panel.names:
+        raise UsageError(f"--regime-asset {asset!r}: not one of {list(panel.names)}")
+    ret = Returns(panel.column(asset), panel.t_ns, panel.period_ns, ", ".join(panel.sources), asset,
+                  ValidationReport(rows_read=panel.n, rows_kept=panel.n))
+    markov = fit_markov(ret, k_regimes=args.regimes)
+    names = REGIME_NAMES[args.regimes]
+    labels = np.asarray(names, dtype=object)[np.asarray(markov.smoothed).argmax(1)]
+    result = RegimeCorrelations(order=names).fit(panel, labels)
+    info = {"asset": asset, "k_regimes": args.regimes, "converged": bool(markov.converged),
+            "message": markov.message, "labels": "most probable smoothed regime of the Markov-switching variance "
+            f"of {asset}'s returns (execal.models.vol.regimes.fit_markov)",
+            "regimes": [{"name": names[r["regime"]], "sigma_daily": r["sigma_daily"],
+                         "expected_duration_days": r["expected_duration_days"], "share_of_time": r["share_of_time"]}
+                        for r in markov.regimes]}
+    warn = list(result.warnings) + ([] if markov.converged else
+                                    [f"the Markov fit of {asset} did not converge ({markov.message}): the regime "
+                                     "labels are unreliable"])
+    return result, info, warn, bool(markov.converged)
+
+
+def cmd_corr(args) -> int:
+    """Correlation of several series: realised covariance + Epps curve, or Hayashi–Yoshida + lead–lag
+    (ticks: trades or quotes), or DCC-GARCH, or Ledoit–Wolf (returns of bars or trades); optional
+    regime-conditional matrices and a basket's execution cost. JSON out; exit 3 when a fit did not converge."""
+    from execal.models.corr.spec import CLI_METHODS
+    from execal.models.core.registry import get_model
+    from execal.models.data.schema import DataError
+    from execal.models.impact.config import make_provenance
+
+    spec = get_model(CLI_METHODS[args.method], kind="correlation")
+    tick_method = spec.input == "ticks"
+    if args.basket and not (args.prices and args.adv):
+        raise UsageError("--basket needs --prices NAME=USD,... and --adv NAME=UNITS_PER_DAY,... for every asset traded")
+    if args.regimes and tick_method:
+        raise UsageError("--regimes needs returns (--method dcc or shrinkage), not tick data")
+    datasets = [_load(p, args.kind, args.map) for p in args.paths]
+    if tick_method:
+        settings = {"price": args.price}
+        intervals = None if args.epps in (None, "auto") else _floats(args.epps, "--epps")
+        if args.method == "realized":
+            settings.update(interval=args.interval, grid=args.grid, epps_intervals=intervals, epps=not args.no_epps)
+        else:
+            settings.update(lead_lag=not args.no_lead_lag, max_lag_s=args.max_lag_s, lag_step_s=args.lag_step_s,
+                            band=args.band, alpha=args.alpha, n_shifts=args.shifts, seed=args.seed,
+                            epps=args.epps is not None and not args.no_epps, epps_intervals=intervals)
+    elif args.method == "dcc":
+        settings = {"vol": args.vol, "dist": args.dist, "mean": args.mean, "freq": args.freq, "bar": args.bar,
+                    "maxiter": args.maxiter}
+    else:
+        settings = {"freq": args.freq, "bar": args.bar, "n_boot": args.boot, "seed": args.seed}
+    estimator = spec.estimator(**settings)
+    try:
+        if tick_method:
+            data = datasets
+            if args.symbol:
+                from execal.models.corr.ticks import tick_series, unique_names
+
+                data = unique_names([s for ds in datasets for sym in args.symbol
+                                     for s in tick_series(ds, price=args.price, symbol=sym)
+                                     if sym in set(ds.frame.get("symbol", []))])
+            result = estimator.fit(data)
+        else:
+            panel = estimator.panel(datasets)
+            if args.symbol:
+                keep = [n for n in panel.names if n in args.symbol]
+                if len(keep) < 2:
+                    raise UsageError(f"--symbol keeps {keep}: a correlation needs two of {list(panel.names)}")
+                import numpy as np
+                from execal.models.corr.panel import ReturnPanel
+
+                cols = [panel.names.index(n) for n in keep]
+                panel = ReturnPanel(np.asarray(panel.values)[:, cols], panel.t_ns, tuple(keep), panel.period_ns,
+                                    panel.sources, panel.report)
+            result = estimator.fit(panel)
+        converged = result.converged
+        out = result.to_dict(horizon=args.horizon) if args.method == "dcc" else result.to_dict()
+        warnings = list(result.warnings)
+        if args.regimes:
+            regimes, info, warn, ok = _corr_regimes(args, result.panel)
+            out["regimes"] = {**info, **regimes.to_dict()}
+            warnings += warn
+            converged = converged and ok
+        if args.basket:
+            basket = _corr_basket(args, result)
+            out["basket"] = basket.to_dict()
+            warnings += list(basket.warnings)
+    except (DataError, UsageError):
+        raise
+    except ValueError as err:          # a setting the estimator refuses: the user's to fix, one line
+        raise UsageError(str(err)) from None
+    out["inputs"] = [{**make_provenance(ds), "kind": ds.kind, "warnings": list(ds.report.warnings)}
+                     for ds in datasets]
+    out["config"] = result.to_config({"files": out["inputs"]})
+    _json_out(out, args.out)
+    for w in warnings:
+        print(f"execal: warning: {w}", file=sys.stderr)
+    if not args.quiet:
+        print(result.summary(), file=sys.stderr)
+        if args.regimes:
+            print(regimes.summary(), file=sys.stderr)
+        if args.basket:
+            print(basket.summary(), file=sys.stderr)
+    return 0 if converged else 3
+
+
 # --- parser -----------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -542,6 +677,58 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="JSON file; stdout when omitted")
     p.add_argument("--quiet", action="store_true", help="no table on stderr")
     p.set_defaults(func=cmd_orderflow)
+    p = sub.add_parser("corr", help="correlation of several series: realised + Epps curve or Hayashi–Yoshida + "
+                                    "lead–lag (ticks), DCC-GARCH or Ledoit–Wolf (returns) (JSON)")
+    p.add_argument("paths", nargs="+", metavar="PATH",
+                   help="files: trades or quotes (realized, hy), bars or trades (dcc, shrinkage); a file with several "
+                        "symbols or venues gives one series each")
+    p.add_argument("--method", required=True, choices=["realized", "hy", "dcc", "shrinkage"],
+                   help="realized covariance + Epps curve, Hayashi–Yoshida + lead–lag, DCC-GARCH or Ledoit–Wolf")
+    p.add_argument("--kind", choices=["trades", "quotes", "bars"], help="dataset kind (detected when omitted; a raw "
+                   "Binance capture gives trades unless --kind quotes)")
+    p.add_argument("--price", default="auto", choices=["auto", "trade", "mid"],
+                   help="realized/hy: trade prices or mid quotes (auto: mid for quotes) (default: %(default)s)")
+    p.add_argument("--symbol", action="append", help="keep only this symbol (repeatable)")
+    p.add_argument("--interval", help="realized: sampling interval of the matrix (e.g. 1s, 5min; default: the largest "
+                                      "nice interval leaving ≥ 100 returns)")
+    p.add_argument("--grid", default="calendar", choices=["calendar", "refresh"],
+                   help="realized: previous-tick calendar grid or refresh-time sampling (default: %(default)s)")
+    p.add_argument("--epps", help="Epps-curve intervals in seconds, comma-separated, or 'auto' (realized: on by "
+                                  "default; hy: adds the curves beside the HY level)")
+    p.add_argument("--no-epps", action="store_true", help="skip the Epps curves")
+    p.add_argument("--max-lag-s", type=float, default=2.0, help="hy: largest lead–lag scanned, seconds (default: %(default)s)")
+    p.add_argument("--lag-step-s", type=float, default=0.01, help="hy: lag step, seconds (default 0.01)")
+    p.add_argument("--band", default="asymptotic", choices=["asymptotic", "shift"],
+                   help="hy: null band of the lead–lag scan (variance under independence, or circular shifts) (default: %(default)s)")
+    p.add_argument("--alpha", type=float, default=0.05, help="hy: level of the null band (default 0.05)")
+    p.add_argument("--shifts", type=int, default=200, help="hy --band shift: rotations drawn (default 200)")
+    p.add_argument("--no-lead-lag", action="store_true", help="hy: skip the lead–lag scans")
+    p.add_argument("--freq", help="dcc/shrinkage: return interval, a multiple of the bar (default: the bar)")
+    p.add_argument("--bar", help="dcc/shrinkage: bar length built from trades (default 1min)")
+    p.add_argument("--vol", default="garch", choices=["garch", "gjr", "egarch"], help="dcc: margin model (default: %(default)s)")
+    p.add_argument("--dist", default="normal", choices=["normal", "t"], help="dcc: margin errors (default: %(default)s)")
+    p.add_argument("--mean", default="constant", choices=["constant", "zero"], help="dcc: margin mean (default: %(default)s)")
+    p.add_argument("--horizon", type=int, default=10, help="dcc: forecast periods (default 10)")
+    p.add_argument("--maxiter", type=int, default=200, help="dcc: SLSQP iterations on (a, b) (default 200)")
+    p.add_argument("--boot", type=int, default=200, help="shrinkage: block-bootstrap resamples (default 200)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the shift band and the bootstrap (default: %(default)s)")
+    p.add_argument("--regimes", type=int, choices=[2, 3], help="dcc/shrinkage: also the correlation per Markov "
+                   "volatility regime (calm/stressed) of --regime-asset")
+    p.add_argument("--regime-asset", help="the asset whose volatility regimes label the periods (default: the first)")
+    p.add_argument("--basket", help="also the Almgren–Chriss cost of this basket, NAME=QTY,... (signed units), "
+                                    "together vs apart")
+    p.add_argument("--prices", help="--basket: NAME=USD,...")
+    p.add_argument("--adv", help="--basket: NAME=units per day,...")
+    p.add_argument("--eta-bps", type=float, default=50.0, help="--basket: temporary impact, bps at 1 ADV/day (default: %(default)s)")
+    p.add_argument("--gamma-bps", type=float, default=10.0, help="--basket: permanent impact, bps per ADV (default: %(default)s)")
+    p.add_argument("--half-spread-bps", type=float, default=0.5, help="--basket: half spread, bps (default: %(default)s)")
+    p.add_argument("--horizon-days", type=float, default=1.0, help="--basket: execution horizon, days (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=48, help="--basket: trading intervals (default: %(default)s)")
+    p.add_argument("--risk-aversion", type=float, default=1e-6, help="--basket: λ per USD (default: %(default)s)")
+    p.add_argument("--map", help="column mapping their_name=canonical_name,...")
+    p.add_argument("--out", help="JSON file; stdout when omitted")
+    p.add_argument("--quiet", action="store_true", help="no summary on stderr")
+    p.set_defaults(func=cmd_corr)
 
     p = sub.add_parser("serve", help="start the dashboard")
     p.add_argument("--host", default="127.0.0.1",

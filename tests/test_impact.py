@@ -7,7 +7,7 @@ import pytest
 from scipy.optimize import least_squares
 
 from execal.models.impact.features import Features, impact_features
-from execal.models.core.registry import LOSSES, MODELS, OPTIMIZERS, WEIGHTS, describe, get_model, models_of_kind, register_model
+from execal.models.core.registry import KINDS, LOSSES, MODELS, OPTIMIZERS, WEIGHTS, describe, get_model, models_of_kind, register_model
 from execal.models.data.schema import DataError
 from execal.models.impact.simulate import simulate_fills
 
@@ -150,7 +150,7 @@ def test_registry_is_complete_and_json_ready():
     assert set(LOSSES) == {"linear", "huber", "soft_l1", "cauchy", "arctan"}
     assert {"none", "noise", "column", "auto"} <= set(WEIGHTS)
     d = json.loads(json.dumps(describe()))
-    assert {m["kind"] for m in d["models"].values()} <= {"impact", "volatility", "surface"}
+    assert {m["kind"] for m in d["models"].values()} <= set(d["kinds"]) == set(KINDS)
     for m in (m for m in d["models"].values() if m["kind"] == "impact"):
         assert m["formula"] and m["params"]
         for p in m["params"]:

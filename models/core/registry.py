@@ -2,7 +2,7 @@
 
 The UI pickers and sliders, the CLI (`execal models`) and the config schema are all generated from
 `describe()`; nothing else in execal keeps its own list. Every model carries a `kind`
-("impact", "volatility", "surface", "orderflow"), a label, a formula and its parameters with bounds, units and descriptions.
+("impact", "volatility", "surface", "orderflow", "correlation"), a label, a formula and its parameters with bounds, units and descriptions.
 Losses carry their implementation (rho(z), rho'(z), rho''(z), z = (r/f_scale)², the same functions
 as scipy's `least_squares`) so the fast normal-equations solver and the sandwich covariance use
 exactly the loss scipy minimises.
@@ -17,7 +17,7 @@ import numpy as np
 
 from execal.models.core.params import Param
 
-KINDS = ("impact", "volatility", "surface", "orderflow")
+KINDS = ("impact", "volatility", "surface", "orderflow", "correlation")
 
 # --- models ----------------------------------------------------------------------------------
 # Every model that exists, by name: (kind, "module:attribute" of its specification). A model's
@@ -48,6 +48,13 @@ ENTRIES: dict[str, tuple[str, str]] = {
     "propagator": ("orderflow", "execal.models.orderflow.propagator:PROPAGATOR_MODEL"),
     "resilience": ("orderflow", "execal.models.orderflow.resilience:RESILIENCE_MODEL"),
     "book_cost": ("orderflow", "execal.models.orderflow.cost:BOOK_COST_MODEL"),
+    # correlation structures (execal.models.corr)
+    "realized_cov": ("correlation", "execal.models.corr.spec:REALIZED"),
+    "hayashi_yoshida": ("correlation", "execal.models.corr.spec:HAYASHI_YOSHIDA"),
+    "dcc": ("correlation", "execal.models.corr.spec:DCC_MODEL"),
+    "ledoit_wolf": ("correlation", "execal.models.corr.spec:LEDOIT_WOLF"),
+    "regime_corr": ("correlation", "execal.models.corr.spec:REGIME_CORR"),
+    "basket_cost": ("correlation", "execal.models.corr.spec:BASKET"),
 }
 
 
