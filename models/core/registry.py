@@ -42,6 +42,9 @@ ENTRIES: dict[str, tuple[str, str]] = {
     # option surfaces (execal.models.surface.svi)
     "svi": ("surface", "execal.models.surface.svi:SVI"),
     "ssvi": ("surface", "execal.models.surface.svi:SSVI"),
+    # pricing models of the underlying, calibrated to the chain (execal.models.surface.heston)
+    "heston": ("surface", "execal.models.surface.heston:HESTON"),
+    "bates": ("surface", "execal.models.surface.heston:BATES"),
 }
 
 

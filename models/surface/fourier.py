@@ -58,7 +58,7 @@ PARAMS = {"heston": HESTON_PARAMS, "bates": BATES_PARAMS}
 
 DEFAULT_TOL = 1e-12            # target absolute error of a price, in units of the forward
 MIN_T_YEARS = 1e-9             # shorter expiries are priced at intrinsic (flag EXPIRED)
-MAX_NODES = 400_000            # per expiry; beyond it the plan is capped (flag CAPPED)
+MAX_NODES = 400_000            # per expiry by default; beyond it the plan is capped (flag CAPPED)
 MIN_NODES = 16
 _SCAN_U = np.geomspace(1e-2, 1e6, 97)        # |φ| scan for the truncation point
 _D_FRACTIONS = np.linspace(0.05, 0.95, 19)   # candidate strip widths d' as fractions of d
@@ -212,7 +212,8 @@ class Plan:
     flags: np.ndarray
 
 
-def plan(params, T, x_lo, x_hi, *, jumps: bool = False, tol: float = DEFAULT_TOL) -> Plan:
+def plan(params, T, x_lo, x_hi, *, jumps: bool = False, tol: float = DEFAULT_TOL,
+         max_nodes: int = MAX_NODES) -> Plan:
     """The trapezoid plan (see the module docstring) for expiries `T` whose options have
     x = ln(F/K) in [x_lo, x_hi] (arrays, one entry per expiry)."""
     T = np.asarray(T, dtype=np.float64)
@@ -251,10 +252,10 @@ def plan(params, T, x_lo, x_hi, *, jumps: bool = False, tol: float = DEFAULT_TOL
     flags |= np.where(found, 0, TRUNCATED)
     h = np.minimum(h, U / (MIN_NODES - 1))
     nodes = np.ceil(U / h).astype(np.int64) + 1
-    capped = nodes > MAX_NODES
+    capped = nodes > max_nodes
     flags |= np.where(capped, CAPPED, 0)
-    nodes = np.minimum(nodes, MAX_NODES)
-    h = np.where(capped, U / (MAX_NODES - 1), h)
+    nodes = np.minimum(nodes, max_nodes)
+    h = np.where(capped, U / (max_nodes - 1), h)
     return Plan(T=T, w_cv=w, h=h, nodes=nodes, U=U, strip=strip, flags=flags)
 
 
@@ -280,12 +281,13 @@ class FourierPrices:
 
 
 def otm_prices(params, forward, strike, T_years, *, model: str = "heston", grad: bool = False,
-               tol: float = DEFAULT_TOL) -> FourierPrices:
+               tol: float = DEFAULT_TOL, max_nodes: int = MAX_NODES) -> FourierPrices:
     """Out-of-the-money option prices / F under `model` ("heston" or "bates"), vectorised.
 
     `params`: mapping or sequence in `PARAMS[model]` order; `forward`, `strike`, `T_years` broadcast
     to one entry per option (every option of an expiry shares its characteristic function). With
-    `grad`, `jac[i, j]` = ∂(price_i/F_i)/∂param_j.
+    `grad`, `jac[i, j]` = ∂(price_i/F_i)/∂param_j. `max_nodes` caps the nodes per expiry (flag
+    CAPPED where the plan wanted more: a calibration's trial points far from any market).
     """
     jumps = model == "bates"
     if model not in PARAMS:
@@ -320,7 +322,7 @@ def otm_prices(params, forward, strike, T_years, *, model: str = "heston", grad:
     x_hi = np.full(n_exp, -np.inf)
     np.minimum.at(x_lo, inv, x)
     np.maximum.at(x_hi, inv, x)
-    pl = plan(p, T_u, x_lo, x_hi, jumps=jumps, tol=tol)
+    pl = plan(p, T_u, x_lo, x_hi, jumps=jumps, tol=tol, max_nodes=max(int(max_nodes), MIN_NODES))
     flags[live] |= pl.flags[inv]
     # every expiry's nodes in one evaluation of the characteristic function
     starts = np.concatenate([[0], np.cumsum(pl.nodes)])
@@ -374,7 +376,9 @@ def _sum_over_nodes(psi: np.ndarray, x: np.ndarray, h: float) -> np.ndarray:
     stacked = padded.reshape(rows, n_blocks, block).transpose(2, 0, 1).reshape(block, rows * n_blocks)
     inner = np.exp(1j * h * np.multiply.outer(x, np.arange(block)))            # (options, block)
     outer = np.exp(1j * h * block * np.multiply.outer(x, np.arange(n_blocks)))  # (options, n_blocks)
-    partial = (inner @ stacked).reshape(x.size, rows, n_blocks)
+    # einsum's own loops, not BLAS: these products are small, and a threaded zgemm on a busy
+    # machine costs a hundred times more than the arithmetic
+    partial = np.einsum("om,mc->oc", inner, stacked).reshape(x.size, rows, n_blocks)
     return np.einsum("orb,ob->or", partial, outer).real
 
 
