@@ -7,6 +7,7 @@
     execal predict --config cfg PATH [--out preds.csv] expected cost of each fill from a config
     execal vol PATH --model M [...] --out vol.json     realised / GARCH / Markov regimes / Merton
     execal surface PATH --model {svi,ssvi} --out s.json option volatility surface + arbitrage report
+    execal surface PATH --model {heston,bates}          stochastic-vol / jump model calibrated to the chain
 
 Exit codes: 0 ok, 2 bad input or usage (a short message on stderr, never a traceback),
 3 the fit did not converge (the config is still written, with the optimizer's status), 1 unexpected.
@@ -262,13 +263,22 @@ def cmd_surface(args) -> int:
     """Fit raw SVI per expiry or an SSVI surface to an option chain; JSON with, per expiry, the
     parameters, RMSE in vol points, optimizer report and butterfly violations, plus calendar
     violations (exit 3 when a slice's optimizer did not converge; the JSON is still written)."""
+    from execal.models.core.registry import get_model
+    from execal.models.surface.heston import StochasticVolCalibrator
     from execal.models.surface.options import prepare_chain
     from execal.models.surface.svi import SurfaceCalibrator
 
     ds = _load(args.path, "options", args.map)
     chain = prepare_chain(ds, underlying=args.underlying, as_of=args.as_of, forward=args.forward,
                           iv_source=args.iv_source)
-    calibrator = SurfaceCalibrator(args.model, args.weights, args.no_arbitrage, method=args.method)
+    pricing = getattr(get_model(args.model, "surface"), "family", "smile") == "pricing"
+    if pricing:   # heston, bates: a model of the underlying calibrated to the chain's prices or vols
+        if args.no_arbitrage:
+            print(f"execal: note: --no-arbitrage has no effect on {args.model}: its prices are free of static "
+                  "arbitrage by construction", file=sys.stderr)
+        calibrator = StochasticVolCalibrator(args.model, args.target, args.weights, seed=args.seed)
+    else:
+        calibrator = SurfaceCalibrator(args.model, args.weights, args.no_arbitrage, method=args.method)
     result = calibrator.fit(chain)
     out = result.to_dict()
     out["config"] = result.to_config()
@@ -277,7 +287,8 @@ def cmd_surface(args) -> int:
         print(f"execal: warning: {w}", file=sys.stderr)
     if not args.quiet:
         print(result.summary(), file=sys.stderr)
-    converged = all(s.optimizer is None or s.optimizer.success for s in result.slices)
+    converged = result.converged if pricing else \
+        all(s.optimizer is None or s.optimizer.success for s in result.slices)
     return 0 if converged else 3
 
 
@@ -378,7 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
     from execal.models.surface.svi import WEIGHTS as SURFACE_WEIGHTS
 
     p = sub.add_parser("surface", help="fit an implied-volatility surface (raw SVI per expiry or SSVI) "
-                                       "to an option chain, with its arbitrage report (JSON)")
+                                       "to an option chain, with its arbitrage report, or calibrate Heston / "
+                                       "Bates to it (JSON)")
     p.add_argument("path", help="option chain (Tardis options_chain CSV or a generic chain)")
     p.add_argument("--model", default="svi", choices=list(models_of_kind("surface")))
     p.add_argument("--weights", default="vega", choices=list(SURFACE_WEIGHTS),
@@ -387,6 +399,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fit under the no-butterfly (and calendar) constraints")
     p.add_argument("--method", default="quasi_explicit", choices=["quasi_explicit", "least_squares"],
                    help="SVI optimizer: Zeliade's quasi-explicit reduction (default) or plain least squares")
+    p.add_argument("--target", default="price", choices=["price", "vol"],
+                   help="heston/bates: fit out-of-the-money prices / forward (default) or implied vols")
+    p.add_argument("--seed", type=int, default=0, help="heston/bates: seed of the multistart points")
     p.add_argument("--underlying", help="the coin to fit when the chain holds several (e.g. BTC)")
     p.add_argument("--as-of", help="snapshot time (UTC); default: the latest quote")
     p.add_argument("--forward", default="auto", choices=list(FORWARD_METHODS),
