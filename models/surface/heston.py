@@ -31,8 +31,10 @@ Optimizer: Levenberg–Marquardt (MINPACK through `scipy.optimize.least_squares(
 the analytic Jacobian (the price gradient from the characteristic function; in the vol target
 divided by the model's Black vega). The parameters live in bounded coordinates p = lo + (hi −
 lo)·s(z) (in log space for the positive ones; s the logistic function), so the unbounded LM stays
-inside the bounds of `HESTON.params` / `BATES.params`; a parameter that ends within 1e-6 (in s)
-of a bound is reported in `report.active_bounds` with a warning. Multistart: the data-driven start
+inside the bounds of `HESTON.params` / `BATES.params`. The logistic coordinate flattens near a
+bound, where LM stops short of it; a solution within 1e-2 (in s) of a bound is finished by a
+bounded trust-region-reflective polish in natural coordinates (same Jacobian), and a parameter
+that ends within 1e-6 (in s) of a bound is reported in `report.active_bounds` with a warning. Multistart: the data-driven start
 (ATM variance of the shortest and longest expiries, short-dated ATM skew ≈ rho·sigma/(4·sqrt(v0)))
 or the caller's `start`, plus `starts` Sobol points in a plausible box, are scored by one objective
 evaluation each; LM runs from the best `polish` of them and the lowest cost wins (every stage is in
@@ -89,7 +91,8 @@ TARGET_DESCRIPTIONS = {
 }
 FELLER_NOTE = ("Feller condition 2*kappa*theta >= sigma^2 violated: the variance process can reach zero "
                "(prices from the characteristic function stay valid; simulation schemes need care)")
-_AT_BOUND = 1e-6                 # in the logistic coordinate s
+_AT_BOUND = 1e-6                 # in the logistic coordinate s: at a bound
+_NEAR_BOUND = 1e-2               # in s: LM's step has flattened; a bounded polish finishes the fit
 _VEGA_FLOOR = 1e-6               # relative to the slice's largest vega
 _CONDITION_MAX = 1e12
 
@@ -629,6 +632,20 @@ class StochasticVolCalibrator(Estimator):
                                          gtol=self.tol, max_nfev=budget, x_scale=1.0)
         return res
 
+    def _bounded_polish(self, prob: _Problem, p0: np.ndarray):
+        lo, hi = self.spec.bounds()
+
+        def fun(p):
+            return prob.evaluate(p, max_nodes=self.max_nodes)["r"]
+
+        def jac(p):
+            J = prob.evaluate(p, grad=True, max_nodes=self.max_nodes)["jac"]
+            return np.where(np.isfinite(J), J, 0.0)
+        with np.errstate(all="ignore"):
+            return optimize.least_squares(fun, np.clip(p0, lo, hi), jac=jac, method="trf", bounds=(lo, hi),
+                                          x_scale="jac", ftol=self.tol, xtol=self.tol, gtol=self.tol,
+                                          max_nfev=self.max_nfev or 100 * (p0.size + 1))
+
     # -- public ---------------------------------------------------------------------------------------------
     def fit(self, chain) -> StochasticVolResult:
         """Calibrate the model to `chain` (a `Chain`, or a Dataset / frame prepared with defaults)."""
@@ -681,18 +698,34 @@ class StochasticVolCalibrator(Estimator):
                 best = (res, label)
         res, label = best
         p_hat = coords.to_p(res.x)
+        status, message, success, cost = int(res.status), str(res.message), bool(res.success), float(res.cost)
+        method = "levenberg_marquardt"
+        near = coords.s(res.x)
+        if np.any((near < _NEAR_BOUND) | (near > 1.0 - _NEAR_BOUND)):
+            # the logistic coordinate flattens at a bound and LM stops short of it: finish in natural
+            # coordinates with the bounds as bounds (trust-region reflective, same analytic Jacobian)
+            pol = self._bounded_polish(prob, p_hat)
+            total_nfev += int(pol.nfev)
+            total_njev += int(pol.njev or 0)
+            stages.append({"stage": "bounded polish (trf) near a bound", "start_cost": num(cost),
+                           "cost": num(pol.cost), "status": int(pol.status), "message": str(pol.message),
+                           "nfev": int(pol.nfev), "params": dict(zip(spec.param_names, map(float, pol.x)))})
+            if np.isfinite(pol.cost) and pol.cost <= cost:
+                p_hat = np.asarray(pol.x, dtype=np.float64)
+                status, message, success, cost = int(pol.status), str(pol.message), bool(pol.success), float(pol.cost)
+                method = "levenberg_marquardt + trf polish at a bound"
         capped = prob.evaluate(p_hat, max_nodes=self.max_nodes)["flags"] & fourier.CAPPED
-        s = coords.s(res.x)
+        s = coords.s(coords.to_z(p_hat))
         active = [f"{n} at {'lower' if si < 0.5 else 'upper'} bound "
                   f"{(spec.params[j].lower if si < 0.5 else spec.params[j].upper):g}"
                   for j, (n, si) in enumerate(zip(spec.param_names, s))
                   if si < _AT_BOUND or si > 1.0 - _AT_BOUND]
-        converged = bool(res.status > 0 and np.isfinite(res.cost))
+        converged = bool(status > 0 and np.isfinite(cost))
         report = OptimizerReport(
-            method="levenberg_marquardt", loss="linear", f_scale=1.0, weights=f"{self.target}/{self.weights}",
-            status=int(res.status), message=str(res.message), success=bool(res.success and converged),
+            method=method, loss="linear", f_scale=1.0, weights=f"{self.target}/{self.weights}",
+            status=status, message=message, success=bool(success and converged),
             converged=converged, nfev=total_nfev, njev=total_njev, iterations=int(res.njev or 0),
-            cost=float(res.cost), active_bounds=tuple(active), starts=tuple(stages),
+            cost=cost, active_bounds=tuple(active), starts=tuple(stages),
             settings={**self.get_params(), "best_start": label,
                       "coordinates": "bounded logistic (log space for positive parameters)"})
         result_warn = [] if not capped.any() else [
