@@ -664,8 +664,9 @@ def pricing_rows(views: Sequence[PricingView]) -> list[dict]:
                 row[name] = "—"
         f = res.feller
         row["Feller 2κθ/σ²"] = f"{format_number(f['ratio'], 3)} ({'holds' if f['satisfied'] else 'violated'})"
-        row["optimizer"] = f"{rep.method}: {rep.message} ({rep.nfev} evaluations)"
-        row["warnings"] = "; ".join(res.warnings) or "none"
+        row["optimizer"] = f"{rep.method}, {rep.nfev} evaluations"
+        others = [w for w in res.warnings if not w.startswith("Feller")]   # Feller has its column
+        row["warnings"] = "; ".join(others) or "none"
         row["key"] = res.model.name
         rows.append(row)
     return rows
