@@ -63,7 +63,7 @@ MIN_NODES = 16
 _SCAN_U = np.geomspace(1e-2, 1e6, 97)        # |φ| scan for the truncation point
 _D_FRACTIONS = np.linspace(0.05, 0.95, 19)   # candidate strip widths d' as fractions of d
 _P_MAX = 64.0                                 # moments searched up to order 1 + _P_MAX and down to −_P_MAX
-_BISECTIONS = 24
+_BISECTIONS = 16
 
 # flags of a priced option (bit field)
 OK = 0
@@ -168,7 +168,7 @@ def explosion_time(p, kappa: float, sigma: float, rho: float) -> np.ndarray:
 
 def moment_strip(T, kappa: float, sigma: float, rho: float) -> tuple[np.ndarray, np.ndarray]:
     """(p₋, p₊): the moments E[(S_T/F)^p] are finite for p₋ < p < p₊ (capped at −64 and 65), to
-    within 64·2^-24 (the plan only needs the strip's width roughly)."""
+    within 64·2^-16 (the plan only needs the strip's width roughly)."""
     T = np.atleast_1d(np.asarray(T, dtype=np.float64))
     n = T.size
     # both searches in one array: p₊ in (1, 65], p₋ in [−64, 0)
