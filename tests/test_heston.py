@@ -14,7 +14,6 @@ from execal.models.core.errors import CalibrationError
 from execal.models.core.registry import describe, get_model, models_of_kind
 from execal.models.data.schema import DataError
 from execal.models.surface import fourier, heston as H
-from execal.models.surface.iv import black76
 from execal.models.surface.options import chain_from_vols, prepare_chain
 
 ql = pytest.importorskip("QuantLib")

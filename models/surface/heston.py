@@ -14,11 +14,13 @@ The objective: ½·Σ r_i² over the chain's quotes, with r_i by `target` and `w
 | target | weights   | r_i                                                           | unit               |
 |--------|-----------|---------------------------------------------------------------|--------------------|
 | price  | uniform   | 1e4·(P_model − P_mid)/F                                        | bps of the forward |
-| price  | vega      | 100·(P_model − P_mid)/vega_mid  (vega floored at 1e-6 of the slice's largest) | ≈ vol points |
+| price  | vega      | 100·(P_model − P_mid)/vega_mid (vega ≥ 1e-6 of the slice's largest)  | ≈ vol points       |
 | price  | spread    | (P_model − P_mid)/(P_ask − P_bid)                              | bid–ask spreads    |
 | vol    | uniform   | 100·(σ_model − σ_mid)                                           | vol points         |
-| vol    | vega      | 100·sqrt(u)·(σ_model − σ_mid), u = vega/max vega of the slice, mean 1 per slice (as SVI) | vol points |
-| vol    | spread    | 100·sqrt(u)·(σ_model − σ_mid), u = 1/(σ_ask − σ_bid), mean 1 per slice (as SVI) | vol points |
+| vol    | vega      | 100·sqrt(u)·(σ_model − σ_mid), u = vega / slice's max vega (*)    | vol points         |
+| vol    | spread    | 100·sqrt(u)·(σ_model − σ_mid), u = 1/(σ_ask − σ_bid) (*)          | vol points         |
+
+(*) normalised to mean 1 per expiry, as the SVI fits weight their quotes.
 
 P are out-of-the-money undiscounted prices divided by the forward (for a coin-margined, inverse
 option that is its coin price; for a USD option its price in units of the forward), P_mid the
@@ -34,7 +36,8 @@ lo)·s(z) (in log space for the positive ones; s the logistic function), so the 
 inside the bounds of `HESTON.params` / `BATES.params`. The logistic coordinate flattens near a
 bound, where LM stops short of it; a solution within 1e-2 (in s) of a bound is finished by a
 bounded trust-region-reflective polish in natural coordinates (same Jacobian), and a parameter
-that ends within 1e-6 (in s) of a bound is reported in `report.active_bounds` with a warning. Multistart: the data-driven start
+that ends within 1e-6 (in s) of a bound is reported in `report.active_bounds` with a warning.
+Multistart: the data-driven start
 (ATM variance of the shortest and longest expiries, short-dated ATM skew ≈ rho·sigma/(4·sqrt(v0)))
 or the caller's `start`, plus `starts` Sobol points in a plausible box, are scored by one objective
 evaluation each; LM runs from the best `polish` of them and the lowest cost wins (every stage is in
@@ -55,7 +58,7 @@ from __future__ import annotations
 import datetime as _dt
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -592,7 +595,7 @@ class StochasticVolCalibrator(Estimator):
             p += [0.5, -0.05 if skew[0] <= 0 else 0.05, 0.1]
         return _inside(self.spec, np.array(p))
 
-    def _candidates(self, prob: _Problem, first: np.ndarray, extra: Sequence[np.ndarray] = ()) -> list[tuple[str, np.ndarray]]:
+    def _candidates(self, first: np.ndarray, extra: Sequence[np.ndarray] = ()) -> list[tuple[str, np.ndarray]]:
         out = [("start", first)] + [(f"start {i + 1}", e) for i, e in enumerate(extra)]
         if self.starts:
             v_short, v_long = first[0], first[2]
@@ -610,13 +613,8 @@ class StochasticVolCalibrator(Estimator):
 
     # -- one LM run ----------------------------------------------------------------------------------------
     def _lm(self, prob: _Problem, coords: _Coordinates, p0: np.ndarray):
-        cache: dict = {}
-
         def fun(z):
-            p = coords.to_p(z)
-            out = prob.evaluate(p, max_nodes=self.max_nodes)
-            cache["r"] = out["r"]
-            return out["r"]
+            return prob.evaluate(coords.to_p(z), max_nodes=self.max_nodes)["r"]
 
         def jac(z):
             p = coords.to_p(z)
@@ -675,7 +673,7 @@ class StochasticVolCalibrator(Estimator):
             extra = [_inside(spec, np.concatenate([hv, jumps])) for jumps in ([2.0, -0.1, 0.2], [0.1, -0.3, 0.3])]
         else:
             first = self.data_start(prob)
-        cands = self._candidates(prob, first, extra)
+        cands = self._candidates(first, extra)
         scored = []
         for label, p in cands:
             r = prob.evaluate(p, max_nodes=self.max_nodes)["r"]
@@ -744,8 +742,8 @@ class StochasticVolCalibrator(Estimator):
         report = OptimizerReport.fixed(**self.get_params())
         return self._result(prob, p, report, "fixed", t0, active=[])
 
-    def fit_snapshots(self, data, *, underlyings: Iterable[str] | None = None,
-                      as_of: Iterable[Any] | None = None, **chain_options) -> dict[tuple[str | None, str], StochasticVolResult]:
+    def fit_snapshots(self, data, *, underlyings: Iterable[str] | None = None, as_of: Iterable[Any] | None = None,
+                      **chain_options) -> dict[tuple[str | None, str], StochasticVolResult]:
         """One fit per (underlying, snapshot): `underlyings` (default: every coin of the data) × `as_of`
         (default: the latest quote of each). Keys are (underlying, as_of ISO)."""
         frame = data.frame if hasattr(data, "frame") else data
