@@ -460,6 +460,13 @@ def test_bound_feller_and_fallback_warnings():
     assert not any("Feller" in w for w in fixed.warnings)     # 2·1·0.01/0.01 = 2
 
 
+def test_a_solution_beyond_the_node_budget_says_so():
+    chain = H.model_chain(CRYPTO, RECOVERY_T[:3], RECOVERY_K[:3])
+    res = H.StochasticVolCalibrator("heston", "price", "vega", starts=0, max_nodes=16).fit(chain)
+    assert any("more than max_nodes = 16" in w for w in res.warnings)
+    assert not any("max_nodes" in w for w in H.StochasticVolCalibrator("heston", starts=0).fit(chain).warnings)
+
+
 def test_bad_input_is_refused_clearly():
     tiny = chain_from_vols(np.array([-0.1, 0.0, 0.1]), 0.1, 0.5)
     with pytest.raises(CalibrationError, match="cannot pin down"):
