@@ -9,6 +9,7 @@
     execal surface PATH --model {svi,ssvi} --out s.json option volatility surface + arbitrage report
     execal orderflow CAPTURE... --out orderflow.json   OFI, Kyle's lambda, propagator, resilience per venue
     execal corr PATH... --method {realized,hy,dcc,shrinkage} --out corr.json   correlation structures
+    execal surface PATH --model {heston,bates}          stochastic-vol / jump model calibrated to the chain
 
 Exit codes: 0 ok, 2 bad input or usage (a short message on stderr, never a traceback),
 3 the fit did not converge (the config is still written, with the optimizer's status), 1 unexpected.
@@ -316,6 +317,8 @@ def cmd_surface(args) -> int:
     """Fit raw SVI per expiry or an SSVI surface to an option chain; JSON with, per expiry, the
     parameters, RMSE in vol points, optimizer report and butterfly violations, plus calendar
     violations (exit 3 when a slice's optimizer did not converge; the JSON is still written)."""
+    from execal.models.core.registry import get_model
+    from execal.models.surface.heston import StochasticVolCalibrator
     from execal.models.surface.options import prepare_chain
     from execal.models.surface.svi import SurfaceCalibrator
 
@@ -323,7 +326,14 @@ def cmd_surface(args) -> int:
     chain = prepare_chain(ds, underlying=args.underlying, as_of=args.as_of, forward=args.forward,
                           iv_source=args.iv_source, price_unit=args.price_unit, strict=not args.lenient)
     print(f"execal: option prices read as {chain.price_unit}: {chain.price_unit_reason}", file=sys.stderr)
-    calibrator = SurfaceCalibrator(args.model, args.weights, args.no_arbitrage, method=args.method)
+    pricing = getattr(get_model(args.model, "surface"), "family", "smile") == "pricing"
+    if pricing:   # heston, bates: a model of the underlying calibrated to the chain's prices or vols
+        if args.no_arbitrage:
+            print(f"execal: note: --no-arbitrage has no effect on {args.model}: its prices are free of static "
+                  "arbitrage by construction", file=sys.stderr)
+        calibrator = StochasticVolCalibrator(args.model, args.target, args.weights, seed=args.seed)
+    else:
+        calibrator = SurfaceCalibrator(args.model, args.weights, args.no_arbitrage, method=args.method)
     result = calibrator.fit(chain)
     out = result.to_dict()
     out["config"] = result.to_config()
@@ -628,7 +638,8 @@ def build_parser() -> argparse.ArgumentParser:
     from execal.models.surface.svi import WEIGHTS as SURFACE_WEIGHTS
 
     p = sub.add_parser("surface", help="fit an implied-volatility surface (raw SVI per expiry or SSVI) "
-                                       "to an option chain, with its arbitrage report (JSON)")
+                                       "to an option chain, with its arbitrage report, or calibrate Heston / "
+                                       "Bates to it (JSON)")
     p.add_argument("path", help="option chain (Tardis options_chain CSV or a generic chain)")
     p.add_argument("--model", default="svi", choices=list(models_of_kind("surface")),
                    help="raw SVI per expiry or the SSVI surface (default: %(default)s)")
@@ -639,6 +650,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="quasi_explicit", choices=["quasi_explicit", "least_squares"],
                    help="SVI optimizer: Zeliade's quasi-explicit reduction or plain least squares "
                         "(default: %(default)s)")
+    p.add_argument("--target", default="price", choices=["price", "vol"],
+                   help="heston/bates: fit out-of-the-money prices / forward, or implied vols (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="heston/bates: seed of the multistart points "
+                                                       "(default: %(default)s)")
     p.add_argument("--underlying", help="the coin to fit when the chain holds several (e.g. BTC)")
     p.add_argument("--as-of", help="snapshot time (UTC); default: the latest quote")
     p.add_argument("--forward", default="auto", choices=list(FORWARD_METHODS),

@@ -199,9 +199,11 @@ SMILE_HOVER = ("K %{customdata[0]:,.0f} %{customdata[1]} · k %{x:.4f}<br>mid %{
                "error %{customdata[5]:+.2f} vol pts<extra>%{fullData.name}</extra>")
 
 
-def smiles_figure(view: SurfaceView | None, expiries: Sequence[str] | None = None) -> go.Figure:
+def smiles_figure(view: SurfaceView | None, expiries: Sequence[str] | None = None,
+                  pricing: Sequence["PricingView"] = ()) -> go.Figure:
     """Small multiples, one per chosen expiry: mid IV markers, bid/ask IVs as asymmetric error bars,
-    the fitted curve over the quoted range and a little beyond. Vols in % (1 % = 1 vol point)."""
+    the fitted curve over the quoted range and a little beyond, and the smile of each calibrated pricing
+    model (`pricing`: Heston, Bates; dashed) beside it. Vols in % (1 % = 1 vol point)."""
     if view is None:
         return empty_figure(NO_RESULT)
     result = view.result
@@ -244,6 +246,14 @@ def smiles_figure(view: SurfaceView | None, expiries: Sequence[str] | None = Non
                            "xaxis": xref, "yaxis": yref, "name": f"fit ({result.model.name.upper()})",
                            "legendgroup": "fit", "showlegend": i == 0, "line": {"color": PALETTE[1], "width": 2},
                            "hovertemplate": "k %{x:.4f}<br>fit %{y:.2f} %<extra></extra>"})
+        for j, pv in enumerate(pricing):
+            curve = pv.curve(iso)
+            if len(curve):
+                traces.append({"type": "scatter", "x": curve["k"].to_numpy(np.float64),
+                               "y": VOL_PTS * curve["iv_model"].to_numpy(np.float64), "mode": "lines",
+                               "xaxis": xref, "yaxis": yref, "name": pv.name, "legendgroup": pv.result.model.name,
+                               "showlegend": i == 0, "line": {"color": pricing_colour(j), "width": 2, "dash": "dash"},
+                               "hovertemplate": f"k %{{x:.4f}}<br>{pv.result.model.name} %{{y:.2f}} %<extra></extra>"})
     return _figure(traces, layout, height=height)
 
 
@@ -586,3 +596,121 @@ def arbitrage_headline(result) -> tuple[str, str]:
               if result.no_arbitrage else "Tick 'No-arbitrage fit' to refit under the constraints.")
     return "danger", (f"Static arbitrage {on}: {n_bf} expiry(ies) with g < 0, {n_cal} calendar interval(s). "
                       + advice)
+
+
+# --- pricing models (Heston, Bates) beside the smile fit --------------------------------------------------
+
+
+PRICING_PALETTE = ("#198754", "#6f42c1", "#d63384")
+PRICING_PARAMS = ("v0", "kappa", "theta", "sigma", "rho", "lambda", "nu", "delta")
+NO_PRICING = "No pricing model calibrated: tick Heston or Bates under 'Pricing models beside the fit'"
+
+
+def pricing_colour(i: int) -> str:
+    return PRICING_PALETTE[i % len(PRICING_PALETTE)]
+
+
+@dataclass(frozen=True, eq=False)
+class PricingView:
+    """A calibrated pricing model's figure data, prepared once: its smiles on each expiry's quoted range
+    (`result.curve_frame`) and its quotes with the model IV (`result.smile_frame`), sorted by T then k."""
+    result: Any
+    quotes: pd.DataFrame
+    curves: pd.DataFrame
+    curve_spans: Mapping[str, tuple[int, int]]
+    quote_spans: Mapping[str, tuple[int, int]]
+
+    @property
+    def name(self) -> str:
+        return f"{self.result.model.name.capitalize()} (calibrated)"
+
+    def curve(self, iso: str) -> pd.DataFrame:
+        a, b = self.curve_spans.get(iso, (0, 0))
+        return self.curves.iloc[a:b]
+
+    def quotes_of(self, iso: str) -> pd.DataFrame:
+        a, b = self.quote_spans.get(iso, (0, 0))
+        return self.quotes.iloc[a:b]
+
+
+def pricing_view(result, curve_points: int = CURVE_POINTS) -> PricingView | None:
+    if result is None:
+        return None
+    quotes = result.smile_frame().sort_values(["T_years", "k"], kind="stable").reset_index(drop=True)
+    curves = result.curve_frame(points=curve_points).sort_values(["T_years", "k"], kind="stable").reset_index(drop=True)
+    return PricingView(result=result, quotes=quotes, curves=curves,
+                       curve_spans=_spans(curves["expiry"]) if not curves.empty else {},
+                       quote_spans=_spans(quotes["expiry"]) if not quotes.empty else {})
+
+
+def pricing_rows(views: Sequence[PricingView]) -> list[dict]:
+    """One row per calibrated model: optimizer verdict, RMSE, every parameter as value ± standard error
+    (HAC along strikes), the Feller ratio 2·kappa·theta/sigma² (below 1: violated) and the warnings."""
+    rows = []
+    for pv in views:
+        res = pv.result
+        rep = res.report
+        row = {"model": res.model.label, "converged": "yes" if res.converged else "NO",
+               "target / weights": f"{res.target} / {res.weights}",
+               "RMSE (vol pts)": format_number(res.rmse_vol_pts, 3)}
+        for name in PRICING_PARAMS:
+            if name in res.params:
+                se = res.std_errors.get(name)
+                text = format_number(res.params[name], 4)
+                if se is not None and math.isfinite(se):
+                    text += f" ± {format_number(se, 2)}"
+                row[name] = text
+            else:
+                row[name] = "—"
+        f = res.feller
+        row["Feller 2κθ/σ²"] = f"{format_number(f['ratio'], 3)} ({'holds' if f['satisfied'] else 'violated'})"
+        row["optimizer"] = f"{rep.method}, {rep.nfev} evaluations"
+        others = [w for w in res.warnings if not w.startswith("Feller")]   # Feller has its column
+        row["warnings"] = "; ".join(others) or "none"
+        row["key"] = res.model.name
+        rows.append(row)
+    return rows
+
+
+def pricing_residuals_figure(view: SurfaceView | None, pricing: Sequence[PricingView]) -> go.Figure:
+    """Residuals per expiry: the RMSE of every expiry (vol points, against T) for the smile fit and each
+    pricing model, then, per pricing model, model − mid against k with one colour per expiry."""
+    if not pricing:
+        return empty_figure(NO_PRICING)
+    titles = ["RMSE per expiry (vol points)"] + [f"{pv.result.model.label}: model − mid" for pv in pricing]
+    layout, refs, height = _grid_layout(len(titles), min(len(titles), 3), titles, x_title="", y_title=None,
+                                        h_space=0.08, row_px=FIGURE_HEIGHT_PX - 100, top_px=72, bottom_px=50)
+    traces: list[dict] = []
+    xref, yref = refs[0]
+    layout["xaxis"]["title"] = {"text": "T (years)", "font": {"size": 11}}
+    layout["xaxis"]["type"] = "log"
+    layout["yaxis"]["title"] = {"text": "RMSE (vol pts)", "font": {"size": 11}}
+    if view is not None and view.result is not None:
+        fitted = sorted(view.result.fitted_slices, key=lambda s: s.T_years)
+        traces.append({"type": "scatter", "x": [s.T_years for s in fitted], "y": [s.rmse_vol_pts for s in fitted],
+                       "mode": "lines+markers", "xaxis": xref, "yaxis": yref,
+                       "name": f"fit ({view.result.model.name.upper()})", "line": {"color": PALETTE[1], "width": 2},
+                       "text": [expiry_label(s.expiry) for s in fitted],
+                       "hovertemplate": "%{text}<br>RMSE %{y:.3f} vol pts<extra>%{fullData.name}</extra>"})
+    for j, pv in enumerate(pricing):
+        exp = pv.result.expiries
+        traces.append({"type": "scatter", "x": [e.T_years for e in exp], "y": [e.rmse_vol_pts for e in exp],
+                       "mode": "lines+markers", "xaxis": xref, "yaxis": yref, "name": pv.name,
+                       "line": {"color": pricing_colour(j), "width": 2, "dash": "dash"},
+                       "text": [expiry_label(e.expiry) for e in exp],
+                       "hovertemplate": "%{text}<br>RMSE %{y:.3f} vol pts<extra>%{fullData.name}</extra>"})
+    for j, (pv, (xr, yr)) in enumerate(zip(pricing, refs[1:])):
+        axis = str(j + 2)
+        layout[f"xaxis{axis}"]["title"] = {"text": "k = ln(K/F)", "font": {"size": 11}}
+        layout[f"yaxis{axis}"]["title"] = {"text": "vol points", "font": {"size": 11}}
+        layout[f"yaxis{axis}"]["zeroline"] = True
+        for i, e in enumerate(pv.result.expiries):
+            q = pv.quotes_of(expiry_iso(e.expiry))
+            traces.append({"type": "scatter", "x": q["k"].to_numpy(np.float64),
+                           "y": q["error_vol_pts"].to_numpy(np.float64), "mode": "markers", "xaxis": xr, "yaxis": yr,
+                           "name": expiry_label(e.expiry), "legendgroup": f"expiry{i}", "showlegend": False,
+                           "marker": {"size": 5, "color": colour(i)},
+                           "customdata": q["strike"].to_numpy(np.float64),
+                           "hovertemplate": f"{expiry_label(e.expiry)}<br>K %{{customdata:,.0f}} · k %{{x:.4f}}<br>"
+                                            "model − mid %{y:+.3f} vol pts<extra></extra>"})
+    return _figure(traces, layout, height=height)

@@ -15,6 +15,11 @@ hundred quotes: bench/bench_surface_panel.py), looked up first in the app's `Res
 {key, dataset, source, settings, filters}); the session's last view is kept server-side and comes back after a
 reload. Once a surface is shown, changing a control refits at once.
 
+Pricing models beside the fit: ticking Heston or Bates (registry models of family "pricing") calibrates them to
+the same quotes (`execal.models.surface.heston.StochasticVolCalibrator`, price target, the panel's weights), each
+cached under its own key; their smiles are drawn dashed beside the market and the fit, with a table of their
+parameters (± HAC standard errors), the Feller condition and optimizer status, and their residuals per expiry.
+
 Shown: the optimizer's verdict first (a slice or SSVI fit that did not converge is red, never hidden), every
 slice's optimizer status, the parameters per expiry (a, b, rho, m, sigma; for SSVI also theta and the shared rho,
 eta, gamma), RMSE in vol points, the smiles (mid IV, bid/ask bars, fit), the 3D surface, the ATM term structure
@@ -53,10 +58,13 @@ from execal.components import shell
 from execal.components import store as store_mod
 from execal.components import surface_figures as SF
 from execal.components.shell import sample_value  # noqa: F401  (the picker's values, for callers)
+from execal.models.core.errors import CalibrationError
 from execal.models.core.registry import models_of_kind
 from execal.models.data.schema import DataError, Dataset
 from execal.models.impact.config import make_provenance
+from execal.models.surface.heston import StochasticVolCalibrator
 from execal.models.surface.options import prepare_chain
+from execal.models.surface.options import prepare_chain as prepare_pricing_chain
 from execal.models.surface.svi import SurfaceCalibrator
 
 log = logging.getLogger(__name__)
@@ -75,6 +83,8 @@ SEEN = _id("seen-active")          # dcc.Store: the active dataset key this pane
 STATUS, SLICES, PARAMS, SSVI = _id("status", "slices", "params", "ssvi")
 EXPIRIES, SMILES, SURFACE, TERM, RESIDUALS = _id("expiries", "smiles", "surface-3d", "term", "residuals")
 ARB_HEADLINE, BUTTERFLY, CALENDAR, CONDITIONS = _id("arbitrage-headline", "butterfly", "calendar", "conditions")
+# pricing models (Heston, Bates) calibrated beside the fit: checklist, table, residuals
+PRICING, PRICING_TABLE, PRICING_FIGURE = _id("pricing", "pricing-table-slot", "pricing-residuals")
 
 SAMPLE_CHAIN = "options_chain.csv"
 SAMPLE_PREFIX = shell.SAMPLE_PREFIX
@@ -98,8 +108,23 @@ class SettingsError(ValueError):
 
 
 def surface_models() -> dict:
-    """The registry's surface models (name -> model spec), in registry order."""
-    return models_of_kind("surface")
+    """The registry's smile / surface fits (name -> model spec), in registry order: the Model choice."""
+    return {n: m for n, m in models_of_kind("surface").items() if getattr(m, "family", "smile") != "pricing"}
+
+
+def pricing_models() -> dict:
+    """The registry's pricing models of the underlying (Heston, Bates): calibrated beside the fit."""
+    return {n: m for n, m in models_of_kind("surface").items() if getattr(m, "family", "smile") == "pricing"}
+
+
+def build_pricing(pricing: Any) -> list[str]:
+    """The ticked pricing models, validated, in registry order."""
+    chosen = set(pricing or ()) if isinstance(pricing, (list, tuple)) else set()
+    models = pricing_models()
+    unknown = chosen - set(models)
+    if unknown:
+        raise SettingsError(f"pricing model {sorted(unknown)[0]!r}: choose among {', '.join(models)}")
+    return [n for n in models if n in chosen]
 
 
 def weight_choices(model: str | None = None) -> dict[str, str]:
@@ -210,7 +235,7 @@ def get_result(rs: results_mod.ResultStore, key: str | None):
         if not isinstance(raw, bytes):   # evicted, or another panel's result
             raise _Missing(key)
         result = pickle.loads(raw)
-        if not hasattr(result, "to_config") or not hasattr(result, "slices"):
+        if not hasattr(result, "to_config") or not (hasattr(result, "slices") or hasattr(result, "expiries")):
             raise _Missing(key)
         return result
 
@@ -252,6 +277,34 @@ def compute_surface(dataset: Dataset, settings: Mapping, filters: Mapping | None
         return calibrator.fit(chain)
 
 
+def compute_pricing(dataset: Dataset, model: str, settings: Mapping, filters: Mapping | None = None):
+    """Heston / Bates calibrated to the chain the smile fit used (same rows, underlying and weights; price
+    target). Raises DataError, or CalibrationError on too few quotes."""
+    if filters:
+        dataset = dataclasses.replace(dataset, frame=results_mod.apply_filters(dataset.frame, filters))
+    chain = prepare_pricing_chain(dataset, underlying=settings.get("underlying"))
+    return StochasticVolCalibrator(model, "price", settings["weights"]).fit(chain)
+
+
+def pricing_fits(rs: results_mod.ResultStore, dataset_key: str, dataset: Dataset, settings: Mapping,
+                 applied: Mapping, pricing: list[str]) -> dict[str, str]:
+    """{model: result key} of the ticked pricing models, each looked up or fitted and stored."""
+    keys = {}
+    for model in pricing:
+        p_settings = {"model": model, "weights": settings["weights"], "underlying": settings.get("underlying"),
+                      "target": "price"}
+        key = surface_key(dataset_key, applied, p_settings)
+        if get_result(rs, key) is None:
+            try:
+                result = compute_pricing(dataset, model, p_settings, applied)
+            except CalibrationError as err:          # too few quotes for the model
+                raise DataError(f"{model}: {err}") from None
+            put_result(rs, key, result, {"panel": PANEL, "dataset": dataset_key, "settings": p_settings,
+                                         "filters": applied, "seconds": result.seconds})
+        keys[model] = key
+    return keys
+
+
 def _filters_note(filters: Mapping, applicable: Mapping) -> str:
     given = results_mod.clean_filters(dict(filters or {}))
     if applicable:
@@ -262,7 +315,8 @@ def _filters_note(filters: Mapping, applicable: Mapping) -> str:
 
 
 def fit_view(st: store_mod.SessionStore, rs: results_mod.ResultStore, sample_dir: Path, *, session_id: Any,
-             source: Any, settings: Mapping, filters: Mapping | None, active: Mapping | None) -> tuple[dict, str]:
+             source: Any, settings: Mapping, filters: Mapping | None, active: Mapping | None,
+             pricing: list[str] | None = None) -> tuple[dict, str]:
     """Look the surface up (dataset key, filters, settings) or fit it; remember it as the session's view.
     Returns (view, note). Raises DataError."""
     key = resolve_source(st, sample_dir, source)
@@ -280,13 +334,18 @@ def fit_view(st: store_mod.SessionStore, rs: results_mod.ResultStore, sample_dir
     else:
         note = "Shown from the cache (same chain, filters and settings)."
     view = {"key": rkey, "dataset": key, "source": source, "settings": dict(settings), "filters": applied}
+    if pricing:
+        t1 = time.perf_counter()
+        view["pricing"] = pricing_fits(rs, key, dataset, settings, applied, pricing)
+        note += f" {', '.join(m.capitalize() for m in pricing)} calibrated in {time.perf_counter() - t1:,.1f} s."
     save_session_view(rs.cache, session_id, view)
     return view, note + _filters_note(filters or {}, applied)
 
 
 def fit_outputs(st: store_mod.SessionStore, rs: results_mod.ResultStore, sample_dir: Path, *,
                 trigger: str | None, session_id: Any, source: Any, underlying: Any, model: Any, weights: Any,
-                no_arbitrage: Any, filters: Mapping | None, active: Mapping | None, view: Any) -> dict:
+                no_arbitrage: Any, filters: Mapping | None, active: Mapping | None, view: Any,
+                pricing: Any = None) -> dict:
     """The fit callback's body: {"view", "alert": (text, open), "note"}.
 
     Fits when Fit is pressed, or when a control changes while a surface is shown; on a page load it brings
@@ -300,7 +359,7 @@ def fit_outputs(st: store_mod.SessionStore, rs: results_mod.ResultStore, sample_
     try:
         settings = build_settings(model=model, weights=weights, no_arbitrage=no_arbitrage, underlying=underlying)
         new_view, note = fit_view(st, rs, sample_dir, session_id=session_id, source=source, settings=settings,
-                                  filters=filters, active=active)
+                                  filters=filters, active=active, pricing=build_pricing(pricing))
     except (DataError, SettingsError) as err:
         return {"view": no_update, "alert": (str(err).rstrip(".") + "." + kept, True), "note": ""}
     except Exception as err:   # never a traceback in the browser: log it, say one line
@@ -332,6 +391,25 @@ def prepared_view(rs: results_mod.ResultStore, view: Any) -> SF.SurfaceView | No
     return _prepared.get_or_make(key, lambda: SF.surface_view(result))
 
 
+def prepared_pricing(rs: results_mod.ResultStore, view: Any) -> list:
+    """The figure data of the view's calibrated pricing models (those still in the cache)."""
+    keys = view.get("pricing") if isinstance(view, dict) and isinstance(view.get("pricing"), dict) else {}
+    out = []
+    for key in keys.values():
+        result = get_result(rs, key) if results_mod.is_result_key(key) else None
+        if result is not None:
+            out.append(_prepared.get_or_make(key, lambda result=result: SF.pricing_view(result)))
+    return out
+
+
+def pricing_component(views: list) -> Any:
+    if not views:
+        return shell.empty_text(SF.NO_PRICING)
+    return rows_component(SF.pricing_rows(views), table_id=_id("pricing-table"),
+                          caption="Calibrated to the same quotes (price target, the panel's weights); "
+                                  "value ± HAC standard error")
+
+
 def status_component(view: SF.SurfaceView) -> html.Div:
     return shell.verdict_banner(PANEL, SF.status_summary(view.result), SF.facts_line(view))
 
@@ -353,7 +431,8 @@ def empty_status(message: str, *, level: str = "secondary") -> html.Div:
 
 
 def empty_outputs(message: str, *, level: str = "secondary") -> dict:
-    return {**shell.empty_outputs(message, graphs=(SURFACE, TERM, RESIDUALS), texts=(SLICES, PARAMS, ARB_HEADLINE),
+    return {**shell.empty_outputs(message, graphs=(SURFACE, TERM, RESIDUALS, PRICING_FIGURE),
+                                  texts=(SLICES, PARAMS, ARB_HEADLINE, PRICING_TABLE),
                                   blanks=(SSVI, BUTTERFLY, CALENDAR, CONDITIONS), status=(STATUS, PANEL),
                                   level=level, as_json=True),
             "expiry_options": [], "expiry_value": [], "download_disabled": True}
@@ -390,6 +469,8 @@ def render_outputs(rs: results_mod.ResultStore, view: Any, chosen: Any = None) -
                                         caption="SSVI sufficient conditions (Gatheral & Jacquier 2014)")
                          if conditions else None),
             SURFACE: SF.surface_figure(sv), TERM: SF.term_structure_figure(sv), RESIDUALS: SF.residuals_figure(sv),
+            PRICING_TABLE: pricing_component(prepared_pricing(rs, view)),
+            PRICING_FIGURE: SF.pricing_residuals_figure(sv, prepared_pricing(rs, view)),
             "expiry_options": SF.expiry_options(result),
             "expiry_value": SF.selected_expiries(result, chosen),
             "download_disabled": False,
@@ -405,7 +486,8 @@ def smiles_output(rs: results_mod.ResultStore, view: Any, expiries: Any):
         return empty_state_figure(EMPTY_MESSAGE)
     try:
         sv = prepared_view(rs, view)
-        return empty_state_figure(EVICTED) if sv is None else SF.smiles_figure(sv, expiries)
+        return empty_state_figure(EVICTED) if sv is None else SF.smiles_figure(sv, expiries,
+                                                                              prepared_pricing(rs, view))
     except Exception as err:
         log.exception("smiles of %s failed", view_key(view))
         return figures.empty_figure(f"The smiles could not be drawn ({type(err).__name__})")
@@ -505,6 +587,10 @@ def layout(app) -> dbc.Row:
         _field("No-arbitrage fit", dbc.Switch(id=NO_ARB, value=False, label="fit under the no-arbitrage "
                                               "constraints", persistence=True, persistence_type="local"),
                NO_ARB, arb_help),
+        _field("Pricing models beside the fit", dbc.Checklist(
+            id=PRICING, value=[], persistence=True, persistence_type="local",
+            options=[{"label": m.label, "value": n} for n, m in pricing_models().items()]),
+            PRICING, _details("what is calibrated", [(m.name, m.formula) for m in pricing_models().values()])),
     ], class_name="mb-3 execal-surface-settings")
     run_card = dbc.Card(dbc.CardBody([
         html.Div([dbc.Button("Fit surface", id=RUN, color="primary", className="me-2"),
@@ -538,6 +624,10 @@ def layout(app) -> dbc.Row:
         ]),
         dbc.Row([_card("Residuals", _graph(RESIDUALS),
                        "fit − mid in vol points; open dots lie outside the bid/ask band", {"lg": 12})]),
+        dbc.Row([_card("Pricing models (Heston, Bates) beside the fit",
+                       [_slot(PRICING_TABLE), html.Div(className="mb-2"), _graph(PRICING_FIGURE)],
+                       "stochastic volatility (and jumps) calibrated to the same quotes: parameters, Feller "
+                       "condition, residuals per expiry; their smiles are the dashed lines above", {"lg": 12})]),
         dbc.Row([_card("Optimizer status per expiry", _slot(SLICES), "converged or not, as the optimizer said",
                        {"lg": 12})]),
         dbc.Row([_card("Parameters per expiry", [_slot(PARAMS), html.Div(className="mb-2"), _slot(SSVI, empty=False)],
@@ -553,8 +643,8 @@ def layout(app) -> dbc.Row:
 
 # --- callbacks ----------------------------------------------------------------------------------
 
-RENDER_OUTPUTS = (STATUS, SLICES, PARAMS, SSVI, ARB_HEADLINE, BUTTERFLY, CALENDAR, CONDITIONS)
-RENDER_FIGURES = (SURFACE, TERM, RESIDUALS)
+RENDER_OUTPUTS = (STATUS, SLICES, PARAMS, SSVI, ARB_HEADLINE, BUTTERFLY, CALENDAR, CONDITIONS, PRICING_TABLE)
+RENDER_FIGURES = (SURFACE, TERM, RESIDUALS, PRICING_FIGURE)
 
 
 def register_callbacks(app) -> None:
@@ -602,14 +692,14 @@ def register_callbacks(app) -> None:
     @app.callback(
         Output(VIEW, "data"), Output(ALERT, "children"), Output(ALERT, "is_open"), Output(NOTE, "children"),
         Input(RUN, "n_clicks"), Input(SOURCE, "value"), Input(UNDERLYING, "value"), Input(MODEL, "value"),
-        Input(WEIGHTS, "value"), Input(NO_ARB, "value"), Input(results_mod.FILTERS_ID, "data"),
+        Input(WEIGHTS, "value"), Input(NO_ARB, "value"), Input(results_mod.FILTERS_ID, "data"), Input(PRICING, "value"),
         State(VIEW, "data"), State(store_mod.SESSION_STORE_ID, "data"), State(store_mod.ACTIVE_DATASET_ID, "data"),
     )
-    def _fit(_clicks, source, underlying, model, weights, no_arb, filters, view, session_id, active):
+    def _fit(_clicks, source, underlying, model, weights, no_arb, filters, pricing, view, session_id, active):
         st, rs = stores()
         out = fit_outputs(st, rs, sample_dir(), trigger=ctx.triggered_id, session_id=session_id,
                           source=source, underlying=underlying, model=model, weights=weights, no_arbitrage=no_arb,
-                          filters=filters, active=active, view=view)
+                          filters=filters, active=active, view=view, pricing=pricing)
         return out["view"], *out["alert"], out["note"]
 
     @app.callback(

@@ -340,12 +340,12 @@ def test_the_panel_is_wired_into_the_app(tmp_path):
     deps = client.get("/_dash-dependencies").get_json()
     fit_cb = next(d for d in deps if d["output"].startswith(f"..{sp.VIEW}.data"))
     assert {i["id"] for i in fit_cb["inputs"]} == {sp.RUN, sp.SOURCE, sp.UNDERLYING, sp.MODEL, sp.WEIGHTS, sp.NO_ARB,
-                                                  results_mod.FILTERS_ID}
+                                                  results_mod.FILTERS_ID, sp.PRICING}
     # the fit callback through Dash's own endpoint: Fit pressed on the sample chain
     session = store_mod.new_session_id()
     outputs = [{"id": i, "property": p} for i, p in re.findall(r"\.\.?([\w-]+)\.([\w]+)", fit_cb["output"])]
     values = {sp.RUN: 1, sp.SOURCE: SAMPLE, sp.UNDERLYING: "BTC", sp.MODEL: "svi", sp.WEIGHTS: "vega",
-              sp.NO_ARB: False, results_mod.FILTERS_ID: {}}
+              sp.NO_ARB: False, results_mod.FILTERS_ID: {}, sp.PRICING: []}
     body = {"output": fit_cb["output"], "outputs": outputs, "changedPropIds": [f"{sp.RUN}.n_clicks"],
             "inputs": [{"id": i["id"], "property": i["property"], "value": values[i["id"]]} for i in fit_cb["inputs"]],
             "state": [{"id": s["id"], "property": s["property"],

@@ -55,6 +55,9 @@ ENTRIES: dict[str, tuple[str, str]] = {
     "ledoit_wolf": ("correlation", "execal.models.corr.spec:LEDOIT_WOLF"),
     "regime_corr": ("correlation", "execal.models.corr.spec:REGIME_CORR"),
     "basket_cost": ("correlation", "execal.models.corr.spec:BASKET"),
+    # pricing models of the underlying, calibrated to the chain (execal.models.surface.heston)
+    "heston": ("surface", "execal.models.surface.heston:HESTON"),
+    "bates": ("surface", "execal.models.surface.heston:BATES"),
 }
 
 
