@@ -75,10 +75,18 @@ def run(quick: bool = False) -> list[dict]:
     from arch import arch_model
     from statsmodels.tsa.regime_switching.markov_regression import MarkovRegression
 
-    from execal.models.vol.garch import fit_garch
-    from execal.models.vol.jumps import fit_merton, loglike as merton_loglike
+    from execal.models.vol.base import VolatilityCalibrator
+    from execal.models.vol.jumps import loglike as merton_loglike
     from execal.models.vol.realized import bar_series, jump_test, realized_table
-    from execal.models.vol.regimes import fit_markov
+
+    def fit_garch(data, **settings):
+        return VolatilityCalibrator("garch", **settings).fit(data)
+
+    def fit_markov(data, **settings):
+        return VolatilityCalibrator("markov", **settings).fit(data)
+
+    def fit_merton(data, **settings):
+        return VolatilityCalibrator("merton", **settings).fit(data)
 
     rows = []
     repeat = 1 if quick else 3

@@ -12,9 +12,13 @@ from statsmodels.tsa.regime_switching.markov_regression import MarkovRegression
 
 from execal.models.data.io import load
 from execal.models.vol.realized import returns_from
-from execal.models.vol.regimes import (_scan, fit_markov, loglike, param_names, regime_labels,
-                            steady_state)
+from execal.models.vol.base import VolatilityCalibrator
+from execal.models.vol.regimes import _scan, loglike, param_names, regime_labels, steady_state
 from execal.models.data.schema import DataError
+
+
+def fit_markov(data, **settings):
+    return VolatilityCalibrator("markov", **settings).fit(data)
 
 
 def simulate(P, sigma, n, seed, mu=0.0, start="2024-01-01", freq="5min"):
@@ -222,7 +226,7 @@ def test_bad_input():
         fit_markov(np.random.default_rng(0).normal(size=60))
     with pytest.raises(DataError, match="constant returns"):
         fit_markov(np.full(500, 0.001))
-    with pytest.raises(ValueError, match="2 or 3"):
+    with pytest.raises(ValueError, match="k_regimes must be one of 2, 3"):
         fit_markov(np.random.default_rng(0).normal(size=600), k_regimes=4)
 
 
