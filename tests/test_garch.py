@@ -176,3 +176,55 @@ def test_cli_garch_and_realized(shared_data, tmp_path, capsys):
                      "--freq", "1D"])
     err = capsys.readouterr().err
     assert code == 2 and "too few observations for GARCH(1,1): 31 returns at 1D" in err
+
+
+@pytest.mark.shared_data
+def test_gjr_t_on_hourly_btc_sits_on_the_stationarity_boundary_and_says_so(shared_data, tmp_path, capsys):
+    """Issue 10, item 6: GJR-t on Coinbase hourly BTC ends with α + γ/2 + β = 1. The fit warns, names
+    the active constraint, and half-life / long-run volatility are None with the reason next to them."""
+    from execal import cli
+
+    bars = shared_data / "bars" / "coinbase_btc-usd_1h_2024.csv"
+    res = fit_garch(bars, vol="gjr", dist="t")
+    p = res.params
+    assert p["alpha[1]"] + 0.5 * p["gamma[1]"] + p["beta[1]"] == pytest.approx(1.0, abs=1e-6)
+    assert res.converged and res.report.active_bounds == ("alpha[1] + 0.5·gamma[1] + beta[1] ≤ 1",)
+    assert any(w.startswith("on the stationarity boundary") for w in res.warnings)
+    s = res.stats
+    assert s["half_life_periods"] is None and s["half_life_days"] is None
+    assert "stationarity boundary" in s["half_life_note"]
+    assert s["sigma_annualized_long_run"] is None and "no long-run level" in s["long_run_note"]
+    # the CLI: still exit 0 (it converged), the warning on stderr and in the JSON, nulls explained
+    out = tmp_path / "gjr.json"
+    assert cli.main(["vol", str(bars), "--model", "gjr", "--dist", "t", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    doc = json.loads(out.read_text())
+    assert any(w.startswith("on the stationarity boundary") for w in doc["warnings"])
+    assert doc["stats"]["half_life_days"] is None and "stationarity" in doc["stats"]["half_life_note"]
+    assert "on the stationarity boundary" in err and "half-life — (undefined" in err
+    assert doc["report"]["active_bounds"] == ["alpha[1] + 0.5·gamma[1] + beta[1] ≤ 1"]
+
+
+def test_an_interior_fit_has_no_boundary_warning(sp500_returns):
+    res = fit_garch(sp500_returns, vol="garch", dist="t")
+    assert res.report.active_bounds == () and not any("boundary" in w for w in res.warnings)
+    assert res.stats["half_life_days"] > 0 and res.stats["sigma_annualized_long_run"] > 0
+    # GJR on the same returns puts all the reaction in γ: α stops at its lower bound 0, and says so
+    gjr = fit_garch(sp500_returns, vol="gjr", dist="t")
+    assert gjr.params["alpha[1]"] == pytest.approx(0.0, abs=1e-6) and gjr.report.active_bounds == ("alpha[1] ≥ 0",)
+    assert any("constraint is active: alpha[1] ≥ 0" in w for w in gjr.warnings)
+
+
+def test_a_parameter_at_its_bound_is_warned():
+    """White noise has no ARCH effect: α ends at its lower bound 0 (a constraint arch enforces)."""
+    r = np.random.default_rng(3).normal(0, 0.01, 3000)
+    res = fit_garch(r, period="1D")
+    assert any(b.startswith("alpha[1]") for b in res.report.active_bounds), res.report.active_bounds
+    assert any("boundary" in w and "alpha[1]" in w for w in res.warnings)
+    assert res.report.loss == "mle" and res.report.method == "SLSQP (arch)"
+
+
+def test_few_returns_warn():
+    r = np.random.default_rng(2).standard_t(5, 300) * 0.01
+    res = fit_garch(r, period="1D")
+    assert any(w.startswith("few observations: 300") for w in res.warnings)
