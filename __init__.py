@@ -27,6 +27,7 @@ _API = {
     "DataError": "execal.models.data.schema:DataError",
     "Calibrator": "execal.models.impact.fit:Calibrator",
     "CalibrationError": "execal.models.core.errors:CalibrationError",
+    "VolatilityCalibrator": "execal.models.vol.base:VolatilityCalibrator",
     "SurfaceCalibrator": "execal.models.surface.svi:SurfaceCalibrator",
     "prepare_chain": "execal.models.surface.options:prepare_chain",
     "read_config": "execal.models.impact.config:load_config",

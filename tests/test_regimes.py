@@ -324,14 +324,14 @@ def test_switching_mean_with_a_common_variance_equals_statsmodels(fedfunds):
 def test_batched_em_equals_one_start_at_a_time():
     from execal.models.vol import regimes as R
 
-    y, _ = simulate(P3, [0.5, 1.0, 3.0], 3_000, seed=11)
+    y, _ = simulate(P3, [0.5, 1.0, 3.0], 1_500, seed=11)
     y = ((y - y.mean()) / y.std()).to_numpy()
     for shape in (R._Shape(3), R._Shape(3, True), R._Shape(2, True, False)):
         rng = np.random.default_rng(1)
         thetas = [R._start(y, shape)] + [R._random_start(y, shape, rng) for _ in range(3)]
-        batch = R._em_batch(y, thetas, shape, 1e-6, 40, 1e-8)
+        batch = R._em_batch(y, thetas, shape, 1e-6, 25, 1e-8)
         for th0, (th, llf, it, ok) in zip(thetas, batch):
-            one = R._em(y, th0, shape, 1e-6, 40, 1e-8)
+            one = R._em(y, th0, shape, 1e-6, 25, 1e-8)
             assert llf == pytest.approx(one[1], rel=1e-12) and it == one[2] and ok == one[3]
             np.testing.assert_allclose(th.sigma2, one[0].sigma2, rtol=1e-10)
             np.testing.assert_allclose(th.P, one[0].P, rtol=1e-10, atol=1e-14)

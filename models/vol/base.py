@@ -247,8 +247,8 @@ class VolatilityResult(ResultMixin):
         else:
             lines.append(report_line(rep) + (f"; {rep.iterations} iterations" if rep.iterations else ""))
         if self.loglikelihood is not None:
-            lines.append(f"log-likelihood {self.loglikelihood:.6g} (returns as fractions), "
-                         f"AIC {self.aic:.6g}, BIC {self.bic:.6g}")
+            lines.append(f"log-likelihood {self.loglikelihood:.10g} (returns as fractions), "
+                         f"AIC {self.aic:.10g}, BIC {self.bic:.10g}")
         lines += params_table(self.params, self.std_errors, self.conf_int())
         lines += self.stat_lines()
         lines += [f"warning: {w}" for w in self.warnings]

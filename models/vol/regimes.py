@@ -58,7 +58,7 @@ FEW_OBS_PER_PARAM = 50        # warned below
 VAR_FLOOR = 1e-6              # × sample variance: a regime cannot collapse onto zero returns
 DEFAULT_STARTS = 4            # random starts besides the data-driven one
 START_ITER = 10               # EM iterations that rank the starts on long series
-FULL_EM_OBS = 20_000          # up to this many returns every start runs EM to convergence
+FULL_EM_OBS = 5_000           # up to this many returns every start runs EM to convergence
 BOUND_TOL = 1e-6              # a transition probability this close to 0 or 1 is on the boundary
 
 
@@ -663,7 +663,7 @@ def _fit_markov(data, *, k_regimes: int = 2, switching_mean: bool = False, switc
 
     Starts: the data-driven one (quantile groups of a rolling variance, or of a rolling mean when
     only the mean switches) plus `starts` random ones (seeded by `seed`). Each runs EM (Baum–Welch);
-    on up to 20,000 returns every start runs to convergence (at most `max_iter` iterations, relative
+    on up to 5,000 returns every start runs to convergence (at most `max_iter` iterations, relative
     log-likelihood change below `tol`), on longer series the first `START_ITER` iterations rank
     them and the best two continue. The best is polished by Newton–Raphson on the exact score
     (Fisher's identity) with its numerical Hessian, BFGS on flat ridges. The report lists every
