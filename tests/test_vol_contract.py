@@ -119,3 +119,19 @@ def test_gaps_skip_says_what_was_dropped(tmp_path, capsys):
     for name, settings in (("realized", {"estimator": "parkinson"}), ("markov", {}), ("merton", {})):
         res = VolatilityCalibrator(name, gaps="skip", **settings).fit(frame)
         assert any(w.startswith(f"gaps skipped: {weekends} return(s)") for w in res.warnings), name
+
+
+def test_cli_exit_code_comes_from_result_converged(root, tmp_path, capsys):
+    from execal import cli
+
+    out = tmp_path / "merton.json"
+    code = cli.main(["vol", str(root / "sample_data" / "bars_15m.csv"), "--model", "merton", "--symbol", "BTCUSDT",
+                     "--max-iter", "1", "--out", str(out)])
+    err = capsys.readouterr().err
+    doc = json.loads(out.read_text())                    # written although the fit did not converge
+    assert code == 3 and doc["converged"] is False and doc["report"]["converged"] is False
+    assert "status: NOT CONVERGED" in err and "warning: not converged" in err
+    assert any(w.startswith("not converged") for w in doc["warnings"])
+    code = cli.main(["vol", str(root / "sample_data" / "bars_15m.csv"), "--model", "merton", "--symbol", "BTCUSDT",
+                     "--out", str(out), "--quiet"])
+    assert code == 0 and json.loads(out.read_text())["converged"] is True
