@@ -10,7 +10,7 @@ picker, a venue filter applies when the data has venues; size filters do not app
 Pressing Fit looks every model up in the `ResultStore` by (dataset key, filters, settings), so a repeat is
 instant; what is missing is fitted in a Dash background callback (the app's DiskcacheManager) with honest
 progress stages and a Cancel button: the bars (validated, gap-aware, from `execal.models.vol.realized.bar_series`) and
-the Lee–Mykland / BNS jump tests, every realised estimator per period, the chosen GARCH variant, the Markov
+the Lee–Mykland / BNS jump tests, every realised estimator per period, the chosen forecasting model (GARCH family, HAR-RV), the Markov
 regimes, Merton's jump-diffusion when ticked, and (ticked by default) the impact model on the session's fills:
 its coefficient's path over time (Kalman smoothed path with bands, online SGD iterates; models/timevarying.py)
 and its fit per volatility regime of the fills with the mean cost per regime. A model that fails (too few
