@@ -31,6 +31,7 @@ _API = {
     "Calibrator": "execal.models.impact.fit:Calibrator",
     "TimeVaryingCalibrator": "execal.models.impact.timevarying:TimeVaryingCalibrator",
     "CalibrationError": "execal.models.core.errors:CalibrationError",
+    "VolatilityCalibrator": "execal.models.vol.base:VolatilityCalibrator",
     "SurfaceCalibrator": "execal.models.surface.svi:SurfaceCalibrator",
     "prepare_chain": "execal.models.surface.options:prepare_chain",
     "read_config": "execal.models.impact.config:load_config",

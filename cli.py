@@ -5,7 +5,7 @@
     execal models                                      models, parameters, optimizers, losses (JSON)
     execal calibrate PATH --model M [...] --out cfg    fit an execution-cost model, write the config
     execal predict --config cfg PATH [--out preds.csv] expected cost of each fill from a config
-    execal vol PATH --model M [...] --out vol.json     realised / GARCH / Markov regimes / Merton
+    execal vol PATH --model M [...] --out vol.json     realised / GARCH / Markov regimes / Merton / HAR-RV
     execal surface PATH --model {svi,ssvi} --out s.json option volatility surface + arbitrage report
     execal orderflow CAPTURE... --out orderflow.json   OFI, Kyle's lambda, propagator, resilience per venue
     execal corr PATH... --method {realized,hy,dcc,shrinkage} --out corr.json   correlation structures
@@ -273,44 +273,115 @@ def cmd_predict(args) -> int:
 
 
 def cmd_vol(args) -> int:
-    """Fit a volatility model to bars or trades; JSON with parameters, standard errors,
-    log-likelihood and convergence (exit 3 when the fit did not converge; the JSON is still written)."""
+    """Fit a volatility model to bars or trades (`VolatilityCalibrator`); JSON with parameters,
+    standard errors, the optimizer report, statistics, forecasts (models that forecast) and every
+    warning. `result.summary()` and the warnings go to stderr; exit 3 when `result.converged` is
+    False (the JSON is still written)."""
+    from execal.models.vol.base import VolatilityCalibrator
+
+    calibrator = VolatilityCalibrator(args.model, **_vol_settings(args))
+    ds = _load(args.path, args.kind, args.map)
+    result = calibrator.fit(ds)
+    out = result.to_dict()
+    if calibrator.spec.forecasts and args.horizon:
+        fc = result.forecast(args.horizon)
+        out["forecast"] = [{"h": int(h), "timestamp": t.isoformat(), "sigma_daily": s, "sigma_annualized": a}
+                           for h, t, s, a in zip(fc["h"], fc["timestamp"], fc["sigma_daily"].map(_finite),
+                                                 fc["sigma_annualized"].map(_finite))]
+    _json_out(out, args.out)
+    if args.quiet:
+        for w in result.warnings:
+            print(f"execal: warning: {w}", file=sys.stderr)
+    else:                                   # the summary ends with every warning
+        print(result.summary(), file=sys.stderr)
+    return 0 if result.converged else 3
+
+
+def _finite(x):
+    x = float(x)
+    return x if x == x and abs(x) != float("inf") else None
+
+
+# settings that are not command-line flags (given returns only, or optimizer dicts)
+_VOL_NOT_FLAGS = {"period", "options"}
+# flags older than the generated ones, kept as aliases
+_VOL_ALIASES = {"k_regimes": ("--regimes",)}
+
+
+def _vol_flags() -> dict[str, dict]:
+    """Every volatility model's settings as command-line flags, from the registry: name ->
+    {models, default, choices, help}. A new model's settings become flags without editing here."""
+    from execal.models.core.registry import models_of_kind
+
+    import inspect
+
+    flags: dict[str, dict] = {}
+    for name, model in models_of_kind("volatility").items():
+        annotations = {k: str(p.annotation) for k, p in inspect.signature(model.fit_fn).parameters.items()}
+        for setting, default in model.defaults().items():
+            if setting in _VOL_NOT_FLAGS:
+                continue
+            f = flags.setdefault(setting, {"models": [], "defaults": [], "choices": None, "helps": {},
+                                           "annotation": annotations.get(setting, "")})
+            f["models"].append(name)
+            f["defaults"].append(default)
+            choices = model.options.get(setting)
+            if isinstance(choices, tuple):
+                f["choices"] = list(dict.fromkeys((f["choices"] or []) + list(choices)))
+            f["helps"].setdefault(model.help(setting) or setting, []).append(name)
+    for f in flags.values():         # one help when the models agree, else each model's own
+        helps = f.pop("helps")
+        f["help"] = next(iter(helps)) if len(helps) == 1 else "; ".join(
+            f"{', '.join(models)}: {text}" for text, models in helps.items())
+    return flags
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected whole numbers separated by commas, got {text!r}") from None
+
+
+def _add_vol_flags(p) -> None:
+    from execal.models.core.registry import model_names
+
+    every = model_names("volatility")
+    for setting, f in _vol_flags().items():
+        names = [f"--{setting.replace('_', '-')}", *_VOL_ALIASES.get(setting, ())]
+        defaults = [d for d in f["defaults"] if d is not None]
+        shown = (str(defaults[0]) if len(defaults) == len(f["models"]) and len(set(map(str, defaults))) == 1 else
+                 ", ".join(dict.fromkeys(f"{m}: {d}" for m, d in zip(f["models"], f["defaults"]) if d is not None)))
+        models = "all models" if f["models"] == every else ", ".join(f["models"])
+        text = f"{f['help'] or setting} ({models}" + (f"; default {shown})" if shown else ")")
+        kw: dict = {"dest": setting, "default": None, "help": text}
+        sample = defaults[0] if defaults else None
+        if f["choices"] and all(isinstance(c, bool) for c in f["choices"]) or isinstance(sample, bool):
+            kw["action"] = argparse.BooleanOptionalAction
+        elif f["choices"]:
+            kw.update(choices=f["choices"], type=type(f["choices"][0]))
+        elif isinstance(sample, (tuple, list)):
+            kw.update(type=_int_list, metavar="N,N,...")
+        elif isinstance(sample, int) or (sample is None and f["annotation"].startswith("int")):
+            kw["type"] = int
+        elif isinstance(sample, float) or (sample is None and f["annotation"].startswith("float")):
+            kw["type"] = float
+        p.add_argument(*names, **kw)
+
+
+def _vol_settings(args) -> dict:
+    """The settings the user gave on the command line that the chosen model has."""
     from execal.models.core.registry import get_model
 
     model = get_model(args.model, kind="volatility")
-    ds = _load(args.path, args.kind, args.map)
-    options = {"symbol": args.symbol, "bar": args.bar, "gaps": args.gaps}
-    if args.model == "realized":
-        options.update(estimator=args.estimator, freq=args.freq or "1D", window=args.window)
-    else:
-        options["freq"] = args.freq
-    if args.model in ("garch", "gjr", "egarch"):
-        options["dist"] = args.dist
-    if args.model == "markov":
-        options.update(k_regimes=args.regimes, switching_mean=args.switching_mean)
-    result = model.fit(ds, **options)
-    out = result.to_dict()
-    if args.model in ("garch", "gjr", "egarch"):
-        fc = result.forecast(args.horizon)
-        out["forecast"] = [{"h": int(h), "timestamp": t.isoformat(), "sigma_daily": float(s),
-                            "sigma_annualized": float(a)}
-                           for h, t, s, a in zip(fc["h"], fc["timestamp"], fc["sigma_daily"],
-                                                 fc["sigma_annualized"])]
-    if args.model == "markov":
-        out["regimes"] = out["summary"]["regimes"]
-    _json_out(out, args.out)
-    for w in result.warnings:
-        print(f"execal: warning: {w}", file=sys.stderr)
-    if not args.quiet:
-        se = result.std_errors
-        lines = [f"{args.model}: {result.message} (converged: {result.converged}, "
-                 f"loglik {out['loglikelihood']})"]
-        lines += [f"  {k:<16}{v:>14.6g}  ± {se.get(k, float('nan')):.3g}" for k, v in result.params.items()]
-        for r in out.get("regimes", []):
-            lines.append(f"  regime {r['regime']}: sigma_daily {r['sigma_daily']:.4g}, expected duration "
-                         f"{r['expected_duration_days']:.3g} days, share of time {r['share_of_time']:.3f}")
-        print("\n".join(lines), file=sys.stderr)
-    return 0 if result.converged else 3
+    known = model.defaults()
+    given = {s: getattr(args, s) for s in _vol_flags() if getattr(args, s, None) is not None}
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        flags = ", ".join(f"--{u.replace('_', '-')}" for u in unknown)
+        raise UsageError(f"--model {args.model} does not take {flags} (its settings: "
+                         f"{', '.join(k for k in known if k not in _VOL_NOT_FLAGS)})")
+    return given
 
 
 def cmd_surface(args) -> int:
@@ -410,25 +481,26 @@ def _corr_regimes(args, panel):
     from execal.models.corr.regimes import RegimeCorrelations
     from execal.models.data.bars import Returns
     from execal.models.data.schema import ValidationReport
-    from execal.models.vol.regimes import REGIME_NAMES, fit_markov
+    from execal.models.vol.base import VolatilityCalibrator
+    from execal.models.vol.regimes import REGIME_NAMES
 
     asset = args.regime_asset or panel.names[0]
     if asset not in panel.names:
         raise UsageError(f"--regime-asset {asset!r}: not one of {list(panel.names)}")
     ret = Returns(panel.column(asset), panel.t_ns, panel.period_ns, ", ".join(panel.sources), asset,
                   ValidationReport(rows_read=panel.n, rows_kept=panel.n))
-    markov = fit_markov(ret, k_regimes=args.regimes)
+    markov = VolatilityCalibrator("markov", k_regimes=args.regimes).fit(ret)
     names = REGIME_NAMES[args.regimes]
     labels = np.asarray(names, dtype=object)[np.asarray(markov.smoothed).argmax(1)]
     result = RegimeCorrelations(order=names).fit(panel, labels)
     info = {"asset": asset, "k_regimes": args.regimes, "converged": bool(markov.converged),
-            "message": markov.message, "labels": "most probable smoothed regime of the Markov-switching variance "
-            f"of {asset}'s returns (execal.models.vol.regimes.fit_markov)",
+            "message": markov.report.message, "labels": "most probable smoothed regime of the Markov-switching variance "
+            f"of {asset}'s returns (execal.models.vol.base.VolatilityCalibrator, model markov)",
             "regimes": [{"name": names[r["regime"]], "sigma_daily": r["sigma_daily"],
                          "expected_duration_days": r["expected_duration_days"], "share_of_time": r["share_of_time"]}
                         for r in markov.regimes]}
     warn = list(result.warnings) + ([] if markov.converged else
-                                    [f"the Markov fit of {asset} did not converge ({markov.message}): the regime "
+                                    [f"the Markov fit of {asset} did not converge ({markov.report.message}): the regime "
                                      "labels are unreliable"])
     return result, info, warn, bool(markov.converged)
 
@@ -604,34 +676,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="CSV file; stdout when omitted")
     p.set_defaults(func=cmd_predict)
 
-    from execal.models.vol.realized import ESTIMATORS, GAP_POLICIES
-    from execal.models.core.registry import models_of_kind
-
-    p = sub.add_parser("vol", help="fit a volatility model (realised, GARCH family, regimes, jumps) to "
-                                   "bars or trades (JSON)")
+    p = sub.add_parser("vol", help="fit a volatility model (realised, GARCH family, regimes, jumps, HAR) to "
+                                   "bars or trades (JSON)",
+                       description="Fit a volatility model. Every model's settings are flags (generated from "
+                                   "the registry: `execal models`); a flag a model does not take is an error.")
     p.add_argument("path", help="bars or trades file (CSV, CSV.gz, Parquet, Tardis, Binance capture)")
     p.add_argument("--model", required=True, choices=list(models_of_kind("volatility")),
-                   help="the volatility model (required)")
-    p.add_argument("--estimator", default="yang_zhang", choices=list(ESTIMATORS),
-                   help="realised estimator reported in params (all are in the JSON); realized only "
-                        "(default: %(default)s)")
-    p.add_argument("--freq", help="realized: the period estimates are made over (default 1D); other "
-                                  "models: the return interval, a multiple of the bar (default: the bar)")
-    p.add_argument("--window", type=int, default=1, help="realized: periods pooled per estimate (default: %(default)s)")
-    p.add_argument("--bar", help="bar length built from trades (default 1min), or coarser bars from bars")
-    p.add_argument("--gaps", default="error", choices=list(GAP_POLICIES),
-                   help="missing bars: stop with an error (default) or skip the returns across them")
-    p.add_argument("--dist", default="normal", choices=["normal", "t"],
-                   help="GARCH family errors (default: %(default)s)")
-    p.add_argument("--horizon", type=int, default=10, help="GARCH family forecast periods (default: %(default)s)")
-    p.add_argument("--regimes", type=int, default=2, choices=[2, 3],
-                   help="markov: number of regimes (default: %(default)s)")
-    p.add_argument("--switching-mean", action="store_true", help="markov: a mean per regime")
-    p.add_argument("--symbol", help="the symbol to use when the file holds several")
+                   help="the volatility model (required); its settings below are named by model")
+    p.add_argument("--horizon", type=int, default=10,
+                   help="forecast periods written for models that forecast (GARCH family, HAR; default 10)")
     p.add_argument("--kind", choices=["bars", "trades"], help="dataset kind (detected when omitted)")
     p.add_argument("--map", help="column mapping their_name=canonical_name,...")
     p.add_argument("--out", help="JSON file; stdout when omitted")
-    p.add_argument("--quiet", action="store_true", help="no summary on stderr")
+    p.add_argument("--quiet", action="store_true", help="no summary on stderr (warnings are still printed)")
+    _add_vol_flags(p)
     p.set_defaults(func=cmd_vol)
 
     from execal.models.surface.options import FORWARD_METHODS, IV_SOURCES, PRICE_UNITS

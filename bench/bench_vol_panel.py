@@ -37,10 +37,8 @@ from bench.common import best_of, row
 from execal.components import results as R
 from execal.components import store as S
 from execal.components import vol_panel as P
-from execal.models.vol.garch import fit_garch
-from execal.models.vol.jumps import fit_merton
-from execal.models.vol.realized import bar_series, fit_realized, jump_test, returns_of_bars
-from execal.models.vol.regimes import fit_markov
+from execal.models.vol.base import VolatilityCalibrator
+from execal.models.vol.realized import bar_series, jump_test, returns_of_bars
 from execal.models.data.schema import Dataset, ValidationReport
 
 LIMIT_BYTES = 5 * 2**20
@@ -95,10 +93,10 @@ def _prefit(returns, m: int):
     """Markov and Merton fitted on the first `m` returns, their paths carried to all returns."""
     head = dataclasses.replace(returns, values=returns.values[:m], t_ns=returns.t_ns[:m],
                                rows=None if returns.rows is None else returns.rows[:m])
-    small = fit_markov(head)
+    small = VolatilityCalibrator("markov").fit(head)
     _, filtered = small.filter(returns.values)
     markov = dataclasses.replace(small, returns=returns, filtered=filtered, smoothed=filtered, n_obs=returns.n)
-    merton = dataclasses.replace(fit_merton(head), returns=returns, n_obs=returns.n)
+    merton = dataclasses.replace(VolatilityCalibrator("merton").fit(head), returns=returns, n_obs=returns.n)
     return markov, merton
 
 
@@ -129,8 +127,8 @@ def run(quick: bool = False) -> list[dict]:
         def direct():
             b = bar_series(dataset)
             jump_test(b)
-            fit_realized(dataset, estimator="yang_zhang", freq="1D", gaps="skip")
-            g = fit_garch(returns_of_bars(b))
+            VolatilityCalibrator("realized", estimator="yang_zhang", freq="1D", gaps="skip").fit(dataset)
+            g = VolatilityCalibrator("garch").fit(returns_of_bars(b))
             _ = dict(g.std_errors)
 
         job_s, out = best_of(job_once, repeat=1 if quick else 2)

@@ -42,7 +42,8 @@ from execal.models.corr.regimes import RegimeCorrelations
 from execal.models.corr.spec import CLI_METHODS
 from execal.models.data.bars import Returns
 from execal.models.data.schema import DataError, ValidationReport
-from execal.models.vol.regimes import REGIME_NAMES, fit_markov
+from execal.models.vol.base import VolatilityCalibrator
+from execal.models.vol.regimes import REGIME_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -206,11 +207,11 @@ def _regimes(panel) -> tuple[Any, dict]:
     asset = panel.names[0]
     ret = Returns(panel.column(asset), panel.t_ns, panel.period_ns, ", ".join(panel.sources), asset,
                   ValidationReport(rows_read=panel.n, rows_kept=panel.n))
-    markov = fit_markov(ret, k_regimes=2)
+    markov = VolatilityCalibrator("markov", k_regimes=2).fit(ret)
     names = REGIME_NAMES[2]
     labels = np.asarray(names, dtype=object)[np.asarray(markov.smoothed).argmax(1)]
     result = RegimeCorrelations(order=names).fit(panel, labels)
-    return result, {"asset": asset, "converged": bool(markov.converged), "message": markov.message}
+    return result, {"asset": asset, "converged": bool(markov.converged), "message": markov.report.message}
 
 
 def compute(datasets: list, settings: Mapping) -> dict:

@@ -24,6 +24,7 @@ import plotly.graph_objects as go
 
 from execal.components.figures import empty_figure
 from execal.components.impact_figures import PALETTE, downsample_index, format_number
+from execal.models.core.registry import MODELS
 from execal.models.vol.regimes import REGIME_NAMES
 
 MAX_LINE_POINTS = 4_000        # points one line sends to the browser at most
@@ -47,6 +48,13 @@ ESTIMATOR_LABELS = {
 }
 MODEL_LABELS = {"realized": "Realised volatility", "garch": "GARCH(1,1)", "gjr": "GJR-GARCH(1,1,1)",
                 "egarch": "EGARCH(1,1,1)", "markov": "Markov regimes", "merton": "Merton jump-diffusion"}
+
+
+def model_label(name: str) -> str:
+    """The short label of a volatility model (the registry's for a model not listed above)."""
+    if name in MODEL_LABELS:
+        return MODEL_LABELS[name]
+    return MODELS[name].label if name in MODELS else name
 
 
 # --- shaping helpers --------------------------------------------------------------------------
@@ -475,36 +483,42 @@ def status_summary(model: str, result: Any = None, error: str | None = None, *,
 
     level: success (converged / closed form), warning (converged with warnings), danger (NOT
     converged or failed), secondary (not requested). A non-converged fit is never shown as fine."""
-    label = MODEL_LABELS.get(model, model)
+    label = model_label(model)
     if error:
         return {"model": label, "level": "danger", "badge": "Failed", "headline": error, "details": []}
     if result is None:
         return {"model": label, "level": "secondary", "badge": "Not fitted",
                 "headline": "not requested" if not requested else "not fitted yet", "details": []}
     details = list(getattr(result, "warnings", ()) or ())
-    opt = dict(getattr(result, "optimizer", {}) or {})
+    rep = result.report
+    extra = dict(rep.settings or {})
     facts = []
-    if opt.get("method"):
-        facts.append(str(opt["method"]))
-    for key, what in (("iterations", "iterations"), ("em_iterations", "EM iterations"),
-                      ("newton_iterations", "Newton steps"), ("bfgs_iterations", "BFGS iterations"),
-                      ("nfev", "evaluations")):
-        if opt.get(key) is not None:
-            facts.append(f"{opt[key]} {what}")
-    if opt.get("gradient_max_abs") is not None:
-        facts.append(f"largest score component {format_number(opt['gradient_max_abs'], 3)}")
+    if rep.method and rep.method not in ("closed_form", "fixed"):
+        facts.append(str(rep.method))
+    for key, what in (("em_iterations", "EM iterations"), ("newton_iterations", "Newton steps"),
+                      ("bfgs_iterations", "BFGS iterations")):
+        if extra.get(key) is not None:
+            facts.append(f"{extra[key]} {what}")
+    if rep.iterations and "em_iterations" not in extra:
+        facts.append(f"{rep.iterations} iterations")
+    if rep.nfev:
+        facts.append(f"{rep.nfev} evaluations")
+    if extra.get("gradient_max_abs") is not None:
+        facts.append(f"largest score component {format_number(extra['gradient_max_abs'], 3)}")
+    if rep.active_bounds:
+        facts.append("on the boundary: " + "; ".join(rep.active_bounds))
     where = f" ({', '.join(facts)})" if facts else ""
     if result.status == "closed_form":
         return {"model": label, "level": "warning" if details else "success", "badge": "Closed form",
-                "headline": f"Closed form, no optimisation — {result.message}", "details": details}
+                "headline": f"Closed form, no optimisation — {rep.message}", "details": details}
     if result.status == "fixed":
-        return {"model": label, "level": "info", "badge": "Fixed", "headline": result.message, "details": details}
+        return {"model": label, "level": "info", "badge": "Fixed", "headline": rep.message, "details": details}
     if not result.converged:
         return {"model": label, "level": "danger", "badge": "NOT converged",
-                "headline": f"NOT CONVERGED — {result.message}{where}. The parameters are where the "
+                "headline": f"NOT CONVERGED — {rep.message}{where}. The parameters are where the "
                             "optimizer stopped, not an optimum.", "details": details}
     return {"model": label, "level": "warning" if details else "success", "badge": "Converged",
-            "headline": f"Converged — {result.message}{where}", "details": details}
+            "headline": f"Converged — {rep.message}{where}", "details": details}
 
 
 def parameter_rows(result: Any, alpha: float = 0.05) -> list[dict]:
@@ -530,7 +544,7 @@ def fit_rows(fits: Mapping[str, Any]) -> list[dict]:
     for name, res in fits.items():
         if res is None:
             continue
-        rows.append({"model": MODEL_LABELS.get(res.model, name), "log-likelihood": format_number(res.loglikelihood, 8),
+        rows.append({"model": model_label(res.model), "log-likelihood": format_number(res.loglikelihood, 8),
                      "AIC": format_number(res.aic, 8), "BIC": format_number(res.bic, 8),
                      "observations": format_number(int(res.n_obs)), "parameters": format_number(int(res.n_params)),
                      "converged": "closed form" if res.status == "closed_form" else ("yes" if res.converged else "NO")})
@@ -577,7 +591,7 @@ def realized_rows(realized: Any, estimators: Sequence[str]) -> list[dict]:
     and annualised."""
     if realized is None:
         return []
-    by = (realized.summary or {}).get("by_estimator_sigma_daily", {})
+    by = (realized.stats or {}).get("by_estimator_sigma_daily", {})
     rows = []
     for e in estimators:
         s = by.get(e)
@@ -587,24 +601,34 @@ def realized_rows(realized: Any, estimators: Sequence[str]) -> list[dict]:
 
 
 def garch_summary_rows(garch: Any) -> list[dict]:
-    """Persistence, half-life, long-run and last volatility of a GARCH fit."""
+    """Persistence, half-life, long-run and last volatility of a forecasting fit (GARCH family,
+    HAR); an undefined number says why."""
     if garch is None:
         return []
-    s = garch.summary or {}
-    return [
-        {"quantity": "persistence", "value": format_number(s.get("persistence"), 4)},
-        {"quantity": "half-life", "value": f"{format_number(s.get('half_life_days'), 3)} days "
-                                           f"({format_number(s.get('half_life_periods'), 4)} periods)"},
-        {"quantity": "long-run σ annualised", "value": _pct(s.get("sigma_annualized_long_run"))},
-        {"quantity": "last σ daily", "value": _pct(s.get("sigma_daily_last"))},
-        {"quantity": "returns scaled by", "value": format_number(getattr(garch, "scale", None))},
+    s = garch.stats or {}
+    half = (f"{format_number(s.get('half_life_days'), 3)} days ({format_number(s.get('half_life_periods'), 4)} "
+            f"periods)" if s.get("half_life_periods") is not None else f"— ({s.get('half_life_note', 'undefined')})")
+    long_run = s.get("sigma_annualized_long_run")
+    rows = [
+        {"quantity": f"persistence {s.get('persistence_formula', '')}".strip(),
+         "value": format_number(s.get("persistence"), 4)},
+        {"quantity": "half-life", "value": half},
+        {"quantity": "long-run σ annualised", "value": _pct(long_run) if long_run is not None
+         else f"— ({s.get('long_run_note', 'undefined')})"},
     ]
+    if s.get("sigma_daily_last") is not None:
+        rows.append({"quantity": "last σ daily", "value": _pct(s.get("sigma_daily_last"))})
+    if s.get("r2") is not None:
+        rows.append({"quantity": "R² in sample", "value": format_number(s.get("r2"), 4)})
+    if getattr(garch, "scale", None) is not None:
+        rows.append({"quantity": "returns scaled by", "value": format_number(garch.scale)})
+    return rows
 
 
 def merton_summary_rows(merton: Any) -> list[dict]:
     if merton is None:
         return []
-    s = merton.summary or {}
+    s = merton.stats or {}
     return [
         {"quantity": "total σ annualised", "value": _pct(s.get("total_sigma_annualized"))},
         {"quantity": "diffusion σ annualised", "value": _pct(s.get("diffusion_sigma_annualized"))},

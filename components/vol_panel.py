@@ -10,7 +10,7 @@ picker, a venue filter applies when the data has venues; size filters do not app
 Pressing Fit looks every model up in the `ResultStore` by (dataset key, filters, settings), so a repeat is
 instant; what is missing is fitted in a Dash background callback (the app's DiskcacheManager) with honest
 progress stages and a Cancel button: the bars (validated, gap-aware, from `execal.models.vol.realized.bar_series`) and
-the Lee–Mykland / BNS jump tests, every realised estimator per period, the chosen GARCH variant, the Markov
+the Lee–Mykland / BNS jump tests, every realised estimator per period, the chosen forecasting model (GARCH family, HAR-RV), the Markov
 regimes, Merton's jump-diffusion when ticked, and (ticked by default) the impact model on the session's fills:
 its coefficient's path over time (Kalman smoothed path with bands, online SGD iterates; models/timevarying.py)
 and its fit per volatility regime of the fills with the mean cost per regime. A model that fails (too few
@@ -47,8 +47,7 @@ from execal.components import store as store_mod
 from execal.components import vol_figures as V
 from execal.components.shell import sample_value  # noqa: F401  (the picker's values, for callers)
 from execal.models.data.bars import check_not_constant
-from execal.models.vol.realized import (BarSeries, bar_series, fit_realized, jump_test,
-                             parse_freq, returns_of_bars)
+from execal.models.vol.realized import BarSeries, bar_series, jump_test, parse_freq, returns_of_bars
 from execal.models.impact.fit import CalibrationError, Calibrator
 from execal.models.core.registry import MODELS, models_of_kind
 from execal.models.data.schema import DataError, Dataset
@@ -113,8 +112,9 @@ class SettingsError(ValueError):
 
 
 def garch_models() -> dict:
-    """The GARCH-family volatility models of the registry (name -> model)."""
-    return {n: m for n, m in models_of_kind("volatility").items() if m.fit_path.startswith("execal.models.vol.garch:")}
+    """The forecasting volatility models of the registry (GARCH family, HAR-RV, ...: those with a
+    conditional volatility path and forecasts), name -> model."""
+    return {n: m for n, m in models_of_kind("volatility").items() if m.forecasts}
 
 
 def estimator_names() -> tuple[str, ...]:
@@ -122,7 +122,7 @@ def estimator_names() -> tuple[str, ...]:
 
 
 def dist_choices(garch: str) -> tuple[str, ...]:
-    return tuple(garch_models()[garch].options["dist"])
+    return tuple(garch_models()[garch].options.get("dist", ()))
 
 
 def regime_choices() -> tuple[int, ...]:
@@ -253,9 +253,10 @@ def build_settings(*, symbol: str | None, bar: str | None, period: str | None, g
     except DataError as err:
         raise SettingsError(str(err)) from None
     if garch not in garch_models():
-        raise SettingsError(f"GARCH variant {garch!r}: choose one of {', '.join(garch_models())}")
-    if dist not in dist_choices(garch):
+        raise SettingsError(f"GARCH variant / forecasting model {garch!r}: choose one of {', '.join(garch_models())}")
+    if dist_choices(garch) and dist not in dist_choices(garch):
         raise SettingsError(f"error distribution {dist!r}: choose one of {', '.join(dist_choices(garch))}")
+    dist = dist if dist_choices(garch) else None          # a model without error distributions (HAR)
     try:
         k = int(k_regimes)
     except (TypeError, ValueError):
@@ -558,10 +559,11 @@ def run_fit(st: store_mod.SessionStore, results: results_mod.ResultStore, job: M
 
     stages = [
         ("realized", 15, "realised estimators",
-         lambda: fit_realized(bars_dataset(bars, dataset), estimator="yang_zhang", freq=settings["period"],
-                              gaps="skip")),
-        ("garch", 30, f"{V.MODEL_LABELS.get(settings['garch'], settings['garch'])}",
-         lambda: garch_models()[settings["garch"]].fit(returns, dist=settings["dist"])),
+         lambda: MODELS["realized"].fit(bars_dataset(bars, dataset), estimator="yang_zhang", freq=settings["period"],
+                                        gaps="skip")),
+        ("garch", 30, f"{V.model_label(settings['garch'])}",
+         lambda: garch_models()[settings["garch"]].fit(
+             returns, **({"dist": settings["dist"]} if settings.get("dist") else {}))),
         ("garch_forecast", 35, f"forecasts up to {MAX_HORIZON} periods ahead",
          lambda: done["garch"].forecast(MAX_HORIZON)),
         ("markov", 50, f"Markov regimes (k = {settings['k_regimes']})",
@@ -737,7 +739,7 @@ def _main(fits: Mapping[str, Any], view: Mapping) -> dict:
     for name, res in (("garch", garch), ("markov", markov), ("merton", merton)):
         if res is None:
             continue
-        title = V.MODEL_LABELS.get(res.model, name)
+        title = V.model_label(res.model)
         param_blocks.append(html.H3(f"{title} — log-likelihood {V.format_number(res.loglikelihood, 8)}",
                                     className="h6 mt-2"))
         param_blocks.append(_table(V.parameter_rows(res), table_id=_id(f"params-{name}")))
@@ -841,8 +843,8 @@ def garch_outputs(results: results_mod.ResultStore, view: Any, horizon: Any, est
         comparison = tidy[tidy["estimator"].astype(str) == est]
         label = f"realised ({V.ESTIMATOR_LABELS.get(est, est)}, per {view['settings'].get('period', '1D')})"
     path = _prepared.get_or_make("garch-path:" + view["keys"]["garch"], lambda: _garch_path(garch))
-    fig = V.garch_figure(path["frame"], forecast, label=V.MODEL_LABELS.get(garch.model, garch.model),
-                         long_run_annualized=(garch.summary or {}).get("sigma_annualized_long_run"),
+    fig = V.garch_figure(path["frame"], forecast, label=V.model_label(garch.model),
+                         long_run_annualized=(garch.stats or {}).get("sigma_annualized_long_run"),
                          realized=comparison, realized_label=label, n_total=path["n"])
     rows = V.garch_summary_rows(garch)
     if forecast is not None and len(forecast):
@@ -966,13 +968,13 @@ def layout(app) -> html.Div:
                                                options=[{"label": p, "value": p} for p in PERIOD_CHOICES]), PERIOD),
     ]
     garch_section = [
-        _field("GARCH variant", dcc.Dropdown(id=GARCH_PICK, value=first_garch, clearable=False,
+        _field("Forecasting model", dcc.Dropdown(id=GARCH_PICK, value=first_garch, clearable=False,
                                              options=[{"label": m.label, "value": n} for n, m in garch.items()]),
                GARCH_PICK, garch[first_garch].formula),
         _field("Error distribution", dbc.RadioItems(id=DIST, value=dist_choices(first_garch)[0], inline=True,
                                                     options=[{"label": d, "value": d}
                                                              for d in dist_choices(first_garch)]), DIST),
-        _field("Forecast horizon (bars)", dbc.Input(id=HORIZON, type="number", min=1, max=MAX_HORIZON, step=1,
+        _field("Forecast horizon (periods)", dbc.Input(id=HORIZON, type="number", min=1, max=MAX_HORIZON, step=1,
                                                      value=DEFAULT_HORIZON, size="sm", debounce=True), HORIZON,
                "redrawn without refitting"),
     ]
@@ -1003,7 +1005,7 @@ def layout(app) -> html.Div:
     section = shell.section
     settings_card = shell.card("Data and models", [
         section("Data", data_section), section("Realised volatility", realized_section),
-        section("GARCH", garch_section), section("Regimes and jumps", regime_section),
+        section("Conditional volatility and forecasts", garch_section), section("Regimes and jumps", regime_section),
         section("Impact", impact_section)], class_name="mb-3 execal-vol-settings")
     run_card = shell.job_card(JOB_IDS, "Fit", store_ids=(VIEW, SEEN, SHOWN))
     status = shell.slot(STATUS, shell.empty_status(PANEL, EMPTY_MESSAGE))
@@ -1015,7 +1017,7 @@ def layout(app) -> html.Div:
         dbc.Row([
             _figure_card("Realised volatility", REALIZED, REALIZED_TABLE,
                          "every ticked estimator per period, annualised"),
-            _figure_card("GARCH conditional volatility", GARCH, GARCH_TABLE,
+            _figure_card("Conditional volatility and forecast", GARCH, GARCH_TABLE,
                          "annualised; dashed = forecast; dotted = long-run level"),
         ]),
         dbc.Row([
@@ -1094,7 +1096,8 @@ def register_callbacks(app) -> None:
         if garch not in garch_models():
             raise PreventUpdate
         choices = dist_choices(garch)
-        return [{"label": d, "value": d} for d in choices], current if current in choices else choices[0]
+        return [{"label": d, "value": d} for d in choices], current if current in choices else (
+            choices[0] if choices else None)
 
     @app.callback(
         Output(VIEW, "data"),

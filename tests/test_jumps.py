@@ -8,8 +8,16 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from execal.models.vol.jumps import _loglik_grad, fit_merton, loglike
-from execal.models.vol.realized import fit_realized
+from execal.models.vol.base import VolatilityCalibrator
+from execal.models.vol.jumps import _loglik_grad, loglike
+
+
+def fit_merton(data, **settings):
+    return VolatilityCalibrator("merton", **settings).fit(data)
+
+
+def fit_realized(data, **settings):
+    return VolatilityCalibrator("realized", **settings).fit(data)
 from execal.models.data.schema import DataError
 
 
@@ -50,7 +58,7 @@ def test_recovers_known_parameters_and_flags_the_jumps():
     true = {"mu": 0.0, "sigma": 0.03, "lam": 5.0, "mu_jump": -0.001, "sigma_jump": 0.005}
     r, jumps = simulate(50_000, seed=3, **true)
     res = fit_merton(r)
-    assert res.converged, res.message
+    assert res.converged, res.report.message
     assert res.data["period_s"] == 60
     for name in ("sigma", "lam", "mu_jump", "sigma_jump"):
         assert abs(res.params[name] - true[name]) < 4 * res.std_errors[name], (name, res.params, res.std_errors)
@@ -72,7 +80,7 @@ def test_without_jumps_the_jump_share_is_small():
                   index=pd.date_range("2024-01-01", periods=5_000, freq="1h", tz="UTC"))
     res = fit_merton(r)
     assert res.params["sigma"] == pytest.approx(0.02, rel=0.05)
-    assert res.summary["jump_share_of_variance"] < 0.1
+    assert res.stats["jump_share_of_variance"] < 0.1
 
 
 @pytest.mark.shared_data
@@ -83,9 +91,9 @@ def test_real_bars(shared_data):
     assert all(np.isfinite(list(res.std_errors.values())))
     # total volatility of the jump-diffusion vs the realised hourly close-to-close level
     realised = fit_realized(path, estimator="realized_variance").params["sigma_daily"]
-    assert res.summary["total_sigma_daily"] == pytest.approx(realised, rel=0.15)
-    assert 0 < res.summary["jump_share_of_variance"] < 1
-    assert res.params["sigma"] < res.summary["total_sigma_daily"]
+    assert res.stats["total_sigma_daily"] == pytest.approx(realised, rel=0.15)
+    assert 0 < res.stats["jump_share_of_variance"] < 1
+    assert res.params["sigma"] < res.stats["total_sigma_daily"]
 
 
 def test_bad_input():

@@ -9,9 +9,14 @@ import pandas as pd
 import pytest
 
 from execal.models.data.io import load
-from execal.models.vol.realized import (DAYS_PER_YEAR, ESTIMATORS, bar_series, fill_volatility, fit_realized,
-                             jump_test, realized_table, returns_from)
+from execal.models.vol.base import VolatilityCalibrator
+from execal.models.vol.realized import (DAYS_PER_YEAR, ESTIMATORS, bar_series, fill_volatility,
+                                        jump_test, realized_table, returns_from)
 from execal.models.data.schema import DataError
+
+
+def fit_realized(data, **settings):
+    return VolatilityCalibrator("realized", **settings).fit(data)
 
 RANGE = ("parkinson", "garman_klass", "rogers_satchell", "yang_zhang")
 RETURN_BASED = ("close_to_close", "realized_variance", "bipower")
@@ -165,7 +170,7 @@ def test_ftx_one_minute_bars(shared_data):
     assert res.params["sigma_annualized"] == pytest.approx(res.params["sigma_daily"] * math.sqrt(DAYS_PER_YEAR))
     assert res.std_errors["sigma_daily"] > 0
     # on these bars the range and return estimators agree within 15 %
-    by = res.summary["by_estimator_sigma_daily"]
+    by = res.stats["by_estimator_sigma_daily"]
     assert max(by.values()) / min(by.values()) < 1.15, by
     json.dumps(res.to_dict(), allow_nan=False)
 
@@ -173,10 +178,10 @@ def test_ftx_one_minute_bars(shared_data):
 @pytest.mark.shared_data
 def test_coinbase_hourly_bars(shared_data):
     res = fit_realized(shared_data / "bars" / "coinbase_btc-usd_1h_2024.csv", estimator="yang_zhang")
-    assert res.summary["periods_used"] >= 250
+    assert res.stats["periods_used"] >= 250
     assert 0.02 < res.params["sigma_daily"] < 0.045
     # with 24 bars a day the 1-day close-to-close and the intraday estimators agree on average
-    by = res.summary["by_estimator_sigma_daily"]
+    by = res.stats["by_estimator_sigma_daily"]
     assert abs(by["yang_zhang"] / by["close_to_close"] - 1) < 0.2, by
     tidy = res.tidy()
     assert set(tidy["estimator"]) == set(ESTIMATORS)

@@ -12,9 +12,13 @@ from statsmodels.tsa.regime_switching.markov_regression import MarkovRegression
 
 from execal.models.data.io import load
 from execal.models.vol.realized import returns_from
-from execal.models.vol.regimes import (_scan, fit_markov, loglike, param_names, regime_labels,
-                            steady_state)
+from execal.models.vol.base import VolatilityCalibrator
+from execal.models.vol.regimes import _scan, loglike, param_names, regime_labels, steady_state
 from execal.models.data.schema import DataError
+
+
+def fit_markov(data, **settings):
+    return VolatilityCalibrator("markov", **settings).fit(data)
 
 
 def simulate(P, sigma, n, seed, mu=0.0, start="2024-01-01", freq="5min"):
@@ -222,7 +226,7 @@ def test_bad_input():
         fit_markov(np.random.default_rng(0).normal(size=60))
     with pytest.raises(DataError, match="constant returns"):
         fit_markov(np.full(500, 0.001))
-    with pytest.raises(ValueError, match="2 or 3"):
+    with pytest.raises(ValueError, match="k_regimes must be one of 2, 3"):
         fit_markov(np.random.default_rng(0).normal(size=600), k_regimes=4)
 
 
@@ -256,3 +260,104 @@ def test_degenerate_likelihood_is_reported_not_hidden(shared_data):
     assert any("variance sits on the floor" in w for w in res.warnings)
     assert res.converged == (not any(w.startswith("not converged") for w in res.warnings))
     assert res.to_dict()["warnings"] == list(res.warnings)
+
+
+# --- multistart and a common variance (issue 10, item 5) -------------------------------------------
+
+@pytest.fixture(scope="module")
+def fedfunds():
+    from statsmodels.tsa.regime_switching.tests.test_markov_regression import fedfunds as data
+
+    return np.asarray(data, dtype=np.float64)
+
+
+def test_multistart_reaches_the_fedfunds_maximum_a_single_start_misses(fedfunds):
+    """statsmodels' Fed funds series, switching variance, one mean: one start stops at the local maximum
+    −540.229 (what execal reported before); the multistart reaches statsmodels' −539.159 and says how far
+    apart its starts ended."""
+    sm = MarkovRegression(fedfunds, k_regimes=2, trend="c", switching_trend=False, switching_variance=True)
+    sm_res = sm.fit(disp=False)
+    assert sm_res.llf == pytest.approx(-539.159, abs=1e-3)
+    single = fit_markov(fedfunds, starts=0, period="1D")
+    assert single.loglikelihood == pytest.approx(-540.229, abs=1e-3) and single.converged
+    res = fit_markov(fedfunds, period="1D")
+    assert res.loglikelihood >= -539.159 and res.loglikelihood >= sm_res.llf - 1e-6
+    assert res.loglikelihood == pytest.approx(loglike(list(res.params.values()), fedfunds, 2), rel=1e-12)
+    ms = res.stats["multistart"]
+    starts = res.report.starts
+    assert ms["starts"] == len(starts) == 5 and ms["best_loglik"] == res.loglikelihood
+    llfs = [s["loglik"] for s in starts]
+    assert ms["loglik_spread"] == pytest.approx(max(llfs) - min(llfs)) and ms["loglik_spread"] > 0.5
+    assert sum(s["best"] for s in starts) == 1 and res.report.loss == "mle"
+    assert "spread of the starts' log-likelihoods" in res.summary()
+    # same answer as statsmodels' optimum, regimes in variance order
+    p00, p10, const, v0, v1 = sm_res.params
+    if v0 > v1:
+        p00, p10, v0, v1 = 1 - p10, 1 - p00, v1, v0
+    np.testing.assert_allclose(list(res.params.values()), [p00, p10, const, v0, v1], rtol=1e-3)
+
+
+def test_switching_mean_with_a_common_variance_equals_statsmodels(fedfunds):
+    sm = MarkovRegression(fedfunds, k_regimes=2, trend="c", switching_trend=True, switching_variance=False)
+    assert sm.param_names == param_names(2, True, False)
+    sm_res = sm.fit(disp=False)
+    rng = np.random.default_rng(0)
+    for _ in range(3):      # the likelihood itself, at arbitrary parameters
+        params = [rng.uniform(0.8, 0.99), rng.uniform(0.01, 0.2), rng.uniform(2, 5), rng.uniform(6, 10),
+                  rng.uniform(1, 6)]
+        assert loglike(params, fedfunds, 2, True, False) == pytest.approx(sm.loglike(np.array(params)), rel=1e-11)
+    res = fit_markov(fedfunds, switching_mean=True, switching_variance=False, period="1D")
+    assert res.converged and list(res.params) == sm.param_names
+    assert res.loglikelihood >= sm_res.llf - 1e-6
+    assert res.loglikelihood == pytest.approx(sm_res.llf, abs=1e-4)
+    # one variance for both regimes; regimes ordered by mean
+    assert res.sigma2[0] == res.sigma2[1] and res.mu[0] < res.mu[1]
+    np.testing.assert_allclose(sorted([res.params["const[0]"], res.params["const[1]"]]),
+                               sorted(sm_res.params[2:4]), rtol=1e-3)
+    assert res.params["sigma2"] == pytest.approx(sm_res.params[4], rel=1e-3)
+    se = dict(zip(sm.param_names, sm_res.bse))
+    assert res.std_errors["sigma2"] == pytest.approx(se["sigma2"], rel=0.05)
+    with pytest.raises(ValueError, match="nothing switches"):
+        fit_markov(fedfunds, switching_variance=False)
+
+
+def test_batched_em_equals_one_start_at_a_time():
+    from execal.models.vol import regimes as R
+
+    y, _ = simulate(P3, [0.5, 1.0, 3.0], 1_500, seed=11)
+    y = ((y - y.mean()) / y.std()).to_numpy()
+    for shape in (R._Shape(3), R._Shape(3, True), R._Shape(2, True, False)):
+        rng = np.random.default_rng(1)
+        thetas = [R._start(y, shape)] + [R._random_start(y, shape, rng) for _ in range(3)]
+        batch = R._em_batch(y, thetas, shape, 1e-6, 25, 1e-8)
+        for th0, (th, llf, it, ok) in zip(thetas, batch):
+            one = R._em(y, th0, shape, 1e-6, 25, 1e-8)
+            assert llf == pytest.approx(one[1], rel=1e-12) and it == one[2] and ok == one[3]
+            np.testing.assert_allclose(th.sigma2, one[0].sigma2, rtol=1e-10)
+            np.testing.assert_allclose(th.P, one[0].P, rtol=1e-10, atol=1e-14)
+
+
+def test_fixed_parameters_give_the_same_type_and_likelihood(fedfunds):
+    fitted = fit_markov(fedfunds, period="1D")
+    fixed = VolatilityCalibrator("markov", period="1D").fix(fitted.params, fedfunds)
+    assert type(fixed) is type(fitted) and fixed.status == "fixed" and fixed.report.method == "fixed"
+    assert fixed.loglikelihood == pytest.approx(fitted.loglikelihood, rel=1e-10)
+    np.testing.assert_allclose(fixed.smoothed, fitted.smoothed, atol=1e-8)
+    with pytest.raises(ValueError, match="missing"):
+        VolatilityCalibrator("markov").fix({"const": 1.0}, fedfunds)
+
+
+def test_a_transition_probability_on_the_boundary_is_warned():
+    """Three regimes on data with two (calm and wild blocks of 300): the third regime is reached only
+    from one of the others, so a transition probability sits at 0 and the fit says so."""
+    rng = np.random.default_rng(3)
+    s = (np.arange(3000) // 300) % 2
+    y = rng.normal(0, 1, 3000) * np.where(s == 1, 3, 1)
+    res = fit_markov(y, k_regimes=3, period="1h")
+    edge = [b for b in res.report.active_bounds if b.startswith("p[")]
+    assert edge, res.report.active_bounds
+    i, j = map(int, edge[0][2:edge[0].index("]")].split("->"))
+    assert res.transition[i, j] < 1e-6 or res.transition[i, j] > 1 - 1e-6
+    assert any(w.startswith(edge[0].split(" =")[0]) and "on the boundary of [0, 1]" in w for w in res.warnings)
+    two = fit_markov(y, k_regimes=2, period="1h")          # the right number of regimes: interior
+    assert not two.report.active_bounds and not any("boundary" in w for w in two.warnings)

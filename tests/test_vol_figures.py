@@ -10,8 +10,12 @@ import plotly.io as pio
 import pytest
 
 from execal.components import vol_figures as V
-from execal.models.vol.realized import VolatilityResult
-from execal.models.vol.regimes import fit_markov
+from execal.models.core.report import OptimizerReport
+from execal.models.vol.base import VolatilityCalibrator, VolatilityResult
+
+
+def fit_markov(data, **settings):
+    return VolatilityCalibrator("markov", **settings).fit(data)
 
 MIN15_NS = 15 * 60 * 10**9
 T0_NS = int(pd.Timestamp("2024-01-01", tz="UTC").value)
@@ -262,10 +266,13 @@ def test_cost_by_regime_figure():
 # --- tables -----------------------------------------------------------------------------------
 
 
-def _result(**kw) -> VolatilityResult:
+def _result(converged=True, message="ok", **kw) -> VolatilityResult:
+    report = OptimizerReport(method="SLSQP", iterations=12, converged=converged, success=converged, message=message)
+    if kw.get("status") == "closed_form":
+        report = OptimizerReport.closed_form(message)
     base = dict(model="garch", params={"omega": 0.05, "beta[1]": 0.9}, std_errors={"omega": 0.01, "beta[1]": float("nan")},
-                loglikelihood=1000.0, n_obs=500, converged=True, status="fitted", message="ok",
-                units={"omega": "(return×100)²"}, optimizer={"method": "SLSQP", "iterations": 12})
+                loglikelihood=1000.0, n_obs=500, status="fitted", report=report,
+                units={"omega": "(return×100)²"})
     base.update(kw)
     return VolatilityResult(**base)
 
@@ -322,14 +329,14 @@ def test_regime_rows_from_a_fit():
 
 def test_realized_and_garch_summary_rows():
     class R:
-        summary = {"by_estimator_sigma_daily": {"parkinson": 0.02}}
+        stats = {"by_estimator_sigma_daily": {"parkinson": 0.02}}
     rows = V.realized_rows(R(), ["parkinson", "bipower"])
     assert rows[0]["σ daily"] == "2 %" and rows[0]["σ annualised"] == f"{100 * 0.02 * math.sqrt(365):.3g} %"
     assert rows[1]["σ daily"] == "—"
 
     class G:
         scale = 100.0
-        summary = {"persistence": 0.97, "half_life_days": 0.24, "half_life_periods": 22.8,
+        stats = {"persistence": 0.97, "half_life_days": 0.24, "half_life_periods": 22.8,
                    "sigma_annualized_long_run": 0.5, "sigma_daily_last": 0.03}
     g = {r["quantity"]: r["value"] for r in V.garch_summary_rows(G())}
     assert g["persistence"] == "0.97" and g["long-run σ annualised"] == "50 %"

@@ -62,7 +62,9 @@ def find(component, component_id):
 
 
 def test_pickers_come_from_the_registry():
-    assert set(P.garch_models()) == {"garch", "gjr", "egarch"}
+    # the forecasting picker lists every registry model that forecasts: the GARCH family and HAR-RV
+    assert set(P.garch_models()) == {n for n, m in models_of_kind("volatility").items() if m.forecasts}
+    assert {"garch", "gjr", "egarch", "har"} <= set(P.garch_models())
     assert P.estimator_names() == tuple(models_of_kind("volatility")["realized"].options["estimator"])
     assert P.regime_choices() == (2, 3)
     page = P.layout(None)
@@ -187,6 +189,26 @@ def test_a_repeat_is_answered_from_the_cache(stores, sample_dir):
                       settings=settings(garch="gjr", dist="t"))
     missing = [n for n, k in plan["job"]["keys"].items() if k and rs.get(k) is None]
     assert missing == ["garch", "garch_forecast"]
+
+
+def test_har_is_a_forecasting_choice_with_its_own_outputs(stores, sample_dir):
+    """HAR-RV reached the panel through its registry line only: pick it, fit, and the forecasting card
+    draws its fitted σ path and recursion forecast, its table its persistence, half-life and R²."""
+    s = settings(garch="har", dist="normal")
+    assert s["garch"] == "har" and s["dist"] is None          # HAR has no error distribution
+    view, _ = fit(stores, sample_dir, garch="har", dist="normal")
+    assert view["errors"] == {}, view["errors"]
+    st, rs = stores
+    har = rs.get(view["keys"]["garch"])
+    assert har.model == "har" and har.status == "closed_form" and har.report.method == "closed_form"
+    out = P.garch_outputs(rs, view, 5)
+    fig = out[P.GARCH].to_plotly_json()
+    names = [t.get("name", "") for t in fig["data"]]
+    assert any("HAR-RV" in n for n in names) and any(n.startswith("forecast, 5 periods") for n in names)
+    body = text_of(out[P.GARCH_TABLE])
+    assert "β_d + β_w + β_m" in body and "R² in sample" in body
+    statuses = dict(P.model_statuses(P._fits(rs, view), view))
+    assert statuses["garch"]["model"].startswith("HAR-RV") and statuses["garch"]["badge"] == "Closed form"
 
 
 def test_main_outputs_show_status_figures_and_tables(stores, sample_dir):
@@ -337,7 +359,8 @@ def test_status_of_a_not_converged_fit_is_red(stores, sample_dir):
     rs = stores[1]
     garch = rs.get(view["keys"]["garch"])
     import dataclasses
-    broken = dataclasses.replace(garch, converged=False, message="Iteration limit reached")
+    report = dataclasses.replace(garch.report, converged=False, success=False, message="Iteration limit reached")
+    broken = dataclasses.replace(garch, report=report)
     fits = {"series": rs.get(view["keys"]["series"]), "garch": broken, "realized": None, "markov": None,
             "merton": None}
     comp = P.status_component(fits, view)

@@ -39,6 +39,7 @@ ENTRIES: dict[str, tuple[str, str]] = {
     "egarch": ("volatility", "execal.models.vol.garch:EGARCH_MODEL"),
     "markov": ("volatility", "execal.models.vol.regimes:MARKOV_MODEL"),
     "merton": ("volatility", "execal.models.vol.jumps:MERTON_MODEL"),
+    "har": ("volatility", "execal.models.vol.har:HAR_MODEL"),
     # option surfaces (execal.models.surface.svi)
     "svi": ("surface", "execal.models.surface.svi:SVI"),
     "ssvi": ("surface", "execal.models.surface.svi:SSVI"),

@@ -10,11 +10,16 @@ of the diffusion part), `sigma` (diffusion volatility), `lam` (expected jumps pe
 `sigma_jump` (jump size mean and standard deviation, log-return). The drift is the physical
 measure's, without Merton's risk-neutral compensator: this is estimation, not pricing.
 
-Estimation: BFGS on unconstrained coordinates (log σ, log λ, log δ) from a few starts (a bipower
-/ threshold start and two fixed jump rates), keeping the best; standard errors from the inverse
-of a central-difference Hessian of the log-likelihood in the natural parameters. The optimizer's
-status and message are part of the result. `MertonResult.jump_probabilities()` gives each
-return's posterior probability of containing a jump (figure-ready jump times).
+Estimation: L-BFGS on unconstrained coordinates (log σ, log λ, log δ) from a few starts (a
+bipower / threshold start and two fixed jump rates), keeping the best (every start is in
+`report.starts`); standard errors from the inverse of a central-difference Hessian of the
+log-likelihood, by the delta method in the natural parameters. The optimizer's status and message
+are the `report`. A coordinate at its guard (the diffusion variance on its floor, the jump rate or
+size at the limits the search allows) is a boundary: listed in `report.active_bounds` and warned
+about; fewer than 500 returns warn. `MertonResult.jump_probabilities()` gives each return's
+posterior probability of containing a jump (figure-ready jump times).
+
+Through the contract: `VolatilityCalibrator("merton").fit(data)`, `.fix(params, data)`.
 """
 from __future__ import annotations
 
@@ -25,12 +30,20 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, special, stats
 
+from typing import Mapping
+
 from execal.models.core.params import DAYS_PER_YEAR, Param
-from execal.models.data.bars import Returns, _freq_label, returns_from
-from execal.models.vol.base import VolatilityModel, VolatilityResult, data_info
+from execal.models.core.report import OptimizerReport
+from execal.models.data.bars import GAP_POLICIES, Returns
+from execal.models.vol.base import (VolatilityModel, VolatilityResult, data_info, few_observations,
+                                    prepare_returns)
 
 NAMES = ("mu", "sigma", "lam", "mu_jump", "sigma_jump")
-MIN_OBS = 200
+MIN_OBS = 200             # refused below
+FEW_OBS = 500             # warned below: jumps are rare, their size is poorly identified
+LOG_V_FLOOR = math.log(1e-8)   # diffusion variance ≥ 1e-8 × the sample variance
+MAX_LOG_LAM = 50.0             # |ln λ'| (jumps per period) the search allows
+MAX_LOG_B = 20.0               # |ln b| (jump sd / sample sd) the search allows
 TAIL = 1e-12
 MAX_TERMS = 60
 
@@ -127,6 +140,15 @@ class MertonResult(VolatilityResult):
     returns: Returns | None = None
     dt_days: float = 1.0
 
+    def stat_lines(self) -> list[str]:
+        s = self.stats or {}
+        share = s.get("jump_share_of_variance")
+        return [f"total σ annualised {100 * s.get('total_sigma_annualized', float('nan')):.4g} %, diffusion "
+                f"{100 * s.get('diffusion_sigma_annualized', float('nan')):.4g} %; jumps' share of variance "
+                + (f"{100 * share:.3g} %" if share is not None else "—")
+                + f"; {s.get('jumps_per_year', float('nan')):.4g} jumps per year, "
+                  f"{s.get('expected_jumps_in_sample', float('nan')):.4g} expected in the sample"]
+
     def jump_probabilities(self, threshold: float = 0.5) -> pd.DataFrame:
         """Per return: timestamp, return, p_jump = Pr(at least one jump | r), jump (p_jump > threshold)."""
         r = np.asarray(self.returns.values)
@@ -138,26 +160,47 @@ class MertonResult(VolatilityResult):
                              "jump": p_jump > threshold})
 
 
-def fit_merton(data, *, freq: str | None = None, symbol: str | None = None, bar: str | None = None,
-               gaps: str = "error", period: str | None = None, max_iter: int = 1000,
-               **_ignored) -> MertonResult:
+def _stats(x: np.ndarray, dt: float, n: int) -> dict:
+    jump_var = float(x[2] * (x[3] ** 2 + x[4] ** 2))
+    total_var = float(x[1] ** 2 + jump_var)
+    return {
+        "total_sigma_daily": math.sqrt(total_var),
+        "total_sigma_annualized": math.sqrt(total_var * DAYS_PER_YEAR),
+        "diffusion_sigma_annualized": float(x[1]) * math.sqrt(DAYS_PER_YEAR),
+        "jump_share_of_variance": jump_var / total_var if total_var > 0 else None,
+        "expected_jumps_in_sample": float(x[2] * dt * n),
+        "jumps_per_year": float(x[2] * DAYS_PER_YEAR),
+    }
+
+
+def _merton_result(returns, x, se, llf, report, status, stats, warnings, dt, freq, max_iter) -> "MertonResult":
+    return MertonResult(
+        model="merton", params=dict(zip(NAMES, map(float, x))), std_errors=dict(zip(NAMES, map(float, se))),
+        report=report, loglikelihood=llf, n_obs=returns.n, status=status,
+        units={"mu": "log return per day", "sigma": "fraction per √day", "lam": "jumps per day",
+               "mu_jump": "log return", "sigma_jump": "log return"},
+        stats=stats, settings={"freq": freq, "max_iter": max_iter}, warnings=tuple(dict.fromkeys(warnings)),
+        data=data_info(returns.source, returns.symbol, returns.t_ns, returns.period_ns),
+        validation=returns.report, returns=returns, dt_days=dt)
+
+
+def _fit_merton(data, *, max_iter: int = 1000, freq: str | None = None, symbol: str | None = None,
+                bar: str | None = None, gaps: str = "error", period: str | None = None) -> "MertonResult":
     """Fit Merton's jump-diffusion by maximum likelihood to log returns of bars / trades (or given
     returns, each over `period`).
 
     L-BFGS with the analytic score (the posterior jump-count weights give it in one pass) from
-    three starts; the best is kept, every start is reported in `summary["starts"]`.
+    three starts; the best is kept, every start is reported in `report.starts`.
     """
-    returns = data if isinstance(data, Returns) else returns_from(
-        data, freq=freq, symbol=symbol, bar=bar, gaps=gaps, period=period)
+    returns, notes = prepare_returns(data, freq=freq, symbol=symbol, bar=bar, gaps=gaps, period=period)
     returns.require(MIN_OBS, "Merton's jump-diffusion")
     r = np.asarray(returns.values, dtype=np.float64)
     dt = returns.period_ns / (86_400 * 1e9)
     s = float(np.std(r))
     y = r / s
-    log_v_floor = math.log(1e-8)      # diffusion variance ≥ 1e-8 × the sample variance
 
     def nll(z):
-        if z[1] < log_v_floor or not np.all(np.isfinite(z)) or abs(z[2]) > 50 or abs(z[4]) > 20:
+        if z[1] < LOG_V_FLOOR or not np.all(np.isfinite(z)) or abs(z[2]) > MAX_LOG_LAM or abs(z[4]) > MAX_LOG_B:
             return 1e300, np.zeros_like(z)
         f, g = _loglik_grad(z, y)
         return -f, -g
@@ -179,14 +222,27 @@ def fit_merton(data, *, freq: str | None = None, symbol: str | None = None, bar:
     # L-BFGS's "abnormal termination in line search" at a flat optimum is common: what counts is
     # a score that is numerically zero
     converged = bool(best.success) or grad_max < 1e-3 * max(1.0, math.sqrt(y.shape[0]))
-    warnings: list[str] = []
+    warnings: list[str] = list(notes)
     if not converged:
         warnings.append(f"not converged: {best.message} (largest score component {grad_max:.3g})")
     x = _to_natural(z, s, dt)
+    active = []
     if x[2] * dt * r.shape[0] < 1:
         warnings.append("less than one jump expected in the whole sample: the jump size is not identified")
-    if z[1] <= log_v_floor + 1e-3:
-        warnings.append("the diffusion variance sits on its floor (many identical returns?)")
+    if z[1] <= LOG_V_FLOOR + 1e-3:
+        active.append("sigma at its floor")
+        warnings.append("the diffusion variance sits on its floor (many identical returns?): the estimate is on "
+                        "the boundary of the parameter space and its standard error is not reliable")
+    if abs(z[2]) >= MAX_LOG_LAM - 1e-3:
+        active.append("lam at its limit")
+        warnings.append(f"the jump rate lam = {x[2]:.3g} per day is at the limit of the search: the estimate "
+                        "is on the boundary and its standard error is not reliable")
+    if abs(z[4]) >= MAX_LOG_B - 1e-3:
+        active.append("sigma_jump at its limit")
+        warnings.append(f"the jump size sd sigma_jump = {x[4]:.3g} is at the limit of the search: the estimate "
+                        "is on the boundary and its standard error is not reliable")
+    warnings += few_observations(r.shape[0], FEW_OBS, "Merton's jump-diffusion",
+                                 "jumps are rare, their rate and size are poorly identified")
     # observed information: central differences of the analytic score; delta method to per-day units
     m = z.shape[0]
     H = np.empty((m, m))
@@ -207,31 +263,35 @@ def fit_merton(data, *, freq: str | None = None, symbol: str | None = None, bar:
     except np.linalg.LinAlgError:
         se = np.full(5, np.nan)
         warnings.append("singular Hessian: standard errors undefined")
-    params = dict(zip(NAMES, map(float, x)))
-    jump_var = float(x[2] * (x[3] ** 2 + x[4] ** 2))
-    total_var = float(x[1] ** 2 + jump_var)
-    summary = {
-        "total_sigma_daily": math.sqrt(total_var),
-        "total_sigma_annualized": math.sqrt(total_var * DAYS_PER_YEAR),
-        "diffusion_sigma_annualized": float(x[1]) * math.sqrt(DAYS_PER_YEAR),
-        "jump_share_of_variance": jump_var / total_var if total_var > 0 else None,
-        "expected_jumps_in_sample": float(x[2] * dt * r.shape[0]),
-        "jumps_per_year": float(x[2] * DAYS_PER_YEAR),
-        "starts": tried,
-    }
-    return MertonResult(
-        model="merton", params=params, std_errors=dict(zip(NAMES, map(float, se))), loglikelihood=llf,
-        n_obs=returns.n, converged=converged, status="fitted", message=str(best.message),
-        units={"mu": "log return per day", "sigma": "fraction per √day", "lam": "jumps per day",
-               "mu_jump": "log return", "sigma_jump": "log return"},
-        summary=summary,
-        settings={"freq": freq or _freq_label(returns.period_ns), "max_iter": max_iter},
-        optimizer={"method": "L-BFGS-B, analytic score (best of starts)", "status": int(best.status),
-                   "message": str(best.message), "iterations": int(best.nit), "nfev": int(best.nfev),
-                   "gradient_max_abs": grad_max},
-        warnings=tuple(warnings),
-        data=data_info(returns.source, returns.symbol, returns.t_ns, returns.period_ns),
-        validation=returns.report, returns=returns, dt_days=dt)
+    report = OptimizerReport(method="L-BFGS-B, analytic score (best of starts)", loss="mle",
+                             status=int(best.status), message=str(best.message), success=bool(best.success),
+                             converged=converged, nfev=int(best.nfev), iterations=int(best.nit),
+                             active_bounds=tuple(active), starts=tuple(tried),
+                             settings={"gradient_max_abs": grad_max})
+    return _merton_result(returns, x, se, llf, report, "fitted", _stats(x, dt, r.shape[0]), warnings, dt,
+                          freq, max_iter)
+
+
+def _fix_merton(params: Mapping[str, float], data, *, max_iter: int = 1000, freq: str | None = None,
+                symbol: str | None = None, bar: str | None = None, gaps: str = "error",
+                period: str | None = None) -> "MertonResult":
+    """A MertonResult at hand-set parameters (per day, fractions): the log-likelihood there and the
+    jump probabilities. `max_iter` is unused."""
+    missing = [n for n in NAMES if n not in params]
+    unknown = [n for n in params if n not in NAMES]
+    if missing or unknown:
+        raise ValueError(f"Merton's jump-diffusion takes parameters {list(NAMES)}"
+                         + (f"; missing {missing}" if missing else "") + (f"; unknown {unknown}" if unknown else ""))
+    x = np.array([float(params[n]) for n in NAMES])
+    if not (x[1] > 0 and x[2] >= 0 and x[4] > 0):
+        raise ValueError("Merton's jump-diffusion needs sigma > 0, lam >= 0 and sigma_jump > 0")
+    returns, notes = prepare_returns(data, freq=freq, symbol=symbol, bar=bar, gaps=gaps, period=period)
+    returns.require(2, "Merton's jump-diffusion")
+    r = np.asarray(returns.values, dtype=np.float64)
+    dt = returns.period_ns / (86_400 * 1e9)
+    llf = loglike(x, r, dt)
+    return _merton_result(returns, x, np.full(5, np.nan), llf, OptimizerReport.fixed(), "fixed",
+                          _stats(x, dt, r.shape[0]), notes, dt, freq, max_iter)
 
 
 MERTON_MODEL = VolatilityModel(
@@ -242,6 +302,8 @@ MERTON_MODEL = VolatilityModel(
             Param("lam", 1.0, 0.0, 10_000.0, "jumps per day", "jump intensity"),
             Param("mu_jump", 0.0, -1.0, 1.0, "log return", "mean jump size"),
             Param("sigma_jump", 0.01, 0.0, 1.0, "log return", "jump size standard deviation")),
-    options={"freq": None},
+    options={"freq": None, "gaps": GAP_POLICIES},
     reference="Merton 1976; maximum likelihood as in Ball & Torous 1985",
-    fit_path="execal.models.vol.jumps:fit_merton")
+    fit_fn=_fit_merton, fix_fn=_fix_merton,
+    option_help={"max_iter": "L-BFGS iterations at most per start",
+                 "freq": "return interval, a multiple of the bar (default: the bar)"})

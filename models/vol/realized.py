@@ -1,10 +1,5 @@
 """Realised volatility: what the bars (or trades) say the volatility was, period by period.
 
-This room also holds the plumbing the other volatility rooms share (`garch.py`, `regimes.py`,
-`jumps.py`): turning bars or trades into a validated, gap-aware series (`bar_series`,
-`returns_from`), the volatility model descriptor the registry lists (`VolatilityModel`) and the
-immutable result every volatility fit returns (`VolatilityResult`).
-
 Estimators (`ESTIMATORS`), each a per-bar variance averaged over the bars of a period (a UTC day by
 default) and scaled to a day: sigma_daily = sqrt(mean per-bar variance × bars per day). Using the
 mean rather than the sum keeps a partial day (first / last day of a file) unbiased; `complete`
@@ -23,6 +18,10 @@ flags the periods with every bar present. Crypto trades 24/7: annualised = daily
 estimators). Range estimators on bars built from a discrete path are biased low (the high and low
 are only seen at the sampled points); tests/test_realized.py measures this bias.
 
+The registry's "realized" model (`VolatilityCalibrator("realized", estimator=...)`) averages the
+chosen estimator over the complete periods: a closed form (`OptimizerReport.closed_form`) with a
+Newey–West standard error (daily variances are autocorrelated).
+
 Jump tests (`jump_test`): Barndorff-Nielsen–Shephard per period (ratio statistic with tri-power
 quarticity, Huang & Tauchen 2005) and Lee–Mykland per bar (return / local bipower volatility from
 the K bars strictly before it, Gumbel critical value), which flags jump *times*.
@@ -32,21 +31,26 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
+from typing import Mapping
 
 import numpy as np
 import pandas as pd
 from scipy import special
 
-from execal.models.core.params import DAYS_PER_YEAR, NS_PER_DAY, NS_PER_S, SECONDS_PER_DAY, Param  # noqa: F401
 from execal.models.core.jsonable import num as _num
+from execal.models.core.params import DAYS_PER_YEAR, NS_PER_DAY, NS_PER_S, SECONDS_PER_DAY, Param  # noqa: F401
+from execal.models.core.report import OptimizerReport
 from execal.models.data.bars import (GAP_POLICIES, TRADE_BAR, BarSeries, Returns, _as_dataset, _freq_label,  # noqa: F401
                                      _time_ns, check_not_constant,
                                      _rows_text, bar_series, parse_freq, resample_bars, returns_from,
                                      returns_of_bars)
 from execal.models.data.io import load
 from execal.models.data.schema import DataError
-from execal.models.vol.base import VolatilityModel, VolatilityResult, annualize, data_info, to_daily  # noqa: F401
+from execal.models.vol.base import (MIN_HAC_WINDOW, VolatilityModel, VolatilityResult, annualize,  # noqa: F401
+                                    data_info, default_hac_lags, few_observations, hac_covariance,
+                                    prepare_bars, to_daily)
 
+MIN_PERIODS = 10          # below this the standard error of the average is unreliable (warned)
 LN2 = math.log(2.0)
 MU1 = math.sqrt(2.0 / math.pi)   # E|Z|
 MU43 = 2.0 ** (2.0 / 3.0) * math.gamma(7.0 / 6.0) / math.gamma(0.5)   # E|Z|^(4/3)
@@ -152,6 +156,23 @@ class RealizedResult(VolatilityResult):
         long["sigma_annualized"] = long["sigma_daily"] * math.sqrt(DAYS_PER_YEAR)
         return long[["period", "estimator", "sigma_daily", "sigma_annualized", "n_bars", "complete"]]
 
+    def stat_lines(self) -> list[str]:
+        s = self.stats or {}
+        by = s.get("by_estimator_sigma_daily") or {}
+        lines = []
+        if s.get("periods_used") is not None:
+            lines.append(f"{self.estimator} averaged over {s['periods_used']} of {s['periods']} period(s) "
+                         f"(HAC standard error, {s.get('hac_lags')} lags)")
+        if by:
+            lines.append("σ daily by estimator: " + ", ".join(
+                f"{e} {100 * v:.3g} %" for e, v in by.items() if v is not None))
+        j = s.get("jumps") or {}
+        if j:
+            lines.append(f"jumps: {j.get('jump_times', 0)} Lee–Mykland jump time(s) in {j.get('returns_tested', 0):,} "
+                         f"returns; {j.get('bns_jump_periods', 0)} of {j.get('bns_periods_tested', 0)} periods "
+                         f"with a BNS jump (α = {j.get('alpha')})")
+        return lines
+
     def to_dict(self) -> dict:
         out = super().to_dict()
         t = self.table
@@ -228,28 +249,55 @@ def realized_table(bars: BarSeries, freq: str = "1D", window: int = 1) -> pd.Dat
     return frame
 
 
-def fit_realized(data, *, estimator: str = "yang_zhang", freq: str = "1D", window: int = 1,
-                 symbol: str | None = None, bar: str | None = None, gaps: str = "error",
-                 **_ignored) -> RealizedResult:
-    """Realised volatility of bars or trades: every estimator per period, the chosen one averaged.
-
-    `params["sigma_daily"]` = sqrt(mean daily variance of `estimator` over the complete periods, or
-    all periods when none is complete); its standard error is from the spread of the per-period
-    variances (delta method, periods treated as independent).
-    """
+def _realized(data, estimator: str, freq: str, window: int, symbol, bar, gaps):
+    """(bars, notes, per-period table) for the realised estimators."""
     if estimator not in ESTIMATORS:
         raise ValueError(f"unknown estimator {estimator!r}; choose one of {', '.join(ESTIMATORS)}")
-    bars = bar_series(data, symbol=symbol, bar=bar, gaps=gaps)
+    bars, notes = prepare_bars(data, symbol=symbol, bar=bar, gaps=gaps)
     if bars.n < 2:
         raise DataError(f"too few observations: {bars.n} bar(s), a realised volatility needs at least 2",
                         file=bars.source)
     check_not_constant(bars)
-    table = realized_table(bars, freq, window)
-    warnings: list[str] = []
+    return bars, notes, realized_table(bars, freq, window)
+
+
+def _periods_used(table: pd.DataFrame, estimator: str, warnings: list[str]) -> np.ndarray:
     use = table["complete"].to_numpy() & table[estimator].notna().to_numpy()
     if not use.any():
         use = table[estimator].notna().to_numpy()
         warnings.append("no complete period: the average uses partial periods")
+    return use
+
+
+def _realized_result(bars, notes, table, *, estimator, freq, window, params, std_errors, report,
+                     status, warnings, stats) -> "RealizedResult":
+    jt = jump_test(bars, freq=freq)
+    stats = {**stats, "jumps": jt.summary()}
+    return RealizedResult(
+        model="realized", params=params, std_errors=std_errors, report=report, loglikelihood=None,
+        n_obs=bars.n, status=status,
+        units={"sigma_daily": "fraction per day", "sigma_annualized": "fraction per year (365 days)"},
+        stats=stats,
+        settings={"estimator": estimator, "freq": freq, "window": window,
+                  "bar": _freq_label(bars.bar_ns) if bars.from_trades else None},
+        warnings=tuple(dict.fromkeys(notes + warnings)),
+        data=data_info(bars.source, bars.symbol, bars.t_ns, bars.bar_ns),
+        validation=bars.report, table=table, estimator=estimator)
+
+
+def _fit_realized(data, *, estimator: str = "yang_zhang", freq: str = "1D", window: int = 1,
+                  symbol: str | None = None, bar: str | None = None, gaps: str = "error") -> "RealizedResult":
+    """Realised volatility of bars or trades: every estimator per period, the chosen one averaged.
+
+    `params["sigma_daily"]` = sqrt(mean daily variance of `estimator` over the complete periods, or
+    all periods when none is complete). Its standard error is the Newey–West (HAC, Bartlett) standard
+    error of that mean, by the delta method: daily variances are strongly autocorrelated (volatility
+    clusters), so the periods are not treated as independent (lags: `base.default_hac_lags`, at least
+    the pooling window and 22 periods).
+    """
+    bars, notes, table = _realized(data, estimator, freq, window, symbol, bar, gaps)
+    warnings: list[str] = []
+    use = _periods_used(table, estimator, warnings)
     if not use.any():
         raise DataError(f"too few observations: no period has enough bars for {estimator}",
                         file=bars.source)
@@ -257,27 +305,48 @@ def fit_realized(data, *, estimator: str = "yang_zhang", freq: str = "1D", windo
     mean_var = float(var.mean())
     sigma = math.sqrt(mean_var)
     m = var.shape[0]
-    se_var = float(var.std(ddof=1) / math.sqrt(m)) if m > 1 else float("nan")
+    lags = default_hac_lags(m, max(MIN_HAC_WINDOW, window))
+    if m > 1:
+        cov = hac_covariance(np.ones((m, 1)), var - mean_var, lags)
+        se_var = math.sqrt(max(float(cov[0, 0]), 0.0))
+    else:
+        se_var = float("nan")
     se_sigma = se_var / (2 * sigma) if sigma > 0 else float("nan")
+    warnings += few_observations(m, MIN_PERIODS, "a realised volatility average",
+                                 "the HAC standard error of a mean of so few periods is unreliable")
     params = {"sigma_daily": sigma, "sigma_annualized": sigma * math.sqrt(DAYS_PER_YEAR)}
     std_errors = {"sigma_daily": se_sigma, "sigma_annualized": se_sigma * math.sqrt(DAYS_PER_YEAR)}
     freq_ns = parse_freq(freq)
-    summary = {"estimator": estimator, "periods_used": int(m), "periods": int(len(table)),
-               "by_estimator_sigma_daily": {
-                   e: _num(math.sqrt(np.nanmean(table[e].to_numpy()[use] ** 2)))
-                   if np.isfinite(table[e].to_numpy()[use]).any() else None for e in ESTIMATORS}}
-    jt = jump_test(bars, freq=freq)
-    summary["jumps"] = jt.summary()
-    return RealizedResult(
-        model="realized", params=params, std_errors=std_errors, loglikelihood=None,
-        n_obs=bars.n, converged=True, status="closed_form",
-        message=f"{estimator} over {m} {_freq_label(freq_ns)} period(s)",
-        units={"sigma_daily": "fraction per day", "sigma_annualized": "fraction per year (365 days)"},
-        summary=summary,
-        settings={"estimator": estimator, "freq": freq, "window": window, "bar": bar if bars.from_trades else None,
-                  "gaps": gaps},
-        warnings=tuple(warnings), data=data_info(bars.source, bars.symbol, bars.t_ns, bars.bar_ns),
-        validation=bars.report, table=table, estimator=estimator)
+    stats = {"estimator": estimator, "periods_used": int(m), "periods": int(len(table)),
+             "hac_lags": lags,
+             "by_estimator_sigma_daily": {
+                 e: _num(math.sqrt(np.nanmean(table[e].to_numpy()[use] ** 2)))
+                 if np.isfinite(table[e].to_numpy()[use]).any() else None for e in ESTIMATORS}}
+    report = OptimizerReport.closed_form(
+        f"{estimator} over {m} {_freq_label(freq_ns)} period(s); HAC (Newey-West, {lags} lags) standard error",
+        estimator=estimator)
+    return _realized_result(bars, notes, table, estimator=estimator, freq=freq, window=window, params=params,
+                            std_errors=std_errors, report=report, status="closed_form", warnings=warnings,
+                            stats=stats)
+
+
+def _fix_realized(params: Mapping[str, float], data, *, estimator: str = "yang_zhang", freq: str = "1D",
+                  window: int = 1, symbol: str | None = None, bar: str | None = None,
+                  gaps: str = "error") -> "RealizedResult":
+    """A RealizedResult at a hand-set `sigma_daily` (or `sigma_annualized`), with the data's table."""
+    if "sigma_daily" in params:
+        sigma = float(params["sigma_daily"])
+    elif "sigma_annualized" in params:
+        sigma = float(params["sigma_annualized"]) / math.sqrt(DAYS_PER_YEAR)
+    else:
+        raise ValueError("realised volatility takes 'sigma_daily' (or 'sigma_annualized')")
+    if not sigma >= 0:
+        raise ValueError(f"sigma_daily must be >= 0, got {sigma!r}")
+    bars, notes, table = _realized(data, estimator, freq, window, symbol, bar, gaps)
+    fixed = {"sigma_daily": sigma, "sigma_annualized": sigma * math.sqrt(DAYS_PER_YEAR)}
+    return _realized_result(bars, notes, table, estimator=estimator, freq=freq, window=window, params=fixed,
+                            std_errors={k: float("nan") for k in fixed}, report=OptimizerReport.fixed(),
+                            status="fixed", warnings=[], stats={"estimator": estimator})
 
 
 # --- jump tests --------------------------------------------------------------------------------
@@ -445,7 +514,10 @@ REALIZED_MODEL = VolatilityModel(
     options={"estimator": tuple(ESTIMATORS), "freq": "1D", "window": 1, "gaps": GAP_POLICIES},
     reference="Parkinson 1980; Garman & Klass 1980; Rogers & Satchell 1991; Yang & Zhang 2000; "
               "Barndorff-Nielsen & Shephard 2004, 2006; Lee & Mykland 2008",
-    fit_path="execal.models.vol.realized:fit_realized")
+    fit_fn=_fit_realized, fix_fn=_fix_realized,
+    option_help={"estimator": "realised estimator reported in params (every estimator is in the table)",
+                 "freq": "the period each estimate covers (a multiple of the bar length)",
+                 "window": "periods pooled per estimate"})
 
 
 # --- volatility from bars --------------------------------------------------------------------
