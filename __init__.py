@@ -33,6 +33,7 @@ _API = {
     "CalibrationError": "execal.models.core.errors:CalibrationError",
     "VolatilityCalibrator": "execal.models.vol.base:VolatilityCalibrator",
     "SurfaceCalibrator": "execal.models.surface.svi:SurfaceCalibrator",
+    "StochasticVolCalibrator": "execal.models.surface.heston:StochasticVolCalibrator",
     "prepare_chain": "execal.models.surface.options:prepare_chain",
     "read_config": "execal.models.impact.config:load_config",
     "write_config": "execal.models.impact.config:dump_config",
