@@ -32,10 +32,12 @@ import math
 from typing import Mapping
 
 import numpy as np
+import pandas as pd
 from scipy import stats
 
 from execal.models.core.params import NS_PER_DAY
 from execal.models.core.registry import get_model
+from execal.models.data.schema import side_sign
 from execal.models.impact.config import validate_config
 from execal.models.impact.features import impact_features
 from execal.models.impact.timevarying import DRIFT_PARAMETER, LOSS_CODES, kf_step, sgd_inputs, sgd_step
@@ -132,7 +134,11 @@ class OnlineImpact:
 
     def features(self, fill: Mapping):
         """The impact features of one fill (a mapping of the canonical fill columns)."""
-        row = {k: [fill[k]] for k in FILL_COLUMNS if k in fill and fill[k] is not None}
+        # the timestamp is not a model input (the Kalman step gets it as t_ns) and a text side
+        # would cost pandas' mapping: both are handled here, the rest is the calibration's code
+        row = {k: [fill[k]] for k in FILL_COLUMNS if k != "timestamp" and fill.get(k) is not None}
+        if "side" in row:
+            row["side"] = [side_sign(fill["side"])]
         extra = ("weight",) if self.weights == "column" and "weight" in row else ()
         # a fill without an input the model needs is refused (DataError naming the column), never
         # predicted as NaN: the monitor counts it and fills what it can from the market state first
@@ -172,6 +178,12 @@ class OnlineImpact:
         out.update(self._sgd(f, cost, out["w"]))
         self.n += 1
         return out
+
+    def step_fill(self, fill: Mapping) -> dict:
+        """`step` on a fill mapping (its timestamp: ISO text, a Timestamp or ns)."""
+        ts = pd.Timestamp(fill["timestamp"]) if "timestamp" in fill else None
+        t_ns = None if ts is None else int((ts.tz_localize("UTC") if ts.tzinfo is None else ts).value)
+        return self.step(self.features(fill), t_ns=t_ns)
 
     def _kalman(self, f, cost, x, r, t_ns) -> dict:
         theta0 = self.theta.copy()

@@ -43,7 +43,7 @@ def test_online_kalman_equals_offline_filtered_path():
     assert online.theta[online.model.index("delta")] == pytest.approx(res.batch.params["delta"], abs=0)
     values, preds = [], []
     for rec in rows(frame):
-        out = online.step(online.features(rec))
+        out = online.step_fill(rec)
         values.append(out["kalman_value"])
         preds.append(out["kalman_pred"])
     filtered = res.filtered[0][:, 0]
@@ -75,7 +75,7 @@ def test_online_kalman_with_config_prior_equals_offline_with_a_pseudo_fill():
     config = res.to_config()
     config["time_varying"]["q"] = 0.05            # a hand-set state noise
     online = OnlineImpact(config, kalman_prior="config")
-    got = [online.step(online.features(rec))["kalman_value"] for rec in rows(frame)]
+    got = [online.step_fill(rec)["kalman_value"] for rec in rows(frame)]
     y, x, r, dt = _kalman_arrays(res, frame)
     s2 = online.s2
     beta0, p0 = online.theta[1], online.beta_var / s2
@@ -93,7 +93,7 @@ def test_online_sgd_equals_offline_sgd_path(model):
     online = OnlineImpact(config, sgd_start="defaults", sgd_window=200, sgd_t0=20)
     path = []
     for rec in rows(frame):
-        out = online.step(online.features(rec))
+        out = online.step_fill(rec)
         path.append([out["sgd"][n] for n in res.parameters])
     np.testing.assert_allclose(np.array(path), res.values, rtol=0, atol=1e-9)
     assert np.ptp(np.array(path)[:, 0]) > 1e-3
@@ -106,7 +106,7 @@ def test_prediction_interval_covers_at_its_nominal_rate():
     online = OnlineImpact(res.to_config(), alpha=0.1)
     covered, z = [], []
     for rec in rows(frame.iloc[1500:]):
-        out = online.step(online.features(rec))
+        out = online.step_fill(rec)
         covered.append(out["covered"])
         z.append(out["z"])
     # Gaussian noise of known scale: 90 % intervals cover ~90 % of new fills; z is standard normal

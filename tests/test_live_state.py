@@ -58,7 +58,7 @@ def test_realised_volatility_matches_a_direct_computation():
     rng = np.random.default_rng(2)
     mids = 100 * np.exp(np.cumsum(rng.normal(0, 2e-4, 400)))
     for i, m in enumerate(mids):
-        st.on_ticker(m - 0.01, m + 0.01, (1_000 + i) * 1_000_000_000)     # one ticker a second
+        st.on_ticker(m - 0.01, m + 0.01, (1_000 + i) * 1000)     # one ticker a second (ms)
     st.finish()
     r = np.diff(np.log(mids))
     lam = 0.5 ** (1 / 30)
@@ -71,6 +71,19 @@ def test_realised_volatility_matches_a_direct_computation():
     terms = (a[1:] * a[:-1])[-100:]
     assert bip == pytest.approx(math.sqrt(np.pi / 2 * terms.mean() * 86400), rel=1e-9)
     assert bip == pytest.approx(2e-4 * math.sqrt(86400), rel=0.25)
+
+
+def test_walk_one_equals_the_vectorised_walk_book():
+    from execal.models.data.book import walk_book
+    from execal.models.live.market import walk_one
+    rng = np.random.default_rng(9)
+    px = 100 + np.cumsum(rng.uniform(0.01, 0.1, 30))
+    sz = rng.uniform(0.1, 2.0, 30)
+    px[-3:] = np.nan
+    sizes = np.array([0.05, 1.0, 7.5, 20.0, 1000.0])
+    want = walk_book(px[None], sz[None], sizes, np.array([99.9]), +1).cost_bps[0]
+    np.testing.assert_allclose(walk_one(px, sz, sizes, 99.9, +1), want, rtol=1e-12)
+    assert np.isnan(want[-1]) and np.isfinite(want[:-1]).all()
 
 
 def test_cusum_threshold_and_false_alarm_rate():

@@ -37,7 +37,7 @@ def replay_lines(path, state: MarketState):
             if channel.startswith("depth"):
                 state.on_diff(data)
             elif channel == "bookTicker":
-                state.on_ticker(float(data["b"]), float(data["a"]), data.get("T"))
+                state.on_ticker(data["b"], data["a"], data.get("T"))
             elif channel == "trade":
                 state.on_trade(float(data["p"]), float(data["q"]), data["T"] * 1_000_000)
     state.finish()

@@ -83,20 +83,28 @@ class Cusum:
         self.up = 0.0
         self.down = 0.0
         self.n = 0
+        self.start_up = self.start_down = None     # `t` of the first observation of each run
 
-    def update(self, z: float) -> dict | None:
+    def update(self, z: float, t=None) -> dict | None:
+        """One standardised residual (and its time `t`, any label: the alarm's change-point
+        estimate is the `t` where the alarming side last left zero)."""
         if not math.isfinite(z):
             return None
         c = self.clip
         z = c if z > c else (-c if z < -c else z)
         self.n += 1
+        if self.up == 0.0:
+            self.start_up = t
+        if self.down == 0.0:
+            self.start_down = t
         self.up = max(0.0, self.up + z - self.k)
         self.down = max(0.0, self.down - z - self.k)
         stat = max(self.up, self.down)
         if stat > self.h:
-            direction = "up" if self.up >= self.down else "down"
+            up = self.up >= self.down
             out = {"detector": self.name, "statistic": stat, "threshold": self.h,
-                   "direction": direction, "observations": self.n,
+                   "direction": "up" if up else "down", "observations": self.n,
+                   "changepoint": self.start_up if up else self.start_down,
                    "false_alarm_rate": 1.0 / self.arl0}
             self.reset()
             return out
@@ -127,24 +135,32 @@ class PageHinkley:
         self.mean = 0.0
         self.m_up = self.min_up = 0.0
         self.m_down = self.max_down = 0.0
+        self.t_min_up = self.t_max_down = None
 
-    def update(self, z: float) -> dict | None:
+    def update(self, z: float, t=None) -> dict | None:
+        """One standardised residual; the change-point estimate is the `t` after the extremum."""
         if not math.isfinite(z):
             return None
         c = self.clip
         z = c if z > c else (-c if z < -c else z)
         self.n += 1
+        if self.n == 1:
+            self.t_min_up = self.t_max_down = t
         self.mean += (z - self.mean) / self.n
         dev = z - self.mean
+        if self.m_up <= self.min_up:
+            self.min_up, self.t_min_up = self.m_up, t
+        if self.m_down >= self.max_down:
+            self.max_down, self.t_max_down = self.m_down, t
         self.m_up += dev - self.delta
-        self.min_up = min(self.min_up, self.m_up)
         self.m_down += dev + self.delta
-        self.max_down = max(self.max_down, self.m_down)
         up, down = self.m_up - self.min_up, self.max_down - self.m_down
         stat = max(up, down)
         if stat > self.lam:
+            is_up = up >= down
             out = {"detector": self.name, "statistic": stat, "threshold": self.lam,
-                   "direction": "up" if up >= down else "down", "observations": self.n}
+                   "direction": "up" if is_up else "down", "observations": self.n,
+                   "changepoint": self.t_min_up if is_up else self.t_max_down}
             self.reset()
             return out
         return None
@@ -175,18 +191,22 @@ class InnovationTest:
         self.count = 0
         self.s1 = 0.0
         self.s2 = 0.0
+        self.t_first = None
 
-    def update(self, e: float) -> dict | None:
+    def update(self, e: float, t=None) -> dict | None:
         if not math.isfinite(e):
             return None
         c = self.clip
         e = c if e > c else (-c if e < -c else e)
+        if self.count == 0:
+            self.t_first = t
         self.count += 1
         self.s1 += e
         self.s2 += e * e
         if self.count < self.window:
             return None
         chi2, mean_z = self.s2, self.s1 / math.sqrt(self.window)
+        t_first = self.t_first
         self.reset()
         if chi2 > self.chi2_crit or abs(mean_z) > self.mean_crit:
             return {"detector": self.name, "statistic": chi2, "threshold": self.chi2_crit,
@@ -194,7 +214,7 @@ class InnovationTest:
                     "direction": "up" if mean_z > 0 else "down",
                     "p_value": float(min(stats.chi2.sf(chi2, self.window),
                                          2 * stats.norm.sf(abs(mean_z)))),
-                    "window": self.window}
+                    "window": self.window, "changepoint": t_first}
         return None
 
     def describe(self) -> dict:

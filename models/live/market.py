@@ -30,11 +30,30 @@ from collections import deque
 import numpy as np
 
 from execal.models.core.params import NS_PER_S, SECONDS_PER_DAY
-from execal.models.data.book import walk_book
 from execal.models.data.orderbook import OrderBook
 from execal.models.live.regime import HamiltonFilter
 
 _HALF_PI = math.pi / 2.0
+
+
+def walk_one(px: np.ndarray, sz: np.ndarray, sizes: np.ndarray, mid: float, side: int) -> np.ndarray:
+    """Walk-the-book cost (bps against `mid`) of market orders of each of `sizes` (sorted) on one
+    side of one book (best level first, NaN padding): `data.book.walk_book` for a single snapshot,
+    without its (n_snapshots × n_sizes) machinery (a tick is one snapshot, every second).
+    NaN beyond the visible depth."""
+    ok = np.isfinite(px) & (sz > 0)
+    px, sz = px[ok], sz[ok]
+    cum = np.cumsum(sz)
+    if not cum.size:
+        return np.full(sizes.shape, np.nan)
+    notional = np.cumsum(px * sz)
+    k = np.minimum(np.searchsorted(cum, sizes, side="left"), cum.size - 1)
+    before_q = np.where(k > 0, cum[k - 1], 0.0)
+    before_n = np.where(k > 0, notional[k - 1], 0.0)
+    vwap = (before_n + (sizes - before_q) * px[k]) / sizes
+    cost = (vwap / mid - 1.0) * 1e4 * side
+    cost[sizes > cum[-1]] = np.nan
+    return cost
 
 
 class MarketState:
@@ -75,7 +94,7 @@ class MarketState:
         self.has_depth = False
         self.next_grid_ns: int | None = None
         self.prev_mid = None
-        self.bbo = (np.nan, np.nan)          # the exchange's best bid / ask stream
+        self.bbo = ("nan", "nan")            # the exchange's best bid / ask stream (as sent)
         self.last_trade = np.nan
         self.last_time_ns: int | None = None
         self.ticks: deque = deque(maxlen=history)
@@ -107,10 +126,12 @@ class MarketState:
         """A REST snapshot: the buffered diffs are replayed through the grid, one by one."""
         return [self._diff(d) for d in self.book.on_snapshot(snap, replay=False)]
 
-    def on_ticker(self, bid: float, ask: float, t_ns: int | None) -> None:
+    def on_ticker(self, bid, ask, t_ms: int | None) -> None:
+        """Best bid / ask (numbers or the exchange's strings: parsed only when read) at exchange
+        time `t_ms` (None: spot's bookTicker has none)."""
         self.counts["tickers"] += 1
-        if t_ns is not None and not self.has_depth:
-            self._clock(t_ns)           # ticks before this message first, then the new state
+        if t_ms is not None and not self.has_depth:
+            self._clock(t_ms * 1_000_000)     # ticks before this message first, then the new state
         self.bbo = (bid, ask)
 
     def on_trade(self, price: float, qty: float, t_ns: int) -> None:
@@ -145,7 +166,7 @@ class MarketState:
         if book.ready and book.bid_keys and book.ask_keys:
             bid, ask = book.bid_keys[-1], book.ask_keys[0]
         else:
-            bid, ask = self.bbo
+            bid, ask = float(self.bbo[0]), float(self.bbo[1])
         mid = 0.5 * (bid + ask)
         return mid, (ask - bid) / mid * 1e4
 
@@ -232,10 +253,8 @@ class MarketState:
                 tick[f"depth_ask_{bps:g}bps"] = da
             if self.walk_sizes.size:
                 L = self.levels
-                buy = walk_book(ap[None, :L], as_[None, :L], self.walk_sizes, np.array([mid]), +1)
-                sell = walk_book(bp[None, :L], bs[None, :L], self.walk_sizes, np.array([mid]), -1)
-                tick["walk_buy_bps"] = buy.cost_bps[0].tolist()
-                tick["walk_sell_bps"] = sell.cost_bps[0].tolist()
+                tick["walk_buy_bps"] = walk_one(ap[:L], as_[:L], self.walk_sizes, mid, +1).tolist()
+                tick["walk_sell_bps"] = walk_one(bp[:L], bs[:L], self.walk_sizes, mid, -1).tolist()
             if self.sample_levels:
                 n = self.sample_levels
                 tick["levels"] = (bp[:n], bs[:n], ap[:n], as_[:n])
