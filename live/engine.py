@@ -59,6 +59,8 @@ class MonitorSettings:
     bipower_window_s: int = 300
     sigma_source: str = "ewma"              # "ewma" | "bipower": the volatility a fill lacks
     contract_size_usd: float = 100.0
+    sample_levels: int = 0                  # keep the top levels in each tick (tests)
+    history: int = 3600                     # ticks kept per market
     regime: dict | None = None              # {transition, mu, sigma2, period_s} (Markov fit)
     # metrics and detectors
     rolling_window: int = 200
@@ -145,7 +147,7 @@ class Monitor:
         self._seq = 0
         self.recent_fills: deque = deque(maxlen=max(s.recal_window, 10))
         self.counts = dict(messages=0, malformed=0, unknown_stream=0, gaps=0, resyncs=0,
-                           snapshots=0, reconnects=0, queue_dropped=0, fills=0, fills_used=0,
+                           snapshots=0, connections=0, queue_dropped=0, fills=0, fills_used=0,
                            fills_refused=0, fills_dropped=0, fills_waited=0, alarms=0,
                            recalibrations=0, switches=0, ticks=0, alarms_suppressed=0)
         self.resync_needed: set[tuple[str, str]] = set()
@@ -206,7 +208,8 @@ class Monitor:
         state = MarketState(venue, symbol.upper(), market, interval_s=s.interval_s, levels=s.levels,
                             depth_bps=s.depth_bps, walk_sizes=s.walk_sizes,
                             vol_halflife_s=s.vol_halflife_s, bipower_window_s=s.bipower_window_s,
-                            contract_size_usd=s.contract_size_usd, regime=regime)
+                            contract_size_usd=s.contract_size_usd, regime=regime,
+                            sample_levels=s.sample_levels, history=s.history)
         key = (venue, symbol.upper())
         self.markets[key] = state
         self.venue_markets[venue] = state.market
@@ -282,7 +285,7 @@ class Monitor:
             if v == venue:
                 state.book.reset()
                 self.resync_needed.add((v, sym))
-        self.counts["reconnects"] += 1
+        self.counts["connections"] += 1
 
     def _on_tick(self, tick: dict) -> None:
         self.counts["ticks"] += 1
@@ -554,9 +557,10 @@ class Monitor:
             parts.append(f"fills {c['fills_used']} rmse {m['rmse_bps']:.2f} bias {m['bias_bps']:+.2f} "
                          f"cov {m['coverage']:.2f}")
         parts.append(f"alarms {c['alarms']} recal {c['recalibrations']} v{self.live_version}")
-        if c["gaps"] or c["malformed"] or c["queue_dropped"] or c["reconnects"]:
+        reconnects = max(0, c["connections"] - len(self.venue_markets))
+        if c["gaps"] or c["malformed"] or c["queue_dropped"] or reconnects:
             parts.append(f"gaps {c['gaps']} malformed {c['malformed']} dropped {c['queue_dropped']} "
-                         f"reconnects {c['reconnects']}")
+                         f"reconnects {reconnects}")
         return " | ".join(parts)
 
     def finish(self) -> None:
