@@ -161,6 +161,7 @@ class Monitor:
         self._plan: dict | None = None          # a refit waiting for fills after a change point
         self._latched: dict[tuple[str, str], int] = {}
         self.started = time.time()
+        self.wall = time.monotonic()            # set by the runner once per batch of messages
         self.last_market_ns: int | None = None
         self.last_error: str | None = None
         if config is not None:
@@ -248,6 +249,7 @@ class Monitor:
                 self.counts["unknown_stream"] += 1
                 return
             kind = route.kind
+            route.state.seen_wall = self.wall
             if kind == _TICKER:
                 route.state.on_ticker(data["b"], data["a"], data.get("T"))
             elif kind == _TRADE:
@@ -336,15 +338,21 @@ class Monitor:
         self.poll()
 
     def poll(self, *, flush: bool = False) -> None:
-        """Process the queued fills whose market has caught up; collect a finished refit."""
+        """Process the queued fills whose market has caught up; collect a finished refit.
+
+        A fill is processed when its market's exchange time has reached the fill's time, when it
+        has no market here, or when its market has been silent for `fill_wait_s` wall seconds
+        (a stalled feed must not hold fills forever)."""
         now = time.monotonic()
+        self.wall = now
         wait = self.settings.fill_wait_s
         while self.pending:
             head = self.pending[0]
             state = self._market_for(head.fill)
             market_t = state.last_time_ns if state is not None else None
-            ready = (flush or state is None or market_t is None or market_t >= head.t_ns
-                     or now - head.arrived >= wait)
+            silent_since = max(head.arrived, getattr(state, "seen_wall", 0.0) or 0.0)
+            ready = (flush or state is None or (market_t is not None and market_t >= head.t_ns)
+                     or now - silent_since >= wait)
             if not ready:
                 break
             heapq.heappop(self.pending)

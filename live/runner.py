@@ -242,6 +242,7 @@ class Runner:
                 await asyncio.sleep(0.05)
                 continue
             item = await q.get()
+            self.monitor.wall = time.monotonic()
             self._handle(item)
             n = 1
             while n < batch and not q.empty():

@@ -92,6 +92,19 @@ class VenueSource:
         return f"{self.rest_base}{DEPTH_PATHS[self.market]}?symbol={symbol.upper()}&limit=1000"
 
 
+def parse_source(text: str, *, endpoints: dict | None = None, depth_stream: str = "depth@100ms") -> VenueSource:
+    """A live source from `market:sym1,sym2` (market: usdm, spot, coinm or binance-usdm, ...);
+    `endpoints` maps a market to (ws_base, rest_base) overriding Binance's defaults."""
+    market, sep, symbols = text.partition(":")
+    market = MARKET_OF_VENUE.get(market, market)
+    if not sep or market not in DEPTH_PATHS or not symbols.strip():
+        raise ValueError(f"source {text!r}: expected a capture file or MARKET:SYMBOL[,SYMBOL] "
+                         "(MARKET: usdm, spot, coinm)")
+    ws, rest = (endpoints or {}).get(market, (None, None))
+    return VenueSource(market, [s.strip() for s in symbols.split(",") if s.strip()], ws_base=ws,
+                       rest_base=rest, depth_stream=depth_stream)
+
+
 def fetch_json(url: str, timeout: float = 10.0) -> dict:
     """GET a JSON document (the REST snapshot); no proxy for local endpoints."""
     host = urllib.parse.urlsplit(url).hostname or ""

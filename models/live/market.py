@@ -97,6 +97,7 @@ class MarketState:
         self.bbo = ("nan", "nan")            # the exchange's best bid / ask stream (as sent)
         self.last_trade = np.nan
         self.last_time_ns: int | None = None
+        self.seen_wall = 0.0                 # wall clock (monotonic) of the last message, set by the monitor
         self.ticks: deque = deque(maxlen=history)
         self.sinks: list = []                # callables(tick) run for every tick
         self.counts = dict(tickers=0, trades=0, ticks=0)

@@ -78,3 +78,20 @@ class HamiltonFilter:
     def regime(self) -> int:
         """The most probable regime now (0 = the calmest: the fit sorts regimes by variance)."""
         return int(np.argmax(self.probabilities))
+
+
+def regime_from_vol_json(result: Mapping) -> dict:
+    """The {transition, mu, sigma2, period_s} block of a Markov fit's JSON (`execal vol --model
+    markov`, `MarkovResult.to_dict()`), the filter's parameters per period of the fitted returns."""
+    params = result.get("params") or {}
+    summary = result.get("summary") or {}
+    transition = summary.get("transition_matrix")
+    if transition is None:
+        raise ValueError("not a Markov-switching fit: no summary.transition_matrix")
+    k = len(transition)
+    sigma2 = [params[f"sigma2[{j}]"] for j in range(k)]
+    mu = [params[f"const[{j}]"] for j in range(k)] if f"const[0]" in params else params.get("const", 0.0)
+    period_s = (result.get("data") or {}).get("period_s")
+    if not period_s:
+        raise ValueError("the fit does not say its return period (data.period_s)")
+    return {"transition": transition, "mu": mu, "sigma2": sigma2, "period_s": float(period_s)}
