@@ -438,7 +438,8 @@ class Monitor:
                   "upper_bps": out["upper_bps"], "realised_bps": out["realised_bps"], "z": out["z"],
                   "kalman_value": out.get("kalman_value"), "kalman_lower": out.get("kalman_lower"),
                   "kalman_upper": out.get("kalman_upper"), "sgd": out.get("sgd"),
-                  "version": self.live_version, "filled_from_market": rec["filled_from_market"]}
+                  "live_coef": (float(self.online.theta[self.online.j]) if self.online.j is not None else None),
+                  "drift_parameter": self.online.drift, "version": self.live_version, "filled_from_market": rec["filled_from_market"]}
         for sink in self.fill_sinks:
             sink(record)
         s = self.settings

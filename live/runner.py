@@ -69,10 +69,12 @@ class StateWriter:
         if n % self.tick_every:
             return
         row = {k: tick[k] for k in self.TICK_FIELDS if k in tick}
+        row["wall"] = time.time()             # when it was processed: the dashboard's display lag
         row["depth"] = {k: v for k, v in tick.items() if k.startswith("depth_")}
         self.ticks.write(json.dumps(clean(row), separators=(",", ":")) + "\n")
 
     def fill(self, record: dict) -> None:
+        record = {**record, "wall": time.time()}
         self.fills.write(json.dumps(clean(record), separators=(",", ":")) + "\n")
 
     def flush(self) -> None:
