@@ -408,6 +408,11 @@ def cmd_monitor(args) -> int:
             raise UsageError(f"--fills {f}: its directory does not exist")
     settings = _monitor_settings(args)
     state_dir = Path(args.state_dir) if args.state_dir else None
+    if state_dir is not None:
+        owned = {(state_dir / n).resolve() for n in ("fills.jsonl", "ticks.jsonl", "events.jsonl")}
+        clash = [f for f in args.fills or [] if Path(f).resolve() in owned]
+        if clash:
+            raise UsageError(f"--fills {clash[0]}: the state directory writes that file; put the fills elsewhere")
     events_path = args.events or (state_dir / "events.jsonl" if state_dir else None)
     if state_dir:
         state_dir.mkdir(parents=True, exist_ok=True)

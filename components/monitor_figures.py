@@ -160,7 +160,7 @@ def drift_name(fills: Sequence[dict]) -> str | None:
 def coef_figure(fills: Sequence[dict], name: str | None = None) -> go.Figure:
     """The drifting coefficient: the Kalman filter's path with its band, the SGD iterate and the
     live config's value (a step when the config switches)."""
-    name = name or drift_name(fills) or "coefficient"
+    name = name or drift_name(fills)
     c = _coef_columns(fills[-MAX_POINTS:], name)
     fig = go.Figure([
         go.Scatter(x=c["t"], y=c["klo"], mode="lines", line={"width": 0}, showlegend=False, name="band low"),
@@ -172,7 +172,8 @@ def coef_figure(fills: Sequence[dict], name: str | None = None) -> go.Figure:
         go.Scatter(x=c["t"], y=c["live"], mode="lines", line={"color": "#198754", "width": 2, "shape": "hv"},
                    name="live config"),
     ])
-    return _layout(fig, f"Impact coefficient {name}: online paths and the live config", name)
+    return _layout(fig, f"Impact coefficient{' ' + name if name else ''}: online paths and the live config",
+                   name or "")
 
 
 def coef_extend(fills: Sequence[dict], name: str | None):
@@ -252,6 +253,12 @@ def event_text(e: dict) -> str:
         return f"live config v{e.get('version')} ({e.get('by')}: {e.get('reason')})"
     if k == "resync":
         return f"resync {where}: {e.get('reason')}"
+    if k == "recalibration_planned":
+        return f"refit planned ({e.get('reason')}): on the fills since {str(e.get('since'))[11:23]}, " \
+               f"after {e.get('after_fills')} of them"
+    if k in ("stop", "start"):
+        c = e.get("counts") or {}
+        return f"{k}: {c.get('messages', 0):,} messages, {c.get('fills_used', 0):,} fills" if c else k
     return " ".join(f"{a}={b}" for a, b in e.items() if a not in ("time", "t_ns", "wall_time", "kind"))[:160]
 
 
@@ -270,7 +277,7 @@ def history_rows(versions: Sequence[dict], name: str | None = None) -> list[dict
         cmp = v.get("comparison") or {}
         key = name if name in params else next((k for k in params if k != "h"), None)
         out.append({"version": f"v{v['version']}", "active": "live" if v.get("active") else "",
-                    "created": (v.get("created_at") or "")[:19].replace("T", " "),
+                    "created": (v.get("created_at") or "")[11:19],
                     "reason": v.get("reason") or "",
                     "coefficient": f"{key} = {_fmt(params.get(key), '.4g')}" if key else "",
                     "oos_rmse_live": _fmt((cmp.get("current") or {}).get("rmse_bps")),

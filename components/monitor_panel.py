@@ -146,13 +146,13 @@ def layout(app) -> dbc.Row:
     history = dbc.Card([
         dbc.CardHeader(html.H2("Config history", className="h6 mb-0")),
         dbc.CardBody([
-            html.Div(id=HISTORY, className="mb-2"),
+            html.Div(id=HISTORY, className="mb-2", style={"overflowX": "auto"}),
             dbc.Row([dbc.Col(_field("Switch the live model to", dcc.Dropdown(id=SWITCH_TO, options=[]), SWITCH_TO)),
                      dbc.Col(dbc.Button("Switch", id=SWITCH, color="success", outline=True, className="mt-4"),
                              width="auto")]),
             dbc.Row([dbc.Col(_field("Diff", dcc.Dropdown(id=DIFF_A, options=[]), DIFF_A)),
                      dbc.Col(_field("against", dcc.Dropdown(id=DIFF_B, options=[]), DIFF_B))]),
-            html.Div(id=DIFF),
+            html.Div(id=DIFF, style={"overflowX": "auto"}),
         ]),
     ], className="mb-3")
     main = html.Div([
@@ -253,14 +253,22 @@ def poll(base: Path, offsets: dict | None) -> dict | None:
     ticks, t_off = runs.read_jsonl(d / "ticks.jsonl", offsets["ticks"])
     fills, f_off = runs.read_jsonl(d / "fills.jsonl", offsets["fills"])
     events, e_off = runs.read_jsonl(d / "events.jsonl", offsets["events"])
-    markets = offsets.get("markets") or _markets(status, ticks)
+    markets = list(offsets.get("markets") or [])
+    found = _markets(status, ticks)
+    redraw = None
+    if any(m not in markets for m in found):
+        # a market the figures have no trace for yet: redraw the market figures from every tick
+        markets = markets + [m for m in found if m not in markets]
+        every, _ = runs.read_jsonl(d / "ticks.jsonl", 0, FIRST_DRAW_ROWS)
+        redraw = {g: MF.market_figure(kind, markets, every) for g, kind in MARKET_GRAPHS.items()}
     name = offsets.get("drift") or MF.drift_name(fills)
-    extend = {g: MF.market_extend(kind, markets, ticks) for g, kind in MARKET_GRAPHS.items()}
+    extend = {g: (None if redraw else MF.market_extend(kind, markets, ticks)) for g, kind in MARKET_GRAPHS.items()}
     extend[COST] = MF.cost_extend(fills)
     extend[COEF] = MF.coef_extend(fills, name)
     extend[EVENTS_GRAPH] = MF.events_extend(events)
     new = dict(offsets, ticks=t_off, fills=f_off, events=e_off, markets=markets, drift=name)
-    out = {"extend": extend, "status": MF.status_text(status), "offsets": new, "events": None, "history": None,
+    out = {"extend": extend, "redraw": redraw, "status": MF.status_text(status), "offsets": new, "events": None,
+           "history": None,
            "versions": None, "finished": bool(status.get("finished") and not status.get("alive"))}
     if events:
         recent = (offsets.get("recent_events") or []) + events
@@ -334,6 +342,7 @@ def register_callbacks(app) -> None:
                    out["interval_off"], not live, not live])
 
     @app.callback([Output(g, "extendData") for g in GRAPHS]
+                  + [Output(g, "figure", allow_duplicate=True) for g in MARKET_GRAPHS]
                   + [Output(OFFSETS, "data", allow_duplicate=True), Output(STATUS, "children", allow_duplicate=True),
                      Output(EVENTS, "children", allow_duplicate=True), Output(HISTORY, "children", allow_duplicate=True),
                      Output(SWITCH_TO, "options", allow_duplicate=True), Output(DIFF_A, "options", allow_duplicate=True),
@@ -345,6 +354,7 @@ def register_callbacks(app) -> None:
         if out is None:
             raise PreventUpdate
         ext = [out["extend"][g] if out["extend"][g] is not None else no_update for g in GRAPHS]
+        ext += [out["redraw"][g] if out["redraw"] else no_update for g in MARKET_GRAPHS]
         events = (_table(out["events"], _id("events-table"), "No events yet.") if out["events"] is not None
                   else no_update)
         if out["history"] is not None:

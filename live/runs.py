@@ -77,9 +77,10 @@ def demo_inputs(run_dir: Path, capture: str, *, seed: int = 7, change_at: float 
     config = Calibrator(model="sqrt", loss="linear").fit(pre).to_config()
     fills, truth = change_point_fills(n, start, end, change_ns=change, params_before={"Y": y_before},
                                       params_after={"Y": y_after}, seed=seed + 1, symbol=symbol)
-    (run_dir / "cfg.json").write_text(json.dumps(config))
-    (run_dir / "fills.jsonl").write_text("".join(json.dumps(r) + "\n" for r in to_records(fills)))
-    return {"config": str(run_dir / "cfg.json"), "fills": str(run_dir / "fills.jsonl"),
+    (run_dir / "input_config.json").write_text(json.dumps(config))
+    (run_dir / "input_fills.jsonl").write_text("".join(json.dumps(r) + "\n" for r in to_records(fills)))
+    # input_*: the state writer owns fills.jsonl (the processed fill records)
+    return {"config": str(run_dir / "input_config.json"), "fills": str(run_dir / "input_fills.jsonl"),
             "change_ns": change, "change": pd.Timestamp(change, tz="UTC").isoformat(),
             "y_before": y_before, "y_after": y_after, "fills_n": n}
 

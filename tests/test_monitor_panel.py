@@ -121,7 +121,14 @@ def test_attach_then_poll_reads_only_what_is_new(tmp_path):
     assert out["events"][0]["kind"] == "alarm" and [r["version"] for r in out["history"]] == ["v2", "v1"]
     assert out["offsets"]["ticks"] > offsets["ticks"] and out["lag_s"] is not None and out["lag_s"] < 60
     again = mp.poll(tmp_path, out["offsets"])
-    assert again["extend"][mp.MID] is None and again["history"] is None
+    assert again["extend"][mp.MID] is None and again["history"] is None and again["redraw"] is None
+    # a market the figures did not know: they are redrawn (two traces), not extended
+    w.tick(tick(5, venue="binance-spot"))
+    w.flush()
+    out = mp.poll(tmp_path, again["offsets"])
+    assert out["extend"][mp.MID] is None and [t.name for t in out["redraw"][mp.MID].data] == \
+        ["binance-usdm:BTCUSDT", "binance-spot:BTCUSDT"]
+    assert out["offsets"]["markets"] == ["binance-usdm:BTCUSDT", "binance-spot:BTCUSDT"]
 
 
 def test_start_run_refuses_what_does_not_exist(tmp_path):
