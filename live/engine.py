@@ -3,7 +3,8 @@
 One `Monitor` is the whole loop for any number of venues and symbols, whatever the source (a live
 exchange socket, the replay server, a test feeding lines): `on_message(venue, raw)` takes a raw
 websocket message, `on_snapshot` a REST depth snapshot, `on_fill` one of our executions. It runs on
-one thread (the asyncio loop of execal.live.runner); only the refit runs on a worker thread.
+one thread (the asyncio loop of execal.live.runner); only the refit runs elsewhere, in a worker
+process (a thread would hold the GIL through the fit and delay every market message).
 
 Per market message: parse (orjson), route by (venue, stream) to the `MarketState`, count and skip
 what is malformed (an event for the first few), and report a book gap (`resync_needed`) so the
@@ -24,9 +25,11 @@ from __future__ import annotations
 
 import heapq
 import math
+import multiprocessing
+import threading
 import time
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Mapping
 
@@ -126,6 +129,16 @@ def _time_ns(value) -> int:
     return int((ts.tz_localize("UTC") if ts.tzinfo is None else ts).value)
 
 
+def _refit_executor() -> ProcessPoolExecutor:
+    """One worker process (forkserver: no fork of this threaded process), started at once from a
+    side thread so the first refit does not stop the message loop while it imports."""
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["execal.live.recalibrate"])
+    pool = ProcessPoolExecutor(1, mp_context=ctx)
+    threading.Thread(target=lambda: pool.submit(int).result(), name="execal-refit-warmup", daemon=True).start()
+    return pool
+
+
 class Monitor:
     def __init__(self, config: Mapping | None = None, *, settings: MonitorSettings | None = None,
                  events: EventLog | None = None, history: ConfigHistory | None = None,
@@ -154,7 +167,9 @@ class Monitor:
         self.online: OnlineImpact | None = None
         self.live_version: int | None = None
         self.live_hash: str | None = None
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="execal-refit") if background else None
+        # the refit runs in another process: in a thread it would hold the GIL for whole numpy
+        # passes and every market message would wait behind it (milliseconds of latency)
+        self._executor = _refit_executor() if background else None
         self._refit: Future | None = None
         self._refit_reason = None
         self._last_refit_fill = -10**9

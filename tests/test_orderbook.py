@@ -136,7 +136,7 @@ def test_spot_rules_and_snapshot_older_than_the_stream():
     book.on_diff(diff(90, 100))                    # u <= lastUpdateId: inside the snapshot
     book.on_diff(diff(101, 103, b=[("10.0", "5")]))
     assert book.on_snapshot(SNAP) == [DROPPED, APPLIED]
-    assert book.bids[10.0] == "5"
+    assert book.bids[10.0] == 5.0
     assert book.on_diff(diff(104, 104)) == APPLIED
     assert book.on_diff(diff(106, 107)) == GAP      # U must be previous u + 1
     # a snapshot older than the buffered diffs cannot start the book: another gap
@@ -149,7 +149,7 @@ def test_offline_mode_counts_gaps_and_keeps_applying():
     book.on_snapshot(SNAP)
     assert book.on_diff(diff(100, 101, 99)) == APPLIED
     book.on_diff(diff(105, 106, 103, b=[("9.9", "1")]))     # gap: counted, applied
-    assert book.counts["gaps"] == 1 and book.bids[9.9] == "1" and not book.needs_snapshot
+    assert book.counts["gaps"] == 1 and book.bids[9.9] == 1.0 and not book.needs_snapshot
 
 
 def test_pending_buffer_is_bounded_and_counts_overflow():

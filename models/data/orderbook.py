@@ -16,10 +16,10 @@ fresh REST snapshot after a gap. `OrderBook` is that incremental book, one symbo
   snapshot exists) it counts the gap and keeps applying, exactly as the file reader does;
 * a diff not newer than the previous one is dropped and counted (`out_of_order`).
 
-Each side is a dict price -> quantity (the string as sent) plus a sorted list of its prices, the
-file reader's representation; prices are parsed once per distinct string and a zero quantity is
-recognised by its spelling (`binance._ZERO_QTY`). Quantities are parsed only when a level is read
-(`levels`, `depth_within`). tests/test_orderbook.py checks that this book, sampled on the file
+Each side is a dict price -> quantity plus a sorted list of its prices, as in the file reader;
+prices are parsed once per distinct string. Unlike the file reader (which samples a few levels and keeps quantities as
+text), quantities are parsed when they arrive: the live state sums hundreds of levels near the mid
+every second, which would parse each of them again. tests/test_orderbook.py checks that this book, sampled on the file
 reader's one-second grid, equals `read_capture(...).book` at every snapshot of every shared capture.
 """
 from __future__ import annotations
@@ -83,8 +83,10 @@ class OrderBook:
         self.counts["snapshots"] += 1
         zeros = self.zeros
         self.last_update_id = int(snap["lastUpdateId"])
-        self.bids = {self._price(p): q for p, q in snap["bids"] if q not in zeros}
-        self.asks = {self._price(p): q for p, q in snap["asks"] if q not in zeros}
+        self.bids = {self._price(p): float(q) for p, q in snap["bids"] if q not in zeros}
+        self.asks = {self._price(p): float(q) for p, q in snap["asks"] if q not in zeros}
+        if any(q == 0.0 for q in self.bids.values()) or any(q == 0.0 for q in self.asks.values()):
+            self._purge_zeros()
         self.bid_keys = sorted(self.bids)
         self.ask_keys = sorted(self.asks)
         self.synced = False
@@ -182,20 +184,21 @@ class OrderBook:
         return GAP
 
     def _apply(self, updates: list, book: dict, keys: list) -> int:
-        prices, zeros, texts = self.price_cache, self.zeros, self.price_text
+        prices, texts = self.price_cache, self.price_text
         for price, qty in updates:
             p = prices.get(price)
             if p is None:
                 p = prices[price] = float(price)
                 texts[p] = price
-            if qty in zeros:
+            q = float(qty)
+            if q == 0.0:                      # any spelling of zero deletes the level
                 if p in book:
                     del book[p]
                     del keys[bisect_left(keys, p)]
             else:
                 if p not in book:
                     insort(keys, p)
-                book[p] = qty
+                book[p] = q
         return len(updates)
 
     # -- reading ---------------------------------------------------------------------------------
@@ -216,9 +219,8 @@ class OrderBook:
     def _purge_zeros(self) -> None:
         """Levels whose quantity is zero in a spelling `_apply` did not know: drop, learn it."""
         for book, keys in ((self.bids, self.bid_keys), (self.asks, self.ask_keys)):
-            dead = [p for p, q in book.items() if float(q) == 0.0]
+            dead = [p for p, q in book.items() if q == 0.0]
             for p in dead:
-                self.zeros = self.zeros | {book[p]}
                 del book[p]
                 del keys[bisect_left(keys, p)]
 
@@ -228,8 +230,8 @@ class OrderBook:
         while True:
             bp = self.bid_keys[-1:-n - 1:-1]
             ap = self.ask_keys[:n]
-            bq = [float(self.bids[p]) for p in bp]
-            aq = [float(self.asks[p]) for p in ap]
+            bq = [self.bids[p] for p in bp]
+            aq = [self.asks[p] for p in ap]
             if all(bq) and all(aq):
                 break
             self._purge_zeros()
@@ -248,19 +250,19 @@ class OrderBook:
             mid = 0.5 * (self.bid_keys[-1] + self.ask_keys[0])
         lo, hi = mid * (1.0 - bps * 1e-4), mid * (1.0 + bps * 1e-4)
         bids, asks = self.bids, self.asks
-        b = sum(float(bids[p]) for p in self.bid_keys[bisect_left(self.bid_keys, lo):])
-        a = sum(float(asks[p]) for p in self.ask_keys[:bisect_right(self.ask_keys, hi)])
+        b = sum([bids[p] for p in self.bid_keys[bisect_left(self.bid_keys, lo):]])
+        a = sum([asks[p] for p in self.ask_keys[:bisect_right(self.ask_keys, hi)]])
         return b, a
 
     def snapshot(self, limit: int = 1000) -> dict:
-        """The book as a REST depth snapshot {lastUpdateId, bids, asks} (strings as sent), as a
-        replay server answers a snapshot request."""
+        """The book as a REST depth snapshot {lastUpdateId, bids, asks} (prices as sent, quantities
+        as the shortest text of their value), as a replay server answers a snapshot request."""
         bp = self.bid_keys[-1:-limit - 1:-1]
         ap = self.ask_keys[:limit]
         text = self.price_text
         return {"lastUpdateId": self.prev_u if self.prev_u is not None else self.last_update_id,
-                "bids": [[text.get(p, repr(p)), self.bids[p]] for p in bp],
-                "asks": [[text.get(p, repr(p)), self.asks[p]] for p in ap]}
+                "bids": [[text.get(p, repr(p)), repr(self.bids[p])] for p in bp],
+                "asks": [[text.get(p, repr(p)), repr(self.asks[p])] for p in ap]}
 
     def __len__(self) -> int:
         return len(self.bid_keys) + len(self.ask_keys)

@@ -276,8 +276,8 @@ class MarketState:
         # COIN-M: contracts to coins at each level's price
         lo, hi = mid * (1.0 - bps * 1e-4), mid * (1.0 + bps * 1e-4)
         c = self.contract
-        b = sum(float(q) * c / p for p, q in self.book.bids.items() if p >= lo)
-        a = sum(float(q) * c / p for p, q in self.book.asks.items() if p <= hi)
+        b = sum(q * c / p for p, q in self.book.bids.items() if p >= lo)
+        a = sum(q * c / p for p, q in self.book.asks.items() if p <= hi)
         return b, a
 
     def _repeat(self, tick: dict, g: int) -> dict:
