@@ -118,3 +118,38 @@ def test_unusable_fills_are_refused_and_counted(config):
     mon.poll(flush=True)
     assert mon.counts["fills_refused"] == 2 and mon.counts["fills_used"] == 0
     assert [e["kind"] for e in mon.events.recent].count("fill_refused") == 2
+
+
+def test_regime_probability_each_period_equals_the_offline_filter_on_the_mids(lines):
+    from execal.models.live.regime import HamiltonFilter
+    from execal.models.vol import regimes
+
+    block = {"transition": [[0.95, 0.05], [0.10, 0.90]], "mu": [0.0, 0.0],
+             "sigma2": [(3e-5) ** 2, (3e-4) ** 2], "period_s": 5}
+    mon = Monitor(None, settings=MonitorSettings(regime=block), background=False)
+    state = mon.add_market("binance-usdm", "BTCUSDT", "usdm")
+    replay(mon, lines, [])
+    ticks = list(state.ticks)
+    assert all("p_regime" in t for t in ticks)
+    # the regime steps every 5 s of the one-second grid on the mid's log return over the period
+    mids = np.array([t["mid"] for t in ticks])
+    grid = np.array([t["t_ns"] for t in ticks])
+    assert np.all(np.diff(grid) == 10**9)
+    r = np.diff(np.log(mids[::5]))
+    _, F, _, _ = regimes._filter(r, np.array(block["transition"]), np.zeros(2), np.array(block["sigma2"]))
+    assert state.regime.steps == len(r)
+    np.testing.assert_allclose(state.regime.probabilities, F[-1], atol=1e-9)
+    assert HamiltonFilter.from_config(block).k == 2
+
+
+def test_scheduled_recalibration_without_a_change_keeps_the_live_config(lines, config, tmp_path):
+    fills, _ = change_point_fills(400, START, END, seed=5)
+    mon = Monitor(config, settings=MonitorSettings(recalibrate_every_fills=150, recalibrate_on=()),
+                  history=ConfigHistory(tmp_path / "h"), background=False)
+    mon.add_market("binance-usdm", "BTCUSDT", "usdm")
+    replay(mon, lines, to_records(fills))
+    recal = [e for e in mon.events.recent if e["kind"] == "recalibration"]
+    assert len(recal) == 2 and all(e["reason"] == "schedule" for e in recal)
+    # no change in impact: the refits are not better out of sample, the live config stays v1
+    assert all(e["decision"] == "candidate" for e in recal) and mon.live_version == 1
+    assert [v["version"] for v in mon.history.versions()] == [1, 2, 3]
