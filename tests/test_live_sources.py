@@ -299,3 +299,36 @@ def test_recorder_writes_captures_the_reader_reads_rotated_hourly(shared_data, t
     assert second.stats["synced"] and second.stats["gaps"] == 0 and second.warnings == []
     np.testing.assert_array_equal(second.book.iloc[-1][[f"ask_price_{i}" for i in range(10)]].to_numpy(float),
                                   src.book.iloc[-1][[f"ask_price_{i}" for i in range(10)]].to_numpy(float))
+
+
+def test_control_file_pauses_resumes_and_stops_a_run(shared_data, tmp_path):
+    from execal.live import runs
+
+    path = prefix(shared_data, tmp_path, "usdm_btcusdt_20240808.gz", 15_000)
+    state = tmp_path / "state"
+    mon = Monitor(None, background=False)
+    seen = {}
+
+    async def steer(server, runner):
+        while server.position < 2_000:
+            await asyncio.sleep(0.05)
+        runs.control(state, paused=True)
+        await asyncio.sleep(1.0)                      # the runner polls the control file every 0.25 s
+        seen["paused_at"] = server.position
+        await asyncio.sleep(1.0)
+        seen["still"] = server.position
+        seen["status"] = json.loads((state / "status.json").read_text())["runner"]["paused"]
+        runs.control(state, paused=False)
+        await asyncio.sleep(1.0)
+        seen["resumed"] = server.position
+        runs.control(state, stop=True)
+
+    out, server, runner = run(_replay_with([path], mon, steer, speed=20,
+                                           options=RunOptions(state_dir=state, backoff_s=(0.05, 0.5))))
+    assert seen["status"] is True and seen["still"] == seen["paused_at"]
+    assert seen["resumed"] > seen["still"]
+    assert server.position < 15_000 - 1                 # stopped before the end of the replay
+    kinds = [json.loads(x)["kind"] for x in (state / "events.jsonl").read_text().splitlines()] \
+        if (state / "events.jsonl").exists() else [e["kind"] for e in mon.events.recent]
+    assert "paused" in kinds and "resumed" in kinds and kinds[-1] == "stop"
+    assert (state / "ticks.jsonl").stat().st_size > 0 and json.loads((state / "status.json").read_text())["counts"]
