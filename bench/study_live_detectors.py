@@ -20,7 +20,6 @@ or after it) over the detecting runs: mean, median, 90th percentile.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 

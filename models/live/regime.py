@@ -90,7 +90,7 @@ def regime_from_vol_json(result: Mapping) -> dict:
         raise ValueError("not a Markov-switching fit: no summary.transition_matrix")
     k = len(transition)
     sigma2 = [params[f"sigma2[{j}]"] for j in range(k)]
-    mu = [params[f"const[{j}]"] for j in range(k)] if f"const[0]" in params else params.get("const", 0.0)
+    mu = [params[f"const[{j}]"] for j in range(k)] if "const[0]" in params else params.get("const", 0.0)
     period_s = (result.get("data") or {}).get("period_s")
     if not period_s:
         raise ValueError("the fit does not say its return period (data.period_s)")
