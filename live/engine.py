@@ -29,7 +29,7 @@ import multiprocessing
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import BrokenExecutor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Mapping
 
@@ -135,7 +135,13 @@ def _refit_executor() -> ProcessPoolExecutor:
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["execal.live.recalibrate"])
     pool = ProcessPoolExecutor(1, mp_context=ctx)
-    threading.Thread(target=lambda: pool.submit(int).result(), name="execal-refit-warmup", daemon=True).start()
+
+    def warm_up():
+        try:
+            pool.submit(int).result()
+        except Exception:          # a broken pool is replaced by a thread at the first refit
+            pass
+    threading.Thread(target=warm_up, name="execal-refit-warmup", daemon=True).start()
     return pool
 
 
@@ -463,14 +469,16 @@ class Monitor:
         if trigger and self._plan is None and self._refit is None \
                 and n_used - self._last_refit_fill >= s.cooldown_fills:
             # refit on the fills since the estimated change point, once there are enough of them
-            since = trigger.get("changepoint") or t_ns
-            self._plan = {"reason": f"{trigger['detector']} alarm", "since_ns": int(since), "alarm_ns": t_ns}
-            self.emit("recalibration_planned", t_ns, reason=self._plan["reason"], since=iso_ns(int(since)),
+            since = int(trigger.get("changepoint") or t_ns)
+            self._plan = {"reason": f"{trigger['detector']} alarm", "since_ns": since, "alarm_ns": t_ns,
+                          "n_after": sum(1 for f in self.recent_fills if f["t_ns"] >= since) - 1}
+            self.emit("recalibration_planned", t_ns, reason=self._plan["reason"], since=iso_ns(since),
                       after_fills=s.refit_after_fills)
         if self._plan is not None:
             since = self._plan["since_ns"]
-            n_after = sum(1 for f in self.recent_fills if f["t_ns"] >= since)
-            if n_after >= s.refit_after_fills:
+            if t_ns >= since:
+                self._plan["n_after"] += 1
+            if self._plan["n_after"] >= s.refit_after_fills:
                 plan, self._plan = self._plan, None
                 self.start_refit(plan["reason"], t_ns, since_ns=since)
         elif s.recalibrate_every_fills and n_used % s.recalibrate_every_fills == 0:
@@ -528,7 +536,14 @@ class Monitor:
             self._refit = fut
             self._collect_refit()
         else:
-            self._refit = self._executor.submit(refit, *args, **kwargs)
+            try:
+                self._refit = self._executor.submit(refit, *args, **kwargs)
+            except BrokenExecutor as exc:
+                # the worker process could not start (e.g. an unguarded __main__ script re-imported
+                # by multiprocessing): refit in a thread instead, and say so
+                self.emit("refit_worker", error=f"{type(exc).__name__}: {exc}", fallback="thread")
+                self._executor = ThreadPoolExecutor(1, thread_name_prefix="execal-refit")
+                self._refit = self._executor.submit(refit, *args, **kwargs)
         return True
 
     def _collect_refit(self) -> None:
@@ -538,6 +553,10 @@ class Monitor:
         self._refit = None
         try:
             out = fut.result()
+        except BrokenExecutor as exc:
+            self.emit("refit_worker", error=f"{type(exc).__name__}: {exc}", fallback="thread")
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="execal-refit")
+            return
         except Exception as exc:      # a refit that fails is an event, not a crash
             self.emit("recalibration_failed", reason=self._refit_reason, error=f"{type(exc).__name__}: {exc}")
             return
