@@ -112,7 +112,7 @@ def test_monitor_bad_input_exits_2_with_one_line(tmp_path):
 def test_record_subprocess_writes_a_readable_capture(shared_data, tmp_path):
     from execal.models.data.binance import read_capture
 
-    capture = prefix(shared_data, tmp_path, lines=5_000)
+    capture = prefix(shared_data, tmp_path, lines=20_000)
     out_dir = tmp_path / "rec"
     r = subprocess.run([sys.executable, "-m", "execal.cli", "record", str(capture), "--out", str(out_dir),
                         "--speed", "max", "--quiet"], capture_output=True, text=True, env=env(), timeout=240)
@@ -123,3 +123,8 @@ def test_record_subprocess_writes_a_readable_capture(shared_data, tmp_path):
     cap = read_capture(out_dir / files[0])
     src = read_capture(capture)
     assert len(cap.trades) == len(src.trades) and cap.stats["synced"] and cap.stats["gaps"] == 0
+    # execal's own loader reads it like any capture (tomorrow's calibration data)
+    from execal.models.data.io import load
+
+    assert len(load(out_dir / files[0], kind="trades").frame) == len(src.trades)
+    assert len(load(out_dir / files[0], kind="book").frame) > 0
