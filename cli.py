@@ -10,6 +10,8 @@
     execal orderflow CAPTURE... --out orderflow.json   OFI, Kyle's lambda, propagator, resilience per venue
     execal corr PATH... --method {realized,hy,dcc,shrinkage} --out corr.json   correlation structures
     execal surface PATH --model {heston,bates}          stochastic-vol / jump model calibrated to the chain
+    execal monitor SOURCE... --config cfg [--fills F]  live model monitor: alarms, recalibration
+    execal record SOURCE... --out DIR                  record streams in the capture format (hourly)
 
 Exit codes: 0 ok, 2 bad input or usage (a short message on stderr, never a traceback),
 3 the fit did not converge (the config is still written, with the optimizer's status), 1 unexpected.
@@ -590,6 +592,173 @@ def cmd_corr(args) -> int:
     return 0 if converged else 3
 
 
+# --- live -------------------------------------------------------------------------------------
+
+def _live_sources(args):
+    """Capture files (replayed by a local server) and MARKET:SYMBOL live sources."""
+    from execal.live.sources import parse_source
+
+    endpoints = {}
+    for item in args.endpoint or []:
+        market, sep, rest = item.partition("=")
+        ws, sep2, http = rest.partition(",")
+        if not sep or not sep2:
+            raise UsageError(f"--endpoint: expected MARKET=WS_BASE,REST_BASE, got {item!r}")
+        endpoints[market] = (ws, http)
+    files, live = [], []
+    for src in args.sources:
+        if Path(src).exists():
+            files.append(src)
+        elif ":" in src and not src.startswith(("/", ".")):
+            try:
+                live.append(parse_source(src, endpoints=endpoints, depth_stream=args.depth_stream))
+            except ValueError as exc:
+                raise UsageError(str(exc)) from None
+        else:
+            raise UsageError(f"{src}: no such capture file (or MARKET:SYMBOL for a live stream)")
+    if files and live:
+        raise UsageError("monitor either capture files (replayed) or live streams, not both at once")
+    return files, live
+
+
+def _speed(text: str | None):
+    if text is None or str(text).lower() in ("max", "full", "0", "inf"):
+        return None
+    value = _number(text, "--speed")
+    if not value > 0:
+        raise UsageError("--speed: must be > 0 (or 'max')")
+    return value
+
+
+def _run_live(args, monitor, *, recorder=None, fills=()) -> dict:
+    import asyncio
+    import signal
+
+    from execal.live.runner import RunOptions, Runner
+    from execal.live.sources import ReplayServer
+
+    files, live = _live_sources(args)
+    options = RunOptions(status_every_s=args.status_every, duration_s=args.duration,
+                         state_dir=Path(args.state_dir) if getattr(args, "state_dir", None) else None,
+                         tick_every=getattr(args, "tick_every", 1))
+
+    def status(line: str) -> None:
+        if not args.quiet:
+            print(f"execal: {line}", file=sys.stderr, flush=True)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        server = None
+        sources = live
+        if files:
+            server = ReplayServer(files, speed=_speed(args.speed), loop=getattr(args, "loop", False))
+            await server.start()
+            sources = server.sources()
+            server.wait_clients = len(sources)
+        runner = Runner(monitor, sources, options, list(fills), replay=server, recorder=recorder,
+                        status_out=status)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, runner.request_stop)
+        try:
+            return await runner.run()
+        finally:
+            if server is not None:
+                await server.stop()
+
+    return asyncio.run(main())
+
+
+def _monitor_settings(args):
+    from dataclasses import fields
+
+    from execal.live.engine import MonitorSettings
+
+    settings = MonitorSettings()
+    known = {f.name: f for f in fields(MonitorSettings)}
+    for name, value in _pairs(args.set, "--set").items():
+        if name not in known:
+            raise UsageError(f"--set: unknown setting {name!r} (one of {', '.join(known)})")
+        current = getattr(settings, name)
+        if isinstance(current, bool):
+            parsed = value.lower() in ("1", "true", "yes", "on")
+        elif isinstance(current, tuple):
+            parsed = tuple(v for v in value.split("/") if v)
+            parsed = tuple(float(v) for v in parsed) if name in ("depth_bps", "walk_sizes") else parsed
+        elif isinstance(current, int) and not isinstance(current, bool):
+            parsed = int(_number(value, f"--set {name}"))
+        elif isinstance(current, float):
+            parsed = _number(value, f"--set {name}")
+        else:
+            parsed = value
+        setattr(settings, name, parsed)
+    if args.regime:
+        from execal.models.live.regime import regime_from_vol_json
+
+        try:
+            settings.regime = regime_from_vol_json(json.loads(Path(args.regime).read_text()))
+        except (OSError, ValueError, KeyError) as exc:
+            raise UsageError(f"--regime {args.regime}: {exc}") from None
+    if args.no_auto_switch:
+        settings.auto_switch = False
+    return settings
+
+
+def cmd_monitor(args) -> int:
+    """Monitor the calibrated model live (or on a replay): status lines on stderr, events as JSON
+    lines, a JSON summary on stdout when it ends (Ctrl-C ends it cleanly)."""
+    from execal.live.engine import Monitor
+    from execal.models.impact.config import load_config
+    from execal.models.live.events import EventLog
+    from execal.models.live.versions import ConfigHistory
+
+    config = load_config(args.config) if args.config else None
+    for f in args.fills or []:
+        if not str(f).startswith(("redis://", "rediss://", "unix://")) and not Path(f).parent.exists():
+            raise UsageError(f"--fills {f}: its directory does not exist")
+    settings = _monitor_settings(args)
+    state_dir = Path(args.state_dir) if args.state_dir else None
+    if state_dir is not None:
+        owned = {(state_dir / n).resolve() for n in ("fills.jsonl", "ticks.jsonl", "events.jsonl")}
+        clash = [f for f in args.fills or [] if Path(f).resolve() in owned]
+        if clash:
+            raise UsageError(f"--fills {clash[0]}: the state directory writes that file; put the fills elsewhere")
+    events_path = args.events or (state_dir / "events.jsonl" if state_dir else None)
+    if state_dir:
+        state_dir.mkdir(parents=True, exist_ok=True)
+    history_dir = args.history or (state_dir / "history" if state_dir else None)
+    events = EventLog(events_path)
+    history = ConfigHistory(history_dir) if history_dir else None
+    monitor = Monitor(config, settings=settings, events=events, history=history)
+    try:
+        summary = _run_live(args, monitor, fills=args.fills or [])
+    finally:
+        monitor.close()
+    _json_out(summary, args.summary)
+    if not args.quiet:
+        print(f"execal: stopped; {summary['counts']['messages']} messages, {summary['counts']['fills_used']} "
+              f"fills, {summary['counts']['alarms']} alarms, {summary['counts']['recalibrations']} "
+              f"recalibrations, live config v{summary['live_version']}", file=sys.stderr)
+    return 0
+
+
+def cmd_record(args) -> int:
+    """Record what the sources deliver in the capture format (gzip, one file per venue, symbol
+    and hour); a JSON summary on stdout when it ends."""
+    from execal.live.engine import Monitor, MonitorSettings
+    from execal.live.record import Recorder
+
+    args.set, args.regime, args.no_auto_switch = None, None, False
+    recorder = Recorder(args.out)
+    monitor = Monitor(None, settings=MonitorSettings())
+    try:
+        summary = _run_live(args, monitor, recorder=recorder)
+    finally:
+        monitor.close()
+    summary["recorded"] = {"lines": recorder.lines, "files": sorted(set(recorder.files_written))}
+    _json_out(summary, args.summary)
+    return 0
+
+
 # --- parser -----------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -802,6 +971,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="JSON file; stdout when omitted")
     p.add_argument("--quiet", action="store_true", help="no summary on stderr")
     p.set_defaults(func=cmd_corr)
+    def live_source_args(p):
+        p.add_argument("sources", nargs="+", metavar="SOURCE",
+                       help="capture files (replayed through a local websocket server) or live streams "
+                            "MARKET:SYMBOL[,SYMBOL] (MARKET: usdm, spot, coinm)")
+        p.add_argument("--speed", default="1", help="replay speed: 1 (real time), N, or max (default 1)")
+        p.add_argument("--endpoint", action="append", metavar="MARKET=WS,REST",
+                       help="websocket and REST base URLs of a market (default: Binance's)")
+        p.add_argument("--depth-stream", default="depth@100ms", help="live depth stream (default depth@100ms)")
+        p.add_argument("--duration", type=float, help="stop after this many seconds")
+        p.add_argument("--status-every", type=float, default=5.0, help="seconds between status lines (default: %(default)s)")
+        p.add_argument("--summary", help="write the final summary JSON here (default stdout)")
+        p.add_argument("--quiet", action="store_true", help="no status lines")
+
+    p = sub.add_parser("monitor", help="monitor a calibrated model against live (or replayed) market data "
+                                       "and fills: drift alarms, recalibration, events")
+    live_source_args(p)
+    p.add_argument("--config", help="impact config (execal calibrate --out) to monitor")
+    p.add_argument("--fills", action="append", metavar="PATH|redis://HOST:PORT/DB[?stream=KEY]",
+                   help="our fills: a CSV / JSON-lines file being appended to, or a Redis stream")
+    p.add_argument("--events", help="events log (JSON lines); default STATE_DIR/events.jsonl")
+    p.add_argument("--history", help="config history directory (new versions are written here)")
+    p.add_argument("--state-dir", help="directory the dashboard follows (status, ticks, fills, events)")
+    p.add_argument("--tick-every", type=int, default=1, help="state dir: keep one tick in N (default: %(default)s)")
+    p.add_argument("--loop", action="store_true", help="replay the captures in a loop")
+    p.add_argument("--regime", help="a Markov-regime fit (execal vol --model markov --out) for the regime "
+                                    "probability and alarm")
+    p.add_argument("--set", help="monitor settings name=value,... (see execal.live.engine.MonitorSettings; "
+                                 "tuples with /, e.g. walk_sizes=1/10)")
+    p.add_argument("--no-auto-switch", action="store_true",
+                   help="keep recalibrated configs as candidates until switched by hand")
+    p.set_defaults(func=cmd_monitor)
+
+    p = sub.add_parser("record", help="record market streams in the capture format execal reads "
+                                      "(gzip, rotated hourly)")
+    live_source_args(p)
+    p.add_argument("--out", required=True, help="directory of the recorded captures")
+    p.set_defaults(func=cmd_record)
 
     p = sub.add_parser("serve", help="start the dashboard")
     p.add_argument("--host", default="127.0.0.1",

@@ -27,6 +27,7 @@ from execal.components import vol_panel
 from execal.components.shell import (DEFAULT_MAX_UPLOAD_MB, LOCATION_ID, REQUEST_OVERHEAD_BYTES,  # noqa: F401
                                      Settings, attach_settings, get_settings, is_shown, max_upload_bytes)
 from execal.components import corr_panel
+from execal.components import monitor_panel
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ PANELS: list[ModuleType] = [
     surface_panel,
     orderflow_panel,
     corr_panel,
+    monitor_panel,
 ]
 # the shell answers "is this panel on screen?" for the panels, which never import this module
 shell.set_panel_order(p.PANEL for p in PANELS)

@@ -136,14 +136,15 @@ def test_every_package_folder_is_listed_in_pyproject():
     listed = set(config["packages"])
     assert config["package-dir"] == {"execal": "."}
     found = {"execal"}
-    for top in ("models", "components"):
+    tops = ("models", "components", "live")     # the package folders at the root (tests, bench: not shipped)
+    for top in tops:
         for init in (ROOT / top).rglob("__init__.py"):
             if "__pycache__" not in init.parts:
                 found.add(".".join(["execal", *init.parent.relative_to(ROOT).parts]))
     assert found == listed, {"missing from pyproject": sorted(found - listed),
                              "listed without a folder": sorted(listed - found)}
     # and a folder of modules without an __init__.py would silently be left out of the wheel
-    for top in ("models", "components"):
+    for top in tops:
         for folder in (ROOT / top).rglob("*"):
             if folder.is_dir() and "__pycache__" not in folder.parts and any(folder.glob("*.py")):
                 assert (folder / "__init__.py").exists(), f"{folder.relative_to(ROOT)} has modules but no __init__.py"

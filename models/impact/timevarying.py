@@ -76,17 +76,24 @@ try:   # numba is optional: the kernels are plain Python loops without it
 
     def _jit(fn):
         return _numba.njit(cache=True, nogil=True)(fn)
+
+    def _jit_inline(fn):
+        # a one-fill step: inlined into the whole-array loops (a call per fill doubles their time),
+        # still callable on its own by the live monitor
+        return _numba.njit(cache=True, nogil=True, inline="always")(fn)
     HAVE_NUMBA = True
 except ImportError:   # pragma: no cover - numba is installed where the benchmarks run
     def _jit(fn):
         return fn
+    _jit_inline = _jit
     HAVE_NUMBA = False
 
 TIME_VARYING_STRATEGIES = TIME_VARYING       # the optimizer strategies this room runs
 # the coefficient the Kalman filter lets drift, per model (the cost is linear in it)
 DRIFT_PARAMETER = {"sqrt": "Y", "power_law": "Y", "linear": "lambda", "almgren": "eta", "istar": "a1"}
 PATH_POINTS = 2000
-_LOSS_CODES = {"linear": 0, "soft_l1": 1, "huber": 2, "cauchy": 3, "arctan": 4}
+LOSS_CODES = {"linear": 0, "soft_l1": 1, "huber": 2, "cauchy": 3, "arctan": 4}
+_LOSS_CODES = LOSS_CODES
 _TINY = 1e-300
 
 
@@ -137,6 +144,30 @@ def _kf_loglik(y, x, r, dt, q):
     return ssq, sld, count
 
 
+@_jit_inline
+def kf_step(m, P, diffuse, y, x, r, dt, q):
+    """One fill of the filter: the state (m, P, diffuse) before it and the fill's (y, x, r, dt) in,
+    (m_pred, p_pred, m, P, diffuse, v, S) out: the predicted moments (NaN / inf while diffuse), the
+    filtered ones, and the innovation v with its variance S in units of s² (NaN / inf when the fill
+    is left out or starts the filter). The whole-array pass below and the live monitor
+    (execal.live.online) both step through this function, so their paths are the same numbers."""
+    if diffuse:
+        if r < np.inf:
+            return np.nan, np.inf, y / x, r / (x * x), False, np.nan, np.inf
+        return np.nan, np.inf, m, P, True, np.nan, np.inf
+    P += q * dt
+    mp = m
+    pp = P
+    if r < np.inf:
+        S = x * x * P + r
+        iS = 1.0 / S
+        v = y - x * m
+        m += P * x * iS * v
+        P = P * r * iS
+        return mp, pp, m, P, False, v, S
+    return mp, pp, m, P, False, np.nan, np.inf
+
+
 @_jit
 def _kf_store(y, x, r, dt, q, mp, pp, mf, pf):
     """The same pass, keeping predicted (mp, pp) and filtered (mf, pf) moments per fill (NaN /
@@ -146,25 +177,9 @@ def _kf_store(y, x, r, dt, q, mp, pp, mf, pf):
     P = np.inf
     diffuse = True
     for t in range(n):
-        if diffuse:
-            mp[t] = np.nan
-            pp[t] = np.inf
-            if r[t] < np.inf:
-                m = y[t] / x[t]
-                P = r[t] / (x[t] * x[t])
-                diffuse = False
-            mf[t] = m
-            pf[t] = P
-            continue
-        P += q * dt[t]
-        mp[t] = m
-        pp[t] = P
-        if r[t] < np.inf:
-            xt = x[t]
-            S = xt * xt * P + r[t]
-            iS = 1.0 / S
-            m += P * xt * iS * (y[t] - xt * m)
-            P = P * r[t] * iS
+        a, b, m, P, diffuse, v, S = kf_step(m, P, diffuse, y[t], x[t], r[t], dt[t], q)
+        mp[t] = a
+        pp[t] = b
         mf[t] = m
         pf[t] = P
 
@@ -241,11 +256,75 @@ def _model_eval(code, th, c0, c1, c2, c3, J):
     return th[0] * c0 + mi
 
 
+@_jit_inline
+def sgd_step(code, c0, c1, c2, c3, yt, wt, t, th, free, lo, hi, loss, f_scale, t0, eta_min, H, L, J,
+             Jf, g, step):
+    """Fill number t (0-based) of the stochastic Gauss-Newton pass: updates the full parameter
+    vector th and the running curvature H in place (L, J, Jf, g, step are scratch) and returns the
+    prediction made before the fill. `_sgd_kernel` and the live monitor (execal.live.online) both
+    step through this function."""
+    k = free.shape[0]
+    pred = _model_eval(code, th, c0, c1, c2, c3, J)
+    res = wt * (pred - yt)
+    z = (res / f_scale) ** 2
+    d1, d2 = _loss_derivs(loss, z)
+    a = d1 + 2.0 * d2 * z
+    if a < 2.220446049250313e-16:
+        a = 2.220446049250313e-16
+    for i in range(k):
+        Jf[i] = wt * J[free[i]]
+        g[i] = d1 * res * Jf[i]
+    if t == 0:
+        # the start values count as t0 pseudo-fills with this fill's curvature
+        # (H starts as zeros: the caller allocates it so)
+        for i in range(k):
+            H[i, i] = a * Jf[i] * Jf[i] + 1e-12
+    eta = 1.0 / (t + 1.0 + t0)
+    if eta < eta_min:
+        eta = eta_min
+    for i in range(k):
+        for j in range(k):
+            H[i, j] = (1.0 - eta) * H[i, j] + eta * a * Jf[i] * Jf[j]
+    # Cholesky of H (+ a relative ridge) and two triangular solves: k is at most 6
+    dmax = 0.0
+    for i in range(k):
+        if H[i, i] > dmax:
+            dmax = H[i, i]
+    ridge = 1e-10 * dmax + 1e-300
+    for i in range(k):
+        for j in range(i + 1):
+            s = H[i, j] + (ridge if i == j else 0.0)
+            for m in range(j):
+                s -= L[i, m] * L[j, m]
+            if i == j:
+                L[i, i] = math.sqrt(s if s > ridge else ridge)
+            else:
+                L[i, j] = s / L[j, j]
+    for i in range(k):
+        s = g[i]
+        for m in range(i):
+            s -= L[i, m] * step[m]
+        step[i] = s / L[i, i]
+    for i in range(k - 1, -1, -1):
+        s = step[i]
+        for m in range(i + 1, k):
+            s -= L[m, i] * step[m]
+        step[i] = s / L[i, i]
+    for i in range(k):
+        v = th[free[i]] - eta * step[i]
+        if v < lo[i]:
+            v = lo[i]
+        elif v > hi[i]:
+            v = hi[i]
+        th[free[i]] = v
+    return pred
+
+
 @_jit
 def _sgd_kernel(code, cols, y, w, theta, free, lo, hi, loss, f_scale, t0, eta_min, path, pred_before):
-    """Stochastic Gauss-Newton, fill by fill (see the module docstring). Writes the free
-    parameters after each fill into path (n, k) and the prediction made before it into
-    pred_before; returns the final full parameter vector."""
+    """Stochastic Gauss-Newton, fill by fill (see the module docstring; one fill is `sgd_step`).
+    Writes the free parameters after each fill into path (n, k) and the prediction made before it
+    into pred_before; returns the final full parameter vector."""
     n = y.shape[0]
     k = free.shape[0]
     th = theta.copy()
@@ -256,61 +335,10 @@ def _sgd_kernel(code, cols, y, w, theta, free, lo, hi, loss, f_scale, t0, eta_mi
     L = np.zeros((k, k))
     step = np.empty(k)
     for t in range(n):
-        pred = _model_eval(code, th, cols[t, 0], cols[t, 1], cols[t, 2], cols[t, 3], J)
-        pred_before[t] = pred
-        wt = w[t]
-        res = wt * (pred - y[t])
-        z = (res / f_scale) ** 2
-        d1, d2 = _loss_derivs(loss, z)
-        a = d1 + 2.0 * d2 * z
-        if a < 2.220446049250313e-16:
-            a = 2.220446049250313e-16
+        pred_before[t] = sgd_step(code, cols[t, 0], cols[t, 1], cols[t, 2], cols[t, 3], y[t], w[t], t,
+                                  th, free, lo, hi, loss, f_scale, t0, eta_min, H, L, J, Jf, g, step)
         for i in range(k):
-            Jf[i] = wt * J[free[i]]
-            g[i] = d1 * res * Jf[i]
-        if t == 0:
-            # the start values count as t0 pseudo-fills with this fill's curvature
-            for i in range(k):
-                H[i, i] = a * Jf[i] * Jf[i] + 1e-12
-        eta = 1.0 / (t + 1.0 + t0)
-        if eta < eta_min:
-            eta = eta_min
-        for i in range(k):
-            for j in range(k):
-                H[i, j] = (1.0 - eta) * H[i, j] + eta * a * Jf[i] * Jf[j]
-        # Cholesky of H (+ a relative ridge) and two triangular solves: k is at most 6
-        dmax = 0.0
-        for i in range(k):
-            if H[i, i] > dmax:
-                dmax = H[i, i]
-        ridge = 1e-10 * dmax + 1e-300
-        for i in range(k):
-            for j in range(i + 1):
-                s = H[i, j] + (ridge if i == j else 0.0)
-                for m in range(j):
-                    s -= L[i, m] * L[j, m]
-                if i == j:
-                    L[i, i] = math.sqrt(s if s > ridge else ridge)
-                else:
-                    L[i, j] = s / L[j, j]
-        for i in range(k):
-            s = g[i]
-            for m in range(i):
-                s -= L[i, m] * step[m]
-            step[i] = s / L[i, i]
-        for i in range(k - 1, -1, -1):
-            s = step[i]
-            for m in range(i + 1, k):
-                s -= L[m, i] * step[m]
-            step[i] = s / L[i, i]
-        for i in range(k):
-            v = th[free[i]] - eta * step[i]
-            if v < lo[i]:
-                v = lo[i]
-            elif v > hi[i]:
-                v = hi[i]
-            th[free[i]] = v
-            path[t, i] = v
+            path[t, i] = th[free[i]]
     return th
 
 
@@ -1021,7 +1049,7 @@ def _kalman(calibrator, batch: CalibrationResult, parameter: str | None, alpha: 
         metrics=metrics, comparison=comparison, alpha=alpha, settings=settings)
 
 
-def _sgd_inputs(model, features: Features, theta: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+def sgd_inputs(model, features: Features, theta: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
     """(kernel code, (n, 4) columns, internal theta) of a model, or raise for a model without a kernel."""
     n = features.n
     hs = features.half_spread_bps if features.spread_bps is not None else np.zeros(n)
@@ -1040,12 +1068,15 @@ def _sgd_inputs(model, features: Features, theta: np.ndarray) -> tuple[int, np.n
                              "(available: sqrt, power_law, linear, almgren, istar)")
 
 
+_sgd_inputs = sgd_inputs
+
+
 def sgd_path(model, features: Features, theta0, free, lo, hi, *, loss: str = "soft_l1",
              f_scale: float = 1.0, weights=None, t0: float = 100.0, window: float = 5000.0,
              python: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Run the SGD kernel on rows already in time order: (path (n, k), predictions made before each
     fill (n,), final full theta). `python` runs the pure-Python twin of the kernel."""
-    code, cols, th = _sgd_inputs(model, features, np.asarray(theta0, dtype=np.float64))
+    code, cols, th = sgd_inputs(model, features, np.asarray(theta0, dtype=np.float64))
     n = features.n
     free = np.asarray(free, dtype=np.int64)
     w = np.ones(n) if weights is None else np.ascontiguousarray(weights, dtype=np.float64)

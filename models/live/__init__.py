@@ -1,0 +1,1 @@
+"""Live monitoring: online market state, drift detectors, rolling error metrics, versioned configs."""
