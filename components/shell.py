@@ -11,8 +11,9 @@ ids
     `ids_for(PANEL)` -> `_id`; `_id("graph")` is "graph-<PANEL>": every id of a panel comes from its slug
     (`A, B = _id("a", "b")` declares a group of them on one line).
     `dom_id(component_id)`: the DOM id Dash gives a (pattern-matching) dict id, for a label's `for`.
-    `LOCATION_ID`, `SESSION_STORE_ID`, `ACTIVE_DATASET_ID`, `ACTIVE_RESULT_ID`, `FILTERS_ID`: the app-level
-    stores `layout` places (the browser holds keys only: data stays on the server).
+    `LOCATION_ID`, `SESSION_STORE_ID`, `ACTIVE_DATASET_ID`, `ACTIVE_RESULT_ID`, `FILTERS_ID`, `HAND_SET_ID`:
+    the app-level stores `layout` places (the browser holds keys and small records only: data stays on
+    the server).
     `key_of(data)`: the "key" of a {"key": ...} store, else None; `result_key_of(data)`: only a result key.
 settings and stores
     `Settings` (cache_dir, sample_dir, max_upload_bytes), `get_settings(app)`, `attach_settings(app, s)`,
@@ -74,6 +75,7 @@ SESSION_STORE_ID = store_mod.SESSION_STORE_ID      # {"session_id"}: localStorag
 ACTIVE_DATASET_ID = store_mod.ACTIVE_DATASET_ID    # {"key": dataset key} or None
 ACTIVE_RESULT_ID = results_mod.ACTIVE_RESULT_ID    # {"key": result key} or None
 FILTERS_ID = results_mod.FILTERS_ID                # the Data panel's filters (results.apply_filters)
+HAND_SET_ID = results_mod.HAND_SET_ID              # {"key", "target", "params"}: Tweak's hand-set values
 
 
 def ids_for(panel: str) -> Callable[..., Any]:

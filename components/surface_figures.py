@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from execal.components.figures import empty_figure
+from execal.components.figures import empty_figure, plain_verdict
 from execal.components.impact_figures import PALETTE, TEMPLATE, format_number
 from execal.models.surface.svi import SVI_PARAMS, VOL_PTS, svi_derivatives
 
@@ -216,7 +216,8 @@ def smiles_figure(view: SurfaceView | None, expiries: Sequence[str] | None = Non
         if s.params is None:
             title += f" — {s.status}"
         elif s.rmse_vol_pts is not None:
-            title += f" — RMSE {s.rmse_vol_pts:.2f} vp"
+            # two significant digits: a near-perfect fit reads 2.5e-05 vp, never a misleading 0.00
+            title += f" — RMSE {format_number(s.rmse_vol_pts, 2)} vp"
         titles.append(title)
     cols = min(SMILE_COLUMNS, len(slices))
     layout, refs, height = _grid_layout(len(slices), cols, titles, x_title="k = ln(K/F)", y_title="implied vol (%)")
@@ -296,7 +297,8 @@ def surface_figure(view: SurfaceView | None, k_points: int = SURFACE_K_POINTS) -
                             "scene": {"xaxis": {"title": {"text": "k = ln(K/F)"}},
                                       "yaxis": {"title": {"text": "T (years)"}},
                                       "zaxis": {"title": {"text": "IV (%)"}},
-                                      "camera": {"eye": {"x": -1.6, "y": -1.5, "z": 0.8}}}},
+                                      # far enough that the z axis and its title stay inside the card
+                                      "camera": {"eye": {"x": -1.95, "y": -1.8, "z": 0.95}}}},
                    height=SURFACE_HEIGHT_PX, legend=False)
 
 
@@ -411,6 +413,7 @@ def _converged(s) -> bool | None:
     return bool(s.optimizer.success)
 
 
+@plain_verdict
 def status_summary(result) -> dict:
     """The optimizer's verdict for the banner: {"level": success|warning|danger|info, "headline", "details"}.
     Red when any fitted slice (or the SSVI surface) did not converge: never hidden behind a good RMSE."""
