@@ -329,7 +329,9 @@ def summary_component(results: results_mod.ResultStore, key: str | None) -> html
     return html.Div([
         html.Div([html.Span(dbc.Badge(text, color=colour, className="me-2", id=_id("parameters-badge")),
                             **{"data-source": label["source"]}),
-                  dbc.Badge(s["badge"], color=s["color"], className="me-2"),
+                  # a hand-set result's own status ("set by hand") would only repeat the first badge
+                  dbc.Badge(s["badge"], color=s["color"], className="me-2")
+                  if label["source"] == results_mod.FITTED else None,
                   html.Strong(f"{pooled.model.label} ({pooled.model.name})"),
                   html.Span(f" · {origin}{seg}", className="text-muted")], className="mb-1"),
         html.Div(", ".join(f"{k} = {F.format_number(v, 6)}" for k, v in pooled.params.items()),
@@ -373,10 +375,11 @@ def layout(app) -> html.Div:
         html.Div(shell.empty_text(NO_RESULT), id=SUMMARY, className="mb-3"),
         html.Div(buttons),
         html.Ul([
-            html.Li("Config: model, parameters with standard errors and intervals, optimizer settings and "
-                    "report, data provenance (sha256, rows, span, filters), metrics, segments; "
-                    "`execal predict --config` reads it."),
-            html.Li("Predictions: one row per order the model used: observed, predicted, residual, sample."),
+            html.Li(["Config: model, parameters (fitted or hand-set) with standard errors and intervals, "
+                     "optimizer settings and report, data provenance (sha256, rows, span, filters), metrics, "
+                     "segments; ", html.Code("execal predict --config"), " reads it."]),
+            html.Li("Predictions: one row per order the model used: observed, predicted, residual, sample, "
+                    "and whether the parameters were fitted or hand-set."),
             html.Li("Report: one HTML file that opens offline: status, parameters, metrics, figures, config."),
         ], className="small text-muted mb-0 mt-2"),
     ])

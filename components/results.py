@@ -215,8 +215,9 @@ def parameters_label(meta: Mapping) -> dict:
     if meta.get("origin") == "hand-set":
         target = meta.get("target")
         where = "" if target in (None, POOLED) else f" (segment {target})"
+        fitted = ", ".join(f"{k} = {float(v):.6g}" for k, v in dict(meta.get("fitted") or {}).items())
         return {"source": HAND_SET, "note": f"set by hand in the Tweak panel{where}, starting from the fitted "
-                                            f"values {meta.get('fitted') or {}}: not an optimum"}
+                                            f"values ({fitted}): not an optimum"}
     if meta.get("origin") == "import":
         return {"source": FITTED, "note": f"imported from {meta.get('config_file', 'a config')}: the "
                                           "parameters of that config's fit"}

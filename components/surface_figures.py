@@ -296,9 +296,13 @@ def surface_figure(view: SurfaceView | None, k_points: int = SURFACE_K_POINTS) -
     return _figure(traces, {"margin": {"l": 0, "r": 0, "t": 10, "b": 0},
                             "scene": {"xaxis": {"title": {"text": "k = ln(K/F)"}},
                                       "yaxis": {"title": {"text": "T (years)"}},
-                                      "zaxis": {"title": {"text": "IV (%)"}},
-                                      # far enough that the z axis and its title stay inside the card
-                                      "camera": {"eye": {"x": -1.95, "y": -1.8, "z": 0.95}}}},
+                                      # the unit on every tick, not as a title: plotly places a 3D axis
+                                      # title past the tick labels, where a half-page card cuts it off
+                                      "zaxis": {"title": {"text": ""}, "ticksuffix": "%"},
+                                      # far enough, and looking a little right of centre, that the
+                                      # ticks on the left stay inside the card
+                                      "camera": {"eye": {"x": -1.9, "y": -1.75, "z": 0.95},
+                                                 "center": {"x": 0.12, "y": 0.12, "z": -0.05}}}},
                    height=SURFACE_HEIGHT_PX, legend=False)
 
 
