@@ -16,6 +16,8 @@ calibrated on (when it belongs to the active dataset), and they are cleared when
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import hashlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -48,7 +50,9 @@ _id = shell.ids_for(PANEL)
 # loading: the upload, the bundled sample, the kind and mapping, and what went wrong
 UPLOAD, UPLOAD_LABEL, SAMPLE, KIND, MAPPING, APPLY = _id("upload", "upload-label", "sample", "kind", "mapping", "apply")
 ALERT, SIZE_ALERT = _id("alert", "size-alert")
-LIMITS, SOURCE = _id("limits", "source")       # dcc.Stores: the upload limit; what the active dataset came from
+# dcc.Stores: the upload limit; what "Reload with these options" applies to (the last file chosen,
+# even a refused one)
+LIMITS, SOURCE = _id("limits", "source")
 # what the dataset is
 SUMMARY, REPORT, COVERAGE, GRID, PREVIEW_TITLE = _id("summary", "report", "coverage", "grid", "preview-title")
 # the Filters card
@@ -92,25 +96,54 @@ def alert(message: str) -> tuple[str, bool]:
 # --- callback bodies ----------------------------------------------------------------------------
 
 
-def _load_source(st: store_mod.SessionStore, settings: Settings, session_id: str, source: dict,
-                 contents: str | None, kind: str | None, mapping_text: str | None) -> str:
-    """Load an upload or a bundled sample for a session; returns the dataset key (raises DataError)."""
-    kind = None if kind in (None, "", AUTO_KIND) else kind
-    mapping = parse_mapping_text(mapping_text)
+def mapping_hint(name: str) -> str:
+    """What to do after an upload is refused: the kind and mapping apply to that file on Reload."""
+    return (f"\nType a column mapping (their_name=canonical) or choose the kind, then press "
+            f"“Reload with these options”: they apply to {name}.")
+
+
+@functools.lru_cache(maxsize=32)
+def _file_sha256(path: Path, size: int, mtime_ns: int) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def sample_of_key(sample_dir: Path, key: str | None) -> str | None:
+    """The bundled sample a dataset key was loaded from (its content hash is the key's prefix), or None:
+    the sample picker shows the sample on screen, and never a same-named upload."""
+    if not store_mod.is_dataset_key(key):
+        return None
+    for name in sample_files(sample_dir):
+        path = sample_dir / name
+        st_ = path.stat()
+        if key.startswith(_file_sha256(path, st_.st_size, st_.st_mtime_ns) + "-"):
+            return name
+    return None
+
+
+def _source_bytes(st: store_mod.SessionStore, settings: Settings, session_id: str, source: dict) -> tuple[bytes, int]:
+    """(bytes, size limit) of what `source` names: a bundled sample, or the session's last upload as the
+    server keeps it (never re-sent by the browser). Raises DataError."""
     name = source.get("name") or "upload"
     if source.get("type") == "sample":
         if name not in sample_files(settings.sample_dir):
             raise DataError("no such bundled sample file", file=name)
         raw = (settings.sample_dir / name).read_bytes()
         # the upload limit protects the server from users' files, not from its own samples
-        max_bytes = max(settings.max_upload_bytes, len(raw))
-    else:
-        if not contents:
-            raise DataError("choose a file to upload first", file=name)
-        raw = shell.decode_upload(contents, name)
-        max_bytes = settings.max_upload_bytes
-    return st.load_bytes(raw, name=name, kind=kind, mapping=mapping, max_bytes=max_bytes,
-                         session_id=session_id)
+        return raw, max(settings.max_upload_bytes, len(raw))
+    kept = st.last_upload(session_id)
+    if kept is None or kept[1] != name:
+        raise DataError("the uploaded file is no longer on the server: choose it again", file=name)
+    return kept[0], settings.max_upload_bytes
+
+
+def _load_source(st: store_mod.SessionStore, settings: Settings, session_id: str, source: dict,
+                 kind: str | None, mapping_text: str | None) -> str:
+    """Load an upload or a bundled sample for a session; returns the dataset key (raises DataError)."""
+    kind = None if kind in (None, "", AUTO_KIND) else kind
+    mapping = parse_mapping_text(mapping_text)
+    raw, max_bytes = _source_bytes(st, settings, session_id, source)
+    return st.load_bytes(raw, name=source.get("name") or "upload", kind=kind, mapping=mapping,
+                         max_bytes=max_bytes, session_id=session_id)
 
 
 def load_dataset(st: store_mod.SessionStore, settings: Settings, *, trigger: str | None, session_id: Any,
@@ -119,25 +152,44 @@ def load_dataset(st: store_mod.SessionStore, settings: Settings, *, trigger: str
                  source: dict | None = None) -> dict:
     """Decide the session's active dataset after `trigger` (an input id, or None for page load).
 
-    Returns {"active": {"key": ...} | no_update, "alert": (message, open) | no_update,
-    "source": dict | no_update}. On failure the active dataset is left as it was.
+    An upload's bytes are kept server-side for the session (`SessionStore.keep_upload`) and the upload
+    box is emptied, so the browser holds no copy, choosing the same file again loads it again, and
+    "Reload with these options" applies the kind and mapping to the file just uploaded, even when it
+    was refused (the SOURCE store names it).
+
+    Returns {"active": {"key": ...} | None | no_update, "alert": (message, open), "source": dict |
+    no_update (what Reload applies to), "sample": the sample picker's value | no_update,
+    "clear_upload": bool}. On failure the active dataset is left as it was.
     """
-    out: dict[str, Any] = {"active": no_update, "alert": ("", False), "source": no_update}
+    out: dict[str, Any] = {"active": no_update, "alert": ("", False), "source": no_update, "sample": no_update,
+                           "clear_upload": False}
     if not store_mod.is_session_id(session_id):
         out["alert"] = alert("Your session is not ready yet; reload the page.")
         return out
 
-    if trigger in (None, store_mod.SESSION_STORE_ID):
+    preloading = trigger in (None, store_mod.SESSION_STORE_ID)
+    if preloading:
         key = st.active_key(session_id)
         if key is None and PRELOAD_SAMPLE in sample_files(settings.sample_dir):
             source = {"type": "sample", "name": PRELOAD_SAMPLE}
             trigger, sample, out["source"] = SAMPLE, PRELOAD_SAMPLE, source
         else:
             out["active"] = {"key": key} if key else None
+            out["sample"] = sample_of_key(settings.sample_dir, key)
             return out
 
     if trigger == UPLOAD:
-        source = {"type": "upload", "name": filename or "upload"}
+        if not contents:
+            raise PreventUpdate     # the box emptied by this callback, after taking the file
+        name = filename or "upload"
+        source = {"type": "upload", "name": name}
+        out["clear_upload"] = True
+        try:
+            st.keep_upload(session_id, shell.decode_upload(contents, name), name)
+        except DataError as err:
+            out["alert"] = alert(str(err) + _kept_note(st, session_id))
+            return out
+        out["source"] = source      # from now on Reload applies to this file, loaded or refused
     elif trigger == SAMPLE:
         if not sample:
             raise PreventUpdate
@@ -149,18 +201,22 @@ def load_dataset(st: store_mod.SessionStore, settings: Settings, *, trigger: str
     else:
         raise PreventUpdate
 
+    name = source.get("name") or "upload"
+    hint = mapping_hint(name) if source.get("type") == "upload" else ""
     try:
-        key = _load_source(st, settings, session_id, source, contents, kind, mapping_text)
+        key = _load_source(st, settings, session_id, source, kind, mapping_text)
     except DataError as err:
-        out["alert"] = alert(str(err) + _kept_note(st, session_id))
+        out["alert"] = alert(str(err) + hint + _kept_note(st, session_id))
         return out
     except Exception as err:  # never a traceback in the browser: log it, say one line
-        log.exception("loading %s failed", source.get("name"))
-        out["alert"] = alert(f"{source.get('name')}: could not be loaded ({type(err).__name__}). "
+        log.exception("loading %s failed", name)
+        out["alert"] = alert(f"{name}: could not be loaded ({type(err).__name__}). "
                              "The details are in the server log." + _kept_note(st, session_id))
         return out
     out["active"] = {"key": key}
     out["source"] = source
+    # the sample picker names the sample on screen, and nothing once another file is
+    out["sample"] = name if preloading else (None if source.get("type") == "upload" else no_update)
     return out
 
 
@@ -492,6 +548,9 @@ def register_callbacks(app) -> None:
         Output(store_mod.ACTIVE_DATASET_ID, "data"),
         Output(ALERT, "children"), Output(ALERT, "is_open"),
         Output(SOURCE, "data"),
+        # the same callback empties the upload box and sets the sample picker (no loop: Dash does not
+        # call a callback again for its own outputs)
+        Output(UPLOAD, "contents"), Output(SAMPLE, "value"),
         Input(store_mod.SESSION_STORE_ID, "modified_timestamp"),
         Input(UPLOAD, "contents"), Input(SAMPLE, "value"), Input(APPLY, "n_clicks"),
         State(store_mod.SESSION_STORE_ID, "data"), State(UPLOAD, "filename"),
@@ -506,7 +565,8 @@ def register_callbacks(app) -> None:
                            filename=filename, sample=sample, kind=kind, mapping_text=mapping_text,
                            source=source)
         message, is_open = out["alert"]
-        return out["active"], message, is_open, out["source"]
+        return (out["active"], message, is_open, out["source"], None if out["clear_upload"] else no_update,
+                out["sample"])
 
     @app.callback(
         Output(SUMMARY, "children"), Output(REPORT, "children"), Output(COVERAGE, "figure"),

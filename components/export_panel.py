@@ -12,14 +12,21 @@ segment's), stores that hand-set result like a fit, with the config's settings a
 it the active result: the Calibrate panel then shows the same model, settings and parameters, and Diagnostics
 and Tweak draw them.
 
-`import_config`, `export_response` and `predictions_chunks` are plain functions (tests call them directly);
-`register_callbacks` only wires them.
+What is exported is what is on screen: when the Tweak panel holds other parameters than the fit's (the
+app-level `HAND_SET_ID` store), the downloads are of that hand-set result (`results.shown_result`), and
+every file says which it is: the config's `parameters` block ({"source": "fitted" | "hand-set", "note",
+and for hand-set values the fit they started from}), a `parameters` column in the predictions, the
+report's status, and the badge in this panel.
+
+`import_config`, `export_response`, `links_outputs` and `predictions_chunks` are plain functions (tests
+call them directly); `register_callbacks` only wires them.
 """
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
 import hashlib
+import json
 import logging
 from typing import Any, Iterator, Mapping
 from urllib.parse import urlencode
@@ -78,10 +85,10 @@ class ExportError(LookupError):
 # --- downloads ----------------------------------------------------------------------------------
 
 
-def download_name(result, key: str, name: str) -> str:
-    """execal_<model>_<8 hex of the key>_<name>: distinct per result, stable per result."""
+def download_name(result, key: str, name: str, *, hand_set: bool = False) -> str:
+    """execal_<model>_<8 hex of the key>[_hand-set]_<name>: distinct per result, stable per result."""
     pooled = getattr(result, "pooled", result)
-    return f"execal_{pooled.model.name}_{key.split(':', 1)[-1][:8]}_{name}"
+    return f"execal_{pooled.model.name}_{key.split(':', 1)[-1][:8]}{'_hand-set' if hand_set else ''}_{name}"
 
 
 def link_href(session_id: str, key: str, name: str) -> str:
@@ -105,9 +112,11 @@ def provenance_of(meta: Mapping) -> dict:
     return prov
 
 
-def predictions_frame(result, rows: slice = slice(None), view: F.ResultView | None = None) -> pd.DataFrame:
+def predictions_frame(result, rows: slice = slice(None), view: F.ResultView | None = None,
+                      parameters: str = results_mod.FITTED) -> pd.DataFrame:
     """One row per order the model used: where it came from, observed and predicted cost, residual, sample
-    (and segment): what the Diagnostics panel draws (`impact_figures.view_of`, passed in when known)."""
+    (and segment), and whether the parameters were fitted or set by hand: what the Diagnostics panel
+    draws (`impact_figures.view_of`, passed in when known)."""
     view = F.view_of(result) if view is None else view
     pooled = getattr(result, "pooled", result)
     f = pooled.features
@@ -132,15 +141,16 @@ def predictions_frame(result, rows: slice = slice(None), view: F.ResultView | No
         codes, labels = view.segment
         names = np.array(list(labels) + ["(pooled)"], dtype=object)
         out["segment"] = names[np.where(codes[rows] >= 0, codes[rows], len(labels))]
+    out["parameters"] = parameters
     return pd.DataFrame(out)
 
 
-def predictions_chunks(result, chunk_rows: int = CSV_CHUNK_ROWS) -> Iterator[str]:
+def predictions_chunks(result, chunk_rows: int = CSV_CHUNK_ROWS, parameters: str = results_mod.FITTED) -> Iterator[str]:
     """The predictions CSV in blocks of `chunk_rows` rows (header first): memory stays O(chunk)."""
     n = int(getattr(result, "pooled", result).features.n)
     view = F.view_of(result)
     for start in range(0, max(n, 1), chunk_rows):
-        block = predictions_frame(result, slice(start, min(start + chunk_rows, n)), view)
+        block = predictions_frame(result, slice(start, min(start + chunk_rows, n)), view, parameters)
         yield neutralise(block).to_csv(index=False, header=start == 0, float_format="%.10g", lineterminator="\n",
                            date_format="%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -156,14 +166,26 @@ def export_response(st: store_mod.SessionStore, results: results_mod.ResultStore
     if result is None:
         raise ExportError("this result is no longer in the server's cache; calibrate again")
     meta = results.meta(key)
+    label = results_mod.parameters_label(meta)
     what, mime = FILES[name]
-    filename = download_name(result, key, name)
-    if what == "config":
-        return dump_config(result, provenance_of(meta), name.rsplit(".", 1)[1]), mime, filename
+    filename = download_name(result, key, name, hand_set=label["source"] == results_mod.HAND_SET)
     if what == "predictions":
-        return predictions_chunks(result), mime, filename
-    config = config_dict(result, provenance_of(meta))
+        return predictions_chunks(result, parameters=label["source"]), mime, filename
+    config = labelled_config(result, meta)
+    if what == "config":
+        return dump_config(config, path_or_format=name.rsplit(".", 1)[1]), mime, filename
     return build_report(result, meta, config=config), mime, filename
+
+
+def labelled_config(result, meta: Mapping) -> dict:
+    """The config of `result` with its `parameters` block: fitted or hand-set (and then the fit's key
+    and fitted values they started from), so a config never passes hand-set values off as a fit."""
+    config = config_dict(result, provenance_of(meta))
+    block = results_mod.parameters_label(meta)
+    if block["source"] == results_mod.HAND_SET:
+        block = {**block, "hand_set_of": meta.get("hand_set_of"), "target": meta.get("target"),
+                 "fitted": dict(meta.get("fitted") or {})}
+    return {**config, "parameters": block}
 
 
 # --- import -------------------------------------------------------------------------------------
@@ -288,7 +310,12 @@ def import_config(st: store_mod.SessionStore, results: results_mod.ResultStore, 
 # --- the panel ----------------------------------------------------------------------------------
 
 
+PARAMETER_BADGES = {results_mod.FITTED: ("Fitted parameters", "success"),
+                    results_mod.HAND_SET: ("Hand-set parameters", "warning")}
+
+
 def summary_component(results: results_mod.ResultStore, key: str | None) -> html.Div:
+    """What the downloads hold: the model, fitted or hand-set parameters (as a badge and a note), the data."""
     result = results.get(key) if key else None
     if result is None:
         return shell.empty_text(NO_RESULT if not key else EVICTED)
@@ -296,17 +323,49 @@ def summary_component(results: results_mod.ResultStore, key: str | None) -> html
     pooled = getattr(result, "pooled", result)
     s = optimizer_status(result)
     seg = f", {len(result.segments)} segments by {', '.join(result.by)}" if hasattr(result, "segments") else ""
-    origin = {"import": f"imported from {meta.get('config_file', 'a config')}",
-              "tweak": "refitted in Tweak"}.get(meta.get("origin"), "calibrated")
+    origin = {"import": f"imported from {meta.get('config_file', 'a config')}", "tweak": "refitted in Tweak",
+              "hand-set": "tweaked in Tweak"}.get(meta.get("origin"), "calibrated")
+    label = results_mod.parameters_label(meta)
+    text, colour = PARAMETER_BADGES[label["source"]]
     return html.Div([
-        html.Div([dbc.Badge(s["badge"], color=s["color"], className="me-2"),
+        html.Div([html.Span(dbc.Badge(text, color=colour, className="me-2", id=_id("parameters-badge")),
+                            **{"data-source": label["source"]}),
+                  # a hand-set result's own status ("set by hand") would only repeat the first badge
+                  dbc.Badge(s["badge"], color=s["color"], className="me-2")
+                  if label["source"] == results_mod.FITTED else None,
                   html.Strong(f"{pooled.model.label} ({pooled.model.name})"),
                   html.Span(f" · {origin}{seg}", className="text-muted")], className="mb-1"),
         html.Div(", ".join(f"{k} = {F.format_number(v, 6)}" for k, v in pooled.params.items()),
                  className="small font-monospace", **{"data-field": "params"}),
+        html.Div(f"Parameters {label['source']}: {label['note']}.", className="small", **{"data-field": "parameters"}),
         html.Div(f"Data: {meta.get('source', '?')}, {meta.get('rows', pooled.features.n):,} rows",
                  className="small text-muted"),
     ])
+
+
+def links_outputs(results: results_mod.ResultStore, active_result: Any, session_id: Any, hand_set: Any) -> dict:
+    """The download card for what is on screen: {"key": the result exported (the active one, or its
+    hand-set version), "summary", "hrefs", "names", "disabled"} (the links empty and disabled without
+    a result or a session)."""
+    key, result = results_mod.shown_result(results, shell.result_key_of(active_result), hand_set)
+    if result is None or not store_mod.is_session_id(session_id):
+        n = len(LINKS)
+        return {"key": key, "summary": summary_component(results, shell.key_of(active_result)),
+                "hrefs": [""] * n, "names": [""] * n, "disabled": [True] * n}
+    hand = results_mod.parameters_label(results.meta(key))["source"] == results_mod.HAND_SET
+    return {"key": key, "summary": summary_component(results, key),
+            "hrefs": [link_href(session_id, key, name) for _, name, _ in LINKS],
+            "names": [download_name(result, key, name, hand_set=hand) for _, name, _ in LINKS],
+            "disabled": [False] * len(LINKS)}
+
+
+def shown_signature(active_result: Any, hand_set: Any) -> str | None:
+    """What the card was drawn for: the active result and, when they are of it, the hand-set values."""
+    key = shell.result_key_of(active_result)
+    if key is None:
+        return None
+    record = hand_set if isinstance(hand_set, dict) and hand_set.get("key") == key else None
+    return json.dumps([key, record], sort_keys=True, default=str)
 
 
 def layout(app) -> html.Div:
@@ -317,10 +376,11 @@ def layout(app) -> html.Div:
         html.Div(shell.empty_text(NO_RESULT), id=SUMMARY, className="mb-3"),
         html.Div(buttons),
         html.Ul([
-            html.Li("Config: model, parameters with standard errors and intervals, optimizer settings and "
-                    "report, data provenance (sha256, rows, span, filters), metrics, segments; "
-                    "`execal predict --config` reads it."),
-            html.Li("Predictions: one row per order the model used: observed, predicted, residual, sample."),
+            html.Li(["Config: model, parameters (fitted or hand-set) with standard errors and intervals, "
+                     "optimizer settings and report, data provenance (sha256, rows, span, filters), metrics, "
+                     "segments; ", html.Code("execal predict --config"), " reads it."]),
+            html.Li("Predictions: one row per order the model used: observed, predicted, residual, sample, "
+                    "and whether the parameters were fitted or hand-set."),
             html.Li("Report: one HTML file that opens offline: status, parameters, metrics, figures, config."),
         ], className="small text-muted mb-0 mt-2"),
     ])
@@ -347,23 +407,15 @@ def register_callbacks(app) -> None:
         + [Output(cid, "disabled") for cid, _, _ in LINKS],
         Output(SHOWN, "data"),
         Input(shell.ACTIVE_RESULT_ID, "data"), Input(shell.SESSION_STORE_ID, "data"),
-        Input(shell.LOCATION_ID, "pathname"), State(SHOWN, "data"),
+        Input(shell.LOCATION_ID, "pathname"), Input(shell.HAND_SET_ID, "data"), State(SHOWN, "data"),
     )
-    def _links(active_result, session_id, pathname, shown):
+    def _links(active_result, session_id, pathname, hand_set, shown):
         # hidden, the panel waits to be opened (its summary needs the whole result); opened again, it keeps it
-        key = shell.result_key_of(active_result)
-        if not shell.needs_render(PANEL, pathname, ctx.triggered_id, key, shown):
+        wanted = shown_signature(active_result, hand_set)
+        if not shell.needs_render(PANEL, pathname, ctx.triggered_id, wanted, shown):
             raise PreventUpdate
-        return _links_outputs(active_result, session_id) + [key]
-
-    def _links_outputs(active_result, session_id):
-        key = shell.key_of(active_result)
-        result = results.get(key) if key else None
-        if result is None or not store_mod.is_session_id(session_id):
-            n = len(LINKS)
-            return [summary_component(results, key)] + [""] * n + [""] * n + [True] * n
-        return ([summary_component(results, key)] + [link_href(session_id, key, name) for _, name, _ in LINKS]
-                + [download_name(result, key, name) for _, name, _ in LINKS] + [False] * len(LINKS))
+        out = links_outputs(results, active_result, session_id, hand_set)
+        return [out["summary"], *out["hrefs"], *out["names"], *out["disabled"], wanted]
 
     @app.callback(
         Output(shell.ACTIVE_RESULT_ID, "data", allow_duplicate=True),

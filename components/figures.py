@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import textwrap
 from datetime import datetime
 
 import numpy as np
@@ -140,16 +141,60 @@ def preview_table(frame: pd.DataFrame, n_rows: int = PREVIEW_ROWS) -> tuple[list
     return columns, rows
 
 
+# --- verdicts ------------------------------------------------------------------------------------
+
+
+def plain(text: str) -> str:
+    """An optimizer's words as plain text: scipy quotes option names in reStructuredText backticks
+    ("`ftol` termination condition is satisfied."), which a web page would show literally."""
+    return text.replace("`", "") if isinstance(text, str) else text
+
+
+def plain_verdict(build):
+    """Decorate a status builder (result in, dict of text out): every string, and every string in a
+    list, of its dict is made `plain`."""
+    @functools.wraps(build)
+    def wrapper(*args, **kwargs):
+        out = build(*args, **kwargs)
+        return {k: plain(v) if isinstance(v, str) else [plain(x) for x in v] if isinstance(v, list) else v
+                for k, v in out.items()}
+    return wrapper
+
+
 # --- figures ------------------------------------------------------------------------------------
 
 
+# an empty state's message is broken into lines of at most this many characters: plotly never wraps
+# an annotation, and a long message in a narrow card (a third of the page) was cut on both sides
+EMPTY_LINE_CHARS = 44
+
+
+def wrap_message(message: str, width: int = EMPTY_LINE_CHARS) -> str:
+    """`message` in lines of at most `width` characters (plotly's <br>), broken at spaces only, so
+    `unwrap_message` gives it back exactly."""
+    return "<br>".join(textwrap.wrap(str(message), width, break_long_words=False, break_on_hyphens=False,
+                                     replace_whitespace=False, drop_whitespace=True)) or str(message)
+
+
+def unwrap_message(text: str) -> str:
+    return str(text).replace("<br>", " ")
+
+
+def empty_message(figure) -> str:
+    """The message of a designed empty state (a go.Figure or its JSON), as it was given."""
+    layout = figure.get("layout", {}) if isinstance(figure, dict) else figure.to_plotly_json()["layout"]
+    notes = layout.get("annotations") or [{}]
+    return unwrap_message(notes[0].get("text", ""))
+
+
 def empty_figure(message: str) -> go.Figure:
-    """The designed empty state of a chart: a blank plot area that says why it is blank."""
+    """The designed empty state of a chart: a blank plot area that says why it is blank (the message
+    wrapped to fit a third of the page; `empty_message(fig)` reads it back)."""
     # A validated go.Figure expands and checks plotly's whole template (~0.1 s each) and a page holds
     # ~25 empty states: the layout is validated once per process, each call copies that checked JSON
     # and only sets its own text (a plain string: nothing left to validate).
     spec = copy.deepcopy(_empty_figure_json())
-    spec["layout"]["annotations"][0]["text"] = str(message)
+    spec["layout"]["annotations"][0]["text"] = wrap_message(message)
     return go.Figure(spec, _validate=False)
 
 

@@ -24,7 +24,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from scipy import stats
 
-from execal.components.figures import empty_figure
+from execal.components.figures import empty_figure, plain_verdict
 
 SCATTERGL_THRESHOLD = 10_000          # points in one figure beyond which scatters use WebGL
 MAX_SCATTER_POINTS = 20_000           # rows a scatter draws at most
@@ -744,6 +744,7 @@ def qq_figure(view: ResultView | None) -> go.Figure:
 # --- tables -----------------------------------------------------------------------------------
 
 
+@plain_verdict
 def status_summary(result) -> dict:
     """The optimizer's verdict, for the banner: {"level": success|warning|danger, "headline", "details"}."""
     pooled = getattr(result, "pooled", result)

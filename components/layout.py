@@ -92,6 +92,8 @@ def build_layout(app) -> html.Div:
         # keys only: the active result ({"key": result key}) and the data filters every later panel applies
         dcc.Store(id=results.ACTIVE_RESULT_ID, storage_type="memory"),
         dcc.Store(id=results.FILTERS_ID, storage_type="memory", data={}),
+        # the parameters the Tweak panel shows ({"key", "target", "params"}): Export writes what is on screen
+        dcc.Store(id=results.HAND_SET_ID, storage_type="memory"),
         navbar(),
         dbc.Container([
             dbc.Alert(id=APP_ALERT_ID, is_open=False, color="danger", dismissable=True,

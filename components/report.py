@@ -23,11 +23,13 @@ import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
 from execal.components import impact_figures as F
+from execal.components.figures import plain_verdict
 
 REPORT_POINTS = 5_000
 ALPHA = 0.05
 
 
+@plain_verdict
 def optimizer_status(result) -> dict:
     """What the optimizer said: badge text and colour, message, status code, counts, bounds hit, warnings
     (pooled fit, plus every segment that did not converge or sits at a bound)."""
@@ -147,6 +149,9 @@ def build_report(result, meta: Mapping | None = None, *, config: Mapping | None 
                    ("Rows", f"{s['n_train']:,} in-sample, {s['n_test']:,} held out")]
     if meta.get("origin") == "import":
         status_rows.insert(0, ("Origin", f"imported config {meta.get('config_file', '')}: parameters set by hand"))
+    elif meta.get("origin") == "hand-set":
+        status_rows.insert(0, ("Parameters", "HAND-SET in the Tweak panel, not fitted: starting from the fitted "
+                                             f"values {meta.get('fitted') or {}}"))
     warn = "".join(f'<div class="warn">{_e(w)}</div>' for w in s["segments_not_converged"] + s["warnings"])
     parts.append(f'<section id="status"><h2>Optimizer status</h2><p><span class="badge {s["color"]}">'
                  f'{_e(s["badge"])}</span>{_e(s["message"])}</p>{_facts(status_rows)}{warn}</section>')

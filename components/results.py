@@ -4,21 +4,33 @@ Results are keyed by what produced them: (dataset key, filters, calibrator setti
 fit is a lookup. They live in the app's private diskcache (our own objects, pickled by diskcache in
 the 0700 directory; nothing here comes from an upload) plus a small per-worker memory cache.
 The browser only holds keys: `ACTIVE_RESULT_ID` = {"key": result key} and `FILTERS_ID` = filters.
+
+Hand-set parameters: the Tweak panel keeps the parameters it shows in `HAND_SET_ID` = {"key": the
+result tweaked, "target": "pooled" or a segment's name, "params": {name: value}}. When they differ from
+that result's fitted values, "what is on screen" is a hand-set result (`Calibrator.fix`, arch's rule: a
+hand-set parameter set is just a fixed result), stored like a fit under its own key with meta origin
+"hand-set" (`shown_result`): the Export panel writes that, labelled, never the fit silently.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import threading
 from collections import OrderedDict
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import diskcache
 import numpy as np
 import pandas as pd
 
+from execal.components.impact_figures import segment_name
+from execal.models.impact.fit import Calibrator
+
 ACTIVE_RESULT_ID = "execal-active-result"   # dcc.Store (memory): {"key": result key} or None
 FILTERS_ID = "execal-filters"               # dcc.Store (memory): filters dict, see apply_filters
+HAND_SET_ID = "execal-hand-set"             # dcc.Store (memory): {"key", "target", "params"} from Tweak
+POOLED = "pooled"                           # the hand-set target of an unsegmented result, or the pooled fit
 
 # What Calibrator.fit_segments and Calibrator.bootstrap accept (tests check both lists against them):
 # the vocabulary of an impact run's settings, which the Calibrate panel builds and the Export panel
@@ -151,3 +163,86 @@ def attach(app, results: ResultStore) -> None:
 
 def get_results(app) -> ResultStore:
     return app.server.config["EXECAL_RESULTS"]
+
+
+# --- hand-set parameters: what the Tweak panel shows, what the Export panel writes -----------------
+
+FITTED, HAND_SET = "fitted", "hand-set"
+
+
+def target_result(result, target: str | None):
+    """The CalibrationResult behind a hand-set target of `result`: the result itself, or for a segmented
+    result the segment named `target` (the pooled fit when unknown)."""
+    if not hasattr(result, "segments"):
+        return result
+    for s in result.segments:
+        if segment_name(s.key) == target:
+            return s.result
+    return result.pooled
+
+
+def hand_set_params(result, record: Any, key: str | None) -> dict | None:
+    """The hand-set parameters of `record` (the HAND_SET_ID store) when they are of result `key` and
+    differ from its fitted values; None when what is on screen is the fit."""
+    if not isinstance(record, Mapping) or key is None or record.get("key") != key:
+        return None
+    params = record.get("params")
+    if not isinstance(params, Mapping) or not params:
+        return None
+    fitted = dict(target_result(result, record.get("target")).params)
+    try:
+        hand = {name: float(params[name]) for name in fitted}
+    except (KeyError, TypeError, ValueError):
+        return None
+    return None if all(hand[n] == float(fitted[n]) for n in fitted) else hand
+
+
+def hand_set_result(result, target: str | None, params: Mapping[str, float]):
+    """`result` with the target's parameters set by hand (`Calibrator.fix` on the same prepared rows):
+    the same type as `result`; a segmented result keeps its other segments and test."""
+    part = target_result(result, target)
+    fixed = Calibrator(**dict(part.settings)).fix(dict(params), part.features)
+    if not hasattr(result, "segments"):
+        return fixed
+    if part is result.pooled:
+        return dataclasses.replace(result, pooled=fixed)
+    segments = tuple(dataclasses.replace(s, result=fixed) if s.result is part else s for s in result.segments)
+    return dataclasses.replace(result, segments=segments)
+
+
+def parameters_label(meta: Mapping) -> dict:
+    """{"source": "fitted" | "hand-set", "note"}: what a stored result's parameters are, from its meta."""
+    if meta.get("origin") == "hand-set":
+        target = meta.get("target")
+        where = "" if target in (None, POOLED) else f" (segment {target})"
+        fitted = ", ".join(f"{k} = {float(v):.6g}" for k, v in dict(meta.get("fitted") or {}).items())
+        return {"source": HAND_SET, "note": f"set by hand in the Tweak panel{where}, starting from the fitted "
+                                            f"values ({fitted}): not an optimum"}
+    if meta.get("origin") == "import":
+        return {"source": FITTED, "note": f"imported from {meta.get('config_file', 'a config')}: the "
+                                          "parameters of that config's fit"}
+    return {"source": FITTED, "note": "as the optimizer left them"}
+
+
+def shown_result(results: ResultStore, key: str | None, record: Any) -> tuple[str | None, Any]:
+    """(key, result) of what is on screen for the active result `key`: the result itself, or, when the
+    Tweak panel holds other parameters for it, the hand-set result (made once and stored under its own
+    key with meta origin "hand-set", so a download link can name it). (None, None) when `key` is gone."""
+    result = results.get(key) if key else None
+    if result is None:
+        return None, None
+    params = hand_set_params(result, record, key)
+    if params is None:
+        return key, result
+    target = record.get("target") or POOLED
+    meta = results.meta(key)
+    hkey = result_key(str(meta.get("dataset") or key), meta.get("filters"),
+                      {"hand_set_of": key, "target": target, "params": params})
+    stored = results.get(hkey)
+    if stored is not None:
+        return hkey, stored
+    hand = hand_set_result(result, target, params)
+    fitted = dict(target_result(result, target).params)
+    results.put(hkey, hand, meta={**meta, "origin": "hand-set", "hand_set_of": key, "target": target,
+                                  "params": params, "fitted": fitted})
+    return hkey, hand

@@ -11,8 +11,9 @@ ids
     `ids_for(PANEL)` -> `_id`; `_id("graph")` is "graph-<PANEL>": every id of a panel comes from its slug
     (`A, B = _id("a", "b")` declares a group of them on one line).
     `dom_id(component_id)`: the DOM id Dash gives a (pattern-matching) dict id, for a label's `for`.
-    `LOCATION_ID`, `SESSION_STORE_ID`, `ACTIVE_DATASET_ID`, `ACTIVE_RESULT_ID`, `FILTERS_ID`: the app-level
-    stores `layout` places (the browser holds keys only: data stays on the server).
+    `LOCATION_ID`, `SESSION_STORE_ID`, `ACTIVE_DATASET_ID`, `ACTIVE_RESULT_ID`, `FILTERS_ID`, `HAND_SET_ID`:
+    the app-level stores `layout` places (the browser holds keys and small records only: data stays on
+    the server).
     `key_of(data)`: the "key" of a {"key": ...} store, else None; `result_key_of(data)`: only a result key.
 settings and stores
     `Settings` (cache_dir, sample_dir, max_upload_bytes), `get_settings(app)`, `attach_settings(app, s)`,
@@ -26,13 +27,14 @@ routing
 frame: one look for every card (pure layout builders, no callbacks)
     `card(title, body, about=...)`, `card_col(...)` (a card in a grid column), `graph(id, message)`
     (a Graph in a spinner, starting as a designed empty state), `slot(id, content)` (a Div in a spinner),
-    `empty_text(message)`, `empty_figure(message)` (the empty chart as cached JSON),
+    `empty_text(message)`, `empty_figure(message)` (the empty chart as cached JSON; its message wrapped to
+    fit a third of the page, `figures.empty_message(fig)` reads it back),
     `empty_outputs(message, graphs=, texts=, status=)` (a render callback's designed empty states),
     `status_banner(PANEL, children, level)`, `empty_status(PANEL, message)`, `verdict_banner(...)`,
     `field(label, control, control_id, help)`, `section(title, children)`, `rows_table(rows, ...)`.
     Style constants: `GRAPH_CONFIG`, `FIGURE_HEIGHT_PX`, `LOADING_DELAY_MS`, `EMPTY_CLASS`, `LEVEL_RANK`.
 background jobs (a Run / Cancel / progress card and its background callback)
-    `JobIds.of(_id)`, `job_card(ids, run_label, stores=())`, `job_callback_kwargs(ids)`,
+    `JobIds.of(_id)`, `job_card(ids, run_label, store_ids=())`, `job_callback_kwargs(ids)`,
     `JobProgress(set_progress)`, `job_stores(app)`, `register_cancel_note(app, ids, message)`.
 per-process cache
     `LRU(size).get_or_make(key, make)`: what a worker prepares once per result; `clear_process_caches()`.
@@ -41,7 +43,10 @@ data sources
     kind than the active dataset (`.options`, `.choose`, `.resolve`; bundled samples load without
     becoming the session's active dataset); `SAMPLE_PREFIX`, `sample_value(name)`.
 uploads
-    `decode_upload(contents, filename)`: the bytes of a dcc.Upload data URL (DataError when garbled).
+    `decode_upload(contents, filename)`: the bytes of a dcc.Upload data URL (DataError when garbled); a
+    panel that lets the user act on an upload later keeps the bytes server-side
+    (`SessionStore.keep_upload` / `last_upload`) and empties the dcc.Upload (contents None), so the
+    browser holds no copy and choosing the same file again fires the upload again.
 """
 from __future__ import annotations
 
@@ -74,6 +79,7 @@ SESSION_STORE_ID = store_mod.SESSION_STORE_ID      # {"session_id"}: localStorag
 ACTIVE_DATASET_ID = store_mod.ACTIVE_DATASET_ID    # {"key": dataset key} or None
 ACTIVE_RESULT_ID = results_mod.ACTIVE_RESULT_ID    # {"key": result key} or None
 FILTERS_ID = results_mod.FILTERS_ID                # the Data panel's filters (results.apply_filters)
+HAND_SET_ID = results_mod.HAND_SET_ID              # {"key", "target", "params"}: Tweak's hand-set values
 
 
 def ids_for(panel: str) -> Callable[..., Any]:

@@ -8,6 +8,9 @@ dataset keys. Everything else lives in ONE private diskcache directory (mode 070
     execal:load:<request>     JSON text: the dataset key a (raw-bytes sha256, kind override, mapping) request made,
                               so loading the same file twice is a lookup, not a parse
     execal:session:<id>       JSON text: {"active": key, "datasets": [keys, most recent last]}
+    execal:upload:<id>:raw / :name   the session's last uploaded file as it arrived (bytes) and its name, so a
+                              column mapping typed after a refusal applies to that file (never to the
+                              browser, which keeps no copy)
     execal:ds:<key>:view:<name>  JSON text: a small view of the dataset (`register_view`), so a page shows
                               a 1M-row dataset's summary, preview and choices without reading the frame
 
@@ -51,6 +54,7 @@ DEFAULT_CACHE_SIZE_BYTES = 4 * 2**30
 MEMORY_BUDGET_BYTES = 512 * 2**20
 SESSION_TTL_S = 30 * 24 * 3600
 LOAD_INDEX_TTL_S = 30 * 24 * 3600
+UPLOAD_TTL_S = 24 * 3600
 MAX_SESSION_DATASETS = 20
 
 _PREFIX = "execal:"
@@ -328,6 +332,23 @@ class SessionStore:
             datasets = [k for k in record.get("datasets", []) if k != key] + [key]
             record = {"active": key, "datasets": datasets[-MAX_SESSION_DATASETS:]}
             self.cache.set(self._k("session", session_id), json.dumps(record), expire=SESSION_TTL_S)
+
+    def keep_upload(self, session_id: str, raw: bytes, name: str) -> None:
+        """Keep the session's last uploaded file (bytes as they arrived, and its name) for a day: a
+        reload with another kind or column mapping reads it here, not from the browser."""
+        if not is_session_id(session_id):
+            raise ValueError(f"not a session id: {session_id!r}")
+        with self.cache.transact():
+            self.cache.set(self._k("upload", session_id, "raw"), bytes(raw), expire=UPLOAD_TTL_S)
+            self.cache.set(self._k("upload", session_id, "name"), str(name), expire=UPLOAD_TTL_S)
+
+    def last_upload(self, session_id: str) -> tuple[bytes, str] | None:
+        """(bytes, file name) of the session's last upload, or None (none, expired or evicted)."""
+        if not is_session_id(session_id):
+            return None
+        raw = self.cache.get(self._k("upload", session_id, "raw"))
+        name = self.cache.get(self._k("upload", session_id, "name"))
+        return (raw, name) if isinstance(raw, bytes) and isinstance(name, str) else None
 
     def active_key(self, session_id: str) -> str | None:
         """The session's active dataset key, if it is still in the cache."""

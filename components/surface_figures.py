@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from execal.components.figures import empty_figure
+from execal.components.figures import empty_figure, plain_verdict
 from execal.components.impact_figures import PALETTE, TEMPLATE, format_number
 from execal.models.surface.svi import SVI_PARAMS, VOL_PTS, svi_derivatives
 
@@ -218,7 +218,8 @@ def smiles_figure(view: SurfaceView | None, expiries: Sequence[str] | None = Non
         if s.params is None:
             title += f" — {s.status}"
         elif s.rmse_vol_pts is not None:
-            title += f" — RMSE {s.rmse_vol_pts:.2f} vp"
+            # two significant digits: a near-perfect fit reads 2.5e-05 vp, never a misleading 0.00
+            title += f" — RMSE {format_number(s.rmse_vol_pts, 2)} vp"
         titles.append(title)
     cols = min(SMILE_COLUMNS, len(slices))
     layout, refs, height = _grid_layout(len(slices), cols, titles, x_title="k = ln(K/F)", y_title="implied vol (%)")
@@ -305,8 +306,13 @@ def surface_figure(view: SurfaceView | None, k_points: int = SURFACE_K_POINTS) -
     return _figure(traces, {"margin": {"l": 0, "r": 0, "t": 10, "b": 0},
                             "scene": {"xaxis": {"title": {"text": "k = ln(K/F)"}},
                                       "yaxis": {"title": {"text": "T (years)"}},
-                                      "zaxis": {"title": {"text": "IV (%)"}},
-                                      "camera": {"eye": {"x": -1.6, "y": -1.5, "z": 0.8}}}},
+                                      # the unit on every tick, not as a title: plotly places a 3D axis
+                                      # title past the tick labels, where a half-page card cuts it off
+                                      "zaxis": {"title": {"text": ""}, "ticksuffix": "%"},
+                                      # far enough, and looking a little right of centre, that the
+                                      # ticks on the left stay inside the card
+                                      "camera": {"eye": {"x": -1.9, "y": -1.75, "z": 0.95},
+                                                 "center": {"x": 0.12, "y": 0.12, "z": -0.05}}}},
                    height=SURFACE_HEIGHT_PX, legend=False)
 
 
@@ -421,6 +427,7 @@ def _converged(s) -> bool | None:
     return bool(s.optimizer.success)
 
 
+@plain_verdict
 def status_summary(result) -> dict:
     """The optimizer's verdict for the banner: {"level": success|warning|danger|info, "headline", "details"}.
     Red when any fitted slice (or the SSVI surface) did not converge: never hidden behind a good RMSE."""

@@ -34,6 +34,7 @@ from execal.components import results as results_mod
 from execal.components import shell
 from execal.components import store as store_mod
 from execal.models.core.registry import OPTIMIZERS
+from execal.components.figures import plain
 from execal.models.impact.fit import CalibrationError, Calibrator
 from execal.models.impact.result import error_metrics
 from execal.models.impact.timevarying import TIME_VARYING_STRATEGIES, TimeVaryingCalibrator
@@ -48,7 +49,8 @@ _id = shell.ids_for(PANEL)
 # the controls: which parameter set, a slider / box / fix per parameter, reset and refit
 TARGET, TARGET_WRAP, CONTROLS = _id("target", "target-wrap", "controls")
 BASE = _id("base")             # dcc.Store: {"key", "target", "order", "fitted", "ranges", "bounds"}
-PARAMS = _id("params")         # dcc.Store: {"key", "target", "params"}: the current hand-set values
+# the current hand-set values {"key", "target", "params"}: the app-level store, which Export reads
+PARAMS = shell.HAND_SET_ID
 RESET, REFIT, REFIT_ALERT = _id("reset", "refit", "refit-alert")
 # what the hand-set parameters change
 DELTAS, METRICS, CURVE, PRED_ACTUAL = _id("deltas", "metrics", "curve", "pred-actual")
@@ -57,7 +59,7 @@ SLIDER = "tweak-slider"        # pattern-matching id types: {"type": ..., "param
 BOX = "tweak-box"
 FIX = "tweak-fix"
 
-POOLED = "pooled"
+POOLED = results_mod.POOLED
 N_SE = 5.0                     # slider half-width in standard errors
 SLIDER_STEPS = 200
 CACHE_ITEMS = 4
@@ -90,14 +92,7 @@ def target_options(result) -> list[dict]:
             + [{"label": F.segment_name(s.key), "value": F.segment_name(s.key)} for s in result.segments])
 
 
-def target_result(result, target: str | None):
-    """The CalibrationResult behind `target` (pooled when unknown)."""
-    if not hasattr(result, "segments"):
-        return result
-    for s in result.segments:
-        if F.segment_name(s.key) == target:
-            return s.result
-    return result.pooled
+target_result = results_mod.target_result   # the parameter set behind a target (pooled when unknown)
 
 
 def nice_step(span: float, steps: int = SLIDER_STEPS) -> float:
@@ -464,7 +459,7 @@ def refit(results: results_mod.ResultStore, base: Mapping, current: Mapping | No
     fixed_names = ", ".join(settings["fixed"]) or "none"
     status = "converged" if pooled_new.report.converged else "NOT converged"
     colour = "success" if pooled_new.report.converged else "danger"
-    return key, f"Refitted with {fixed_names} fixed: {status} ({pooled_new.report.message})", colour
+    return key, f"Refitted with {fixed_names} fixed: {status} ({plain(pooled_new.report.message)})", colour
 
 
 # --- layout -------------------------------------------------------------------------------------
@@ -485,7 +480,6 @@ def layout(app) -> html.Div:
         dcc.Loading(dbc.Alert(id=REFIT_ALERT, is_open=False, dismissable=True, className="mt-2 mb-0 small"),
                     type="dot"),
         dcc.Store(id=BASE, storage_type="memory"),
-        dcc.Store(id=PARAMS, storage_type="memory"),
     ])
 
     def graph(graph_id):

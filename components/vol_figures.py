@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from execal.components.figures import empty_figure
+from execal.components.figures import empty_figure, plain_verdict
 from execal.components.impact_figures import PALETTE, downsample_index, format_number
 from execal.models.core.registry import MODELS
 from execal.models.vol.regimes import REGIME_NAMES
@@ -477,6 +477,7 @@ def cost_by_regime_figure(rows: Sequence[Mapping] | None, *, value: str = "value
 # --- tables -----------------------------------------------------------------------------------
 
 
+@plain_verdict
 def status_summary(model: str, result: Any = None, error: str | None = None, *,
                    requested: bool = True) -> dict:
     """A model's verdict for the status card: {"model", "level", "badge", "headline", "details"}.

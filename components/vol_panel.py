@@ -46,7 +46,7 @@ from execal.components import shell
 from execal.components import store as store_mod
 from execal.components import vol_figures as V
 from execal.components.shell import sample_value  # noqa: F401  (the picker's values, for callers)
-from execal.models.data.bars import check_not_constant
+from execal.models.data.bars import TRADE_BAR, check_not_constant
 from execal.models.vol.realized import BarSeries, bar_series, jump_test, parse_freq, returns_of_bars
 from execal.models.impact.fit import CalibrationError, Calibrator
 from execal.models.core.registry import MODELS, models_of_kind
@@ -335,12 +335,44 @@ def fills_source(st: store_mod.SessionStore, session_id: Any, active: Mapping | 
     return None
 
 
-def describe_data(dataset: Dataset | None, filters: Mapping | None) -> dict:
-    """What the symbol picker offers and the one-line description of the data under the pickers."""
+def data_bar_ns(frame: pd.DataFrame, kind: str, symbol: str | None = None) -> int | None:
+    """The bar length "as in the data" means: bars built from trades are TRADE_BAR long; bars have the
+    most common spacing of one symbol's timestamps (the rule `bar_series` applies). None: unknown."""
+    if kind == "trades":
+        return parse_freq(TRADE_BAR, "bar")
+    if "timestamp" not in frame.columns or len(frame) < 2:
+        return None
+    ts = frame["timestamp"]
+    if "symbol" in frame.columns:
+        names = frame["symbol"].astype(str)
+        ts = ts[(names == (symbol if symbol in set(names) else names.iloc[0])).to_numpy()]
+    t = np.unique(pd.DatetimeIndex(ts.dropna()).as_unit("ns").asi8)
+    spacing = np.diff(t)
+    if not spacing.size:
+        return None
+    values, counts = np.unique(spacing, return_counts=True)
+    return int(values[np.argmax(counts)])
+
+
+def bar_options(data_ns: int | None = None, kind: str | None = None) -> list[dict]:
+    """The bar-length choices; the first says what "as in the data" is for the data on screen."""
+    if data_ns is None:
+        first = "as in the data"
+    elif kind == "trades":
+        first = f"as in the data ({bar_label(data_ns)} bars of the trades)"
+    else:
+        first = f"as in the data ({bar_label(data_ns)})"
+    return [{"label": first if b == DATA_BARS else b, "value": b} for b in BAR_CHOICES]
+
+
+def describe_data(dataset: Dataset | None, filters: Mapping | None, symbol: str | None = None) -> dict:
+    """What the symbol picker offers, the bar-length choices, and the one-line description of the data
+    under the pickers."""
     if dataset is None:
-        return {"symbols": [], "note": "No data chosen."}
+        return {"symbols": [], "note": "No data chosen.", "bars": bar_options()}
     if dataset.kind not in ("bars", "trades"):
-        return {"symbols": [], "note": f"{dataset.source} is {dataset.kind}: volatility needs bars or trades."}
+        return {"symbols": [], "note": f"{dataset.source} is {dataset.kind}: volatility needs bars or trades.",
+                "bars": bar_options()}
     frame = dataset.frame
     symbols = data_symbols(frame, filters)
     f = vol_filters(filters)
@@ -355,7 +387,9 @@ def describe_data(dataset: Dataset | None, filters: Mapping | None) -> dict:
         parts.append("Data filters applied: " + ", ".join(applied))
     if "symbol" in frame.columns and f.get("symbol") and not symbols:
         parts.append("no symbol of the data passes the symbol filter")
-    return {"symbols": symbols, "note": "; ".join(parts) + "."}
+    chosen = symbol if symbol in symbols else (symbols[0] if symbols else None)
+    return {"symbols": symbols, "note": "; ".join(parts) + ".",
+            "bars": bar_options(data_bar_ns(frame, dataset.kind, chosen), dataset.kind)}
 
 
 # --- fitting --------------------------------------------------------------------------------------
@@ -953,9 +987,7 @@ def layout(app) -> html.Div:
         _field("Bars or trades", dcc.Dropdown(id=SOURCE, options=[], clearable=False,
                                               placeholder="choose the data"), SOURCE),
         _field("Symbol", dcc.Dropdown(id=SYMBOL, options=[], clearable=False, placeholder="one symbol"), SYMBOL),
-        _field("Bar length", dcc.Dropdown(id=BAR, value=DATA_BARS, clearable=False,
-                                          options=[{"label": "as in the data (trades: 1 min)" if b == DATA_BARS else b,
-                                                    "value": b} for b in BAR_CHOICES]), BAR,
+        _field("Bar length", dcc.Dropdown(id=BAR, value=DATA_BARS, clearable=False, options=bar_options()), BAR,
                "returns for GARCH, regimes and jumps are bar to bar"),
         html.P("", id=DATA_NOTE, className="small text-muted mb-3", role="status"),
     ]
@@ -1030,10 +1062,11 @@ def layout(app) -> html.Div:
             _figure_card("Impact by volatility regime", BY_REGIME, BY_REGIME_TABLE,
                          "the impact model fitted per regime of the fills (95 % CI), mean cost per regime"),
         ]),
-        dbc.Row([
-            _card("Parameters", _slot(PARAMS), "estimates with standard errors and 95 % intervals"),
-            _card("Model comparison", _slot(FITS_TABLE), "log-likelihood, AIC, BIC on the same returns"),
-        ]),
+        # full rows: their tables are wide (a half row cut them at the right edge)
+        dbc.Row([_card("Model comparison", _slot(FITS_TABLE), "log-likelihood, AIC, BIC on the same returns",
+                       {"lg": 12})]),
+        dbc.Row([_card("Parameters", _slot(PARAMS), "estimates with standard errors and 95 % intervals",
+                       {"lg": 12})]),
     ]
     return dbc.Row([dbc.Col(settings_card, md=4, lg=3), dbc.Col(figures_col, md=8, lg=9)],
                    className="execal-vol-panel")
@@ -1072,6 +1105,7 @@ def register_callbacks(app) -> None:
 
     @app.callback(
         Output(SYMBOL, "options"), Output(SYMBOL, "value"), Output(SYMBOL, "disabled"), Output(DATA_NOTE, "children"),
+        Output(BAR, "options"),
         Input(SOURCE, "value"), Input(results_mod.FILTERS_ID, "data"), Input(LOCATION_ID, "pathname"),
         State(SYMBOL, "value"),
     )
@@ -1082,11 +1116,11 @@ def register_callbacks(app) -> None:
         try:
             dataset = st.get_dataset(resolve_source(st, _sample_dir(app), source))
         except DataError as err:
-            return [], None, True, str(err)
-        d = describe_data(dataset, filters)
+            return [], None, True, str(err), bar_options()
+        d = describe_data(dataset, filters, current)
         symbols = d["symbols"]
         value = current if current in symbols else (symbols[0] if symbols else None)
-        return [{"label": s, "value": s} for s in symbols], value, len(symbols) < 2, d["note"]
+        return [{"label": s, "value": s} for s in symbols], value, len(symbols) < 2, d["note"], d["bars"]
 
     @app.callback(
         Output(DIST, "options"), Output(DIST, "value"),

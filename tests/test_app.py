@@ -18,6 +18,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 from dash import no_update
+from dash.exceptions import PreventUpdate
 
 from browser_utils import fills_csv, serve_gunicorn
 from execal.components import data_panel, figures, layout, shell, store
@@ -274,8 +275,9 @@ def test_bad_upload_shows_error_and_keeps_previous(st, settings):
     message, is_open = bad["alert"]
     assert is_open and message.startswith("bad.csv") and "Traceback" not in message
     assert message.endswith(data_panel.KEPT_NOTE)
-    assert bad["active"] is no_update and bad["source"] is no_update
-    assert st.active_key(sid) == good["active"]["key"]
+    assert bad["active"] is no_update and st.active_key(sid) == good["active"]["key"]
+    # Reload applies to the refused file, not to the dataset still shown
+    assert bad["source"] == {"type": "upload", "name": "bad.csv"}
 
 
 def test_unexpected_error_is_logged_not_shown(st, settings, monkeypatch, caplog):
@@ -336,6 +338,74 @@ def test_reload_applies_kind_and_mapping(st, settings):
     assert "exec_price" in st.get_dataset(sid).frame.columns
     nothing = data_panel.load_dataset(st, settings, trigger=data_panel.APPLY, session_id=sid, source=None)
     assert nothing["alert"][1] and "Load a file first" in nothing["alert"][0]
+
+
+RENAMED_FILLS = fills_csv(4).replace("timestamp,symbol,venue,side,quantity,arrival_price,exec_price",
+                                     "Time,Instrument,Exchange,Side,Qty,Arrival,Fill_PX")
+
+
+def test_a_mapping_applies_to_the_file_just_uploaded(st, settings):
+    """Issue 10 item 10: upload a file the loader cannot map, type the mapping, press Reload: the
+    mapping applies to that file (kept server-side), not to the dataset shown before."""
+    sid = store.new_session_id()
+    shown = data_panel.load_dataset(st, settings, trigger=store.SESSION_STORE_ID, session_id=sid)
+    assert shown["source"] == {"type": "sample", "name": "fills.csv"}
+    refused = data_panel.load_dataset(st, settings, trigger=data_panel.UPLOAD, session_id=sid,
+                                      contents=data_url(RENAMED_FILLS), filename="desk.csv")
+    message, is_open = refused["alert"]
+    # the refusal names the file's own columns (the ones a mapping must name), not the renamed ones
+    assert is_open and "Found columns: Time, Instrument, Exchange, Side, Qty, Arrival, Fill_PX" in message
+    assert "quantity" not in message.split("Found columns:")[1]
+    assert "they apply to desk.csv" in message and message.endswith(data_panel.KEPT_NOTE)
+    assert refused["active"] is no_update and st.active_key(sid) == shown["active"]["key"]
+    assert refused["source"] == {"type": "upload", "name": "desk.csv"} and refused["clear_upload"]
+    assert st.last_upload(sid) == (RENAMED_FILLS.encode(), "desk.csv")
+    # the browser no longer holds the file (the box was emptied): Reload reads the server's copy
+    fixed = data_panel.load_dataset(st, settings, trigger=data_panel.APPLY, session_id=sid, contents=None,
+                                    mapping_text="Fill_PX=exec_price", source=refused["source"])
+    assert fixed["alert"] == ("", False)
+    ds = st.get_dataset(sid)
+    assert ds.source == "desk.csv" and len(ds.frame) == 4 and "exec_price" in ds.frame.columns
+    assert ds.frame["venue"].tolist() == ["binance"] * 4          # "Exchange" read through its alias
+    assert fixed["sample"] is None                                 # the picker no longer names a sample
+    # a session whose kept upload is gone is told to choose the file again
+    other = store.new_session_id()
+    gone = data_panel.load_dataset(st, settings, trigger=data_panel.APPLY, session_id=other,
+                                   mapping_text="Fill_PX=exec_price", source=refused["source"])
+    assert gone["alert"][1] and "choose it again" in gone["alert"][0]
+
+
+def test_choosing_the_same_file_again_loads_it_again(st, settings):
+    """The upload box is emptied after each upload, so the browser sends the same file again (dcc.Upload
+    fires only when its contents change); the emptying itself is not an upload."""
+    sid = store.new_session_id()
+    contents = data_url(RENAMED_FILLS)
+    first = data_panel.load_dataset(st, settings, trigger=data_panel.UPLOAD, session_id=sid,
+                                    contents=contents, filename="desk.csv", mapping_text="Fill_PX=exec_price")
+    assert first["clear_upload"] and first["alert"] == ("", False)
+    with pytest.raises(PreventUpdate):
+        data_panel.load_dataset(st, settings, trigger=data_panel.UPLOAD, session_id=sid, contents=None,
+                                filename="desk.csv")
+    again = data_panel.load_dataset(st, settings, trigger=data_panel.UPLOAD, session_id=sid,
+                                    contents=contents, filename="desk.csv", mapping_text="Fill_PX=exec_price")
+    assert again["active"] == first["active"] and again["clear_upload"]
+
+
+def test_the_sample_picker_names_the_sample_on_screen(st, settings):
+    sid = store.new_session_id()
+    first = data_panel.load_dataset(st, settings, trigger=store.SESSION_STORE_ID, session_id=sid)
+    assert first["sample"] == "fills.csv"                          # preloaded: the picker says so
+    # a reload of the page finds the same dataset and names it again
+    again = data_panel.load_dataset(st, settings, trigger=None, session_id=sid)
+    assert again["active"] == first["active"] and again["sample"] == "fills.csv"
+    # an upload that happens to be called fills.csv is not the sample
+    up = data_panel.load_dataset(st, settings, trigger=data_panel.UPLOAD, session_id=sid,
+                                 contents=data_url(fills_csv(3)), filename="fills.csv")
+    assert up["sample"] is None
+    assert data_panel.load_dataset(st, settings, trigger=None, session_id=sid)["sample"] is None
+    # picking the sample keeps the picker as the user set it
+    picked = data_panel.load_dataset(st, settings, trigger=data_panel.SAMPLE, session_id=sid, sample="fills.csv")
+    assert picked["sample"] is no_update and picked["active"] == first["active"]
 
 
 def test_bad_mapping_text_is_a_data_error(st, settings):

@@ -188,8 +188,8 @@ def test_empty_states_before_any_result(page, gunicorn_app):
     # the blank figures say why they are blank
     for graph_id in (D.PRED_ACTUAL, D.QQ):
         page.wait_for_function(f"([id, msg]) => {{ const g = {GRAPH_JS}; return !!(g && g.layout && g.layout.annotations"
-                               " && g.layout.annotations[0].text === msg && g.data.length === 0); }",
-                               arg=[graph_id, D.NO_RESULT])
+                               " && g.layout.annotations[0].text.replaceAll('<br>', ' ') === msg"
+                               " && g.data.length === 0); }", arg=[graph_id, D.NO_RESULT])
     page.goto(gunicorn_app.url + "/tweak")
     expect_text(page.locator(f"#{T.CONTROLS}"), re.escape(T.NO_RESULT))
     assert page.errors == []

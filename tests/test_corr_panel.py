@@ -134,9 +134,9 @@ def test_unexpected_errors_are_logged_not_shown(stores, session, monkeypatch, ca
 def test_render_empty_and_evicted(stores):
     _, rs = stores
     empty = cp.render_outputs(rs, None)
-    assert go.Figure(empty[cp.HEATMAP]).layout.annotations[0].text == cp.CF.NO_RESULT
+    assert go.Figure(empty[cp.HEATMAP]).layout.annotations[0].text.replace("<br>", " ") == cp.CF.NO_RESULT
     gone = cp.render_outputs(rs, {"key": "result:" + "0" * 32})
-    assert go.Figure(gone[cp.EPPS]).layout.annotations[0].text == cp.EVICTED
+    assert go.Figure(gone[cp.EPPS]).layout.annotations[0].text.replace("<br>", " ") == cp.EVICTED
 
 
 def test_the_panel_is_wired_into_the_app(tmp_path):

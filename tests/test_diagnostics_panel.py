@@ -9,6 +9,7 @@ import plotly.graph_objects as go
 from plotly.io.json import to_json_plotly
 
 from execal.components import diagnostics_panel as D
+from execal.components import figures
 from execal.components import impact_figures as F
 from execal.components import results as R
 from execal.models.impact.fit import Calibrator, CalibrationWarning
@@ -23,7 +24,7 @@ def put(results, result, name="x") -> dict:
 
 
 def annotation(fig: go.Figure) -> str:
-    return fig.layout.annotations[0].text if fig.layout.annotations else ""
+    return figures.empty_message(fig) if fig.layout.annotations else ""
 
 
 def test_no_active_result_gives_designed_empty_states(results):

@@ -20,6 +20,7 @@ from execal.components import report
 from execal.components import results as results_mod
 from execal.components import store
 from execal.models.impact.config import dump_config, load_config
+from execal.models.impact.fit import Calibrator
 from execal.models.data.io import load
 
 from ui_fixtures import OTHER_SESSION, ROOT, SESSION
@@ -76,7 +77,8 @@ def test_predictions_csv_is_what_the_model_predicts(st, results, fills_key):
     assert len(frame) == n
     assert list(frame.columns) == ["row", "timestamp", "symbol", "venue", "side", "order_id", "quantity",
                                    "participation", "observed_cost_bps", "predicted_cost_bps", "residual_bps",
-                                   "sample"]
+                                   "sample", "parameters"]
+    assert set(frame["parameters"]) == {"fitted"}
     np.testing.assert_allclose(frame["predicted_cost_bps"], result.predicted_bps, rtol=1e-9)
     np.testing.assert_allclose(frame["residual_bps"], frame["observed_cost_bps"] - frame["predicted_cost_bps"],
                                rtol=0, atol=1e-6)   # each column to 10 significant digits
@@ -118,6 +120,70 @@ def test_report_is_self_contained_and_says_what_the_panel_says(st, results, fill
     assert "venue=okx" in page and "bootstrap 95% CI" in page
     assert st.get_dataset(fills_key).sha256 in page      # provenance
     assert '"schema_version": 1' in page                 # the config itself
+
+
+# --- what is on screen: fitted or hand-set (issue 10 item 12) ------------------------------------
+
+
+def links(results, key, record) -> dict:
+    return ep.links_outputs(results, {"key": key}, SESSION, record)
+
+
+def test_export_writes_the_hand_set_parameters_on_screen_labelled(st, results, fills_key):
+    key = calibrate(st, results, fills_key, settings={**cp.controls_from_settings(None)["settings"],
+                                                     "test_fraction": 0.2})
+    fit = results.get(key)
+    hand = {**fit.params, "Y": fit.params["Y"] * 1.25, "delta": 0.6}
+    record = {"key": key, "target": results_mod.POOLED, "params": hand}     # what the Tweak panel keeps
+    card = links(results, key, record)
+    shown = card["key"]
+    assert shown != key and not any(card["disabled"])
+    assert card["hrefs"] == [ep.link_href(SESSION, shown, name) for _, name, _ in ep.LINKS]
+    assert all("_hand-set_" in n for n in card["names"])
+    summary = str(card["summary"])
+    assert "Hand-set parameters" in summary and "Fitted parameters" not in summary
+    # the config says hand-set, holds the hand-set values and the fit they started from
+    body, _, filename = ep.export_response(st, results, "config.json", SESSION, shown)
+    cfg = load_config(body)
+    assert "_hand-set_" in filename
+    assert cfg["parameters"]["source"] == "hand-set" and cfg["parameters"]["hand_set_of"] == key
+    assert cfg["parameters"]["fitted"] == fit.params and cfg["model"]["params"] == hand
+    assert cfg["model"]["status"] == "fixed"
+    # the predictions are those of the hand-set parameters, computed independently here
+    expected = Calibrator(**fit.settings).fix(hand, fit.features).predicted_bps
+    frame = pd.read_csv(io.StringIO(body_text(ep.export_response(st, results, "predictions.csv", SESSION, shown)[0])))
+    np.testing.assert_allclose(frame["predicted_cost_bps"], expected, rtol=1e-9)
+    assert not np.allclose(frame["predicted_cost_bps"], fit.predicted_bps)
+    assert set(frame["parameters"]) == {"hand-set"}
+    page = ep.export_response(st, results, "report.html", SESSION, shown)[0]
+    assert "HAND-SET in the Tweak panel" in page and '"source": "hand-set"' in page
+    # the same values again are the same stored result (made once)
+    assert links(results, key, record)["key"] == shown
+
+
+def test_export_writes_the_fit_when_the_sliders_sit_on_it(st, results, fills_key):
+    key = calibrate(st, results, fills_key)
+    fit = results.get(key)
+    for record in (None, {"key": key, "target": results_mod.POOLED, "params": dict(fit.params)},
+                   {"key": "result:" + "0" * 32, "target": results_mod.POOLED, "params": {"Y": 9.0}},
+                   {"key": key, "params": {"nonsense": "x"}}):
+        card = links(results, key, record)
+        assert card["key"] == key and "Fitted parameters" in str(card["summary"])
+    cfg = load_config(ep.export_response(st, results, "config.json", SESSION, key)[0])
+    assert cfg["parameters"]["source"] == "fitted" and cfg["model"]["params"] == fit.params
+
+
+def test_a_hand_set_segment_is_exported_with_the_other_segments_fitted(st, results, fills_key):
+    key = calibrate(st, results, fills_key, segments=["venue"])
+    fit = results.get(key)
+    okx = next(s.result for s in fit.segments if s.key == {"venue": "okx"})
+    hand = {**okx.params, "Y": okx.params["Y"] + 0.3}
+    shown = links(results, key, {"key": key, "target": "venue=okx", "params": hand})["key"]
+    cfg = load_config(ep.export_response(st, results, "config.json", SESSION, shown)[0])
+    segments = {s["key"]["venue"]: s["params"] for s in cfg["segments"]}
+    assert segments["okx"] == hand and cfg["model"]["params"] == fit.pooled.params
+    assert segments["binance"] == next(s.result.params for s in fit.segments if s.key == {"venue": "binance"})
+    assert cfg["parameters"]["source"] == "hand-set" and cfg["parameters"]["target"] == "venue=okx"
 
 
 def test_report_escapes_what_users_name():

@@ -85,7 +85,8 @@ def test_heston_beside_the_fit_cached_rendered_and_dropped(stores):
     plain = fit(st, rs, session, pricing=[], view=view)["view"]
     assert "pricing" not in plain and plain["key"] == view["key"]
     assert sp.render_outputs(rs, plain)[sp.PRICING_TABLE].children == SF.NO_PRICING
-    assert SF.NO_PRICING in str(go.Figure(sp.render_outputs(rs, plain)[sp.PRICING_FIGURE]).layout.annotations[0].text)
+    text = str(go.Figure(sp.render_outputs(rs, plain)[sp.PRICING_FIGURE]).layout.annotations[0].text)
+    assert SF.NO_PRICING == text.replace("<br>", " ")        # empty states wrap their message
 
 
 def test_too_few_quotes_for_heston_is_one_line_and_keeps_the_surface(stores, shared_data):

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from execal.components import surface_figures as SF
+from execal.components.figures import unwrap_message
 from execal.models.data import io as model_io
 from execal.models.surface.options import chain_from_vols, prepare_chain
 from execal.models.surface.svi import SVI_PARAMS, VOL_PTS, SurfaceCalibrator, fit_surface, ssvi_phi, svi_total_variance
@@ -48,7 +49,8 @@ def ssvi_view(ssvi):
 
 
 def annotation_texts(fig) -> list[str]:
-    return [a.text for a in fig.layout.annotations]
+    """The figure's annotations (subplot titles, or an empty state's message) as written."""
+    return [unwrap_message(a.text) for a in fig.layout.annotations]
 
 
 def small_chain(n_exp: int = 3, n_k: int = 15):

@@ -19,6 +19,7 @@ from dash.exceptions import PreventUpdate
 from execal.components import results as results_mod
 from execal.components import store as store_mod
 from execal.components import surface_panel as sp
+from execal.components.figures import empty_message
 from execal.models.data.schema import Dataset
 from execal.models.surface.svi import SURFACE_MODELS, WEIGHTS
 
@@ -37,7 +38,7 @@ def fit(st, rs, session, *, trigger=sp.RUN, source=SAMPLE, underlying="BTC", mod
 
 def message_of(figure) -> str:
     """The text of an empty-state figure (a go.Figure or its dict)."""
-    return go.Figure(figure).layout.annotations[0].text
+    return empty_message(go.Figure(figure))
 
 
 def deribit_key(st, shared_data, session=None):

@@ -15,6 +15,7 @@ from dash.exceptions import PreventUpdate
 from plotly.io.json import to_json_plotly
 
 from execal.components import diagnostics_panel as D
+from execal.components import figures
 from execal.components import impact_figures as F
 from execal.components import results as R
 from execal.components import tweak_panel as T
@@ -222,7 +223,7 @@ def test_no_result_and_evicted(results):
     base = {"key": R.result_key("gone", {}, {}), "target": T.POOLED, "order": [], "fitted": {}, "ranges": {},
             "bounds": {}}
     resp = T.tweak_response(results, base, None, T.BASE, {}, {}, [])
-    assert "no longer in the server's cache" in resp.outputs[T.CURVE].layout.annotations[0].text
+    assert "no longer in the server's cache" in figures.empty_message(resp.outputs[T.CURVE])
 
 
 # --- refit from here ----------------------------------------------------------------------------
@@ -304,7 +305,7 @@ def test_result_without_observed_costs_moves_without_errors(results, sample):
     key = put(results, Calibrator().fix({"Y": 0.8, "delta": 0.5}, frame))
     base = base_of(results, key)
     first = T.tweak_response(results, base, None, T.BASE, {}, {}, base["order"])
-    assert first.outputs[T.PRED_ACTUAL].layout.annotations[0].text == F.NO_COST
+    assert figures.empty_message(first.outputs[T.PRED_ACTUAL]) == F.NO_COST
     resp = move(results, base, first.params, "Y", 1.0)
     assert resp.params["params"]["Y"] == 1.0
     assert badge_text(resp.outputs, "delta-rmse-in") == "Δ RMSE (in-sample) — bps"

@@ -11,6 +11,7 @@ import pytest
 
 from execal.components import results as R
 from execal.components import shell
+from execal.components.figures import empty_message
 from execal.components import store as S
 from execal.components import vol_figures as V
 from execal.components import vol_panel as P
@@ -262,7 +263,7 @@ def test_filters_cut_the_bars_and_a_model_failure_is_reported(stores, sample_dir
     assert out[P.STATUS].to_plotly_json()["props"]["data-level"] == "danger"
     status = text_of(out[P.STATUS])
     assert "Failed" in status and "keeps 48 of" in status
-    assert "could not be fitted: " in out[P.PROBABILITIES].layout.annotations[0].text
+    assert "could not be fitted: " in empty_message(out[P.PROBABILITIES])
     assert len(out[P.PRICE].data) >= 1            # the price is still drawn
     assert len(P.realized_outputs(stores[1], view, ["parkinson"])[P.REALIZED].data) == 1
 
@@ -327,15 +328,15 @@ def test_saved_view_round_trip(stores):
 def test_empty_and_evicted_views(stores):
     rs = stores[1]
     out = P.main_outputs(rs, None)
-    assert out[P.PRICE].layout.annotations[0].text == P.EMPTY_MESSAGE and len(out[P.PRICE].data) == 0
+    assert empty_message(out[P.PRICE]) == P.EMPTY_MESSAGE and len(out[P.PRICE].data) == 0
     assert P.EMPTY_MESSAGE in text_of(out[P.STATUS])
     gone = {"keys": {"series": R.result_key("gone", {}, {"x": 1})}, "settings": settings(), "errors": {}}
-    assert P.main_outputs(rs, gone)[P.PRICE].layout.annotations[0].text == P.EVICTED
-    assert P.realized_outputs(rs, gone, ["parkinson"])[P.REALIZED].layout.annotations[0].text == P.EVICTED
-    assert P.garch_outputs(rs, {"garbage": 1}, 5)[P.GARCH].layout.annotations[0].text == P.EMPTY_MESSAGE
+    assert empty_message(P.main_outputs(rs, gone)[P.PRICE]) == P.EVICTED
+    assert empty_message(P.realized_outputs(rs, gone, ["parkinson"])[P.REALIZED]) == P.EVICTED
+    assert empty_message(P.garch_outputs(rs, {"garbage": 1}, 5)[P.GARCH]) == P.EMPTY_MESSAGE
     # a key that is not a result key is treated as gone, never looked up
     bad = {"keys": {"series": "../../etc/passwd"}, "settings": settings(), "errors": {}}
-    assert P.main_outputs(rs, bad)[P.PRICE].layout.annotations[0].text == P.EVICTED
+    assert empty_message(P.main_outputs(rs, bad)[P.PRICE]) == P.EVICTED
 
 
 def test_renders_wait_until_the_panel_is_shown():
@@ -430,7 +431,7 @@ def test_impact_without_fills_is_reported_not_hidden(stores, sample_dir):
     statuses = dict(P.model_statuses(P._fits(rs, view), view))
     assert statuses["paths-kalman"]["level"] == "danger" and statuses["by_regime"]["badge"] == "Failed"
     out = P.impact_outputs(rs, view)
-    assert out[P.PATHS].layout.annotations[0].text.endswith(P.NO_FILLS)
+    assert empty_message(out[P.PATHS]).endswith(P.NO_FILLS)
     # the volatility models are unaffected
     assert P.main_outputs(rs, view)[P.PRICE].data
 
@@ -438,7 +439,7 @@ def test_impact_without_fills_is_reported_not_hidden(stores, sample_dir):
 def test_impact_off_says_how_to_turn_it_on(stores, sample_dir):
     view, _ = fit(stores, sample_dir)
     out = P.impact_outputs(stores[1], view)
-    assert out[P.BY_REGIME].layout.annotations[0].text == P.IMPACT_OFF
+    assert empty_message(out[P.BY_REGIME]) == P.IMPACT_OFF
     assert "paths-kalman" not in dict(P.model_statuses(P._fits(stores[1], view), view))
 
 

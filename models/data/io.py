@@ -148,13 +148,15 @@ def load(source, *, name: str | None = None, kind: str | None = None,
     return _from_table(parsed, label=label, sha256=raw.sha256, kind=kind, mapping=mapping)
 
 
-def detect_kind(columns: Iterable[str]) -> str:
+def detect_kind(columns: Iterable[str], *, shown: Iterable[str] | None = None) -> str:
     """The dataset kind whose required columns are all present (aliases understood).
 
-    Raises DataError listing the columns found when no kind fits or several do.
+    Raises DataError listing the columns found when no kind fits or several do: `shown`, the file's own
+    column names, when `columns` were already renamed (a user maps the names they see in their file).
     """
-    shown = [str(c) for c in columns]
-    cols = set(_alias_rename(shown).values())
+    names = [str(c) for c in columns]
+    cols = set(_alias_rename(names).values())
+    shown = names if shown is None else [str(c) for c in shown]
     fits = [k for k in KINDS if set(_SIGNATURE[k]) <= cols]
     if len(fits) == 1:
         return fits[0]
@@ -625,11 +627,11 @@ def _from_table(parsed: _Parsed, *, label: str, sha256: str, kind: str | None,
             warnings.append(f"columns renamed: {', '.join(aliased)}")
         if kind is None:
             try:
-                kind = detect_kind(frame.columns)
+                kind = detect_kind(frame.columns, shown=original)
             except DataError as exc:
                 raise DataError(str(exc), file=label) from None
     clean, report = _validate(frame, kind, source=label, rows=rows, rows_read=rows_read,
-                              pre_drops=pre_drops, warnings=warnings)
+                              pre_drops=pre_drops, warnings=warnings, file_columns=original)
     return Dataset(kind, clean, label, sha256, report)
 
 
@@ -1009,13 +1011,14 @@ def _column_order(kind: str, columns: Iterable[str]) -> list[str]:
 
 def _validate(frame: pd.DataFrame, kind: str, *, source: str, rows: np.ndarray | None = None,
               rows_read: int | None = None, pre_drops: list[DropRecord] | None = None,
-              warnings: list[str] | None = None) -> tuple[pd.DataFrame, ValidationReport]:
+              warnings: list[str] | None = None,
+              file_columns: list[str] | None = None) -> tuple[pd.DataFrame, ValidationReport]:
     n = len(frame)
     rows = np.arange(1, n + 1, dtype=np.int64) if rows is None else np.asarray(rows, np.int64)
     report = ValidationReport(rows_read=rows_read if rows_read is not None else n,
                               dropped=list(pre_drops or []), warnings=list(warnings or []))
     frame = frame.reset_index(drop=True)
-    found = list(frame.columns)
+    found = list(frame.columns) if file_columns is None else file_columns    # the names the user sees
     missing = [c for c in REQUIRED[kind] if c not in frame.columns]
     if missing:
         raise DataError(f"required column(s) for '{kind}' missing: {', '.join(missing)}. "
