@@ -48,11 +48,10 @@ from execal.models.orderflow.analysis import OrderFlowReport, analyse
 from execal.models.orderflow.data import load_venue
 from execal.models.orderflow.simulate import simulate_market
 
-log = logging.getLogger(__name__)
-
 PANEL = "orderflow"
 TITLE = "Order flow"
 _id = shell.ids_for(PANEL)
+log = logging.getLogger(__name__)
 
 # the settings form, the Analyse / Download card and the stores
 UPLOAD, UPLOAD_NOTE, SOURCES, WINDOWS, LEVELS, SHARE = _id("upload", "upload-note", "sources", "windows", "levels",
