@@ -23,7 +23,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from execal.components.figures import empty_figure
+from execal.components.figures import empty_figure, user_text
 from execal.components.impact_figures import PALETTE, TEMPLATE, format_number
 from execal.models.orderflow.analysis import PAPER_R2_10S, OrderFlowReport
 from execal.models.orderflow.result import window_label
@@ -52,7 +52,17 @@ def _finite(*arrays):
 
 
 def venue_name(v) -> str:
+    """'usdm BTCUSDT': the venue and symbol as the capture names them (tables; figures use `legend_name`)."""
     return f"{v.venue.removeprefix('binance-')} {v.symbol}"
+
+
+def legend_name(v) -> str:
+    """`venue_name` escaped for plotly (a capture's symbol is the user's text). A trace carries it as its
+    `meta` too, so a hover shows it by '%{meta}', never by pasting it into the template."""
+    return user_text(venue_name(v))
+
+
+EXTRA = "<extra>%{meta}</extra>"     # the hover's side box: the trace's venue
 
 
 # --- the comparison table ------------------------------------------------------------------------
@@ -135,10 +145,9 @@ def ofi_scatter_figure(report: OrderFlowReport) -> go.Figure:
                 continue
             step = max(1, x.size // MAX_POINTS)
             fig.add_trace(go.Scattergl(
-                x=x[::step], y=y[::step], mode="markers", name=venue_name(v), legendgroup=v.label,
-                showlegend=c == 1, marker={"size": 4, "opacity": 0.45, "color": colour(i)},
-                hovertemplate="OFI %{x:.2f} × depth<br>Δmid %{y:.2f} bps<extra>" + venue_name(v) + "</extra>"),
-                row=1, col=c)
+                x=x[::step], y=y[::step], mode="markers", name=legend_name(v), meta=legend_name(v),
+                legendgroup=v.label, showlegend=c == 1, marker={"size": 4, "opacity": 0.45, "color": colour(i)},
+                hovertemplate="OFI %{x:.2f} × depth<br>Δmid %{y:.2f} bps" + EXTRA), row=1, col=c)
             slope = res.params.get(f"beta_{lab}", math.nan) * depth
             alpha = res.metrics.get(f"alpha_bps_{lab}", 0.0)
             if math.isfinite(slope):
@@ -146,12 +155,24 @@ def ofi_scatter_figure(report: OrderFlowReport) -> go.Figure:
                 r2 = res.metrics.get(f"r2_{lab}", math.nan)
                 fig.add_trace(go.Scatter(
                     x=xs, y=alpha + slope * xs, mode="lines", legendgroup=v.label, showlegend=False,
-                    line={"color": colour(i), "width": 2}, name=f"{venue_name(v)} fit",
-                    hovertemplate=f"{venue_name(v)}: β×depth {slope:.3g} bps, R² {r2:.2f}<extra></extra>"),
+                    line={"color": colour(i), "width": 2}, name=f"{legend_name(v)} fit", meta=legend_name(v),
+                    hovertemplate=f"%{{meta}}: β×depth {slope:.3g} bps, R² {r2:.2f}<extra></extra>"),
                     row=1, col=c)
             fig.update_xaxes(title_text="OFI / avg best depth", row=1, col=c)
     fig.update_yaxes(title_text="Δmid (bps)", row=1, col=1)
     return _layout(fig)
+
+
+def _points_and_law(fig: go.Figure, i: int, v, points: tuple[np.ndarray, np.ndarray], hover: str,
+                    law: tuple[np.ndarray, np.ndarray] | None, law_hover: str, size: int) -> None:
+    """A venue's points (markers, in the legend) and its fitted power law (a line in the same group)."""
+    fig.add_trace(go.Scatter(x=points[0], y=points[1], mode="markers", name=legend_name(v), meta=legend_name(v),
+                             legendgroup=v.label, marker={"color": colour(i), "size": size},
+                             hovertemplate=hover + EXTRA))
+    if law is not None:
+        fig.add_trace(go.Scatter(x=law[0], y=law[1], mode="lines", legendgroup=v.label, showlegend=False,
+                                 line={"color": colour(i)}, name=f"{legend_name(v)} fit", meta=legend_name(v),
+                                 hovertemplate=law_hover + EXTRA))
 
 
 def beta_depth_figure(report: OrderFlowReport) -> go.Figure:
@@ -167,16 +188,11 @@ def beta_depth_figure(report: OrderFlowReport) -> go.Figure:
         if not keep.any():
             continue
         drawn = True
-        fig.add_trace(go.Scatter(x=d[keep], y=b[keep], mode="markers", name=venue_name(v), legendgroup=v.label,
-                                 marker={"color": colour(i), "size": 7},
-                                 hovertemplate="depth %{x:.3g}<br>β %{y:.3g} bps/unit<extra>"
-                                               + venue_name(v) + "</extra>"))
         lam, c = res.params.get("depth_exponent", math.nan), res.params.get("depth_coef", math.nan)
-        if math.isfinite(lam) and math.isfinite(c):
-            xs = np.geomspace(d[keep].min(), d[keep].max(), 20)
-            fig.add_trace(go.Scatter(x=xs, y=c * xs ** (-lam), mode="lines", legendgroup=v.label, showlegend=False,
-                                     line={"color": colour(i)}, name=f"{venue_name(v)} fit",
-                                     hovertemplate=f"β ∝ depth^−{lam:.2f}<extra>{venue_name(v)}</extra>"))
+        xs = np.geomspace(d[keep].min(), d[keep].max(), 20)
+        _points_and_law(fig, i, v, (d[keep], b[keep]), "depth %{x:.3g}<br>β %{y:.3g} bps/unit",
+                        (xs, c * xs ** (-lam)) if math.isfinite(lam) and math.isfinite(c) else None,
+                        f"β ∝ depth^−{lam:.2f}", size=7)
     if not drawn:
         return empty_figure("No interval with a positive β to draw")
     fig.update_xaxes(type="log", title_text="average best depth (base units)")
@@ -197,14 +213,10 @@ def sign_memory_figure(report: OrderFlowReport) -> go.Figure:
         if not keep.any():
             continue
         drawn = True
-        fig.add_trace(go.Scatter(x=lag[keep], y=rho[keep], mode="markers", name=venue_name(v), legendgroup=v.label,
-                                 marker={"color": colour(i), "size": 5},
-                                 hovertemplate="lag %{x}<br>ρ %{y:.3f}<extra>" + venue_name(v) + "</extra>"))
         gamma = res.params.get("gamma", math.nan)
-        if math.isfinite(gamma):
-            fig.add_trace(go.Scatter(x=lag, y=res.curves["rho_fit"], mode="lines", legendgroup=v.label,
-                                     showlegend=False, line={"color": colour(i)}, name=f"{venue_name(v)} fit",
-                                     hovertemplate=f"ρ ∝ ℓ^−{gamma:.2f}<extra>{venue_name(v)}</extra>"))
+        _points_and_law(fig, i, v, (lag[keep], rho[keep]), "lag %{x}<br>ρ %{y:.3f}",
+                        (lag, res.curves["rho_fit"]) if math.isfinite(gamma) else None, f"ρ ∝ ℓ^−{gamma:.2f}",
+                        size=5)
     if not drawn:
         return empty_figure("No sign autocorrelation to draw")
     fig.update_xaxes(type="log", title_text="lag ℓ (orders)")
@@ -229,18 +241,17 @@ def propagator_figure(report: OrderFlowReport) -> go.Figure:
                 fig.add_trace(go.Scatter(x=np.concatenate([lag[1:], lag[1:][::-1]]),
                                          y=np.concatenate([hi[1:], lo[1:][::-1]]), fill="toself",
                                          fillcolor=colour(i), opacity=0.15, line={"width": 0}, hoverinfo="skip",
-                                         legendgroup=v.label, showlegend=False, name=f"{venue_name(v)} band"),
+                                         legendgroup=v.label, showlegend=False, name=f"{legend_name(v)} band"),
                               row=1, col=c)
-            fig.add_trace(go.Scatter(x=lag[1:], y=y[1:], mode="lines", name=venue_name(v), legendgroup=v.label,
-                                     showlegend=c == 1, line={"color": colour(i), "width": 2},
-                                     hovertemplate=f"lag %{{x}}<br>{name} %{{y:.3f}} bps<extra>{venue_name(v)}</extra>"),
-                          row=1, col=c)
+            fig.add_trace(go.Scatter(x=lag[1:], y=y[1:], mode="lines", name=legend_name(v), meta=legend_name(v),
+                                     legendgroup=v.label, showlegend=c == 1, line={"color": colour(i), "width": 2},
+                                     hovertemplate=f"lag %{{x}}<br>{name} %{{y:.3f}} bps" + EXTRA), row=1, col=c)
             if fit and math.isfinite(res.params.get("kernel_beta", math.nan)):
                 fig.add_trace(go.Scatter(x=lag[1:], y=res.curves[fit], mode="lines", legendgroup=v.label,
                                          showlegend=False, line={"color": colour(i), "dash": "dot"},
-                                         name=f"{venue_name(v)} power law",
-                                         hovertemplate=f"G ∝ ℓ^−{res.params['kernel_beta']:.2f}"
-                                                       f"<extra>{venue_name(v)}</extra>"), row=1, col=c)
+                                         name=f"{legend_name(v)} power law", meta=legend_name(v),
+                                         hovertemplate=f"G ∝ ℓ^−{res.params['kernel_beta']:.2f}" + EXTRA),
+                              row=1, col=c)
     fig.update_xaxes(type="log", title_text="lag ℓ (orders)")
     return _layout(fig)
 
@@ -263,17 +274,17 @@ def resilience_figure(report: OrderFlowReport) -> go.Figure:
             t0 = res.metrics.get(f"{what}_t0_s", 0.0)
             x = tau - t0
             keep = np.isfinite(curve) & (x > 0)
-            fig.add_trace(go.Scatter(x=x[keep], y=curve[keep], mode="lines", name=venue_name(v),
-                                     legendgroup=v.label, showlegend=c == 1, line={"color": colour(i), "width": 2},
-                                     hovertemplate="%{x:.2f} s: %{y:.2f}<extra>" + venue_name(v) + "</extra>"),
+            fig.add_trace(go.Scatter(x=x[keep], y=curve[keep], mode="lines", name=legend_name(v),
+                                     meta=legend_name(v), legendgroup=v.label, showlegend=c == 1,
+                                     line={"color": colour(i), "width": 2},
+                                     hovertemplate="%{x:.2f} s: %{y:.2f}" + EXTRA),
                           row=1, col=c)
             h = res.params.get(f"{what}_half_life_s", math.nan)
             if fit is not None and math.isfinite(h):
                 fig.add_trace(go.Scatter(x=x[keep], y=fit[keep], mode="lines", legendgroup=v.label,
                                          showlegend=False, line={"color": colour(i), "dash": "dot"},
-                                         name=f"{venue_name(v)} fit",
-                                         hovertemplate=f"half-life {h:.3g} s<extra>{venue_name(v)}</extra>"),
-                              row=1, col=c)
+                                         name=f"{legend_name(v)} fit", meta=legend_name(v),
+                                         hovertemplate=f"half-life {h:.3g} s" + EXTRA), row=1, col=c)
     fig.add_hline(y=0.5, line={"color": "#adb5bd", "dash": "dash", "width": 1})
     fig.update_xaxes(type="log", title_text="seconds after the low / peak")
     return _layout(fig)
