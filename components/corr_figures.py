@@ -187,19 +187,19 @@ def dcc_path_figure(result, horizon: int = 0) -> go.Figure:
     for i, (pair, part) in enumerate(frame.groupby("pair", sort=False)):
         col = colour(i)
         x, y = part["x"].iloc[0], part["y"].iloc[0]
-        name = pair_label(x, y, 14)
+        name, group = pair_label(x, y, 14), user_text(pair)
         fig.add_trace(go.Scattergl(x=part["timestamp"], y=part["rho"], mode="lines", line={"color": col, "width": 1},
-                                   name=name, meta=name, legendgroup=pair,
+                                   name=name, meta=name, legendgroup=group,
                                    hovertemplate="%{x|%Y-%m-%d %H:%M}: ρ %{y:.3f}<extra>%{meta}</extra>"))
         level = float(Rbar[names.index(x), names.index(y)])
         fig.add_trace(go.Scatter(x=[part["timestamp"].iloc[0], part["timestamp"].iloc[-1]], y=[level, level],
-                                 mode="lines", line={"color": col, "dash": "dash", "width": 1}, legendgroup=pair,
+                                 mode="lines", line={"color": col, "dash": "dash", "width": 1}, legendgroup=group,
                                  showlegend=False, meta=name,
                                  hovertemplate=f"unconditional ρ {level:.3f}<extra>%{{meta}}</extra>"))
         if fc is not None:
             f = fc[fc["pair"] == pair]
             fig.add_trace(go.Scatter(x=f["timestamp"], y=f["rho"], mode="lines", line={"color": col, "dash": "dot"},
-                                     legendgroup=pair, showlegend=False, meta=name,
+                                     legendgroup=group, showlegend=False, meta=name,
                                      hovertemplate="forecast %{x|%Y-%m-%d %H:%M}: ρ %{y:.3f}<extra>%{meta}</extra>"))
     fig.update_layout(**_layout(title={"text": f"DCC(1,1): a = {result.a:.4f}, b = {result.b:.4f} "
                                                 f"(half-life {result.half_life_periods:.3g} × "

@@ -62,6 +62,11 @@ def legend_name(v) -> str:
     return user_text(venue_name(v))
 
 
+def legend_group(v) -> str:
+    """The venue's legend group (its label, escaped like any user text in a figure)."""
+    return user_text(v.label)
+
+
 EXTRA = "<extra>%{meta}</extra>"     # the hover's side box: the trace's venue
 
 
@@ -146,7 +151,7 @@ def ofi_scatter_figure(report: OrderFlowReport) -> go.Figure:
             step = max(1, x.size // MAX_POINTS)
             fig.add_trace(go.Scattergl(
                 x=x[::step], y=y[::step], mode="markers", name=legend_name(v), meta=legend_name(v),
-                legendgroup=v.label, showlegend=c == 1, marker={"size": 4, "opacity": 0.45, "color": colour(i)},
+                legendgroup=legend_group(v), showlegend=c == 1, marker={"size": 4, "opacity": 0.45, "color": colour(i)},
                 hovertemplate="OFI %{x:.2f} × depth<br>Δmid %{y:.2f} bps" + EXTRA), row=1, col=c)
             slope = res.params.get(f"beta_{lab}", math.nan) * depth
             alpha = res.metrics.get(f"alpha_bps_{lab}", 0.0)
@@ -154,7 +159,7 @@ def ofi_scatter_figure(report: OrderFlowReport) -> go.Figure:
                 xs = np.array([x.min(), x.max()])
                 r2 = res.metrics.get(f"r2_{lab}", math.nan)
                 fig.add_trace(go.Scatter(
-                    x=xs, y=alpha + slope * xs, mode="lines", legendgroup=v.label, showlegend=False,
+                    x=xs, y=alpha + slope * xs, mode="lines", legendgroup=legend_group(v), showlegend=False,
                     line={"color": colour(i), "width": 2}, name=f"{legend_name(v)} fit", meta=legend_name(v),
                     hovertemplate=f"%{{meta}}: β×depth {slope:.3g} bps, R² {r2:.2f}<extra></extra>"),
                     row=1, col=c)
@@ -167,10 +172,10 @@ def _points_and_law(fig: go.Figure, i: int, v, points: tuple[np.ndarray, np.ndar
                     law: tuple[np.ndarray, np.ndarray] | None, law_hover: str, size: int) -> None:
     """A venue's points (markers, in the legend) and its fitted power law (a line in the same group)."""
     fig.add_trace(go.Scatter(x=points[0], y=points[1], mode="markers", name=legend_name(v), meta=legend_name(v),
-                             legendgroup=v.label, marker={"color": colour(i), "size": size},
+                             legendgroup=legend_group(v), marker={"color": colour(i), "size": size},
                              hovertemplate=hover + EXTRA))
     if law is not None:
-        fig.add_trace(go.Scatter(x=law[0], y=law[1], mode="lines", legendgroup=v.label, showlegend=False,
+        fig.add_trace(go.Scatter(x=law[0], y=law[1], mode="lines", legendgroup=legend_group(v), showlegend=False,
                                  line={"color": colour(i)}, name=f"{legend_name(v)} fit", meta=legend_name(v),
                                  hovertemplate=law_hover + EXTRA))
 
@@ -241,13 +246,13 @@ def propagator_figure(report: OrderFlowReport) -> go.Figure:
                 fig.add_trace(go.Scatter(x=np.concatenate([lag[1:], lag[1:][::-1]]),
                                          y=np.concatenate([hi[1:], lo[1:][::-1]]), fill="toself",
                                          fillcolor=colour(i), opacity=0.15, line={"width": 0}, hoverinfo="skip",
-                                         legendgroup=v.label, showlegend=False, name=f"{legend_name(v)} band"),
+                                         legendgroup=legend_group(v), showlegend=False, name=f"{legend_name(v)} band"),
                               row=1, col=c)
             fig.add_trace(go.Scatter(x=lag[1:], y=y[1:], mode="lines", name=legend_name(v), meta=legend_name(v),
-                                     legendgroup=v.label, showlegend=c == 1, line={"color": colour(i), "width": 2},
+                                     legendgroup=legend_group(v), showlegend=c == 1, line={"color": colour(i), "width": 2},
                                      hovertemplate=f"lag %{{x}}<br>{name} %{{y:.3f}} bps" + EXTRA), row=1, col=c)
             if fit and math.isfinite(res.params.get("kernel_beta", math.nan)):
-                fig.add_trace(go.Scatter(x=lag[1:], y=res.curves[fit], mode="lines", legendgroup=v.label,
+                fig.add_trace(go.Scatter(x=lag[1:], y=res.curves[fit], mode="lines", legendgroup=legend_group(v),
                                          showlegend=False, line={"color": colour(i), "dash": "dot"},
                                          name=f"{legend_name(v)} power law", meta=legend_name(v),
                                          hovertemplate=f"G ∝ ℓ^−{res.params['kernel_beta']:.2f}" + EXTRA),
@@ -275,13 +280,13 @@ def resilience_figure(report: OrderFlowReport) -> go.Figure:
             x = tau - t0
             keep = np.isfinite(curve) & (x > 0)
             fig.add_trace(go.Scatter(x=x[keep], y=curve[keep], mode="lines", name=legend_name(v),
-                                     meta=legend_name(v), legendgroup=v.label, showlegend=c == 1,
+                                     meta=legend_name(v), legendgroup=legend_group(v), showlegend=c == 1,
                                      line={"color": colour(i), "width": 2},
                                      hovertemplate="%{x:.2f} s: %{y:.2f}" + EXTRA),
                           row=1, col=c)
             h = res.params.get(f"{what}_half_life_s", math.nan)
             if fit is not None and math.isfinite(h):
-                fig.add_trace(go.Scatter(x=x[keep], y=fit[keep], mode="lines", legendgroup=v.label,
+                fig.add_trace(go.Scatter(x=x[keep], y=fit[keep], mode="lines", legendgroup=legend_group(v),
                                          showlegend=False, line={"color": colour(i), "dash": "dot"},
                                          name=f"{legend_name(v)} fit", meta=legend_name(v),
                                          hovertemplate=f"half-life {h:.3g} s" + EXTRA), row=1, col=c)
