@@ -168,65 +168,60 @@ def ofi_scatter_figure(report: OrderFlowReport) -> go.Figure:
     return _layout(fig)
 
 
-def _points_and_law(fig: go.Figure, i: int, v, points: tuple[np.ndarray, np.ndarray], hover: str,
-                    law: tuple[np.ndarray, np.ndarray] | None, law_hover: str, size: int) -> None:
-    """A venue's points (markers, in the legend) and its fitted power law (a line in the same group)."""
-    fig.add_trace(go.Scatter(x=points[0], y=points[1], mode="markers", name=legend_name(v), meta=legend_name(v),
-                             legendgroup=legend_group(v), marker={"color": colour(i), "size": size},
-                             hovertemplate=hover + EXTRA))
-    if law is not None:
-        fig.add_trace(go.Scatter(x=law[0], y=law[1], mode="lines", legendgroup=legend_group(v), showlegend=False,
-                                 line={"color": colour(i)}, name=f"{legend_name(v)} fit", meta=legend_name(v),
-                                 hovertemplate=law_hover + EXTRA))
+def _log_log_figure(report: OrderFlowReport, model: str, points, law, *, hover: str, size: int, empty: str,
+                    x_title: str, y_title: str) -> go.Figure:
+    """Per venue with a `model` result: its points `points(res)` = (x, y) where both are positive (markers,
+    in the legend) and its fitted power law `law(res, x)` = (x, y, hover) or None (a line in its group)."""
+    fig = go.Figure()
+    drawn = False
+    for i, v in enumerate(report.venues):
+        res = v.results.get(model)
+        if res is None:
+            continue
+        x, y = (np.asarray(a, dtype=np.float64) for a in points(res))
+        keep = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
+        if not keep.any():
+            continue
+        drawn = True
+        fig.add_trace(go.Scatter(x=x[keep], y=y[keep], mode="markers", name=legend_name(v), meta=legend_name(v),
+                                 legendgroup=legend_group(v), marker={"color": colour(i), "size": size},
+                                 hovertemplate=hover + EXTRA))
+        fitted = law(res, x[keep])
+        if fitted is not None:
+            fig.add_trace(go.Scatter(x=fitted[0], y=fitted[1], mode="lines", legendgroup=legend_group(v),
+                                     showlegend=False, line={"color": colour(i)}, name=f"{legend_name(v)} fit",
+                                     meta=legend_name(v), hovertemplate=fitted[2] + EXTRA))
+    if not drawn:
+        return empty_figure(empty)
+    fig.update_xaxes(type="log", title_text=x_title)
+    fig.update_yaxes(type="log", title_text=y_title)
+    return _layout(fig)
 
 
 def beta_depth_figure(report: OrderFlowReport) -> go.Figure:
     """β_j against average best depth AD_j per interval, log–log, with β = c·AD^(−λ) per venue."""
-    fig = go.Figure()
-    drawn = False
-    for i, v in enumerate(report.venues):
-        res = v.results.get("ofi")
-        if res is None:
-            continue
-        b, d = _finite(res.curves["interval_beta"], res.curves["interval_depth"])
-        keep = (b > 0) & (d > 0)
-        if not keep.any():
-            continue
-        drawn = True
+    def law(res, depth):
         lam, c = res.params.get("depth_exponent", math.nan), res.params.get("depth_coef", math.nan)
-        xs = np.geomspace(d[keep].min(), d[keep].max(), 20)
-        _points_and_law(fig, i, v, (d[keep], b[keep]), "depth %{x:.3g}<br>β %{y:.3g} bps/unit",
-                        (xs, c * xs ** (-lam)) if math.isfinite(lam) and math.isfinite(c) else None,
-                        f"β ∝ depth^−{lam:.2f}", size=7)
-    if not drawn:
-        return empty_figure("No interval with a positive β to draw")
-    fig.update_xaxes(type="log", title_text="average best depth (base units)")
-    fig.update_yaxes(type="log", title_text="β (bps per unit of OFI)")
-    return _layout(fig)
+        if not (math.isfinite(lam) and math.isfinite(c)):
+            return None
+        xs = np.geomspace(depth.min(), depth.max(), 20)
+        return xs, c * xs ** (-lam), f"β ∝ depth^−{lam:.2f}"
+
+    return _log_log_figure(report, "ofi", lambda res: (res.curves["interval_depth"], res.curves["interval_beta"]),
+                           law, hover="depth %{x:.3g}<br>β %{y:.3g} bps/unit", size=7,
+                           empty="No interval with a positive β to draw",
+                           x_title="average best depth (base units)", y_title="β (bps per unit of OFI)")
 
 
 def sign_memory_figure(report: OrderFlowReport) -> go.Figure:
     """The centred trade-sign autocorrelation ρ(ℓ) (positive lags), log–log, with ρ ∝ ℓ^(−γ)."""
-    fig = go.Figure()
-    drawn = False
-    for i, v in enumerate(report.venues):
-        res = v.results.get("propagator")
-        if res is None:
-            continue
-        lag, rho = res.curves["lag"][1:], res.curves["rho"][1:]
-        keep = rho > 0
-        if not keep.any():
-            continue
-        drawn = True
+    def law(res, _lags):
         gamma = res.params.get("gamma", math.nan)
-        _points_and_law(fig, i, v, (lag[keep], rho[keep]), "lag %{x}<br>ρ %{y:.3f}",
-                        (lag, res.curves["rho_fit"]) if math.isfinite(gamma) else None, f"ρ ∝ ℓ^−{gamma:.2f}",
-                        size=5)
-    if not drawn:
-        return empty_figure("No sign autocorrelation to draw")
-    fig.update_xaxes(type="log", title_text="lag ℓ (orders)")
-    fig.update_yaxes(type="log", title_text="sign autocorrelation ρ(ℓ)")
-    return _layout(fig)
+        return (res.curves["lag"][1:], res.curves["rho_fit"], f"ρ ∝ ℓ^−{gamma:.2f}") if math.isfinite(gamma) else None
+
+    return _log_log_figure(report, "propagator", lambda res: (res.curves["lag"][1:], res.curves["rho"][1:]), law,
+                           hover="lag %{x}<br>ρ %{y:.3f}", size=5, empty="No sign autocorrelation to draw",
+                           x_title="lag ℓ (orders)", y_title="sign autocorrelation ρ(ℓ)")
 
 
 def propagator_figure(report: OrderFlowReport) -> go.Figure:
@@ -249,7 +244,8 @@ def propagator_figure(report: OrderFlowReport) -> go.Figure:
                                          legendgroup=legend_group(v), showlegend=False, name=f"{legend_name(v)} band"),
                               row=1, col=c)
             fig.add_trace(go.Scatter(x=lag[1:], y=y[1:], mode="lines", name=legend_name(v), meta=legend_name(v),
-                                     legendgroup=legend_group(v), showlegend=c == 1, line={"color": colour(i), "width": 2},
+                                     legendgroup=legend_group(v), showlegend=c == 1,
+                                     line={"color": colour(i), "width": 2},
                                      hovertemplate=f"lag %{{x}}<br>{name} %{{y:.3f}} bps" + EXTRA), row=1, col=c)
             if fit and math.isfinite(res.params.get("kernel_beta", math.nan)):
                 fig.add_trace(go.Scatter(x=lag[1:], y=res.curves[fit], mode="lines", legendgroup=legend_group(v),
