@@ -16,7 +16,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from execal.components.figures import empty_figure
+from execal.components.figures import empty_figure, user_text
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 TEMPLATE = "plotly_white"
@@ -32,6 +32,17 @@ def colour(i: int) -> str:
 
 def short(name: str, width: int = 28) -> str:
     return name if len(name) <= width else name[:width - 1] + "…"
+
+
+def series_label(name: str, width: int = 28) -> str:
+    """A series name (the user's symbol or venue) shortened, then escaped for plotly: a category, a legend
+    entry or a title (a hover shows it by '%{x}', '%{meta}' or '%{fullData.name}', never pasted into the
+    template)."""
+    return user_text(short(str(name), width))
+
+
+def pair_label(x: str, y: str, width: int, sep: str = " / ") -> str:
+    return f"{series_label(x, width)}{sep}{series_label(y, width)}"
 
 
 def _layout(height: int = FIGURE_HEIGHT_PX, **extra) -> dict:
@@ -67,7 +78,7 @@ def heatmap_figure(names: Sequence[str], matrix: np.ndarray, title: str = "", *,
                    ) -> go.Figure:
     m = np.asarray(matrix, dtype=float)
     text = [[("" if not math.isfinite(v) else f"{v:.2f}") for v in row] for row in m]
-    labels = [short(n) for n in names]
+    labels = [series_label(n) for n in names]
     fig = go.Figure(go.Heatmap(z=m, x=labels, y=labels, zmin=-1, zmax=1, colorscale=COLORSCALE, text=text,
                                texttemplate="%{text}", hovertemplate="%{y} / %{x}: ρ = %{z:.4f}<extra></extra>",
                                colorbar={"title": "ρ", "thickness": 12}))
@@ -95,7 +106,7 @@ def epps_figure(curves: Sequence) -> go.Figure:
     for i, c in enumerate(curves):
         f = c.frame()
         f = f[np.isfinite(f["rho"])]
-        name = f"{short(c.x, 18)} / {short(c.y, 18)}"
+        name = pair_label(c.x, c.y, 18)
         col = colour(i)
         traces.append(go.Scatter(x=f["interval_s"], y=f["rho"], mode="lines+markers", name=name, legendgroup=name,
                                  line={"color": col}, customdata=np.column_stack([f["ci_low"], f["ci_high"],
@@ -106,9 +117,9 @@ def epps_figure(curves: Sequence) -> go.Figure:
                                                "%{customdata[2]:,} returns<extra>%{fullData.name}</extra>"))
         if c.hy_rho is not None and math.isfinite(c.hy_rho):
             traces.append(go.Scatter(x=[f["interval_s"].min(), f["interval_s"].max()], y=[c.hy_rho, c.hy_rho],
-                                     mode="lines", name=f"HY {name}", legendgroup=name, showlegend=False,
+                                     mode="lines", name=f"HY {name}", meta=name, legendgroup=name, showlegend=False,
                                      line={"color": col, "dash": "dash", "width": 1},
-                                     hovertemplate=f"Hayashi–Yoshida ρ {c.hy_rho:.3f}<extra>{name}</extra>"))
+                                     hovertemplate=f"Hayashi–Yoshida ρ {c.hy_rho:.3f}<extra>%{{meta}}</extra>"))
     fig = go.Figure(traces)
     fig.update_layout(**_layout())
     fig.update_xaxes(type="log", title="sampling interval Δ (s)")
@@ -125,7 +136,7 @@ def lead_lag_figure(scans: Sequence, limit: int = MAX_LEAD_LAG_PANELS) -> go.Fig
     if not scans:
         return empty_figure("No lead–lag scan: tick data, Hayashi–Yoshida method")
     n = len(scans)
-    titles = [f"{short(s.x, 22)} → {short(s.y, 22)}" for s in scans]
+    titles = [pair_label(s.x, s.y, 22, " → ") for s in scans]
     fig = make_subplots(rows=n, cols=1, shared_xaxes=False, subplot_titles=titles, vertical_spacing=0.5 / max(n, 1)
                         if n > 1 else 0.1)
     for k, s in enumerate(scans, start=1):
@@ -142,7 +153,8 @@ def lead_lag_figure(scans: Sequence, limit: int = MAX_LEAD_LAG_PANELS) -> go.Fig
             fig.add_trace(go.Scatter(x=[1e3 * s.best_lag_s], y=[s.best_rho], mode="markers",
                                      marker={"size": 9, "color": colour(1) if s.significant else "#6c757d",
                                              "symbol": "diamond"},
-                                     name="peak", showlegend=k == 1, hovertemplate=s.verdict() + "<extra></extra>"),
+                                     name="peak", showlegend=k == 1, meta=user_text(s.verdict()),
+                                     hovertemplate="%{meta}<extra></extra>"),
                           row=k, col=1)
         fig.update_xaxes(title_text="lag θ (ms): > 0 means the first series leads" if k == n else None, row=k, col=1)
         fig.update_yaxes(title_text="ρ", row=k, col=1)
@@ -175,21 +187,23 @@ def dcc_path_figure(result, horizon: int = 0) -> go.Figure:
     for i, (pair, part) in enumerate(frame.groupby("pair", sort=False)):
         col = colour(i)
         x, y = part["x"].iloc[0], part["y"].iloc[0]
-        label = f"{short(x, 14)} / {short(y, 14)}"
+        name, group = pair_label(x, y, 14), user_text(pair)
         fig.add_trace(go.Scattergl(x=part["timestamp"], y=part["rho"], mode="lines", line={"color": col, "width": 1},
-                                   name=label, legendgroup=pair,
-                                   hovertemplate="%{x|%Y-%m-%d %H:%M}: ρ %{y:.3f}<extra>" + label + "</extra>"))
+                                   name=name, meta=name, legendgroup=group,
+                                   hovertemplate="%{x|%Y-%m-%d %H:%M}: ρ %{y:.3f}<extra>%{meta}</extra>"))
         level = float(Rbar[names.index(x), names.index(y)])
         fig.add_trace(go.Scatter(x=[part["timestamp"].iloc[0], part["timestamp"].iloc[-1]], y=[level, level],
-                                 mode="lines", line={"color": col, "dash": "dash", "width": 1}, legendgroup=pair,
-                                 showlegend=False, hovertemplate=f"unconditional ρ {level:.3f}<extra>{label}</extra>"))
+                                 mode="lines", line={"color": col, "dash": "dash", "width": 1}, legendgroup=group,
+                                 showlegend=False, meta=name,
+                                 hovertemplate=f"unconditional ρ {level:.3f}<extra>%{{meta}}</extra>"))
         if fc is not None:
             f = fc[fc["pair"] == pair]
             fig.add_trace(go.Scatter(x=f["timestamp"], y=f["rho"], mode="lines", line={"color": col, "dash": "dot"},
-                                     legendgroup=pair, showlegend=False,
-                                     hovertemplate="forecast %{x|%Y-%m-%d %H:%M}: ρ %{y:.3f}<extra>" + label + "</extra>"))
+                                     legendgroup=group, showlegend=False, meta=name,
+                                     hovertemplate="forecast %{x|%Y-%m-%d %H:%M}: ρ %{y:.3f}<extra>%{meta}</extra>"))
     fig.update_layout(**_layout(title={"text": f"DCC(1,1): a = {result.a:.4f}, b = {result.b:.4f} "
-                                                f"(half-life {result.half_life_periods:.3g} × {result.panel.freq})",
+                                                f"(half-life {result.half_life_periods:.3g} × "
+                                                f"{user_text(result.panel.freq)})",
                                        "font": {"size": 13}, "y": 0.97, "yanchor": "top"}))
     fig.update_yaxes(title="conditional correlation R_t", range=[-1, 1])
     return fig
@@ -203,7 +217,7 @@ def regime_figure(regimes) -> go.Figure:
     if regimes is None or not getattr(regimes, "regimes", ()):
         return empty_figure("No regime matrices: switch on 'calm vs stressed' (DCC or Ledoit–Wolf)")
     rs = list(regimes.regimes)
-    names = [short(n, 12) for n in regimes.names]
+    names = [series_label(n, 12) for n in regimes.names]
     fig = make_subplots(rows=1, cols=len(rs), subplot_titles=[f"{r.regime} ({r.n_obs:,} periods)" for r in rs],
                         horizontal_spacing=0.08)
     for k, r in enumerate(rs, start=1):

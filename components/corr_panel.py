@@ -14,15 +14,14 @@ curves, the lead–lag scans with their null bands and a table of peaks, the DCC
 forecast, the regime-conditional matrices with the calm/stressed differences, and the parameter table.
 
 A computation is a plain callback looked up first in the app's `ResultStore` by (dataset keys,
-settings), so a repeat or a reload is a lookup; the browser holds the result key only (`VIEW`). The
-shell lines this panel needs (the settings lookup, the dataset-kind-from-key rule) are copied from
-the shell, not imported (a panel never imports another panel or the layout).
+settings), so a repeat or a reload is a lookup; the browser holds the result key only (`VIEW`). Built on
+the shell (`execal.components.shell`: ids, settings and stores, the dataset picker's sources, the card /
+graph / table frame, the session's memory); a hidden panel draws nothing until opened.
 
 `fit_outputs` and `render_outputs` are the callbacks' bodies as plain functions (tests call them).
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -35,8 +34,8 @@ from dash.exceptions import PreventUpdate
 
 from execal.components import corr_figures as CF
 from execal.components import results as results_mod
+from execal.components import shell
 from execal.components import store as store_mod
-from execal.components.figures import empty_figure
 from execal.models.core.registry import models_of_kind
 from execal.models.corr.regimes import RegimeCorrelations
 from execal.models.corr.spec import CLI_METHODS
@@ -49,65 +48,39 @@ log = logging.getLogger(__name__)
 
 PANEL = "corr"
 TITLE = "Correlation"
+_id = shell.ids_for(PANEL)
 
+# the settings form, the Compute card and the stores
+SOURCES, DATA_NOTE, METHOD, PRICE, INTERVAL = _id("sources", "data-note", "method", "price", "interval")
+MAX_LAG, LAG_STEP, FREQ, REGIMES = _id("max-lag", "lag-step", "freq", "regimes")
+RUN, NOTE, ALERT = _id("run", "note", "alert")
+VIEW = _id("view")          # dcc.Store: {key, settings, sources}: the result on screen
+SHOWN = _id("shown")        # dcc.Store: the result key the figures were drawn for
+# what the panel shows
+STATUS, HEATMAP, EPPS, LEAD_LAG, LEAD_LAG_TABLE = _id("status", "heatmap", "epps", "lead-lag", "lead-lag-table")
+DCC_PATH, REGIME_FIG, REGIME_TABLE, PARAMS = _id("dcc-path", "regime-matrices", "regime-table", "params")
 
-def _id(name: str) -> str:
-    return f"{name}-{PANEL}"
-
-
-SOURCES = _id("sources")
-DATA_NOTE = _id("data-note")
-METHOD = _id("method")
-PRICE = _id("price")
-INTERVAL = _id("interval")
-MAX_LAG = _id("max-lag")
-LAG_STEP = _id("lag-step")
-FREQ = _id("freq")
-REGIMES = _id("regimes")
-RUN = _id("run")
-NOTE = _id("note")
-ALERT = _id("alert")
-VIEW = _id("view")
-STATUS = _id("status")
-HEATMAP = _id("heatmap")
-EPPS = _id("epps")
-LEAD_LAG = _id("lead-lag")
-LEAD_LAG_TABLE = _id("lead-lag-table")
-DCC_PATH = _id("dcc-path")
-REGIME_FIG = _id("regime-matrices")
-REGIME_TABLE = _id("regime-table")
-PARAMS = _id("params")
-
-SAMPLE_PREFIX = "sample:"
+SAMPLE_PREFIX = shell.SAMPLE_PREFIX
 SAMPLES = {"trades_BTCUSDT.csv.gz": ("trades", "BTCUSDT trades (sample)"),
            "quotes_BTCUSDT.csv.gz": ("quotes", "BTCUSDT quotes (sample)"),
            "bars_15m.csv": ("bars", "BTC, ETH, SOL 15-min bars (sample)")}
 KINDS = ("trades", "quotes", "bars")
+# the series picker: the session's ticks and bars (most recent first; the kind is read from the key, so a
+# million fills are not decoded to learn they are no ticks), then the bundled samples, each loaded as its kind
+PICKER = shell.DatasetPicker(kinds=KINDS, samples={n: label for n, (_, label) in SAMPLES.items()},
+                             missing="a chosen dataset is no longer in the server's cache: load it again in the "
+                                     "Data panel",
+                             sample_kind={n: kind for n, (kind, _) in SAMPLES.items()}, sample_label="{note}")
 METHOD_LABELS = {"realized": "Realised + Epps curve (ticks)", "hy": "Hayashi–Yoshida + lead–lag (ticks)",
                  "dcc": "DCC-GARCH (returns)", "shrinkage": "Ledoit–Wolf (returns)"}
 TICK_METHODS = ("realized", "hy")
 DEFAULTS = {"method": "hy", "price": "auto", "interval": "", "max_lag": 1.0, "lag_step": 0.01, "freq": "",
             "regimes": False}
-GRAPH_CONFIG = {"displaylogo": False, "responsive": True}
-SESSION_VIEW_PREFIX = "execal:corr:session:"
-VIEW_TTL_S = 30 * 24 * 3600
 EVICTED = "This result is no longer in the server's cache: press Compute again"
 
 
 class SettingsError(ValueError):
     """A control holds a value the panel cannot use (named in the message)."""
-
-
-def _settings_of(app):
-    # copied from the shell (layout.get_settings): a panel never imports the layout
-    return app.server.extensions["execal_settings"]
-
-
-def kind_of_key(key: str) -> str | None:
-    """The dataset kind a store key names (`<sha256>-<kind>[-m<digest>]`; the shell's rule, copied)."""
-    if not store_mod.is_dataset_key(key):
-        return None
-    return key[65:].split("-", 1)[0]
 
 
 # --- controls -------------------------------------------------------------------------------------
@@ -159,24 +132,17 @@ def build_settings(*, method: Any, price: Any, interval: Any, max_lag: Any, lag_
 
 def source_options(st: store_mod.SessionStore, sample_dir: Path, session_id: Any) -> list[dict]:
     """The session's trades / quotes / bars datasets (most recent first), then the bundled samples."""
-    options = []
-    keys = st.session_keys(session_id) if store_mod.is_session_id(session_id) else []
-    for key in reversed(keys):
-        kind = kind_of_key(key)
-        if kind not in KINDS:
-            continue        # decided from the key: a million fills are not decoded to learn they are no ticks
-        info = st.info(key)
-        if info is None:
-            continue
-        options.append({"label": f"{info.get('source', key[:8])} ({kind}, {info.get('rows', 0):,} rows)",
-                        "value": key})
-    return options + sample_options(sample_dir)
+    return PICKER.options(st, sample_dir, session_id, None)[0]
+
+
+def sample_options(sample_dir: Path) -> list[dict]:
+    return PICKER.sample_options(sample_dir)
 
 
 def default_sources(method: str) -> list[str]:
     if method in TICK_METHODS:
-        return [SAMPLE_PREFIX + "trades_BTCUSDT.csv.gz", SAMPLE_PREFIX + "quotes_BTCUSDT.csv.gz"]
-    return [SAMPLE_PREFIX + "bars_15m.csv"]
+        return [shell.sample_value("trades_BTCUSDT.csv.gz"), shell.sample_value("quotes_BTCUSDT.csv.gz")]
+    return [shell.sample_value("bars_15m.csv")]
 
 
 def resolve_sources(st: store_mod.SessionStore, sample_dir: Path, values: Any) -> list[str]:
@@ -184,17 +150,7 @@ def resolve_sources(st: store_mod.SessionStore, sample_dir: Path, values: Any) -
     without becoming the session's active dataset). Raises DataError."""
     if not values:
         raise DataError("choose the series first (two or more, or one file with several symbols)")
-    keys = []
-    for v in values if isinstance(values, (list, tuple)) else [values]:
-        if isinstance(v, str) and v.startswith(SAMPLE_PREFIX):
-            name = v[len(SAMPLE_PREFIX):]
-            if name not in SAMPLES or not (Path(sample_dir) / name).is_file():
-                raise DataError("no such bundled sample file", file=name)
-            keys.append(st.load_bytes((Path(sample_dir) / name).read_bytes(), name=name, kind=SAMPLES[name][0]))
-        elif store_mod.is_dataset_key(v) and st.has_dataset(v):
-            keys.append(v)
-        else:
-            raise DataError("a chosen dataset is no longer in the server's cache: load it again in the Data panel")
+    keys = [PICKER.resolve(st, sample_dir, v) for v in (values if isinstance(values, (list, tuple)) else [values])]
     return list(dict.fromkeys(keys))
 
 
@@ -254,19 +210,12 @@ def get_entry(rs: results_mod.ResultStore, key: Any) -> dict | None:
 
 
 def save_session_view(cache, session_id: Any, view: Mapping) -> None:
-    if store_mod.is_session_id(session_id):
-        cache.set(SESSION_VIEW_PREFIX + session_id, json.dumps(dict(view), default=str), expire=VIEW_TTL_S)
+    shell.remember(cache, PANEL, session_id, view)
 
 
 def saved_view(cache, session_id: Any) -> dict | None:
-    if not store_mod.is_session_id(session_id):
-        return None
-    text = cache.get(SESSION_VIEW_PREFIX + session_id)
-    try:
-        view = json.loads(text) if isinstance(text, str) else None
-    except ValueError:
-        return None
-    return view if isinstance(view, dict) and results_mod.is_result_key(view.get("key")) else None
+    view = shell.recall(cache, PANEL, session_id)
+    return view if view is not None and results_mod.is_result_key(view.get("key")) else None
 
 
 def fit_outputs(st: store_mod.SessionStore, rs: results_mod.ResultStore, sample_dir: Path, *, trigger: Any,
@@ -319,35 +268,21 @@ def fit_outputs(st: store_mod.SessionStore, rs: results_mod.ResultStore, sample_
 
 
 def rows_component(rows: list[dict], *, table_id: str, caption: str | None = None) -> html.Div:
-    """A compact table (columns from the first row; "key" becomes the row's data-row, cells carry data-field)."""
-    if not rows:
-        return html.P("Nothing to list.", className="execal-empty text-muted mb-0 small", id=table_id)
-    cols = [c for c in rows[0] if c != "key"]
-    head = html.Thead(html.Tr([html.Th(c, scope="col") for c in cols]))
-    body = html.Tbody([html.Tr([html.Td(r.get(c, ""), **{"data-field": c}) for c in cols],
-                               **{"data-row": str(r.get("key", ""))}) for r in rows])
-    parts = ([html.Caption(caption, className="small text-muted")] if caption else []) + [head, body]
-    return html.Div(dbc.Table(parts, size="sm", striped=True, hover=True, id=table_id,
-                              className="execal-table mb-0 small"), className="table-responsive")
+    """A compact table of `rows` (`shell.rows_table`)."""
+    return shell.rows_table(rows, table_id=table_id, caption=caption or ("Nothing to list." if not rows else None),
+                            small=True)
 
 
 def status_component(entry: Mapping | None, message: str = CF.NO_RESULT, level: str | None = None) -> html.Div:
     if entry is None:
-        lvl = level or "secondary"
-        return html.Div(dbc.Alert(message, color=lvl, className="mb-0 execal-status"), id=_id("status-alert"),
-                        **{"data-level": "empty" if lvl == "secondary" else lvl})
+        return shell.empty_status(PANEL, message, level or "secondary")
     s = CF.status_summary(entry["result"], entry.get("regimes"))
     info = entry.get("regime_info") or {}
     details = list(s["details"])
     if info and not info.get("converged", True):
         details.insert(0, f"the Markov regime fit of {info['asset']} did not converge ({info['message']}): the "
                           "regime labels are unreliable")
-    children = [html.Strong(s["headline"], className="execal-status-headline d-block"),
-                html.Div(s["facts"], className="small")]
-    if details:
-        children.append(html.Ul([html.Li(d) for d in details], className="small mb-0 mt-1"))
-    return html.Div(dbc.Alert(children, color=s["level"], className="mb-0 execal-status"), id=_id("status-alert"),
-                    **{"data-level": s["level"]})
+    return shell.verdict_banner(PANEL, {**s, "details": details}, s["facts"])
 
 
 RENDER_CHILDREN = (STATUS, LEAD_LAG_TABLE, REGIME_TABLE, PARAMS)
@@ -355,9 +290,8 @@ RENDER_FIGURES = (HEATMAP, EPPS, LEAD_LAG, DCC_PATH, REGIME_FIG)
 
 
 def empty_outputs(message: str = CF.NO_RESULT, level: str | None = None) -> dict:
-    fig = empty_figure(message)
-    return {STATUS: status_component(None, message, level), LEAD_LAG_TABLE: None, REGIME_TABLE: None, PARAMS: None,
-            HEATMAP: fig, EPPS: fig, LEAD_LAG: fig, DCC_PATH: fig, REGIME_FIG: fig}
+    return shell.empty_outputs(message, graphs=RENDER_FIGURES, blanks=(LEAD_LAG_TABLE, REGIME_TABLE, PARAMS),
+                               status=(STATUS, PANEL), level=level or "secondary", as_json=True)
 
 
 def render_outputs(rs: results_mod.ResultStore, view: Any) -> dict:
@@ -392,39 +326,23 @@ def render_outputs(rs: results_mod.ResultStore, view: Any) -> dict:
 # --- layout ---------------------------------------------------------------------------------------
 
 
-def _field(text: str, control, control_id: str, help_text: Any = None, hidden_id: str | None = None) -> html.Div:
-    children = [dbc.Label(text, html_for=control_id, className="mb-1 small fw-semibold"), control]
-    if help_text is not None:
-        children.append(html.Small(help_text, className="form-text text-muted d-block"))
-    return html.Div(children, className="mb-3", id=hidden_id) if hidden_id else html.Div(children, className="mb-3")
+def _field(text: str, control, control_id: str, help_text: Any = None) -> html.Div:
+    return shell.field(text, control, control_id, help_text, compact=True)
 
 
 def _graph(graph_id: str) -> dcc.Loading:
-    return dcc.Loading(dcc.Graph(id=graph_id, figure=empty_figure(CF.NO_RESULT), config=GRAPH_CONFIG),
-                       type="circle", delay_show=300)
+    return shell.graph(graph_id, CF.NO_RESULT, height=None)
 
 
-def _card(title: str, body, about: str | None = None, width: dict | None = None) -> dbc.Col:
-    header = [html.H2(title, className="h6 mb-0")]
-    if about:
-        header.append(html.Small(about, className="text-muted"))
-    return dbc.Col(dbc.Card([dbc.CardHeader(header), dbc.CardBody(body, className="p-2")], className="h-100"),
-                   className="mb-3", **(width or {"lg": 6}))
-
-
-def sample_options(sample_dir: Path) -> list[dict]:
-    return [{"label": label, "value": SAMPLE_PREFIX + name} for name, (_, label) in SAMPLES.items()
-            if (Path(sample_dir) / name).is_file()]
+_card = shell.card_col
 
 
 def layout(app) -> dbc.Row:
     methods = method_choices()
     # the samples are offered from the start, so the default pick is a valid value before the
     # session's own datasets are listed
-    initial = sample_options(_settings_of(app).sample_dir)
-    settings_card = dbc.Card([
-        dbc.CardHeader(html.H2("Series and method", className="h6 mb-0")),
-        dbc.CardBody([
+    initial = sample_options(shell.get_settings(app).sample_dir)
+    settings_card = shell.card("Series and method", [
             _field("Series", dcc.Dropdown(id=SOURCES, options=initial, value=default_sources(DEFAULTS["method"]),
                                           multi=True, placeholder="two or more series"), SOURCES,
                    "trades or quotes for the tick methods, bars for the returns methods; a file with several "
@@ -445,16 +363,9 @@ def layout(app) -> dbc.Row:
                                                                   placeholder="the bar (e.g. 1h)"), FREQ),
             _field("Regimes", dbc.Switch(id=REGIMES, value=False, label="calm vs stressed correlation (Markov "
                                                                          "regimes of the first asset)"), REGIMES),
-        ]),
-    ], className="mb-3 execal-corr-settings")
-    run_card = dbc.Card(dbc.CardBody([
-        html.Div([dbc.Button("Compute", id=RUN, color="primary", className="me-2")],
-                 className="d-flex flex-wrap gap-2 align-items-center mb-2"),
-        dcc.Loading(html.P("", id=NOTE, role="status", className="small text-muted mb-0"), type="dot", delay_show=300),
-        dbc.Alert(id=ALERT, is_open=False, color="danger", dismissable=True, className="execal-error mt-2 mb-0"),
-        dcc.Store(id=VIEW, storage_type="memory"),
-    ]), className="mb-3")
-    status = dcc.Loading(html.Div(status_component(None), id=STATUS), type="dot", delay_show=300)
+    ], class_name="mb-3 execal-corr-settings")
+    run_card = shell.run_card(RUN, "Compute", note_id=NOTE, alert_id=ALERT, store_ids=(VIEW, SHOWN))
+    status = shell.slot(STATUS, status_component(None))
     figures_col = [
         run_card, status, html.Div(className="mb-3"),
         dbc.Row([_card("Correlation matrix", _graph(HEATMAP), "ticks: over the common window; DCC: the latest R_t"),
@@ -476,14 +387,15 @@ def layout(app) -> dbc.Row:
 
 
 def register_callbacks(app) -> None:
-    def stores():
-        return store_mod.get_store(app), results_mod.get_results(app)
+    st, rs = shell.stores(app)
+
+    def sample_dir() -> Path:
+        return shell.get_settings(app).sample_dir
 
     @app.callback(Output(SOURCES, "options"), Output(DATA_NOTE, "children"),
-                  Input(store_mod.SESSION_STORE_ID, "data"), Input(store_mod.ACTIVE_DATASET_ID, "data"))
+                  Input(shell.SESSION_STORE_ID, "data"), Input(shell.ACTIVE_DATASET_ID, "data"))
     def _sources(session_id, _active):
-        st, _ = stores()
-        options = source_options(st, _settings_of(app).sample_dir, session_id)
+        options = source_options(st, sample_dir(), session_id)
         return options, f"{len(options)} series source(s) available"
 
     @app.callback(Output(SOURCES, "value"), Input(METHOD, "value"), State(SOURCES, "value"),
@@ -496,22 +408,24 @@ def register_callbacks(app) -> None:
         return default_sources(method)
 
     @app.callback(Output(VIEW, "data"), Output(ALERT, "children"), Output(ALERT, "is_open"), Output(NOTE, "children"),
-                  Input(RUN, "n_clicks"), Input(store_mod.SESSION_STORE_ID, "data"),
+                  Input(RUN, "n_clicks"), Input(shell.SESSION_STORE_ID, "data"),
                   State(SOURCES, "value"), State(METHOD, "value"), State(PRICE, "value"), State(INTERVAL, "value"),
                   State(MAX_LAG, "value"), State(LAG_STEP, "value"), State(FREQ, "value"), State(REGIMES, "value"),
                   State(VIEW, "data"))
     def _fit(_clicks, session_id, sources, method, price, interval, max_lag, lag_step, freq, regimes, view):
-        st, rs = stores()
         form = {"method": method, "price": price, "interval": interval, "max_lag": max_lag, "lag_step": lag_step,
                 "freq": freq, "regimes": regimes}
-        out = fit_outputs(st, rs, _settings_of(app).sample_dir, trigger=ctx.triggered_id, session_id=session_id,
+        out = fit_outputs(st, rs, sample_dir(), trigger=ctx.triggered_id, session_id=session_id,
                           sources=sources, form=form, view=view)
         return out["view"], *out["alert"], out["note"]
 
-    @app.callback([Output(i, "children") for i in RENDER_CHILDREN] + [Output(i, "figure") for i in RENDER_FIGURES],
-                  Input(VIEW, "data"))
-    def _render(view):
-        if not (isinstance(view, dict) and view.get("key")):
+    @app.callback([Output(i, "children") for i in RENDER_CHILDREN] + [Output(i, "figure") for i in RENDER_FIGURES]
+                  + [Output(SHOWN, "data")],
+                  Input(VIEW, "data"), Input(shell.LOCATION_ID, "pathname"), State(SHOWN, "data"))
+    def _render(view, pathname, shown):
+        key = shell.result_key_of(view)
+        # hidden, the panel does no work; re-opened on what it already drew, it keeps it
+        if key is None or not shell.needs_render(PANEL, pathname, ctx.triggered_id, key, shown):
             raise PreventUpdate
-        out = render_outputs(stores()[1], view)
-        return [out[i] for i in RENDER_CHILDREN] + [out[i] for i in RENDER_FIGURES]
+        out = render_outputs(rs, view)
+        return [out[i] for i in RENDER_CHILDREN] + [out[i] for i in RENDER_FIGURES] + [key]

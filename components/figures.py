@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import copy
 import functools
+import html
 import textwrap
 from datetime import datetime
+from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
@@ -161,6 +163,31 @@ def plain_verdict(build):
     return wrapper
 
 
+# --- user text in figures ---------------------------------------------------------------------------
+# plotly.js draws legends, titles, annotations, tick labels and hover text through its own HTML-like
+# markup (<b>, <i>, <br>, <sup>, <span style=...>, <a href=...>): a symbol, venue, order id, segment or file
+# name from a user's file must reach it escaped, or it is read as markup (a link, a style) instead of text.
+
+
+def user_text(value: Any) -> str:
+    """A user's value made into plain text for plotly: & < > become &amp; &lt; &gt;, which plotly shows
+    as the characters. Quotes are left alone: plotly decodes no &quot; (it would show as such) and with
+    no '<' left no tag can form. Escape once, where a user value becomes a trace `name`, `text`, `meta`,
+    `customdata`, a category, a title or an annotation, never execal's own markup. A user value is never
+    concatenated into a `hovertemplate` either: plotly would read a '%{...}' in it as a variable; put it in
+    `meta` (shown by '%{meta}') or `customdata` instead."""
+    return html.escape(str(value), quote=False)
+
+
+_user_texts = np.frompyfunc(user_text, 1, 1)
+
+
+def user_texts(values: Iterable[Any]) -> np.ndarray:
+    """`user_text` of every value, as an object array (hover columns, category labels)."""
+    return np.asarray(_user_texts(np.asarray(values if isinstance(values, np.ndarray) else list(values),
+                                             dtype=object)), dtype=object)
+
+
 # --- figures ------------------------------------------------------------------------------------
 
 
@@ -188,13 +215,14 @@ def empty_message(figure) -> str:
 
 
 def empty_figure(message: str) -> go.Figure:
-    """The designed empty state of a chart: a blank plot area that says why it is blank (the message
-    wrapped to fit a third of the page; `empty_message(fig)` reads it back)."""
+    """The designed empty state of a chart: a blank plot area that says why it is blank (the message is
+    plain text, escaped for plotly since it may quote a user's file, and wrapped to fit a third of the page;
+    `empty_message(fig)` reads it back)."""
     # A validated go.Figure expands and checks plotly's whole template (~0.1 s each) and a page holds
     # ~25 empty states: the layout is validated once per process, each call copies that checked JSON
     # and only sets its own text (a plain string: nothing left to validate).
     spec = copy.deepcopy(_empty_figure_json())
-    spec["layout"]["annotations"][0]["text"] = wrap_message(message)
+    spec["layout"]["annotations"][0]["text"] = wrap_message(user_text(message))
     return go.Figure(spec, _validate=False)
 
 

@@ -24,7 +24,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from scipy import stats
 
-from execal.components.figures import empty_figure, plain_verdict
+from execal.components.figures import empty_figure, plain_verdict, user_text, user_texts
 
 SCATTERGL_THRESHOLD = 10_000          # points in one figure beyond which scatters use WebGL
 MAX_SCATTER_POINTS = 20_000           # rows a scatter draws at most
@@ -429,12 +429,12 @@ def _note(fig: go.Figure, text: str) -> None:
 
 def hover_columns(view: ResultView, index: np.ndarray) -> np.ndarray:
     """customdata of the drawn rows: [order id, time (UTC, to the second), size]; strings, so a hover
-    names the order as the user knows it."""
+    names the order as the user knows it (the id escaped: plotly reads markup in hover text)."""
     k = index.shape[0]
     if view.order_id is not None:
         ids = np.asarray(view.order_id.take(index) if hasattr(view.order_id, "take")
                          else np.asarray(view.order_id)[index], dtype=object)
-        ids = np.where(ids == None, "—", ids).astype(str)   # noqa: E711  (elementwise)
+        ids = user_texts(np.where(ids == None, "—", ids))   # noqa: E711  (elementwise)
     else:
         ids = np.full(k, "—", dtype=object)
     if view.time_ns is not None:
@@ -511,7 +511,7 @@ def predicted_vs_actual_figure(view: ResultView | None, index: np.ndarray | None
     fig = go.Figure()
     for i, (name, rows, custom) in enumerate(zip(plan.names, plan.rows, plan.hover)):
         fig.add_trace(cls(x=_f32(view.predicted_bps[rows]), y=_f32(view.observed_bps[rows]), mode="markers",
-                          name=name, customdata=custom, hovertemplate=HOVER_ORDER,
+                          name=user_text(name), customdata=custom, hovertemplate=HOVER_ORDER,
                           marker={"size": 4, "opacity": 0.55, "color": colour(i)}))
     lo, hi = _diagonal(view.predicted_bps)
     fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", name="45° (perfect)",
@@ -519,7 +519,7 @@ def predicted_vs_actual_figure(view: ResultView | None, index: np.ndarray | None
     _layout(fig, x_title="predicted cost (bps)", y_title="actual cost (bps)")
     fig.update_yaxes(range=plan.y_range)
     if title:
-        fig.update_layout(title={"text": title, "font": {"size": 13}})
+        fig.update_layout(title={"text": user_text(title), "font": {"size": 13}})
     _note(fig, _shown_note(plan.drawn, plan.total))
     return fig
 
@@ -548,20 +548,20 @@ def cost_vs_participation_figure(series: Sequence[CurveSeries] | None, *,
     for i, s, show in _drawn_series(series):
         drawn += 1
         c = colour(i)
+        name = user_text(s.name)          # a segment: the user's venue, symbol, ...
         fig.add_trace(go.Scatter(
-            x=s.centres[show], y=s.observed_mean[show], mode="markers", name=s.name,
-            legendgroup=s.name, marker={"color": c, "size": 7},
+            x=s.centres[show], y=s.observed_mean[show], mode="markers", name=name, meta=name,
+            legendgroup=name, marker={"color": c, "size": 7},
             error_y={"type": "data", "array": np.nan_to_num(s.observed_se[show]), "visible": True,
                      "color": c, "thickness": 1.2},
             customdata=s.count[show],
-            hovertemplate="Q/V %{x:.3g}<br>mean cost %{y:.3g} bps<br>%{customdata:,} orders"
-                          f"<extra>{s.name}</extra>"))
+            hovertemplate="Q/V %{x:.3g}<br>mean cost %{y:.3g} bps<br>%{customdata:,} orders<extra>%{meta}</extra>"))
         for label, curve in s.curves.items():
             style = {"color": c, "width": 2, "dash": "dot", **styles.get(label, {})}
             fig.add_trace(go.Scatter(
-                x=s.centres[show], y=curve[show], mode="lines", name=f"{s.name}: {label}",
-                legendgroup=s.name, showlegend=False, line=style,
-                hovertemplate="Q/V %{x:.3g}<br>" + label + " %{y:.3g} bps" + f"<extra>{s.name}</extra>"))
+                x=s.centres[show], y=curve[show], mode="lines", name=f"{name}: {label}", meta=name,
+                legendgroup=name, showlegend=False, line=style,
+                hovertemplate="Q/V %{x:.3g}<br>" + label + " %{y:.3g} bps<extra>%{meta}</extra>"))
     if drawn == 0:
         if all(not np.any(s.count) for s in series):
             return empty_figure(NO_COST)
@@ -876,7 +876,7 @@ def segment_parameter_figure(segmented, alpha: float = 0.05) -> go.Figure:
     if not names or not segmented.segments:
         return empty_figure("No free parameters or no segments to compare")
     fig = make_subplots(rows=1, cols=len(names), subplot_titles=names, horizontal_spacing=0.12)
-    labels = [segment_name(s.key) for s in segmented.segments]
+    labels = [user_text(segment_name(s.key)) for s in segmented.segments]     # categories: the user's values
     pooled_ci = pooled.conf_int(alpha)
     for j, p in enumerate(names, start=1):
         values = np.array([s.result.params[p] for s in segmented.segments])
@@ -900,7 +900,7 @@ def segment_parameter_figure(segmented, alpha: float = 0.05) -> go.Figure:
     title = ("H0: " + test.get("hypothesis", "segments share the parameters")
              + (" — " + ", ".join(parts) if parts else ""))
     fig.update_layout(template=TEMPLATE, height=FIGURE_HEIGHT, margin={"l": 50, "r": 12, "t": 70, "b": 60},
-                      title={"text": title, "font": {"size": 12}}, uirevision="keep")
+                      title={"text": user_text(title), "font": {"size": 12}}, uirevision="keep")
     _note(fig, f"dashed: pooled estimate; band: pooled {1 - alpha:.0%} CI; bars: segment {1 - alpha:.0%} CI")
     return fig
 

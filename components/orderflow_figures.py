@@ -23,7 +23,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from execal.components.figures import empty_figure
+from execal.components.figures import empty_figure, user_text
 from execal.components.impact_figures import PALETTE, TEMPLATE, format_number
 from execal.models.orderflow.analysis import PAPER_R2_10S, OrderFlowReport
 from execal.models.orderflow.result import window_label
@@ -52,7 +52,22 @@ def _finite(*arrays):
 
 
 def venue_name(v) -> str:
+    """'usdm BTCUSDT': the venue and symbol as the capture names them (tables; figures use `legend_name`)."""
     return f"{v.venue.removeprefix('binance-')} {v.symbol}"
+
+
+def legend_name(v) -> str:
+    """`venue_name` escaped for plotly (a capture's symbol is the user's text). A trace carries it as its
+    `meta` too, so a hover shows it by '%{meta}', never by pasting it into the template."""
+    return user_text(venue_name(v))
+
+
+def legend_group(v) -> str:
+    """The venue's legend group (its label, escaped like any user text in a figure)."""
+    return user_text(v.label)
+
+
+EXTRA = "<extra>%{meta}</extra>"     # the hover's side box: the trace's venue
 
 
 # --- the comparison table ------------------------------------------------------------------------
@@ -135,81 +150,78 @@ def ofi_scatter_figure(report: OrderFlowReport) -> go.Figure:
                 continue
             step = max(1, x.size // MAX_POINTS)
             fig.add_trace(go.Scattergl(
-                x=x[::step], y=y[::step], mode="markers", name=venue_name(v), legendgroup=v.label,
-                showlegend=c == 1, marker={"size": 4, "opacity": 0.45, "color": colour(i)},
-                hovertemplate="OFI %{x:.2f} × depth<br>Δmid %{y:.2f} bps<extra>" + venue_name(v) + "</extra>"),
-                row=1, col=c)
+                x=x[::step], y=y[::step], mode="markers", name=legend_name(v), meta=legend_name(v),
+                legendgroup=legend_group(v), showlegend=c == 1, marker={"size": 4, "opacity": 0.45, "color": colour(i)},
+                hovertemplate="OFI %{x:.2f} × depth<br>Δmid %{y:.2f} bps" + EXTRA), row=1, col=c)
             slope = res.params.get(f"beta_{lab}", math.nan) * depth
             alpha = res.metrics.get(f"alpha_bps_{lab}", 0.0)
             if math.isfinite(slope):
                 xs = np.array([x.min(), x.max()])
                 r2 = res.metrics.get(f"r2_{lab}", math.nan)
                 fig.add_trace(go.Scatter(
-                    x=xs, y=alpha + slope * xs, mode="lines", legendgroup=v.label, showlegend=False,
-                    line={"color": colour(i), "width": 2}, name=f"{venue_name(v)} fit",
-                    hovertemplate=f"{venue_name(v)}: β×depth {slope:.3g} bps, R² {r2:.2f}<extra></extra>"),
+                    x=xs, y=alpha + slope * xs, mode="lines", legendgroup=legend_group(v), showlegend=False,
+                    line={"color": colour(i), "width": 2}, name=f"{legend_name(v)} fit", meta=legend_name(v),
+                    hovertemplate=f"%{{meta}}: β×depth {slope:.3g} bps, R² {r2:.2f}<extra></extra>"),
                     row=1, col=c)
             fig.update_xaxes(title_text="OFI / avg best depth", row=1, col=c)
     fig.update_yaxes(title_text="Δmid (bps)", row=1, col=1)
     return _layout(fig)
 
 
-def beta_depth_figure(report: OrderFlowReport) -> go.Figure:
-    """β_j against average best depth AD_j per interval, log–log, with β = c·AD^(−λ) per venue."""
+def _log_log_figure(report: OrderFlowReport, model: str, points, law, *, hover: str, size: int, empty: str,
+                    x_title: str, y_title: str) -> go.Figure:
+    """Per venue with a `model` result: its points `points(res)` = (x, y) where both are positive (markers,
+    in the legend) and its fitted power law `law(res, x)` = (x, y, hover) or None (a line in its group)."""
     fig = go.Figure()
     drawn = False
     for i, v in enumerate(report.venues):
-        res = v.results.get("ofi")
+        res = v.results.get(model)
         if res is None:
             continue
-        b, d = _finite(res.curves["interval_beta"], res.curves["interval_depth"])
-        keep = (b > 0) & (d > 0)
+        x, y = (np.asarray(a, dtype=np.float64) for a in points(res))
+        keep = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
         if not keep.any():
             continue
         drawn = True
-        fig.add_trace(go.Scatter(x=d[keep], y=b[keep], mode="markers", name=venue_name(v), legendgroup=v.label,
-                                 marker={"color": colour(i), "size": 7},
-                                 hovertemplate="depth %{x:.3g}<br>β %{y:.3g} bps/unit<extra>"
-                                               + venue_name(v) + "</extra>"))
-        lam, c = res.params.get("depth_exponent", math.nan), res.params.get("depth_coef", math.nan)
-        if math.isfinite(lam) and math.isfinite(c):
-            xs = np.geomspace(d[keep].min(), d[keep].max(), 20)
-            fig.add_trace(go.Scatter(x=xs, y=c * xs ** (-lam), mode="lines", legendgroup=v.label, showlegend=False,
-                                     line={"color": colour(i)}, name=f"{venue_name(v)} fit",
-                                     hovertemplate=f"β ∝ depth^−{lam:.2f}<extra>{venue_name(v)}</extra>"))
+        fig.add_trace(go.Scatter(x=x[keep], y=y[keep], mode="markers", name=legend_name(v), meta=legend_name(v),
+                                 legendgroup=legend_group(v), marker={"color": colour(i), "size": size},
+                                 hovertemplate=hover + EXTRA))
+        fitted = law(res, x[keep])
+        if fitted is not None:
+            fig.add_trace(go.Scatter(x=fitted[0], y=fitted[1], mode="lines", legendgroup=legend_group(v),
+                                     showlegend=False, line={"color": colour(i)}, name=f"{legend_name(v)} fit",
+                                     meta=legend_name(v), hovertemplate=fitted[2] + EXTRA))
     if not drawn:
-        return empty_figure("No interval with a positive β to draw")
-    fig.update_xaxes(type="log", title_text="average best depth (base units)")
-    fig.update_yaxes(type="log", title_text="β (bps per unit of OFI)")
+        return empty_figure(empty)
+    fig.update_xaxes(type="log", title_text=x_title)
+    fig.update_yaxes(type="log", title_text=y_title)
     return _layout(fig)
+
+
+def beta_depth_figure(report: OrderFlowReport) -> go.Figure:
+    """β_j against average best depth AD_j per interval, log–log, with β = c·AD^(−λ) per venue."""
+    def law(res, depth):
+        lam, c = res.params.get("depth_exponent", math.nan), res.params.get("depth_coef", math.nan)
+        if not (math.isfinite(lam) and math.isfinite(c)):
+            return None
+        xs = np.geomspace(depth.min(), depth.max(), 20)
+        return xs, c * xs ** (-lam), f"β ∝ depth^−{lam:.2f}"
+
+    return _log_log_figure(report, "ofi", lambda res: (res.curves["interval_depth"], res.curves["interval_beta"]),
+                           law, hover="depth %{x:.3g}<br>β %{y:.3g} bps/unit", size=7,
+                           empty="No interval with a positive β to draw",
+                           x_title="average best depth (base units)", y_title="β (bps per unit of OFI)")
 
 
 def sign_memory_figure(report: OrderFlowReport) -> go.Figure:
     """The centred trade-sign autocorrelation ρ(ℓ) (positive lags), log–log, with ρ ∝ ℓ^(−γ)."""
-    fig = go.Figure()
-    drawn = False
-    for i, v in enumerate(report.venues):
-        res = v.results.get("propagator")
-        if res is None:
-            continue
-        lag, rho = res.curves["lag"][1:], res.curves["rho"][1:]
-        keep = rho > 0
-        if not keep.any():
-            continue
-        drawn = True
-        fig.add_trace(go.Scatter(x=lag[keep], y=rho[keep], mode="markers", name=venue_name(v), legendgroup=v.label,
-                                 marker={"color": colour(i), "size": 5},
-                                 hovertemplate="lag %{x}<br>ρ %{y:.3f}<extra>" + venue_name(v) + "</extra>"))
+    def law(res, _lags):
         gamma = res.params.get("gamma", math.nan)
-        if math.isfinite(gamma):
-            fig.add_trace(go.Scatter(x=lag, y=res.curves["rho_fit"], mode="lines", legendgroup=v.label,
-                                     showlegend=False, line={"color": colour(i)}, name=f"{venue_name(v)} fit",
-                                     hovertemplate=f"ρ ∝ ℓ^−{gamma:.2f}<extra>{venue_name(v)}</extra>"))
-    if not drawn:
-        return empty_figure("No sign autocorrelation to draw")
-    fig.update_xaxes(type="log", title_text="lag ℓ (orders)")
-    fig.update_yaxes(type="log", title_text="sign autocorrelation ρ(ℓ)")
-    return _layout(fig)
+        return (res.curves["lag"][1:], res.curves["rho_fit"], f"ρ ∝ ℓ^−{gamma:.2f}") if math.isfinite(gamma) else None
+
+    return _log_log_figure(report, "propagator", lambda res: (res.curves["lag"][1:], res.curves["rho"][1:]), law,
+                           hover="lag %{x}<br>ρ %{y:.3f}", size=5, empty="No sign autocorrelation to draw",
+                           x_title="lag ℓ (orders)", y_title="sign autocorrelation ρ(ℓ)")
 
 
 def propagator_figure(report: OrderFlowReport) -> go.Figure:
@@ -229,18 +241,18 @@ def propagator_figure(report: OrderFlowReport) -> go.Figure:
                 fig.add_trace(go.Scatter(x=np.concatenate([lag[1:], lag[1:][::-1]]),
                                          y=np.concatenate([hi[1:], lo[1:][::-1]]), fill="toself",
                                          fillcolor=colour(i), opacity=0.15, line={"width": 0}, hoverinfo="skip",
-                                         legendgroup=v.label, showlegend=False, name=f"{venue_name(v)} band"),
+                                         legendgroup=legend_group(v), showlegend=False, name=f"{legend_name(v)} band"),
                               row=1, col=c)
-            fig.add_trace(go.Scatter(x=lag[1:], y=y[1:], mode="lines", name=venue_name(v), legendgroup=v.label,
-                                     showlegend=c == 1, line={"color": colour(i), "width": 2},
-                                     hovertemplate=f"lag %{{x}}<br>{name} %{{y:.3f}} bps<extra>{venue_name(v)}</extra>"),
-                          row=1, col=c)
+            fig.add_trace(go.Scatter(x=lag[1:], y=y[1:], mode="lines", name=legend_name(v), meta=legend_name(v),
+                                     legendgroup=legend_group(v), showlegend=c == 1,
+                                     line={"color": colour(i), "width": 2},
+                                     hovertemplate=f"lag %{{x}}<br>{name} %{{y:.3f}} bps" + EXTRA), row=1, col=c)
             if fit and math.isfinite(res.params.get("kernel_beta", math.nan)):
-                fig.add_trace(go.Scatter(x=lag[1:], y=res.curves[fit], mode="lines", legendgroup=v.label,
+                fig.add_trace(go.Scatter(x=lag[1:], y=res.curves[fit], mode="lines", legendgroup=legend_group(v),
                                          showlegend=False, line={"color": colour(i), "dash": "dot"},
-                                         name=f"{venue_name(v)} power law",
-                                         hovertemplate=f"G ∝ ℓ^−{res.params['kernel_beta']:.2f}"
-                                                       f"<extra>{venue_name(v)}</extra>"), row=1, col=c)
+                                         name=f"{legend_name(v)} power law", meta=legend_name(v),
+                                         hovertemplate=f"G ∝ ℓ^−{res.params['kernel_beta']:.2f}" + EXTRA),
+                              row=1, col=c)
     fig.update_xaxes(type="log", title_text="lag ℓ (orders)")
     return _layout(fig)
 
@@ -263,17 +275,17 @@ def resilience_figure(report: OrderFlowReport) -> go.Figure:
             t0 = res.metrics.get(f"{what}_t0_s", 0.0)
             x = tau - t0
             keep = np.isfinite(curve) & (x > 0)
-            fig.add_trace(go.Scatter(x=x[keep], y=curve[keep], mode="lines", name=venue_name(v),
-                                     legendgroup=v.label, showlegend=c == 1, line={"color": colour(i), "width": 2},
-                                     hovertemplate="%{x:.2f} s: %{y:.2f}<extra>" + venue_name(v) + "</extra>"),
+            fig.add_trace(go.Scatter(x=x[keep], y=curve[keep], mode="lines", name=legend_name(v),
+                                     meta=legend_name(v), legendgroup=legend_group(v), showlegend=c == 1,
+                                     line={"color": colour(i), "width": 2},
+                                     hovertemplate="%{x:.2f} s: %{y:.2f}" + EXTRA),
                           row=1, col=c)
             h = res.params.get(f"{what}_half_life_s", math.nan)
             if fit is not None and math.isfinite(h):
-                fig.add_trace(go.Scatter(x=x[keep], y=fit[keep], mode="lines", legendgroup=v.label,
+                fig.add_trace(go.Scatter(x=x[keep], y=fit[keep], mode="lines", legendgroup=legend_group(v),
                                          showlegend=False, line={"color": colour(i), "dash": "dot"},
-                                         name=f"{venue_name(v)} fit",
-                                         hovertemplate=f"half-life {h:.3g} s<extra>{venue_name(v)}</extra>"),
-                              row=1, col=c)
+                                         name=f"{legend_name(v)} fit", meta=legend_name(v),
+                                         hovertemplate=f"half-life {h:.3g} s" + EXTRA), row=1, col=c)
     fig.add_hline(y=0.5, line={"color": "#adb5bd", "dash": "dash", "width": 1})
     fig.update_xaxes(type="log", title_text="seconds after the low / peak")
     return _layout(fig)

@@ -20,31 +20,27 @@ Shown: the status (every fit's verdict and warnings), the per-venue table beside
 function and the propagator kernel with their fits, the resilience curves, the liquidity-evaporation
 episodes; "Download JSON" gives what `execal orderflow` writes.
 
-Written like the other panels today (imports no panel and not the layout): `_LRU` is copied from
-diagnostics_panel and `_app_settings` from layout.get_settings (to move to the shared shell).
+Built on the shell (`execal.components.shell`: ids, settings and stores, the card / graph / table frame,
+the per-process LRU, upload decoding, the session's memory); a hidden panel draws nothing until opened.
 `store_uploads`, `source_options`, `fit_outputs`, `render_outputs` and `download_output` are the callbacks'
 bodies as plain functions (tests call them); `register_callbacks` only wires them.
 """
 from __future__ import annotations
 
-import base64
-import binascii
 import functools
 import hashlib
 import json
 import logging
-import threading
 import time
-from collections import OrderedDict
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import dash_bootstrap_components as dbc
 from dash import Input, Output, State, ctx, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
-from execal.components import figures
 from execal.components import orderflow_figures as OF
 from execal.components import results as results_mod
+from execal.components import shell
 from execal.components import store as store_mod
 from execal.models.core.errors import CalibrationError
 from execal.models.data.schema import DataError
@@ -52,37 +48,20 @@ from execal.models.orderflow.analysis import OrderFlowReport, analyse
 from execal.models.orderflow.data import load_venue
 from execal.models.orderflow.simulate import simulate_market
 
-log = logging.getLogger(__name__)
-
 PANEL = "orderflow"
 TITLE = "Order flow"
+_id = shell.ids_for(PANEL)
+log = logging.getLogger(__name__)
 
-
-def _id(name: str) -> str:
-    return f"{name}-{PANEL}"
-
-
-UPLOAD = _id("upload")
-UPLOAD_NOTE = _id("upload-note")
-SOURCES = _id("sources")
-WINDOWS = _id("windows")
-LEVELS = _id("levels")
-SHARE = _id("share")
-RUN = _id("run")
-DOWNLOAD_BUTTON = _id("download-button")
-DOWNLOAD = _id("download")
-NOTE = _id("note")
-ALERT = _id("alert")
-VIEW = _id("view")
-STATUS = _id("status")
-TABLE = _id("table")
-PAPER = _id("paper")
-OFI = _id("ofi")
-DEPTH = _id("depth")
-SIGNS = _id("signs")
-PROPAGATOR = _id("propagator")
-RESILIENCE = _id("resilience")
-EVAPORATION = _id("evaporation")
+# the settings form, the Analyse / Download card and the stores
+UPLOAD, UPLOAD_NOTE, SOURCES, WINDOWS, LEVELS, SHARE = _id("upload", "upload-note", "sources", "windows", "levels",
+                                                           "share")
+RUN, DOWNLOAD_BUTTON, DOWNLOAD, NOTE, ALERT = _id("run", "download-button", "download", "note", "alert")
+VIEW = _id("view")          # dcc.Store: {key, sources, settings}: the analysis on screen
+SHOWN = _id("shown")        # dcc.Store: the result key the figures were drawn for
+# what the panel shows
+STATUS, TABLE, PAPER, EVAPORATION = _id("status", "table", "paper", "evaporation")
+OFI, DEPTH, SIGNS, PROPAGATOR, RESILIENCE = _id("ofi", "depth", "signs", "propagator", "resilience")
 
 SAMPLE = "sample:synthetic"
 SAMPLE_LABEL = "sample: synthetic venue (seeded simulator, known truth)"
@@ -94,10 +73,9 @@ LEVEL_CHOICES = (5, 10, 20)
 DEFAULT_LEVELS = 10
 DEFAULT_SHARE = 0.5
 KEY_CAPTURE = "execal:orderflow:capture:"          # + sha256 -> raw capture bytes
-KEY_SESSION = "execal:orderflow:session:"          # + session id -> JSON list of {sha, name, bytes}
-KEY_VIEW = "execal:orderflow:view:"                # + session id -> the last view (JSON)
-TTL_S = 30 * 24 * 3600
-GRAPH_CONFIG = {"displaylogo": False, "responsive": True}
+# + session id -> JSON list of {sha, name, bytes} (the session's last view is `shell.remember`ed)
+KEY_CAPTURES = "execal:orderflow:captures:"
+TTL_S = shell.SESSION_MEMORY_TTL_S
 EVICTED = "This analysis is no longer in the server's cache: press Analyse again"
 
 
@@ -105,55 +83,13 @@ class SettingsError(ValueError):
     """A control holds a value the panel cannot use (named in the message)."""
 
 
-def _app_settings(app):
-    # copied from execal.components.layout.get_settings (a panel does not import the layout)
-    return app.server.extensions["execal_settings"]
-
-
-class _LRU:
-    """A tiny per-process LRU (copied from diagnostics_panel, to move to the shared shell)."""
-
-    def __init__(self, size: int):
-        self.size = size
-        self._items: OrderedDict[str, Any] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get_or_make(self, key: str, make: Callable[[], Any]) -> Any:
-        with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                return self._items[key]
-        value = make()
-        with self._lock:
-            self._items[key] = value
-            self._items.move_to_end(key)
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
-        return value
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-
-
 # --- captures in the private cache ---------------------------------------------------------------
-
-
-def decode_upload(contents: str, filename: str) -> bytes:
-    """The bytes of a dcc.Upload data URL ('data:<mime>;base64,<payload>')."""
-    head, sep, payload = (contents or "").partition(",")
-    if not sep or ";base64" not in head:
-        raise DataError("the upload did not arrive as a base64 data URL; try again", file=filename)
-    try:
-        return base64.b64decode(payload, validate=True)
-    except (binascii.Error, ValueError):
-        raise DataError("the upload was corrupted in transit (bad base64); try again", file=filename) from None
 
 
 def session_captures(cache, session_id: Any) -> list[dict]:
     if not store_mod.is_session_id(session_id):
         return []
-    text = cache.get(KEY_SESSION + session_id)
+    text = cache.get(KEY_CAPTURES + session_id)
     try:
         items = json.loads(text) if isinstance(text, str) else []
     except ValueError:
@@ -171,7 +107,7 @@ def store_uploads(cache, session_id: Any, contents: list | None, names: list | N
     stored, errors = [], []
     for raw_contents, name in zip(contents or [], names or []):
         try:
-            raw = decode_upload(raw_contents, name)
+            raw = shell.decode_upload(raw_contents, name)
             if len(raw) > max_bytes:
                 raise DataError(f"{len(raw) / 2**20:.1f} MB is over the upload limit of {max_bytes / 2**20:.0f} MB",
                                 file=name)
@@ -184,7 +120,7 @@ def store_uploads(cache, session_id: Any, contents: list | None, names: list | N
         cache.set(KEY_CAPTURE + sha, raw, expire=TTL_S)
         items = [c for c in items if c.get("sha") != sha] + [{"sha": sha, "name": str(name), "bytes": len(raw)}]
         stored.append(str(name))
-    cache.set(KEY_SESSION + session_id, json.dumps(items), expire=TTL_S)
+    cache.set(KEY_CAPTURES + session_id, json.dumps(items), expire=TTL_S)
     return stored, errors
 
 
@@ -264,7 +200,7 @@ def compute_report(cache, session_id: Any, values: list[str], settings: Mapping)
                    settings={"resilience": {"share": settings["share"]}})
 
 
-_reports = _LRU(4)
+_reports = shell.LRU(4)
 
 
 class _Missing(LookupError):
@@ -290,19 +226,12 @@ def get_report(rs: results_mod.ResultStore, key: Any) -> OrderFlowReport | None:
 
 
 def save_view(cache, session_id: Any, view: Mapping) -> None:
-    if store_mod.is_session_id(session_id):
-        cache.set(KEY_VIEW + session_id, json.dumps(dict(view)), expire=TTL_S)
+    shell.remember(cache, PANEL, session_id, view)
 
 
 def saved_view(cache, session_id: Any) -> dict | None:
-    if not store_mod.is_session_id(session_id):
-        return None
-    text = cache.get(KEY_VIEW + session_id)
-    try:
-        view = json.loads(text) if isinstance(text, str) else None
-    except ValueError:
-        return None
-    return view if isinstance(view, dict) and results_mod.is_result_key(view.get("key")) else None
+    view = shell.recall(cache, PANEL, session_id)
+    return view if view is not None and results_mod.is_result_key(view.get("key")) else None
 
 
 def fit_outputs(rs: results_mod.ResultStore, *, trigger: Any, session_id: Any, sources: Any, windows: Any,
@@ -348,28 +277,13 @@ FIGURES = (OFI, DEPTH, SIGNS, PROPAGATOR, RESILIENCE)
 SLOTS = (STATUS, TABLE, PAPER, EVAPORATION)
 
 
-@functools.lru_cache(maxsize=8)
-def empty_state_figure(message: str) -> dict:
-    return figures.empty_figure(message).to_plotly_json()
-
-
-def _empty(message: str) -> html.P:
-    return html.P(message, className="execal-empty text-muted mb-0")
-
-
 def rows_component(rows: list[dict], *, table_id: str, caption: str | None = None) -> html.Div:
-    """A compact table (columns from the first row; its "key" becomes data-row, every cell carries
-    data-field)."""
-    cols = [c for c in rows[0] if c != "key"]
-    head = html.Thead(html.Tr([html.Th(c, scope="col", className="text-nowrap") for c in cols]))
-    body = html.Tbody([html.Tr([html.Td(r.get(c, ""), className="text-nowrap", **{"data-field": c}) for c in cols],
-                               **{"data-row": str(r.get("key", ""))}) for r in rows])
-    parts = ([html.Caption(caption, className="small text-muted")] if caption else []) + [head, body]
-    return html.Div(dbc.Table(parts, size="sm", striped=True, hover=True, id=table_id,
-                              className="execal-table mb-0 small"), className="table-responsive")
+    """A compact table of `rows` (`shell.rows_table`) whose cells never wrap."""
+    return shell.rows_table(rows, table_id=table_id, caption=caption, nowrap=rows[0] if rows else (), small=True)
 
 
 def status_component(report: OrderFlowReport) -> html.Div:
+    """The verdict, with the analysis's warnings folded under it."""
     s = OF.status_summary(report)
     children = [html.Strong(s["headline"], className="execal-status-headline d-block")]
     if s["details"]:
@@ -378,21 +292,13 @@ def status_component(report: OrderFlowReport) -> html.Div:
         children.append(html.Details([html.Summary(f"{len(s['warnings'])} warning(s)", className="small"),
                                       html.Ul([html.Li(w) for w in s["warnings"]], className="small mb-0")],
                                      id=_id("warnings")))
-    return html.Div(dbc.Alert(children, color=s["level"], className="mb-0 execal-status"),
-                    id=_id("status-alert"), **{"data-level": s["level"]})
-
-
-def empty_status(message: str, *, level: str = "secondary") -> html.Div:
-    return html.Div(dbc.Alert(message, color=level, className="mb-0 execal-status"), id=_id("status-alert"),
-                    **{"data-level": "empty" if level == "secondary" else level})
+    return shell.status_banner(PANEL, children, s["level"])
 
 
 def empty_outputs(message: str, *, level: str = "secondary") -> dict:
-    fig = empty_state_figure(message)
-    out = {STATUS: empty_status(message, level=level), TABLE: _empty(message), PAPER: None, EVAPORATION: None,
-           "download_disabled": True}
-    out.update({f: fig for f in FIGURES})
-    return out
+    return {**shell.empty_outputs(message, graphs=FIGURES, texts=(TABLE,), blanks=(PAPER, EVAPORATION),
+                                  status=(STATUS, PANEL), level=level, as_json=True),
+            "download_disabled": True}
 
 
 def render_outputs(rs: results_mod.ResultStore, view: Any) -> dict:
@@ -410,7 +316,7 @@ def render_outputs(rs: results_mod.ResultStore, view: Any) -> dict:
             PAPER: html.P(OF.paper_note(report), className="small text-muted mb-0 mt-2", id=_id("paper-note")),
             EVAPORATION: (rows_component(evap, table_id=_id("evaporation-table"),
                                          caption="depth below 30 % of its usual level for ≥ 1 s, not taken by trades")
-                          if evap else _empty("No liquidity-evaporation episode on these venues.")),
+                          if evap else shell.empty_text("No liquidity-evaporation episode on these venues.")),
             OFI: OF.ofi_scatter_figure(report), DEPTH: OF.beta_depth_figure(report),
             SIGNS: OF.sign_memory_figure(report), PROPAGATOR: OF.propagator_figure(report),
             RESILIENCE: OF.resilience_figure(report), "download_disabled": False,
@@ -436,68 +342,48 @@ def download_output(rs: results_mod.ResultStore, view: Any) -> dict:
 # --- layout ---------------------------------------------------------------------------------------
 
 
-def _label(text: str, control_id: str) -> list:
-    return [dbc.Label(text, html_for=control_id, className="mb-1 small fw-semibold")]
-
-
 def _field(text: str, control, control_id: str, help_text: Any = None) -> html.Div:
-    return html.Div(_label(text, control_id) + [control] + ([help_text] if help_text is not None else []),
-                    className="mb-3")
+    return shell.field(text, control, control_id, help_text, compact=True)
 
 
 def _graph(graph_id: str) -> dcc.Loading:
-    return dcc.Loading(dcc.Graph(id=graph_id, figure=empty_state_figure(OF.NO_REPORT), config=GRAPH_CONFIG,
-                                 style={"height": f"{OF.FIGURE_HEIGHT_PX}px"}), type="circle", delay_show=300)
+    return shell.graph(graph_id, OF.NO_REPORT, height=OF.FIGURE_HEIGHT_PX)
 
 
-def _card(title: str, body, about: str | None = None, width: dict | None = None) -> dbc.Col:
-    header = [html.H2(title, className="h6 mb-0")]
-    if about:
-        header.append(html.Small(about, className="text-muted"))
-    return dbc.Col(dbc.Card([dbc.CardHeader(header), dbc.CardBody(body, className="p-2")], className="h-100"),
-                   className="mb-3", **(width or {"lg": 6}))
+_card = shell.card_col
 
 
 def _slot(slot_id: str, empty: bool = True) -> dcc.Loading:
-    return dcc.Loading(html.Div(_empty(OF.NO_REPORT) if empty else None, id=slot_id), type="dot", delay_show=300)
+    return shell.slot(slot_id, OF.NO_REPORT if empty else None)
 
 
 def layout(app) -> dbc.Row:
-    settings_card = dbc.Card([
-        dbc.CardHeader(html.H2("Captures and settings", className="h6 mb-0")),
-        dbc.CardBody([
-            html.Div(_label("Binance raw captures", UPLOAD) + [
-                dcc.Upload(id=UPLOAD, multiple=True, className="execal-upload",
-                           children=html.Div(["Drop capture files (.gz) here or ", html.A("choose files")]),
-                           style={"borderWidth": "1px", "borderStyle": "dashed", "borderRadius": "6px",
-                                  "padding": "10px", "textAlign": "center"}),
-                html.Small("one file per venue and symbol: <receive ns> <json> lines, REST snapshot + depth "
-                           "diffs + trades (hftbacktest's recorder format)", className="form-text d-block"),
-                html.P("", id=UPLOAD_NOTE, className="small mb-0 mt-1", role="status")], className="mb-3"),
-            _field("Venues to analyse", dbc.Checklist(id=SOURCES, options=[], value=[]), SOURCES),
-            _field("Windows", dbc.Checklist(id=WINDOWS, value=list(DEFAULT_WINDOWS), inline=True, persistence=True,
-                                            persistence_type="local",
-                                            options=[{"label": w, "value": w} for w in WINDOW_CHOICES]), WINDOWS,
-                   html.Small("Δmid on OFI and Kyle's λ over each window", className="form-text")),
-            _field("Book levels", dbc.Select(id=LEVELS, value=str(DEFAULT_LEVELS), persistence=True,
-                                             persistence_type="local",
-                                             options=[{"label": str(n), "value": str(n)} for n in LEVEL_CHOICES]),
-                   LEVELS, html.Small("multi-level OFI and the depth a sweep is measured on", className="form-text")),
-            _field("Sweep share of depth", dbc.Input(id=SHARE, type="number", value=DEFAULT_SHARE, min=0.05, max=10,
-                                                     step=0.05, persistence=True, persistence_type="local"), SHARE,
-                   html.Small("an order larger than this share of the depth it hits is a sweep", className="form-text")),
-        ]),
-    ], className="mb-3 execal-orderflow-settings")
-    run_card = dbc.Card(dbc.CardBody([
-        html.Div([dbc.Button("Analyse", id=RUN, color="primary", className="me-2"),
-                  dbc.Button("Download JSON", id=DOWNLOAD_BUTTON, color="secondary", outline=True, disabled=True)],
-                 className="d-flex flex-wrap gap-2 align-items-center mb-2"),
-        dcc.Loading(html.P("", id=NOTE, role="status", className="small text-muted mb-0"), type="dot", delay_show=300),
-        dbc.Alert(id=ALERT, is_open=False, color="danger", dismissable=True, className="execal-error mt-2 mb-0"),
-        dcc.Download(id=DOWNLOAD),
-        dcc.Store(id=VIEW, storage_type="memory"),
-    ]), className="mb-3")
-    status = dcc.Loading(html.Div(empty_status(OF.NO_REPORT), id=STATUS), type="dot", delay_show=300)
+    upload = dcc.Upload(id=UPLOAD, multiple=True, className="execal-upload",
+                        children=html.Div(["Drop capture files (.gz) here or ", html.A("choose files")]),
+                        style={"borderWidth": "1px", "borderStyle": "dashed", "borderRadius": "6px",
+                               "padding": "10px", "textAlign": "center"})
+    upload_help = html.Div([
+        html.Small("one file per venue and symbol: <receive ns> <json> lines, REST snapshot + depth diffs + trades "
+                   "(hftbacktest's recorder format)", className="form-text d-block"),
+        html.P("", id=UPLOAD_NOTE, className="small mb-0 mt-1", role="status")])
+    settings_card = shell.card("Captures and settings", [
+        _field("Binance raw captures", upload, UPLOAD, upload_help),
+        _field("Venues to analyse", dbc.Checklist(id=SOURCES, options=[], value=[]), SOURCES),
+        _field("Windows", dbc.Checklist(id=WINDOWS, value=list(DEFAULT_WINDOWS), inline=True, persistence=True,
+                                        persistence_type="local",
+                                        options=[{"label": w, "value": w} for w in WINDOW_CHOICES]), WINDOWS,
+               "Δmid on OFI and Kyle's λ over each window"),
+        _field("Book levels", dbc.Select(id=LEVELS, value=str(DEFAULT_LEVELS), persistence=True,
+                                         persistence_type="local",
+                                         options=[{"label": str(n), "value": str(n)} for n in LEVEL_CHOICES]),
+               LEVELS, "multi-level OFI and the depth a sweep is measured on"),
+        _field("Sweep share of depth", dbc.Input(id=SHARE, type="number", value=DEFAULT_SHARE, min=0.05, max=10,
+                                                 step=0.05, persistence=True, persistence_type="local"), SHARE,
+               "an order larger than this share of the depth it hits is a sweep"),
+    ], class_name="mb-3 execal-orderflow-settings")
+    run_card = shell.run_card(RUN, "Analyse", note_id=NOTE, alert_id=ALERT,
+                              download=(DOWNLOAD_BUTTON, DOWNLOAD, "Download JSON"), store_ids=(VIEW, SHOWN))
+    status = shell.slot(STATUS, shell.empty_status(PANEL, OF.NO_REPORT))
     figures_col = [
         run_card, status, html.Div(className="mb-3"),
         dbc.Row([_card("Venues side by side", [_slot(TABLE), _slot(PAPER, empty=False)],
@@ -523,57 +409,50 @@ def layout(app) -> dbc.Row:
 
 
 def register_callbacks(app) -> None:
-    def results():
-        return results_mod.get_results(app)
+    _, rs = shell.stores(app)
 
     @app.callback(
         Output(SOURCES, "options"), Output(SOURCES, "value"), Output(UPLOAD_NOTE, "children"),
-        Input(store_mod.SESSION_STORE_ID, "data"), Input(UPLOAD, "contents"),
+        Input(shell.SESSION_STORE_ID, "data"), Input(UPLOAD, "contents"),
         State(UPLOAD, "filename"), State(SOURCES, "value"),
     )
     def _sources(session_id, contents, names, current):
-        cache = results().cache
         note = ""
         fresh = ctx.triggered_id == UPLOAD and bool(contents)
         if fresh:
             try:
-                stored, errors = store_uploads(cache, session_id, contents, names,
-                                               _app_settings(app).max_upload_bytes)
+                stored, errors = store_uploads(rs.cache, session_id, contents, names,
+                                               shell.get_settings(app).max_upload_bytes)
             except DataError as err:
                 stored, errors = [], [str(err)]
             note = html.Span([html.Span(f"Kept {len(stored)} capture(s). " if stored else ""),
                               *[html.Span(e, className="text-danger d-block") for e in errors]])
-        options = source_options(cache, session_id)
+        options = source_options(rs.cache, session_id)
         return options, chosen_sources(options, current, fresh), note
 
     @app.callback(
         Output(VIEW, "data"), Output(ALERT, "children"), Output(ALERT, "is_open"), Output(NOTE, "children"),
-        Input(RUN, "n_clicks"), Input(store_mod.SESSION_STORE_ID, "data"),
+        Input(RUN, "n_clicks"), Input(shell.SESSION_STORE_ID, "data"),
         State(SOURCES, "value"), State(WINDOWS, "value"), State(LEVELS, "value"), State(SHARE, "value"),
         State(VIEW, "data"),
     )
     def _fit(_clicks, session_id, sources, windows, levels, share, view):
-        out = fit_outputs(results(), trigger=ctx.triggered_id, session_id=session_id, sources=sources,
+        out = fit_outputs(rs, trigger=ctx.triggered_id, session_id=session_id, sources=sources,
                           windows=windows, levels=levels, share=share, view=view)
         return out["view"], *out["alert"], out["note"]
 
     @app.callback(
         [Output(i, "children") for i in SLOTS] + [Output(i, "figure") for i in FIGURES]
-        + [Output(DOWNLOAD_BUTTON, "disabled")],
-        Input(VIEW, "data"),
+        + [Output(DOWNLOAD_BUTTON, "disabled"), Output(SHOWN, "data")],
+        Input(VIEW, "data"), Input(shell.LOCATION_ID, "pathname"), State(SHOWN, "data"),
     )
-    def _render(view):
-        if not isinstance(view, dict):
+    def _render(view, pathname, shown):
+        key = shell.result_key_of(view)
+        # hidden, the panel does no work; re-opened on what it already drew, it keeps it
+        if key is None or not shell.needs_render(PANEL, pathname, ctx.triggered_id, key, shown):
             raise PreventUpdate
-        out = render_outputs(results(), view)
-        return [out[i] for i in SLOTS] + [out[i] for i in FIGURES] + [out["download_disabled"]]
+        out = render_outputs(rs, view)
+        return [out[i] for i in SLOTS] + [out[i] for i in FIGURES] + [out["download_disabled"], key]
 
-    @app.callback(
-        Output(DOWNLOAD, "data"), Output(ALERT, "children", allow_duplicate=True),
-        Output(ALERT, "is_open", allow_duplicate=True),
-        Input(DOWNLOAD_BUTTON, "n_clicks"), State(VIEW, "data"),
-        prevent_initial_call=True,
-    )
-    def _download(_clicks, view):
-        out = download_output(results(), view)
-        return out["download"], *out["alert"]
+    shell.register_download(app, button_id=DOWNLOAD_BUTTON, download_id=DOWNLOAD, alert_id=ALERT, view_id=VIEW,
+                            make=lambda view: download_output(rs, view))

@@ -33,6 +33,9 @@ frame: one look for every card (pure layout builders, no callbacks)
     `status_banner(PANEL, children, level)`, `empty_status(PANEL, message)`, `verdict_banner(...)`,
     `field(label, control, control_id, help)`, `section(title, children)`, `rows_table(rows, ...)`.
     Style constants: `GRAPH_CONFIG`, `FIGURE_HEIGHT_PX`, `LOADING_DELAY_MS`, `EMPTY_CLASS`, `LEVEL_RANK`.
+plain runs (a computation quick enough for an ordinary callback)
+    `run_card(run_id, label, note_id=, alert_id=, download=(button, download, label), store_ids=)`,
+    `register_download(app, button_id=, download_id=, alert_id=, view_id=, make=)`.
 background jobs (a Run / Cancel / progress card and its background callback)
     `JobIds.of(_id)`, `job_card(ids, run_label, store_ids=())`, `job_callback_kwargs(ids)`,
     `JobProgress(set_progress)`, `job_stores(app)`, `register_cancel_note(app, ids, message)`.
@@ -40,7 +43,7 @@ per-process cache
     `LRU(size).get_or_make(key, make)`: what a worker prepares once per result; `clear_process_caches()`.
 data sources
     `DatasetPicker(kinds, samples, missing, ...)`: the "which data" picker of a panel that reads another
-    kind than the active dataset (`.options`, `.choose`, `.resolve`; bundled samples load without
+    kind than the active dataset (`.options`, `.choose`, `.resolve`, `.sample_options`; bundled samples load without
     becoming the session's active dataset); `SAMPLE_PREFIX`, `sample_value(name)`.
 uploads
     `decode_upload(contents, filename)`: the bytes of a dcc.Upload data URL (DataError when garbled); a
@@ -64,7 +67,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, NamedTuple
 
 import dash_bootstrap_components as dbc
-from dash import Input, Output, dcc, html
+from dash import Input, Output, State, dcc, html
 from dash.exceptions import PreventUpdate
 
 from execal.components import figures
@@ -357,6 +360,41 @@ def rows_table(rows: list[dict], *, table_id: str | None = None, caption: str | 
     return html.Div(table, className="table-responsive")
 
 
+# --- a plain Run card (a computation quick enough for an ordinary callback) --------------------------
+
+
+def run_card(run_id: str, run_label: str, *, note_id: str, alert_id: str,
+             download: tuple[str, str, str] | None = None, store_ids: Iterable[str] = ()) -> dbc.Card:
+    """The Run button (and, with `download` = (button id, dcc.Download id, label), a Download button that
+    starts disabled), a status note in a spinner, an error alert and the panel's memory dcc.Stores."""
+    buttons = [dbc.Button(run_label, id=run_id, color="primary", className="me-2")]
+    extra: list = []
+    if download is not None:
+        button_id, download_id, label = download
+        buttons.append(dbc.Button(label, id=button_id, color="secondary", outline=True, disabled=True))
+        extra.append(dcc.Download(id=download_id))
+    return dbc.Card(dbc.CardBody([
+        html.Div(buttons, className="d-flex flex-wrap gap-2 align-items-center mb-2"),
+        dcc.Loading(html.P("", id=note_id, role="status", className="small text-muted mb-0"), type="dot",
+                    delay_show=LOADING_DELAY_MS),
+        dbc.Alert(id=alert_id, is_open=False, color="danger", dismissable=True, className="execal-error mt-2 mb-0"),
+        *extra,
+        *[dcc.Store(id=i, storage_type="memory") for i in store_ids],
+    ]), className="mb-3")
+
+
+def register_download(app, *, button_id: str, download_id: str, alert_id: str, view_id: str,
+                      make: Callable[[Any], Mapping]) -> None:
+    """Pressing the Download button of a `run_card` sends `make(view)["download"]` (dcc.Download data or
+    no_update) and sets the alert to `make(view)["alert"]` = (text, open)."""
+    @app.callback(Output(download_id, "data"), Output(alert_id, "children", allow_duplicate=True),
+                  Output(alert_id, "is_open", allow_duplicate=True),
+                  Input(button_id, "n_clicks"), State(view_id, "data"), prevent_initial_call=True)
+    def _download(_clicks, view):
+        out = make(view)
+        return out["download"], *out["alert"]
+
+
 # --- background jobs --------------------------------------------------------------------------------
 
 
@@ -498,10 +536,18 @@ class DatasetPicker:
     samples: Mapping[str, str]
     missing: str                                    # DataError message when nothing is chosen
     label: str = "{source} ({kind}, {rows:,} rows)"
-    sample_kind: str | None = None                  # the kind a sample is loaded as (None: detected)
+    # the kind a sample is loaded as (None: detected; a mapping: per sample file name)
+    sample_kind: str | Mapping[str, str] | None = None
+    sample_label: str = "sample: {name}{note}"      # a sample's option label ({note}: its `samples` value)
 
     def available_samples(self, sample_dir: Path) -> list[str]:
         return [n for n in self.samples if (Path(sample_dir) / n).is_file()]
+
+    def sample_options(self, sample_dir: Path) -> list[dict]:
+        """The options of the bundled samples present in `sample_dir` (no store needed: a layout's first
+        options, valid before the session's datasets are listed)."""
+        return [{"label": self.sample_label.format(name=name, note=self.samples[name]), "value": sample_value(name)}
+                for name in self.available_samples(sample_dir)]
 
     def options(self, st: store_mod.SessionStore, sample_dir: Path, session_id: Any,
                 active: Mapping | None) -> tuple[list[dict], str | None]:
@@ -522,9 +568,7 @@ class DatasetPicker:
             options.append({"label": tag + self.label.format(**info), "value": key})
             if key == active_key:
                 default = key
-        samples = self.available_samples(sample_dir)
-        for name in samples:
-            options.append({"label": f"sample: {name}{self.samples[name]}", "value": sample_value(name)})
+        options += self.sample_options(sample_dir)
         if default is None and options:
             first = sample_value(next(iter(self.samples)))
             default = first if any(o["value"] == first for o in options) else options[0]["value"]
@@ -553,7 +597,8 @@ class DatasetPicker:
             name = source[len(SAMPLE_PREFIX):]
             if name not in self.available_samples(sample_dir):
                 raise DataError("no such bundled sample file", file=name)
-            return st.load_bytes((Path(sample_dir) / name).read_bytes(), name=name, kind=self.sample_kind)
+            kind = self.sample_kind.get(name) if isinstance(self.sample_kind, Mapping) else self.sample_kind
+            return st.load_bytes((Path(sample_dir) / name).read_bytes(), name=name, kind=kind)
         if not store_mod.is_dataset_key(source):
             raise DataError(self.missing)
         if not st.has_dataset(source):

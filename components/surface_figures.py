@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from execal.components.figures import empty_figure, plain_verdict
+from execal.components.figures import empty_figure, plain_verdict, user_texts
 from execal.components.impact_figures import PALETTE, TEMPLATE, format_number
 from execal.models.surface.svi import SVI_PARAMS, VOL_PTS, svi_derivatives
 
@@ -232,7 +232,7 @@ def smiles_figure(view: SurfaceView | None, expiries: Sequence[str] | None = Non
         ask = VOL_PTS * pts["iv_ask"].to_numpy(np.float64)
         model = VOL_PTS * pts["iv_model"].to_numpy(np.float64)
         custom = np.column_stack([pts["strike"].to_numpy(np.float64),
-                                  pts["option_type"].astype(str).to_numpy(dtype=object),
+                                  user_texts(pts["option_type"].astype(str)),
                                   bid, ask, model, pts["error_vol_pts"].to_numpy(np.float64)])
         traces.append({"type": "scatter", "x": pts["k"].to_numpy(np.float64), "y": mid, "mode": "markers",
                        "xaxis": xref, "yaxis": yref, "name": "market mid (bars: bid/ask IV)",

@@ -592,17 +592,9 @@ def layout(app) -> dbc.Row:
             options=[{"label": m.label, "value": n} for n, m in pricing_models().items()]),
             PRICING, _details("what is calibrated", [(m.name, m.formula) for m in pricing_models().values()])),
     ], class_name="mb-3 execal-surface-settings")
-    run_card = dbc.Card(dbc.CardBody([
-        html.Div([dbc.Button("Fit surface", id=RUN, color="primary", className="me-2"),
-                  dbc.Button("Download surface config (JSON)", id=DOWNLOAD_BUTTON, color="secondary", outline=True,
-                             disabled=True)], className="d-flex flex-wrap gap-2 align-items-center mb-2"),
-        dcc.Loading(html.P("", id=NOTE, role="status", className="small text-muted mb-0"), type="dot",
-                    delay_show=300),
-        dbc.Alert(id=ALERT, is_open=False, color="danger", dismissable=True, className="execal-error mt-2 mb-0"),
-        dcc.Download(id=DOWNLOAD),
-        dcc.Store(id=VIEW, storage_type="memory"),
-        dcc.Store(id=SEEN, storage_type="memory"),
-    ]), className="mb-3")
+    run_card = shell.run_card(RUN, "Fit surface", note_id=NOTE, alert_id=ALERT,
+                              download=(DOWNLOAD_BUTTON, DOWNLOAD, "Download surface config (JSON)"),
+                              store_ids=(VIEW, SEEN))
     status = shell.slot(STATUS, empty_status(EMPTY_MESSAGE))
     smiles_body = [
         _field("Smiles of", dcc.Dropdown(id=EXPIRIES, options=[], value=[], multi=True,
@@ -721,13 +713,5 @@ def register_callbacks(app) -> None:
             raise PreventUpdate
         return smiles_output(stores()[1], view, expiries)
 
-    @app.callback(
-        Output(DOWNLOAD, "data"), Output(ALERT, "children", allow_duplicate=True),
-        Output(ALERT, "is_open", allow_duplicate=True),
-        Input(DOWNLOAD_BUTTON, "n_clicks"), State(VIEW, "data"),
-        prevent_initial_call=True,
-    )
-    def _download(_clicks, view):
-        st, rs = stores()
-        out = download_output(st, rs, view)
-        return out["download"], *out["alert"]
+    shell.register_download(app, button_id=DOWNLOAD_BUTTON, download_id=DOWNLOAD, alert_id=ALERT, view_id=VIEW,
+                            make=lambda view: download_output(*stores(), view))

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from execal.components.figures import empty_figure, plain_verdict
+from execal.components.figures import empty_figure, plain_verdict, user_text
 from execal.components.impact_figures import PALETTE, downsample_index, format_number
 from execal.models.core.registry import MODELS
 from execal.models.vol.regimes import REGIME_NAMES
@@ -255,7 +255,8 @@ def price_regime_figure(t_ns: np.ndarray | None, close: np.ndarray | None, *, ba
     _layout(fig, y_title="", height=PRICE_HEIGHT)
     fig.update_layout(
         yaxis={"range": [0, 1], "visible": False, "fixedrange": True},
-        yaxis2={"overlaying": "y", "side": "left", "title": {"text": f"close{f' ({symbol})' if symbol else ''}"},
+        yaxis2={"overlaying": "y", "side": "left",
+                "title": {"text": f"close{f' ({user_text(symbol)})' if symbol else ''}"},
                 "showgrid": True},
         hovermode="x unified")
     notes = [_drawn_note(int(idx.shape[0]), int(t.shape[0]), "bars")]

@@ -8,18 +8,13 @@ import re
 
 import pytest
 
-from browser_utils import ARTIFACTS, browser, gunicorn_app, page  # noqa: F401  (fixtures)
+from browser_utils import browser, gunicorn_app, page  # noqa: F401  (fixtures)
+from browser_utils import expect_text, save_screenshot, unlabelled_controls
 from execal.components import corr_panel as cp
 
 pytestmark = pytest.mark.browser
 
 STATUS = f"#{cp.STATUS} .execal-status"
-
-
-def expect_text(locator, pattern: str, timeout: float = 60_000):
-    from playwright.sync_api import expect
-
-    expect(locator).to_have_text(re.compile(pattern), timeout=timeout)
 
 
 def test_hy_then_dcc_with_regimes_and_reload(page, gunicorn_app):
@@ -30,7 +25,7 @@ def test_hy_then_dcc_with_regimes_and_reload(page, gunicorn_app):
     # compute from the keyboard
     page.locator(f"#{cp.RUN}").focus()
     page.keyboard.press("Enter")
-    expect_text(page.locator(f"{STATUS} .execal-status-headline"), r"^Hayashi–Yoshida: done")
+    expect_text(page.locator(f"{STATUS} .execal-status-headline"), r"^Hayashi–Yoshida: done", 60_000)
     # HY on this sample leaves [-1, 1] (stale tick prices): the status says why instead of a silent number
     assert page.locator(f"#{cp._id('status-alert')}").get_attribute("data-level") == "warning"
     assert "positively autocorrelated" in page.locator(STATUS).inner_text()
@@ -44,29 +39,24 @@ def test_hy_then_dcc_with_regimes_and_reload(page, gunicorn_app):
     assert page.locator(f"#{cp._id('lead-lag-rows')} tbody td[data-field=significant]").inner_text() in ("yes", "no")
     assert page.locator(f"#{cp._id('params-table')} tbody tr").count() == 1
     # every control of the panel has a label
-    unlabelled = page.evaluate("""() => Array.from(document.querySelectorAll(
-        '#panel-corr input[id], #panel-corr select[id]'))
-        .filter(el => el.type !== 'hidden' && !(el.labels && el.labels.length)).map(el => el.id)""")
-    assert unlabelled == []
+    assert unlabelled_controls(page, cp.PANEL) == []
 
     # DCC-GARCH: the sources swap to the bundled bars; calm vs stressed on
     page.get_by_label("DCC-GARCH (returns)").check()
     expect_text(page.locator(f"#{cp.SOURCES}"), r"BTC, ETH, SOL 15-min bars \(sample\)")
     page.get_by_label("calm vs stressed correlation (Markov regimes of the first asset)").check()
     page.locator(f"#{cp.RUN}").click()
-    expect_text(page.locator(f"{STATUS} .execal-status-headline"), r"^DCC-GARCH: ")
+    expect_text(page.locator(f"{STATUS} .execal-status-headline"), r"^DCC-GARCH: ", 60_000)
     page.wait_for_function(f"document.querySelectorAll('#{cp.DCC_PATH} .legend .traces').length === 3")
     page.wait_for_function(f"document.querySelectorAll('#{cp.REGIME_FIG} .annotation-text').length >= 2")
     titles = page.locator(f"#{cp.REGIME_FIG} .annotation-text").all_text_contents()
     assert any(t.startswith("calm (") for t in titles) and any(t.startswith("stressed (") for t in titles)
     assert page.locator(f"#{cp._id('regime-rows')} tbody tr").count() == 3
     assert page.locator(f"#{cp._id('params-table')} tbody tr").count() == 2 + 3 * 4
-    page.wait_for_timeout(300)
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "corr.png"), full_page=True)
+    save_screenshot(page, "corr")
 
     # a reload brings the session's result back from the server's cache
     page.reload()
-    expect_text(page.locator(f"{STATUS} .execal-status-headline"), r"^DCC-GARCH: ")
+    expect_text(page.locator(f"{STATUS} .execal-status-headline"), r"^DCC-GARCH: ", 60_000)
     expect_text(page.locator(f"#{cp.NOTE}"), r"^Shown from the cache")
     assert page.errors == []

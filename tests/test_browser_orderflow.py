@@ -9,7 +9,8 @@ import re
 
 import pytest
 
-from browser_utils import ARTIFACTS, browser, gunicorn_app, page  # noqa: F401  (fixtures)
+from browser_utils import browser, gunicorn_app, page  # noqa: F401  (fixtures)
+from browser_utils import expect_text, save_screenshot, unlabelled_controls
 from execal.components import orderflow_panel as op
 
 pytestmark = pytest.mark.browser
@@ -17,12 +18,6 @@ pytestmark = pytest.mark.browser
 STATUS = f"#{op.STATUS} .execal-status"
 CAPTURES = ("usdm_btcusdt_20240808.gz", "usdm_ethusdt_20240808.gz", "spot_btcusdt_20240808.gz",
             "cm_btcusd_perp_20240808.gz")
-
-
-def expect_text(locator, pattern: str, timeout: float = 60_000):
-    from playwright.sync_api import expect
-
-    expect(locator).to_have_text(re.compile(pattern), timeout=timeout)
 
 
 def table_rows(pg):
@@ -60,10 +55,7 @@ def test_analyse_the_synthetic_venue_download_and_reload(page, gunicorn_app, tmp
     assert page.locator(f"#{op.OFI} .subplot").count() >= 3               # one panel per window
     assert page.locator(f"#{op.SIGNS} .xaxislayer-above .xtick").count() > 0
     # every control of the panel has a label
-    unlabelled = page.evaluate("""() => Array.from(document.querySelectorAll(
-        '#panel-orderflow input[id], #panel-orderflow select[id]'))
-        .filter(el => el.type !== 'hidden' && el.type !== 'file' && !(el.labels && el.labels.length)).map(el => el.id)""")
-    assert unlabelled == []
+    assert unlabelled_controls(page, op.PANEL) == []
     # download the JSON: what `execal orderflow` writes
     with page.expect_download() as info:
         page.locator(f"#{op.DOWNLOAD_BUTTON}").click()
@@ -75,7 +67,7 @@ def test_analyse_the_synthetic_venue_download_and_reload(page, gunicorn_app, tmp
     assert set(doc["venues"][0]["results"]) == {"ofi", "kyle", "propagator", "resilience"}
     # a reload brings the analysis back from the server's cache
     page.reload()
-    expect_text(page.locator(f"{STATUS} .execal-status-headline"), r"^Converged — 1 venue")
+    expect_text(page.locator(f"{STATUS} .execal-status-headline"), r"^Converged — 1 venue", 60_000)
     expect_text(page.locator(f"#{op.NOTE}"), r"^Shown from the cache")
     assert table_rows(page).count() == 1
     assert page.errors == []
@@ -106,7 +98,5 @@ def test_upload_four_real_captures_and_compare_the_venues(page, gunicorn_app, sh
     # the status lists the warnings (6 minutes make only five 60 s windows), folded
     expect_text(page.locator(f"#{op._id('warnings')} summary"), r"\d+ warning\(s\)")
     assert page.locator(f"#{op._id('evaporation-table')} tbody tr").count() > 0
-    page.wait_for_timeout(300)
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "orderflow.png"), full_page=True)
+    save_screenshot(page, "orderflow")
     assert page.errors == []

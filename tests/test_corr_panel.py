@@ -3,34 +3,18 @@ cache (sources, settings, compute and cache lookup, the session's result after a
 rendering), and the wiring through Dash's own endpoint."""
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
 import plotly.graph_objects as go
 import pytest
 from dash import no_update
 from dash.exceptions import PreventUpdate
+from ui_fixtures import SAMPLE_DIR, post_callback
 
 from execal.components import corr_panel as cp
 from execal.components import results as results_mod
 from execal.components import store as store_mod
 
-ROOT = Path(__file__).resolve().parents[1]
-SAMPLE_DIR = ROOT / "sample_data"
 FORM = {"method": "hy", "price": "auto", "interval": "", "max_lag": 0.5, "lag_step": 0.05, "freq": "",
         "regimes": False}
-
-
-@pytest.fixture
-def stores(tmp_path):
-    cache = store_mod.open_cache(tmp_path / "cache")
-    yield store_mod.SessionStore(cache), results_mod.ResultStore(cache)
-    cache.close()
-
-
-@pytest.fixture
-def session():
-    return store_mod.new_session_id()
 
 
 def compute(st, rs, session, trigger=cp.RUN, sources=None, view=None, **form):
@@ -145,19 +129,12 @@ def test_the_panel_is_wired_into_the_app(tmp_path):
 
     assert cp in layout.PANELS
     app = app_module.create_app(cache_dir=str(tmp_path / "c"))
-    client = app.server.test_client()
-    deps = client.get("/_dash-dependencies").get_json()
-    fit_cb = next(d for d in deps if d["output"].startswith(f"..{cp.VIEW}.data"))
-    assert {i["id"] for i in fit_cb["inputs"]} == {cp.RUN, store_mod.SESSION_STORE_ID}
     session = store_mod.new_session_id()
-    outputs = [{"id": i, "property": p} for i, p in re.findall(r"\.\.?([\w-]+)\.([\w]+)", fit_cb["output"])]
-    state = {cp.SOURCES: cp.default_sources("hy"), cp.METHOD: "hy", cp.PRICE: "auto", cp.INTERVAL: "",
-             cp.MAX_LAG: 0.2, cp.LAG_STEP: 0.05, cp.FREQ: "", cp.REGIMES: False, cp.VIEW: None}
-    body = {"output": fit_cb["output"], "outputs": outputs, "changedPropIds": [f"{cp.RUN}.n_clicks"],
-            "inputs": [{"id": i["id"], "property": i["property"],
-                        "value": {cp.RUN: 1, store_mod.SESSION_STORE_ID: session}[i["id"]]} for i in fit_cb["inputs"]],
-            "state": [{"id": s["id"], "property": s["property"], "value": state[s["id"]]} for s in fit_cb["state"]]}
-    response = client.post("/_dash-update-component", json=body)
+    values = {cp.RUN: 1, store_mod.SESSION_STORE_ID: session, cp.SOURCES: cp.default_sources("hy"), cp.METHOD: "hy",
+              cp.PRICE: "auto", cp.INTERVAL: "", cp.MAX_LAG: 0.2, cp.LAG_STEP: 0.05, cp.FREQ: "", cp.REGIMES: False}
+    fit_cb, response = post_callback(app.server.test_client(), f"..{cp.VIEW}.data", values,
+                                     changed=f"{cp.RUN}.n_clicks")
+    assert {i["id"] for i in fit_cb["inputs"]} == {cp.RUN, store_mod.SESSION_STORE_ID}
     assert response.status_code == 200, response.get_data(as_text=True)
     view = response.get_json()["response"][cp.VIEW]["data"]
     assert results_mod.is_result_key(view["key"])

@@ -22,25 +22,6 @@ from execal.models.orderflow.analysis import analyse
 from execal.models.orderflow.simulate import simulate_market
 
 
-@pytest.fixture
-def rs(tmp_path):
-    cache = store_mod.open_cache(tmp_path / "cache")
-    yield results_mod.ResultStore(cache)
-    cache.close()
-
-
-@pytest.fixture(autouse=True)
-def fresh_process_caches():
-    op._reports.clear()
-    yield
-    op._reports.clear()
-
-
-@pytest.fixture
-def session():
-    return store_mod.new_session_id()
-
-
 @pytest.fixture(scope="module")
 def report():
     return analyse([simulate_market(seconds=900.0, seed=3).data], windows_s=(1.0, 10.0))
@@ -50,35 +31,35 @@ def data_url(raw: bytes) -> str:
     return "data:application/gzip;base64," + base64.b64encode(raw).decode()
 
 
-def run(rs, session, **kw):
+def run(results, session, **kw):
     args = dict(trigger=op.RUN, session_id=session, sources=[op.SAMPLE], windows=["1s", "10s"], levels="10",
                 share=0.5, view=None)
     args.update(kw)
-    return op.fit_outputs(rs, **args)
+    return op.fit_outputs(results, **args)
 
 
 # --- sources ---------------------------------------------------------------------------------------
 
 
-def test_uploads_are_kept_by_hash_and_listed_for_the_session(rs, session):
-    assert op.source_options(rs.cache, session) == [{"label": op.SAMPLE_LABEL, "value": op.SAMPLE}]
+def test_uploads_are_kept_by_hash_and_listed_for_the_session(results, session):
+    assert op.source_options(results.cache, session) == [{"label": op.SAMPLE_LABEL, "value": op.SAMPLE}]
     raw = gzip.compress(b'1723161256172216566 {"lastUpdateId": 1, "bids": [], "asks": []}\n')
-    stored, errors = op.store_uploads(rs.cache, session, [data_url(raw), "data:text/plain;base64,aGVsbG8="],
+    stored, errors = op.store_uploads(results.cache, session, [data_url(raw), "data:text/plain;base64,aGVsbG8="],
                                       ["usdm_x.gz", "hello.txt"], max_bytes=2**20)
     assert stored == ["usdm_x.gz"]
     assert len(errors) == 1 and "hello.txt" in errors[0] and "not a Binance raw capture" in errors[0]
-    options = op.source_options(rs.cache, session)
+    options = op.source_options(results.cache, session)
     assert [o["value"] for o in options][-1] == op.SAMPLE
     assert options[0]["value"] == op.CAPTURE_PREFIX + __import__("hashlib").sha256(raw).hexdigest()
     # a fresh upload selects the session's captures; otherwise the pick stays
     assert op.chosen_sources(options, [op.SAMPLE], fresh=True) == [options[0]["value"]]
     assert op.chosen_sources(options, [op.SAMPLE], fresh=False) == [op.SAMPLE]
     # another session sees none of it; the same bytes again are listed once
-    assert op.source_options(rs.cache, store_mod.new_session_id())[0]["value"] == op.SAMPLE
-    op.store_uploads(rs.cache, session, [data_url(raw)], ["again.gz"], max_bytes=2**20)
-    assert len(op.source_options(rs.cache, session)) == 2
+    assert op.source_options(results.cache, store_mod.new_session_id())[0]["value"] == op.SAMPLE
+    op.store_uploads(results.cache, session, [data_url(raw)], ["again.gz"], max_bytes=2**20)
+    assert len(op.source_options(results.cache, session)) == 2
     # over the limit
-    _, errors = op.store_uploads(rs.cache, session, [data_url(raw)], ["big.gz"], max_bytes=10)
+    _, errors = op.store_uploads(results.cache, session, [data_url(raw)], ["big.gz"], max_bytes=10)
     assert "upload limit" in errors[0]
 
 
@@ -94,53 +75,53 @@ def test_settings_are_validated():
 # --- analysis, cache, reload ------------------------------------------------------------------------
 
 
-def test_analyse_the_sample_then_find_it_in_the_cache_and_after_a_reload(rs, session):
-    out = run(rs, session)
+def test_analyse_the_sample_then_find_it_in_the_cache_and_after_a_reload(results, session):
+    out = run(results, session)
     assert out["alert"] == ("", False)
     assert out["note"].startswith("Analysed 1 venue(s)")
     view = out["view"]
     assert results_mod.is_result_key(view["key"]) and view["sources"] == [op.SAMPLE]
-    again = run(rs, session, view=view)
+    again = run(results, session, view=view)
     assert again["view"]["key"] == view["key"] and again["note"].startswith("Shown from the cache")
     # a page load brings the session's view back; with nothing saved nothing happens
-    restored = op.fit_outputs(rs, trigger=store_mod.SESSION_STORE_ID, session_id=session, sources=None,
+    restored = op.fit_outputs(results, trigger=store_mod.SESSION_STORE_ID, session_id=session, sources=None,
                               windows=None, levels=None, share=None, view=None)
     assert restored["view"] == view
     with pytest.raises(PreventUpdate):
-        op.fit_outputs(rs, trigger=store_mod.SESSION_STORE_ID, session_id=store_mod.new_session_id(),
+        op.fit_outputs(results, trigger=store_mod.SESSION_STORE_ID, session_id=store_mod.new_session_id(),
                        sources=None, windows=None, levels=None, share=None, view=None)
-    shown = op.render_outputs(rs, view)
+    shown = op.render_outputs(results, view)
     assert shown["download_disabled"] is False
     for f in op.FIGURES:
         assert isinstance(shown[f], go.Figure) and len(shown[f].data) > 0, f
     table = shown[op.TABLE]
     assert "simulated" in json.dumps(table.to_plotly_json(), default=str)
     # the JSON download is what the CLI writes
-    dl = op.download_output(rs, view)
+    dl = op.download_output(results, view)
     doc = json.loads(dl["download"]["content"])
     assert doc["kind"] == "orderflow" and doc["table"][0]["venue"] == "simulated"
     assert doc["sources"] == [op.SAMPLE]
 
 
-def test_errors_are_one_line_and_keep_the_view(rs, session):
+def test_errors_are_one_line_and_keep_the_view(results, session):
     shown = {"key": "result:" + "0" * 32}
-    out = run(rs, session, sources=[], view=shown)
+    out = run(results, session, sources=[], view=shown)
     assert out["view"] is no_update and out["alert"][1] is True
     assert "choose at least one capture" in out["alert"][0] and "unchanged" in out["alert"][0]
-    out = run(rs, session, sources=[op.CAPTURE_PREFIX + "f" * 64])
+    out = run(results, session, sources=[op.CAPTURE_PREFIX + "f" * 64])
     assert "no longer in the server's cache" in out["alert"][0]
-    out = run(rs, session, windows=[])
+    out = run(results, session, windows=[])
     assert "at least one window" in out["alert"][0]
     # an uploaded file that is no capture: named, no traceback
     raw = gzip.compress(b"1723161256172216566 {broken\n")
-    op.store_uploads(rs.cache, session, [data_url(raw)], ["broken.gz"], max_bytes=2**20)
-    src = op.source_options(rs.cache, session)[0]["value"]
-    out = run(rs, session, sources=[src])
+    op.store_uploads(results.cache, session, [data_url(raw)], ["broken.gz"], max_bytes=2**20)
+    src = op.source_options(results.cache, session)[0]["value"]
+    out = run(results, session, sources=[src])
     assert out["alert"][1] and "broken.gz" in out["alert"][0] and "Traceback" not in out["alert"][0]
     # an evicted result: a designed empty state, not an error
-    gone = op.render_outputs(rs, {"key": "result:" + "1" * 32})
+    gone = op.render_outputs(results, {"key": "result:" + "1" * 32})
     assert gone["download_disabled"] is True
-    assert op.download_output(rs, {"key": "result:" + "1" * 32})["alert"] == (op.EVICTED, True)
+    assert op.download_output(results, {"key": "result:" + "1" * 32})["alert"] == (op.EVICTED, True)
 
 
 # --- the figure builders -------------------------------------------------------------------------------

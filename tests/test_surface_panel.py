@@ -23,7 +23,7 @@ from execal.components.figures import empty_message
 from execal.models.data.schema import Dataset
 from execal.models.surface.svi import SURFACE_MODELS, WEIGHTS
 
-from ui_fixtures import SAMPLE_DIR
+from ui_fixtures import SAMPLE_DIR, post_callback
 
 SAMPLE = sp.sample_value(sp.SAMPLE_CHAIN)
 FILLS = "timestamp,symbol,side,quantity,arrival_price,exec_price\n2024-01-01T00:00:00Z,BTCUSDT,buy,1,100,100.1\n"
@@ -337,21 +337,14 @@ def test_the_panel_is_wired_into_the_app(tmp_path):
 
     assert sp in layout.PANELS
     app = app_module.create_app(cache_dir=str(tmp_path / "c"))
-    client = app.server.test_client()
-    deps = client.get("/_dash-dependencies").get_json()
-    fit_cb = next(d for d in deps if d["output"].startswith(f"..{sp.VIEW}.data"))
-    assert {i["id"] for i in fit_cb["inputs"]} == {sp.RUN, sp.SOURCE, sp.UNDERLYING, sp.MODEL, sp.WEIGHTS, sp.NO_ARB,
-                                                  results_mod.FILTERS_ID, sp.PRICING}
     # the fit callback through Dash's own endpoint: Fit pressed on the sample chain
     session = store_mod.new_session_id()
-    outputs = [{"id": i, "property": p} for i, p in re.findall(r"\.\.?([\w-]+)\.([\w]+)", fit_cb["output"])]
     values = {sp.RUN: 1, sp.SOURCE: SAMPLE, sp.UNDERLYING: "BTC", sp.MODEL: "svi", sp.WEIGHTS: "vega",
-              sp.NO_ARB: False, results_mod.FILTERS_ID: {}, sp.PRICING: []}
-    body = {"output": fit_cb["output"], "outputs": outputs, "changedPropIds": [f"{sp.RUN}.n_clicks"],
-            "inputs": [{"id": i["id"], "property": i["property"], "value": values[i["id"]]} for i in fit_cb["inputs"]],
-            "state": [{"id": s["id"], "property": s["property"],
-                       "value": {store_mod.SESSION_STORE_ID: session}.get(s["id"])} for s in fit_cb["state"]]}
-    response = client.post("/_dash-update-component", json=body)
+              sp.NO_ARB: False, results_mod.FILTERS_ID: {}, sp.PRICING: [], store_mod.SESSION_STORE_ID: session}
+    fit_cb, response = post_callback(app.server.test_client(), f"..{sp.VIEW}.data", values,
+                                     changed=f"{sp.RUN}.n_clicks")
+    assert {i["id"] for i in fit_cb["inputs"]} == {sp.RUN, sp.SOURCE, sp.UNDERLYING, sp.MODEL, sp.WEIGHTS, sp.NO_ARB,
+                                                  results_mod.FILTERS_ID, sp.PRICING}
     assert response.status_code == 200, response.get_data(as_text=True)
     view = response.get_json()["response"][sp.VIEW]["data"]
     assert results_mod.is_result_key(view["key"])

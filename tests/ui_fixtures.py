@@ -9,7 +9,9 @@ same settings, same key), so a result one test prepared would otherwise answer f
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
+from typing import Any, Mapping
 
 import pytest
 
@@ -42,6 +44,20 @@ def text_of(component) -> str:
     if isinstance(component, (list, tuple)):
         return " ".join(text_of(c) for c in component)
     return text_of(getattr(component, "children", None))
+
+
+def post_callback(client, output_prefix: str, values: Mapping[str, Any], *, changed: str) -> tuple[dict, Any]:
+    """Call the app's callback whose output starts with `output_prefix` (e.g. "..view-corr.data") through
+    Dash's own endpoint, as the browser would: each input and state takes its value from `values` by
+    component id (None when absent) and `changed` ("id.property") is what fired it.
+    Returns (the callback's record in /_dash-dependencies, the response)."""
+    deps = client.get("/_dash-dependencies").get_json()
+    callback = next(d for d in deps if d["output"].startswith(output_prefix))
+    outputs = [{"id": i, "property": p} for i, p in re.findall(r"\.\.?([\w-]+)\.(\w+)", callback["output"])]
+    body = {"output": callback["output"], "outputs": outputs, "changedPropIds": [changed],
+            **{part: [{"id": d["id"], "property": d["property"], "value": values.get(d["id"])}
+                      for d in callback[part]] for part in ("inputs", "state")}}
+    return callback, client.post("/_dash-update-component", json=body)
 
 
 @pytest.fixture(scope="session")
