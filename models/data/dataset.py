@@ -652,7 +652,7 @@ def _batches_of_fragment(path: str, partition: Mapping[str, str], schema: pa.Sch
             arrays, names = [], []
             for c in columns:
                 if c in partition:
-                    arrays.append(pa.array([partition[c]] * batch.num_rows, pa.string()))
+                    arrays.append(pa.repeat(pa.scalar(partition[c], pa.string()), batch.num_rows))
                 else:
                     arrays.append(batch.column(c))
                 names.append(c)
@@ -664,16 +664,30 @@ def read_task(task: ScanTask, columns: Sequence[str], *, batch_rows: int = 1_000
               filesystem=None) -> Iterator[pa.RecordBatch]:
     """The record batches of `task` (only `columns`; partition keys such as 'symbol' may be
     among them), in file order then row order: the same batches wherever it runs."""
+    for _, batch in read_task_parts(task, columns, batch_rows=batch_rows, filesystem=filesystem):
+        yield batch
+
+
+def read_task_parts(task: ScanTask, columns: Sequence[str], *, batch_rows: int = 1_000_000,
+                    filesystem=None) -> Iterator[tuple[dict[str, str], pa.RecordBatch]]:
+    """`read_task` with each batch's partition values ({'day': ..., 'symbol': ..., ...}): every
+    row of a batch shares them, so per-symbol / per-venue sums need no per-row work."""
     schema = pa.schema([(n, _arrow_type(t)) for n, t in task.schema])
     known = set(schema.names) | {k for p in task.partitions for k, _ in p}
     unknown = [c for c in columns if c not in known]
     if unknown:
         raise DataError(f"the dataset has no column(s) {', '.join(unknown)}", file=task.root,
                         column=unknown[0])
-    for rel, part in zip(task.files, task.partitions):
+    for rel, part, day in zip(task.files, task.partitions, _file_days(task)):
         path = os.path.join(task.root, rel)
-        yield from _batches_of_fragment(path, dict(part), schema, list(columns), task.row_filter,
-                                        batch_rows, filesystem)
+        values = {"day": day, **dict(part)}
+        for batch in _batches_of_fragment(path, dict(part), schema, list(columns), task.row_filter,
+                                          batch_rows, filesystem):
+            yield values, batch
+
+
+def _file_days(task: ScanTask) -> list[str]:
+    return [rel.split("/", 1)[0][len("day="):] for rel in task.files]
 
 
 class PartitionedDataset:

@@ -229,10 +229,13 @@ def lm_solve(evaluate, normal, x0, lo, hi, max_nfev=None, tol=DEFAULT_TOL) -> _S
             d_norm, x_norm = np.linalg.norm(d), np.linalg.norm(x_new)
             if 0 <= predicted <= tol * cost and abs(actual) <= tol * cost:
                 # MINPACK's ftol test: neither the model nor the data promise a relative decrease
-                # above ftol; further steps only chase rounding noise.
-                if actual > 0:
-                    x, cost, state = x_new, cost_new, state_new
-                    iterations += 1
+                # above ftol; further steps only chase rounding noise. The step is taken whatever
+                # the sign of `actual`: at this size the sign is rounding (it differs between two
+                # summation orders of the same rows), while the step itself comes from the
+                # gradient, which still carries information. So a fit from streamed sums follows
+                # the in-memory path to the end (execal.models.impact.outofcore).
+                x, cost, state = x_new, cost_new, state_new
+                iterations += 1
                 status = 2
                 break
             if ratio > 1e-4 and np.isfinite(cost_new):
@@ -876,10 +879,12 @@ class Calibrator:
         return SegmentedResult(by=by, pooled=pooled, segments=tuple(segments), test=test)
 
 
-def segment_test(pooled: CalibrationResult, results: list[CalibrationResult]) -> dict:
+def segment_test(pooled: CalibrationResult, results: list[CalibrationResult], *,
+                 chow_sums: tuple[float, float, int] | None = None) -> dict:
     """Do the segments share coefficients? Wald χ² on the free parameters using each segment's
     sandwich covariance (robust-loss valid), and the Chow F on weighted residual sums of squares
-    evaluated on the segments' in-sample rows (exact for least squares, indicative otherwise)."""
+    evaluated on the segments' in-sample rows (exact for least squares, indicative otherwise).
+    `chow_sums` = (unrestricted SS, restricted SS, rows) when the caller has them (out of core)."""
     free = pooled.free
     K, k = len(results), len(free)
     out: dict[str, Any] = {"segments": K, "parameters": list(free), "hypothesis":
@@ -903,6 +908,16 @@ def segment_test(pooled: CalibrationResult, results: list[CalibrationResult]) ->
     except np.linalg.LinAlgError:
         wald = None
     # Chow: restricted (pooled params) vs unrestricted (segment params), same rows and weights
+    ss_u, ss_r, n = chow_sums if chow_sums is not None else _chow_sums(pooled, results)
+    df1, df2 = (K - 1) * k, n - K * k
+    chow = None
+    if df2 > 0 and ss_u > 0:
+        F = ((ss_r - ss_u) / df1) / (ss_u / df2)
+        chow = {"statistic": F, "df1": df1, "df2": df2, "p_value": float(stats.f.sf(F, df1, df2))}
+    return out | {"wald": wald, "chow": chow}
+
+
+def _chow_sums(pooled: CalibrationResult, results: list[CalibrationResult]) -> tuple[float, float, int]:
     ss_u, ss_r, n = 0.0, 0.0, 0
     for r in results:
         f = r.features.take_rows(r.is_train) if not r.is_train.all() else r.features
@@ -915,12 +930,7 @@ def segment_test(pooled: CalibrationResult, results: list[CalibrationResult]) ->
         ss_u += float(np.einsum("i,i->", res_u, res_u))
         ss_r += float(np.einsum("i,i->", res_r, res_r))
         n += f.n
-    df1, df2 = (K - 1) * k, n - K * k
-    chow = None
-    if df2 > 0 and ss_u > 0:
-        F = ((ss_r - ss_u) / df1) / (ss_u / df2)
-        chow = {"statistic": F, "df1": df1, "df2": df2, "p_value": float(stats.f.sf(F, df1, df2))}
-    return out | {"wald": wald, "chow": chow}
+    return ss_u, ss_r, n
 
 
 def fit_kalman(fills, model: str = "power_law", *, parameter: str | None = None, **settings) -> TimeVaryingResult:
