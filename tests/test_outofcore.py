@@ -174,3 +174,58 @@ def test_threads_in_process_give_identical_numbers(dataset):
     one = fit_dataset(cal, dataset, **SMALL)
     two = fit_dataset(cal, dataset, threads=2, **SMALL)
     assert one.params == two.params and np.array_equal(one.covariance, two.covariance)
+
+
+# --- the command line on a dataset directory -------------------------------------------------------
+
+def run(argv, capsys):
+    from execal import cli
+
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_ingest_inspect_calibrate_predict(tmp_path, capsys):
+    import json
+
+    frame, _ = generate_fills(9_000, seed=31, days=4)
+    src = tmp_path / "fills.csv"
+    _to_file_fills(frame).to_csv(src, index=False)
+    out = tmp_path / "ds"
+    code, text, err = run(["ingest", src, "--out", out, "--chunk-rows", 2_000, "--quiet"], capsys)
+    assert code == 0, err
+    report = json.loads(text)
+    assert report["sources"][0]["status"] == "ingested" and report["dataset"]["rows"] == 9_000
+    code, text, _ = run(["ingest", src, "--out", out, "--quiet"], capsys)
+    assert json.loads(text)["sources"][0]["status"] == "skipped"
+    code, text, _ = run(["inspect", out], capsys)
+    summary = json.loads(text)
+    assert code == 0 and summary["rows"] == 9_000 and summary["partitions"] == 4 * 9
+    # calibrate streams the directory with the filters pushed down; same numbers as in memory
+    cfg = tmp_path / "cfg.json"
+    code, _, err = run(["calibrate", out, "--model", "power_law", "--venue", "okx", "--venue", "binance",
+                        "--start", "2024-09-02", "--min-quantity", "0.5", "--out", cfg, "--quiet"], capsys)
+    assert code == 0, err
+    config = json.loads(cfg.read_text())
+    ds = open_dataset(out)
+    sub = ds.select(venues=["okx", "binance"], start="2024-09-02", min_quantity=0.5).to_frame()
+    ref = Calibrator("power_law").fit(sub)
+    assert rel(config["model"]["params"], ref.params) < 1e-10
+    assert config["data"]["rows"] == len(sub) and config["data"]["filters"]["venues"] == ["okx", "binance"]
+    assert config["data"]["out_of_core"]["passes"] >= 4
+    # predict streams batch by batch: the same numbers as predicting the frame
+    preds = tmp_path / "preds.csv"
+    code, _, err = run(["predict", out, "--config", cfg, "--out", preds], capsys)
+    assert code == 0, err
+    got = pd.read_csv(preds)
+    whole = ds.all().to_frame()
+    assert len(got) == len(whole)
+    np.testing.assert_allclose(got["predicted_cost_bps"], predict_from_config(config, whole), rtol=1e-12)
+    # what is not out of core says so and exits 2
+    code, _, err = run(["calibrate", out, "--model", "power_law", "--optimizer", "trf"], capsys)
+    assert code == 2 and "lm_normal" in err and "Traceback" not in err
+    code, _, err = run(["calibrate", out, "--model", "power_law", "--venue", "nowhere"], capsys)
+    assert code == 2 and "no rows" in err
+    code, _, err = run(["calibrate", src, "--model", "power_law", "--min-quantity", "1"], capsys)
+    assert code == 2 and "dataset directory" in err

@@ -631,33 +631,94 @@ class ScanTask:
     row_filter: Any                            # pyarrow Expression on data columns, or None
     rows: int                                  # rows in these files before the row filter
     days: tuple[str, ...]                      # days these files cover
+    bounds: tuple = ()                         # (column, lower, upper, upper_inclusive): row groups
+                                               # whose statistics fall outside are not read
 
 
 _LOCAL = pafs.LocalFileSystem()
 
 
-def _batches_of_fragment(path: str, partition: Mapping[str, str], schema: pa.Schema,
-                         columns: Sequence[str], row_filter, batch_rows: int,
-                         filesystem) -> Iterator[pa.RecordBatch]:
-    data_cols = [c for c in columns if c not in partition]
-    fmt = pads.ParquetFileFormat()
-    fragment = fmt.make_fragment(path, filesystem=filesystem or _LOCAL)
-    scanner = pads.Scanner.from_fragment(fragment, schema=schema, columns=data_cols,
-                                         filter=row_filter, batch_size=batch_rows,
-                                         use_threads=False)
-    for batch in scanner.to_batches():
-        if batch.num_rows == 0:
+def _row_group_may_match(meta, index: dict[str, int], bounds) -> bool:
+    """False when a row group's min/max statistics exclude every row of the filter."""
+    for column, lower, upper, upper_inclusive in bounds:
+        i = index.get(column)
+        if i is None:
             continue
-        if len(data_cols) != len(columns):
-            arrays, names = [], []
+        st = meta.column(i).statistics
+        if st is None or not st.has_min_max:
+            continue
+        lo, hi = st.min_raw, st.max_raw
+        if lower is not None and hi < lower:
+            return False
+        if upper is not None and (lo > upper or (lo == upper and not upper_inclusive)):
+            return False
+    return True
+
+
+def _filter_by_bounds(batch: pa.RecordBatch, bounds) -> pa.RecordBatch:
+    """Rows with lower <= column < upper (<= when upper_inclusive); a numpy mask, not an Acero
+    expression (which costs ~1 ms a call to set up)."""
+    keep = None
+    for column, lower, upper, upper_inclusive in bounds:
+        if column not in batch.schema.names:
+            continue
+        col = batch.column(column)
+        if pa.types.is_timestamp(col.type):
+            col = col.cast(pa.int64())
+        v = col.to_numpy(zero_copy_only=False)
+        with np.errstate(invalid="ignore"):
+            m = np.ones(v.shape[0], dtype=bool) if lower is None else v >= lower
+            if upper is not None:
+                m &= (v <= upper) if upper_inclusive else (v < upper)
+        keep = m if keep is None else keep & m
+    if keep is None or keep.all():
+        return batch
+    return batch.filter(pa.array(keep))
+
+
+def _batches_of_fragment(path: str, partition: Mapping[str, str], schema: pa.Schema,
+                         columns: Sequence[str], row_filter, bounds, batch_rows: int,
+                         filesystem) -> Iterator[pa.RecordBatch]:
+    """Batches of one data file: row groups pruned by their statistics, rows by `row_filter`,
+    columns the file lacks (added to the dataset after it was written) as nulls, partition keys
+    from the path. pyarrow.parquet directly: a dataset Scanner costs ~2 ms a file to set up, which
+    on 10⁴ files and a dozen passes is minutes."""
+    data_cols = [c for c in columns if c not in partition]
+    source = filesystem.open_input_file(path) if filesystem is not None else path
+    pf = pq.ParquetFile(source)
+    try:
+        names = pf.schema_arrow.names
+        filter_cols = [b[0] for b in bounds if b[0] in names and b[0] not in data_cols]
+        read_cols = [c for c in data_cols if c in names] + filter_cols
+        meta = pf.metadata
+        groups = list(range(meta.num_row_groups))
+        if bounds and groups:
+            rg0 = meta.row_group(0)
+            index = {rg0.column(i).path_in_schema: i for i in range(rg0.num_columns)}
+            groups = [g for g in groups if _row_group_may_match(meta.row_group(g), index, bounds)]
+        if not groups:
+            return
+        for batch in pf.iter_batches(batch_size=batch_rows, row_groups=groups, columns=read_cols,
+                                     use_threads=False):
+            if bounds:
+                batch = _filter_by_bounds(batch, bounds)
+            n = batch.num_rows
+            if n == 0:
+                continue
+            arrays = []
             for c in columns:
                 if c in partition:
-                    arrays.append(pa.repeat(pa.scalar(partition[c], pa.string()), batch.num_rows))
+                    arrays.append(pa.repeat(pa.scalar(partition[c], pa.string()), n))
+                elif c in names:
+                    col = batch.column(c)
+                    want = schema.field(c).type
+                    arrays.append(col if col.type == want else col.cast(want))
                 else:
-                    arrays.append(batch.column(c))
-                names.append(c)
-            batch = pa.RecordBatch.from_arrays(arrays, names=names)
-        yield batch
+                    arrays.append(pa.nulls(n, schema.field(c).type))
+            yield pa.RecordBatch.from_arrays(arrays, names=list(columns))
+    finally:
+        if filesystem is not None:
+            source.close()
 
 
 def read_task(task: ScanTask, columns: Sequence[str], *, batch_rows: int = 1_000_000,
@@ -682,7 +743,7 @@ def read_task_parts(task: ScanTask, columns: Sequence[str], *, batch_rows: int =
         path = os.path.join(task.root, rel)
         values = {"day": day, **dict(part)}
         for batch in _batches_of_fragment(path, dict(part), schema, list(columns), task.row_filter,
-                                          batch_rows, filesystem):
+                                          task.bounds, batch_rows, filesystem):
             yield values, batch
 
 
@@ -804,6 +865,19 @@ class Filters:
                 return False
         return True
 
+    def bounds(self, schema: Mapping[str, str]) -> tuple:
+        """(column, lower, upper, upper_inclusive) in the columns' physical units (ns for
+        timestamps), for skipping row groups by their statistics."""
+        out = []
+        if "timestamp" in schema and (self.start is not None or self.end is not None):
+            unit = _arrow_type(schema["timestamp"]).unit
+            per = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}[unit]
+            out.append(("timestamp", None if self.start is None else -(-self.start.value // per),
+                        None if self.end is None else -(-self.end.value // per), False))
+        if "quantity" in schema and (self.min_quantity is not None or self.max_quantity is not None):
+            out.append(("quantity", self.min_quantity, self.max_quantity, True))
+        return tuple(out)
+
     def row_expression(self, schema: Mapping[str, str]):
         """The part of the filter the partitions cannot decide: a pyarrow expression on data
         columns (row groups whose statistics exclude it are skipped), or None."""
@@ -836,6 +910,7 @@ class DatasetView:
         m = dataset.manifest
         self.partitions = {k: p for k, p in m["partitions"].items() if filters.keeps_partition(p)}
         self.row_filter = filters.row_expression(m["schema"])
+        self.bounds = filters.bounds(m["schema"])
 
     # -- cheap facts (manifest only)
     @property
@@ -919,7 +994,8 @@ class DatasetView:
             nonlocal files, parts, days, rows
             if files:
                 out.append(ScanTask(len(out), str(self.dataset.root), tuple(files), tuple(parts),
-                                    schema, self.row_filter, rows, tuple(dict.fromkeys(days))))
+                                    schema, self.row_filter, rows, tuple(dict.fromkeys(days)),
+                                    self.bounds))
             files, parts, days, rows = [], [], [], 0
         for p in self.partitions.values():
             keys = tuple((k, p[k]) for k in self.dataset.manifest["partitioning"] if k != "day" and k in p)
