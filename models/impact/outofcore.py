@@ -106,6 +106,34 @@ def _inputs(spec: _Spec, batch: pa.RecordBatch) -> tuple[Features, np.ndarray | 
     return features, ts
 
 
+def _batches(spec: _Spec, task: ScanTask):
+    """The task's rows in batches of at least `batch_rows` (files are concatenated: a file of a
+    day's partition is often small, and the numpy work per batch has a fixed cost), with a code per
+    row for its (venue, symbol) partition key and the keys by code."""
+    pending: list[pa.RecordBatch] = []
+    codes: list[np.ndarray] = []
+    keys: dict[tuple, int] = {}
+    size = 0
+
+    def combine():
+        if len(pending) == 1:
+            batch = pending[0]
+        else:
+            batch = pa.Table.from_batches(pending).combine_chunks().to_batches()[0]
+        return batch, np.concatenate(codes), [k for k, _ in sorted(keys.items(), key=lambda kv: kv[1])]
+    for part, batch in read_task_parts(task, spec.columns, batch_rows=spec.batch_rows):
+        key = tuple(part.get(g) for g in spec.groups)
+        code = keys.setdefault(key, len(keys))
+        pending.append(batch)
+        codes.append(np.full(batch.num_rows, code, dtype=np.int32))
+        size += batch.num_rows
+        if size >= spec.batch_rows:
+            yield combine()
+            pending, codes, keys, size = [], [], {}, 0
+    if pending:
+        yield combine()
+
+
 def _train_mask(spec: _Spec, ts_usable: np.ndarray | None, pos: np.ndarray) -> np.ndarray:
     if spec.split is None:
         return np.ones(pos.shape[0], dtype=bool)
@@ -260,7 +288,7 @@ def _prepare_task(task: ScanTask, *, spec: _Spec) -> dict:
     drops: dict[tuple[str, str], list] = {}
     days: dict[int, int] = {}
     ts_min, ts_max = None, None
-    for _, batch in read_task_parts(task, spec.columns, batch_rows=spec.batch_rows):
+    for batch, _, _ in _batches(spec, task):
         features, ts = _inputs(spec, batch)
         keep, dropped = cal._usable_mask(features, spec.weights, need_cost=True)
         for reason, column, bad in dropped:
@@ -295,7 +323,7 @@ def _select_task(item: tuple[ScanTask, int], *, spec: _Spec, day: int) -> tuple[
     cal = spec.calibrator
     seen = 0
     ts_out, pos_out = [], []
-    for _, batch in read_task_parts(task, spec.columns, batch_rows=spec.batch_rows):
+    for batch, _, _ in _batches(spec, task):
         features, ts = _inputs(spec, batch)
         keep, _ = cal._usable_mask(features, spec.weights, need_cost=True)
         tk = ts[keep]
@@ -318,7 +346,7 @@ def _gather_task(item: tuple[ScanTask, int, int], *, spec: _Spec, wanted: np.nda
     seen, seen_train = 0, 0
     num, den = 0.0, 0.0
     out: dict[str, list] = {c: [] for c in spec.inputs + spec.extra}
-    for _, batch in read_task_parts(task, spec.columns, batch_rows=spec.batch_rows):
+    for batch, _, _ in _batches(spec, task):
         features, ts = _inputs(spec, batch)
         keep, _ = cal._usable_mask(features, spec.weights, need_cost=True)
         idx = np.flatnonzero(keep)
@@ -363,7 +391,7 @@ def _evaluate_task(item: tuple[ScanTask, int, int], *, spec: _Spec, X: np.ndarra
         t = spec.theta.copy()
         t[spec.free] = X[p]
         thetas.append(t)
-    for part, batch in read_task_parts(task, spec.columns, batch_rows=spec.batch_rows):
+    for batch, codes, keys in _batches(spec, task):
         features, ts = _inputs(spec, batch)
         keep, _ = cal._usable_mask(features, spec.weights, need_cost=True)
         idx = np.flatnonzero(keep)
@@ -424,9 +452,9 @@ def _evaluate_task(item: tuple[ScanTask, int, int], *, spec: _Spec, X: np.ndarra
                 m = _Metrics()
                 m.add_rows(prob.y, pred, noise)
                 sums.in_sample += m
-                for name in spec.groups:
-                    if name in part:
-                        _add_groups(sums.groups, {name: {part[name]: m}})
+                if spec.groups:
+                    _partition_group_metrics(sums.groups, spec.groups, codes[train_idx], keys,
+                                             prob.y, pred, noise, m)
                 if spec.row_groups:
                     _row_group_metrics(sums.groups, batch, train_idx, ft, pred, noise)
         if full and train_idx.size < idx.size:
@@ -434,6 +462,30 @@ def _evaluate_task(item: tuple[ScanTask, int, int], *, spec: _Spec, X: np.ndarra
             pred_test = model.predict(thetas[0], test)
             sums.out_of_sample.add_rows(test.cost_bps, pred_test, test.expected_noise_bps)
     return sums
+
+
+def _partition_group_metrics(groups: dict, names, codes, keys, observed, pred, noise, whole) -> None:
+    """Metrics by venue / symbol: the rows' partition keys, one code per key combination."""
+    per_key = {}
+    if len(keys) == 1:
+        per_key[keys[0]] = whole
+    else:
+        for code, key in enumerate(keys):
+            sel = codes == code
+            if sel.any():
+                m = _Metrics()
+                m.add_rows(observed[sel], pred[sel], None if noise is None else noise[sel])
+                per_key[key] = m
+    for i, name in enumerate(names):
+        part: dict = {}
+        for key, m in per_key.items():
+            if key[i] is not None:
+                if key[i] in part:
+                    part[key[i]] += m
+                else:
+                    part[key[i]] = dataclasses.replace(m, obs=dataclasses.replace(m.obs),
+                                                       z=dataclasses.replace(m.z))
+        _add_groups(groups, {name: part})
 
 
 def _row_group_metrics(groups: dict, batch, rows, ft: Features, pred, noise) -> None:
