@@ -20,6 +20,7 @@ from dash.exceptions import PreventUpdate
 from execal.components import calibrate_panel, data_panel, diagnostics_panel, export_panel, results, store, tweak_panel
 from execal.components import vol_panel
 from execal.components import surface_panel
+from execal.components import datasets_panel
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ PANELS: list[ModuleType] = [
     export_panel,
     vol_panel,
     surface_panel,
+    datasets_panel,
 ]
 
 LOCATION_ID = "execal-url"

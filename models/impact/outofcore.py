@@ -1043,3 +1043,164 @@ def _narrow(current: tuple[str, ...] | None, value: str | None):
     if current is not None and value not in current:
         return ()
     return (value,)
+
+
+# --- diagnostics from aggregates ---------------------------------------------------------------------
+
+PARTICIPATION_EDGES = np.logspace(-6, 0, 25)     # 24 log bins of Q/V (plus under / overflow)
+QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
+_HIST_BINS = 1 << 14
+_HIST_RANGE = float(np.arcsinh(1e6))              # residuals up to ±1e6 bps, finer near zero
+SAMPLE_PER_STRATUM = 300
+
+
+def _hist_bin(res: np.ndarray) -> np.ndarray:
+    """Bin of each residual on an asinh grid (≈0.2 % relative width away from zero)."""
+    u = np.arcsinh(res)
+    b = np.floor((u + _HIST_RANGE) * (_HIST_BINS / (2 * _HIST_RANGE))).astype(np.int64)
+    return np.clip(b, 0, _HIST_BINS - 1)
+
+
+def _uniform(pos: np.ndarray, seed: int) -> np.ndarray:
+    """A deterministic uniform [0, 1) per global row position (splitmix64): the same rows are
+    sampled wherever the task runs."""
+    with np.errstate(over="ignore"):
+        z = pos.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15) * np.uint64(seed + 1)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def _diag_rows(spec: _Spec, batch, theta):
+    """(usable index, features of the usable rows, predicted, residual) of a batch."""
+    cal = spec.calibrator
+    features, ts = _inputs(spec, batch)
+    keep, _ = cal._usable_mask(features, spec.weights, need_cost=True)
+    idx = np.flatnonzero(keep)
+    f = features if idx.size == features.n else features.take_rows(idx, labels=False)
+    pred = cal.model.predict(theta, f)
+    return idx, f, pred, f.cost_bps - pred
+
+
+def _stratum(codes, f: Features) -> np.ndarray:
+    size = np.searchsorted(SIZE_BUCKET_EDGES, f.participation, side="right")
+    return codes.astype(np.int64) * len(SIZE_BUCKET_LABELS) + size
+
+
+def _diag_count_task(item, *, spec: _Spec, theta: np.ndarray, key_index: dict) -> dict:
+    """Binned sums by participation, the residual histogram, rows per stratum."""
+    task, _, _ = item
+    nb = PARTICIPATION_EDGES.size + 1
+    out = {"n": np.zeros(nb), "obs": np.zeros(nb), "pred": np.zeros(nb), "res2": np.zeros(nb),
+           "hist": np.zeros(_HIST_BINS, dtype=np.int64),
+           "strata": np.zeros(len(key_index) * len(SIZE_BUCKET_LABELS), dtype=np.int64)}
+    for batch, codes, keys in _batches(spec, task):
+        idx, f, pred, res = _diag_rows(spec, batch, theta)
+        if idx.size == 0:
+            continue
+        b = np.searchsorted(PARTICIPATION_EDGES, f.participation, side="right")
+        out["n"] += np.bincount(b, minlength=nb)
+        out["obs"] += np.bincount(b, f.cost_bps, minlength=nb)
+        out["pred"] += np.bincount(b, pred, minlength=nb)
+        out["res2"] += np.bincount(b, res * res, minlength=nb)
+        out["hist"] += np.bincount(_hist_bin(res), minlength=_HIST_BINS)
+        glob = np.array([key_index[k] for k in keys], dtype=np.int64)[codes[idx]]
+        out["strata"] += np.bincount(_stratum(glob, f), minlength=out["strata"].size)
+    return out
+
+
+def _diag_pick_task(item, *, spec: _Spec, theta: np.ndarray, key_index: dict, bins: np.ndarray,
+                    rates: np.ndarray, seed: int) -> dict:
+    """Residuals in the histogram bins that hold the wanted ranks, and the stratified sample."""
+    task, offset, _ = item
+    seen = 0
+    vals = {int(b): [] for b in bins}
+    sample: dict[str, list] = {"participation": [], "observed": [], "predicted": [], "stratum": []}
+    for batch, codes, keys in _batches(spec, task):
+        idx, f, pred, res = _diag_rows(spec, batch, theta)
+        pos = offset + seen + np.arange(idx.size, dtype=np.int64)
+        seen += idx.size
+        if idx.size == 0:
+            continue
+        hb = _hist_bin(res)
+        for b in vals:
+            sel = hb == b
+            if sel.any():
+                vals[b].append(res[sel])
+        glob = np.array([key_index[k] for k in keys], dtype=np.int64)[codes[idx]]
+        strata = _stratum(glob, f)
+        pick = _uniform(pos, seed) < rates[strata]
+        if pick.any():
+            sample["participation"].append(f.participation[pick])
+            sample["observed"].append(f.cost_bps[pick])
+            sample["predicted"].append(pred[pick])
+            sample["stratum"].append(strata[pick])
+    return {"values": {b: (np.concatenate(v) if v else np.empty(0)) for b, v in vals.items()},
+            "sample": {k: (np.concatenate(v) if v else np.empty(0)) for k, v in sample.items()}}
+
+
+def diagnostics_aggregate(result: StreamedResult, data, *, scheduler: str | None = None, executor=None,
+                          threads: int = 1, quantiles: Sequence[float] = QUANTILES,
+                          sample_per_stratum: int = SAMPLE_PER_STRATUM, seed: int = 0,
+                          progress: Callable[[dict], None] | None = None,
+                          batch_rows: int = DEFAULT_BATCH_ROWS, task_rows: int = DEFAULT_TASK_ROWS) -> dict:
+    """What the Diagnostics figures need, from every usable row of `data` at `result`'s parameters
+    without holding them: exact binned means of observed and predicted cost by participation
+    (24 log bins), exact residual quantiles (a histogram pass finds the bins holding each rank,
+    a second pass sorts only those; equal to numpy's linear-interpolated quantiles), and a
+    stratified sample (venue × size bucket, up to `sample_per_stratum` rows each, chosen by a
+    hash of the row position) for scatter points. Three passes (usable rows, counts, picks)."""
+    cal = Calibrator(**result.settings)
+    view = as_view(data)
+    ex = executor or make_executor(scheduler, threads=threads)
+    runner = _Runner(ex, progress)
+    calibrator = cal.set_params(test_fraction=0.0)
+    prep = _prepare(calibrator, view, runner, need_days=False, batch_rows=batch_rows,
+                    task_rows=task_rows, row_groups=False)
+    spec = dataclasses.replace(prep.spec, groups=tuple(g for g in ("venue",) if g in prep.spec.groups))
+    keys = sorted({tuple(p.get(g) for g in spec.groups) for p in view.partitions.values()})
+    key_index = {k: i for i, k in enumerate(keys)}
+    theta = np.asarray(result.theta, dtype=np.float64)
+    counts = runner.map(_diag_count_task, prep.items, "diagnostics: counts", spec=spec, theta=theta,
+                        key_index=key_index)
+    total = {k: sum(c[k] for c in counts) for k in counts[0]}
+    n = int(total["hist"].sum())
+    cum = np.cumsum(total["hist"])
+    ranks = []
+    for q in quantiles:
+        h = (n - 1) * float(q)
+        lo = int(np.floor(h))
+        ranks.append((q, lo, min(lo + 1, n - 1), h - lo))
+    need = sorted({int(np.searchsorted(cum, r, side="right")) for _, a, b, _ in ranks for r in (a, b)})
+    rates = np.minimum(1.0, sample_per_stratum / np.maximum(total["strata"], 1)).astype(np.float64)
+    picks = runner.map(_diag_pick_task, prep.items, "diagnostics: quantiles and sample", spec=spec,
+                       theta=theta, key_index=key_index, bins=np.array(need, dtype=np.int64), rates=rates,
+                       seed=seed)
+    values = {b: np.sort(np.concatenate([p["values"][b] for p in picks])) for b in need}
+
+    def at(rank):
+        b = int(np.searchsorted(cum, rank, side="right"))
+        start = int(cum[b - 1]) if b else 0
+        return float(values[b][rank - start])
+    qs = {str(q): at(a) + frac * (at(b) - at(a)) if b != a else at(a) for q, a, b, frac in ranks}
+    sample = {k: np.concatenate([p["sample"][k] for p in picks]) for k in picks[0]["sample"]}
+    nb = PARTICIPATION_EDGES.size + 1
+    edges = np.concatenate([[0.0], PARTICIPATION_EDGES, [np.inf]])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        bins = [{"lower": float(edges[i]), "upper": float(edges[i + 1]), "n": int(total["n"][i]),
+                 "observed_mean_bps": float(total["obs"][i] / total["n"][i]),
+                 "predicted_mean_bps": float(total["pred"][i] / total["n"][i]),
+                 "rmse_bps": float(np.sqrt(total["res2"][i] / total["n"][i]))}
+                for i in range(nb) if total["n"][i] > 0]
+    stratum_labels = [f"{'/'.join(str(v) for v in k) or 'all'} {s}" for k in keys for s in SIZE_BUCKET_LABELS]
+    return {"rows": n, "bins": bins, "quantiles": {"residual_bps": qs},
+            "sample": {"rows": int(sample["observed"].size), "per_stratum": int(sample_per_stratum),
+                       "strata": {stratum_labels[i]: int(c) for i, c in enumerate(total["strata"]) if c},
+                       "participation": sample["participation"], "observed_bps": sample["observed"],
+                       "predicted_bps": sample["predicted"],
+                       "stratum": [stratum_labels[int(s)] for s in sample["stratum"]]},
+            "passes": runner.passes,
+            "note": (f"binned means and quantiles are exact over all {n:,} usable rows; points are a "
+                     f"stratified sample ({'venue × ' if spec.groups else ''}size bucket, up to "
+                     f"{sample_per_stratum} rows each)")}
