@@ -244,3 +244,14 @@ def test_generator_writes_a_dataset_day_by_day(tmp_path):
     # the fills of a day follow the same cost model as the in-memory generator's
     day = frame[frame["timestamp"] < pd.Timestamp("2024-09-02", tz="UTC")]
     assert (day["cost_bps"].abs() < 1e4).all() and np.isfinite(day["adv"]).all()
+
+
+def test_load_points_a_dataset_directory_to_open_dataset(tmp_path, two_files):
+    a, _ = two_files
+    ingest([a], tmp_path / "ds")
+    with pytest.raises(DataError, match="open_dataset"):
+        load(tmp_path / "ds")
+    ds = open_dataset(tmp_path / "ds").all().to_dataset(max_rows=10**6)
+    assert ds.kind == "fills" and len(ds.frame) == len(load(a).frame)
+    with pytest.raises(DataError, match="more than 10"):
+        open_dataset(tmp_path / "ds").all().to_dataset(max_rows=10)

@@ -401,6 +401,10 @@ class _Raw:
         except OSError as exc:
             raise DataError(f"cannot open: {exc.strerror or exc}", file=label) from None
         if not path.is_file():
+            if (path / "_manifest.json").is_file():
+                raise DataError("is a dataset directory (execal ingest): open it with "
+                                "execal.models.data.dataset.open_dataset, or give it to an execal command",
+                                file=label)
             raise DataError("is not a file", file=label)
         if size > limit:   # checked before reading a single byte
             raise DataError(f"file is {_mb(size)} MB, over the limit of {_mb(limit)} MB",

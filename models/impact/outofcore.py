@@ -288,9 +288,11 @@ def _prepare_task(task: ScanTask, *, spec: _Spec) -> dict:
     drops: dict[tuple[str, str], list] = {}
     days: dict[int, int] = {}
     ts_min, ts_max = None, None
+    keeps = []
     for batch, _, _ in _batches(spec, task):
         features, ts = _inputs(spec, batch)
         keep, dropped = cal._usable_mask(features, spec.weights, need_cost=True)
+        keeps.append(keep)
         for reason, column, bad in dropped:
             rec = drops.setdefault((reason, column), [0, []])
             rec[0] += int(bad.sum())
@@ -303,18 +305,23 @@ def _prepare_task(task: ScanTask, *, spec: _Spec) -> dict:
         if nk:
             p = features.participation[keep]
             pmin, pmax = min(pmin, float(p.min())), max(pmax, float(p.max()))
-            w = cal._residual_weights(features.take_rows(keep, labels=False), spec.weights)
-            wpos = wpos or w is None or bool((w > 0).any())
+            if spec.weights == "column":     # noise weights of usable rows are positive by the checks
+                w = features.extra[cal.weight_column][keep]
+                wpos = wpos or bool((w > 0).any())
+            else:
+                wpos = True
             if ts is not None:
                 tk = ts[keep]
                 lo, hi = int(tk.min()), int(tk.max())
                 ts_min = lo if ts_min is None else min(ts_min, lo)
                 ts_max = hi if ts_max is None else max(ts_max, hi)
-                d, c = np.unique(tk // NS_PER_DAY, return_counts=True)
-                for day, count in zip(d.tolist(), c.tolist()):
-                    days[day] = days.get(day, 0) + count
+                d0 = lo // NS_PER_DAY
+                c = np.bincount(tk // NS_PER_DAY - d0)
+                for i in np.flatnonzero(c).tolist():
+                    days[d0 + i] = days.get(d0 + i, 0) + int(c[i])
+    keep_all = np.concatenate(keeps) if keeps else np.zeros(0, dtype=bool)
     return {"rows": rows, "usable": usable, "drops": drops, "pmin": pmin, "pmax": pmax, "wpos": wpos,
-            "days": days, "ts_min": ts_min, "ts_max": ts_max}
+            "days": days, "ts_min": ts_min, "ts_max": ts_max, "keep": np.packbits(keep_all)}
 
 
 def _select_task(item: tuple[ScanTask, int], *, spec: _Spec, day: int) -> tuple[np.ndarray, np.ndarray]:
@@ -341,30 +348,34 @@ def _gather_task(item: tuple[ScanTask, int, int], *, spec: _Spec, wanted: np.nda
                  terms: bool = False) -> dict:
     """The input columns of the training rows at global training positions `wanted`; with
     `terms`, the model's closed-form start sums over every training row ("_terms")."""
-    task, offset, train_offset = item
+    task, offset, train_offset, keep_bits = item
     cal = spec.calibrator
-    seen, seen_train = 0, 0
+    seen, seen_train, row0 = 0, 0, 0
+    keep_all = _unpack(keep_bits, task)
     num, den = 0.0, 0.0
     out: dict[str, list] = {c: [] for c in spec.inputs + spec.extra}
     for batch, _, _ in _batches(spec, task):
-        features, ts = _inputs(spec, batch)
-        keep, _ = cal._usable_mask(features, spec.weights, need_cost=True)
+        # the usable rows are known from the prepare pass: no features unless the start needs sums
+        keep = keep_all[row0:row0 + batch.num_rows]
+        row0 += batch.num_rows
         idx = np.flatnonzero(keep)
         pos = offset + seen + np.arange(idx.shape[0], dtype=np.int64)
         seen += idx.shape[0]
-        train = _train_mask(spec, None if ts is None else ts[idx], pos)
-        idx = idx[train]
-        tpos = train_offset + seen_train + np.arange(idx.shape[0], dtype=np.int64)
+        if spec.split is not None:
+            ts = batch.column("timestamp").cast(pa.int64()).to_numpy(zero_copy_only=False)
+            idx = idx[_train_mask(spec, ts[idx], pos)]
+        lo = train_offset + seen_train
         seen_train += idx.shape[0]
         if terms and idx.size:
+            features, _ = _inputs(spec, batch)
             ft = features.take_rows(idx, labels=False)
             a, b = cal.model.start_terms(ft, ft.cost_bps, cal._residual_weights(ft, spec.weights),
                                          spec.theta)
             num += a
             den += b
-        pick = np.isin(tpos, wanted, assume_unique=True)
-        if pick.any():
-            rows = idx[pick]
+        i0, i1 = np.searchsorted(wanted, [lo, lo + idx.shape[0]])
+        if i1 > i0:
+            rows = idx[wanted[i0:i1] - lo]
             for c in out:
                 out[c].append(batch.column(c).to_numpy(zero_copy_only=False)[rows])
     result = {c: (np.concatenate(v) if v else np.empty(0)) for c, v in out.items()}
@@ -372,9 +383,15 @@ def _gather_task(item: tuple[ScanTask, int, int], *, spec: _Spec, wanted: np.nda
     return result
 
 
-def _evaluate_task(item: tuple[ScanTask, int, int], *, spec: _Spec, X: np.ndarray) -> _Sums:
+def _unpack(keep_bits: np.ndarray, task: ScanTask) -> np.ndarray:
+    return np.unpackbits(keep_bits).astype(bool)
+
+
+def _evaluate_task(item: tuple, *, spec: _Spec, X: np.ndarray) -> _Sums:
     """Sums at each parameter point X[p] over the task's training rows (metrics at P == 1)."""
-    task, offset, _ = item
+    task, offset, _, keep_bits = item
+    keep_all = _unpack(keep_bits, task)
+    row0 = 0
     cal = spec.calibrator
     model = cal.model
     P, k = X.shape
@@ -393,7 +410,8 @@ def _evaluate_task(item: tuple[ScanTask, int, int], *, spec: _Spec, X: np.ndarra
         thetas.append(t)
     for batch, codes, keys in _batches(spec, task):
         features, ts = _inputs(spec, batch)
-        keep, _ = cal._usable_mask(features, spec.weights, need_cost=True)
+        keep = keep_all[row0:row0 + batch.num_rows]      # from the prepare pass
+        row0 += batch.num_rows
         idx = np.flatnonzero(keep)
         if idx.size == 0:
             continue
@@ -722,7 +740,7 @@ def _prepare(cal: Calibrator, view: DatasetView, runner: _Runner, *, need_days: 
     # the prepare pass reads timestamps (span, days); later passes only for a split or day sums
     columns, inputs, extra = _columns(cal, schema, True, row_groups)
     pass_columns = _columns(cal, schema, cal.test_fraction > 0 or need_days, row_groups)[0]
-    groups = tuple(k for k in ("venue", "symbol") if k in view.dataset.manifest["partitioning"])
+    groups = tuple(k for k in ("venue", "symbol") if row_groups and k in view.dataset.manifest["partitioning"])
     spec = _Spec(cal, columns, inputs, extra, weights, theta, free, lo, hi, batch_rows,
                  groups=groups, row_groups=row_groups)
     tasks = view.tasks(task_rows)
@@ -807,7 +825,7 @@ def _prepare(cal: Calibrator, view: DatasetView, runner: _Runner, *, need_days: 
                                f"Q/V = {pmin:.6g}; impact cannot be calibrated against size")
     if not any(p["wpos"] for p in prepared):
         raise CalibrationError("every weight is zero")
-    items = [(t, int(u), int(tr)) for t, u, tr in zip(tasks, use_off, train_off)]
+    items = [(t, int(u), int(tr), p["keep"]) for t, u, tr, p in zip(tasks, use_off, train_off, prepared)]
     return _Prepared(spec, items, validation, n_usable, n_train, train_days, span, weights)
 
 
@@ -1090,7 +1108,7 @@ def _stratum(codes, f: Features) -> np.ndarray:
 
 def _diag_count_task(item, *, spec: _Spec, theta: np.ndarray, key_index: dict) -> dict:
     """Binned sums by participation, the residual histogram, rows per stratum."""
-    task, _, _ = item
+    task = item[0]
     nb = PARTICIPATION_EDGES.size + 1
     out = {"n": np.zeros(nb), "obs": np.zeros(nb), "pred": np.zeros(nb), "res2": np.zeros(nb),
            "hist": np.zeros(_HIST_BINS, dtype=np.int64),
@@ -1113,7 +1131,7 @@ def _diag_count_task(item, *, spec: _Spec, theta: np.ndarray, key_index: dict) -
 def _diag_pick_task(item, *, spec: _Spec, theta: np.ndarray, key_index: dict, bins: np.ndarray,
                     rates: np.ndarray, seed: int) -> dict:
     """Residuals in the histogram bins that hold the wanted ranks, and the stratified sample."""
-    task, offset, _ = item
+    task, offset = item[0], item[1]
     seen = 0
     vals = {int(b): [] for b in bins}
     sample: dict[str, list] = {"participation": [], "observed": [], "predicted": [], "stratum": []}
@@ -1158,7 +1176,8 @@ def diagnostics_aggregate(result: StreamedResult, data, *, scheduler: str | None
     calibrator = cal.set_params(test_fraction=0.0)
     prep = _prepare(calibrator, view, runner, need_days=False, batch_rows=batch_rows,
                     task_rows=task_rows, row_groups=False)
-    spec = dataclasses.replace(prep.spec, groups=tuple(g for g in ("venue",) if g in prep.spec.groups))
+    spec = dataclasses.replace(prep.spec, groups=tuple(
+        g for g in ("venue",) if g in view.dataset.manifest["partitioning"]))
     keys = sorted({tuple(p.get(g) for g in spec.groups) for p in view.partitions.values()})
     key_index = {k: i for i, k in enumerate(keys)}
     theta = np.asarray(result.theta, dtype=np.float64)
