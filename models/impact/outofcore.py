@@ -184,23 +184,29 @@ class _Metrics:
     z: _Moments = field(default_factory=_Moments)
     s_z2: float = 0.0
 
-    def add_rows(self, observed, predicted, noise) -> None:
+    def add_rows(self, observed, predicted, noise, z_rows=None) -> None:
+        """Add rows; `z_rows` = residual / noise when the caller has it (up to rounding)."""
         residual = observed - predicted
-        ok = np.isfinite(residual)
-        if not ok.all():
+        s_res2 = float(np.einsum("i,i->", residual, residual))
+        if not np.isfinite(s_res2):          # rare: drop what is not finite, as error_metrics does
+            ok = np.isfinite(residual)
             residual, observed = residual[ok], observed[ok]
-            if noise is not None:
-                noise = noise[ok]
+            noise = None if noise is None else noise[ok]
+            z_rows = None if z_rows is None else z_rows[ok]
+            s_res2 = float(np.einsum("i,i->", residual, residual))
         self.n += int(residual.shape[0])
         self.s_res += float(residual.sum())
-        self.s_res2 += float(np.einsum("i,i->", residual, residual))
+        self.s_res2 += s_res2
         self.s_abs += float(np.abs(residual).sum())
         self.obs += _Moments.of(observed)
         if noise is not None:
-            z = residual / noise
-            z = z[np.isfinite(z)]
+            z = residual / noise if z_rows is None else z_rows
+            s_z2 = float(np.einsum("i,i->", z, z))
+            if not np.isfinite(s_z2):
+                z = z[np.isfinite(z)]
+                s_z2 = float(np.einsum("i,i->", z, z))
             self.z += _Moments.of(z)
-            self.s_z2 += float(np.einsum("i,i->", z, z))
+            self.s_z2 += s_z2
 
     def __iadd__(self, o: "_Metrics") -> "_Metrics":
         self.n += o.n
@@ -444,10 +450,10 @@ def _evaluate_task(item: tuple, *, spec: _Spec, X: np.ndarray) -> _Sums:
             cost, rho1, rho2, z = prob.rho(r)
             J = prob.jac(x)
             psi = rho1 * r
-            gn = rho2 * z
-            gn *= 2.0
-            gn += rho1
-            np.maximum(gn, EPS, out=gn)
+            a_w = rho2 * z
+            a_w *= 2.0
+            a_w += rho1          # rho' + 2 rho'' z: the sandwich's bread weights, bit for bit
+            gn = np.maximum(a_w, EPS)
             JT = J.T
             sums.cost[p] += cost
             sums.g[p] += np.einsum("kn,n->k", JT, psi)
@@ -461,14 +467,14 @@ def _evaluate_task(item: tuple, *, spec: _Spec, X: np.ndarray) -> _Sums:
                         if j != i:
                             sums.day_H[p, :, j, i] += col
             if full:
-                a_w = rho1 + 2.0 * rho2 * z
                 sums.A += np.einsum("kn,jn->kj", JT * a_w, JT)
                 sums.A_irls += np.einsum("kn,jn->kj", JT * rho1, JT)
                 sums.B += np.einsum("kn,jn->kj", JT * (psi * psi), JT)
                 sums.sse_w += float(np.einsum("i,i->", r, r))
                 noise = ft.expected_noise_bps
                 m = _Metrics()
-                m.add_rows(prob.y, pred, noise)
+                # with noise weights the weighted residual is -z already: no second division
+                m.add_rows(prob.y, pred, noise, z_rows=None if spec.weights != "noise" else -r)
                 sums.in_sample += m
                 if spec.groups:
                     _partition_group_metrics(sums.groups, spec.groups, codes[train_idx], keys,
