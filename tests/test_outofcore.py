@@ -229,3 +229,15 @@ def test_cli_ingest_inspect_calibrate_predict(tmp_path, capsys):
     assert code == 2 and "no rows" in err
     code, _, err = run(["calibrate", src, "--model", "power_law", "--min-quantity", "1"], capsys)
     assert code == 2 and "dataset directory" in err
+
+
+def test_where_passes_run(monkeypatch):
+    from execal.models.data import compute
+
+    monkeypatch.delenv(compute.ENV_SCHEDULER, raising=False)
+    assert compute.scheduler_address() is None and compute.executor().name == "in-process"
+    monkeypatch.setenv(compute.ENV_SCHEDULER, "tcp://10.0.0.5:8786")
+    assert compute.scheduler_address() == "tcp://10.0.0.5:8786"
+    assert compute.scheduler_address("") is None          # --scheduler '' forces this process
+    assert compute.scheduler_address("local") is None
+    assert compute.executor("", threads=2).name == "in-process (2 threads)"

@@ -18,6 +18,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Sequence
 
+from execal.models.core.errors import CalibrationError
+
 ENV_SCHEDULER = "EXECAL_DASK_SCHEDULER"
 
 _CLIENTS: dict[str, Any] = {}
@@ -99,12 +101,19 @@ class DaskExecutor:
 
 
 def _client(address: str):
-    from distributed import Client
-
+    try:
+        from distributed import Client
+    except ImportError:
+        raise CalibrationError(f"a Dask scheduler was given ({address}) but dask.distributed is not "
+                               "installed: pip install 'execal[cluster]', or run without a scheduler") from None
     with _CLIENTS_LOCK:
         client = _CLIENTS.get(address)
         if client is None or client.status not in ("running", "connecting"):
-            client = Client(address, set_as_default=False, timeout="20s")
+            try:
+                client = Client(address, set_as_default=False, timeout="20s")
+            except (OSError, TimeoutError) as exc:
+                raise CalibrationError(f"cannot reach the Dask scheduler at {address} ({exc}); check the "
+                                       f"address or unset {ENV_SCHEDULER}") from None
             _CLIENTS[address] = client
         return client
 
