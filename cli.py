@@ -1,6 +1,7 @@
 """execal's command line: the same core as the app, JSON out, for nightly headless runs.
 
-    execal inspect PATH [--kind K] [--map a=b,...]     summary of a data file (JSON)
+    execal inspect PATH [--kind K] [--map a=b,...]     summary of a data file or dataset directory (JSON)
+    execal ingest SOURCE... --out DIR                  CSV / Parquet / captures -> partitioned dataset
     execal serve [--host H] [--port P] [--workers N]   the dashboard (gunicorn; --dev for Dash's server)
     execal models                                      models, parameters, optimizers, losses (JSON)
     execal calibrate PATH --model M [...] --out cfg    fit an execution-cost model, write the config
@@ -12,6 +13,10 @@
     execal surface PATH --model {heston,bates}          stochastic-vol / jump model calibrated to the chain
     execal monitor SOURCE... --config cfg [--fills F]  live model monitor: alarms, recalibration
     execal record SOURCE... --out DIR                  record streams in the capture format (hourly)
+
+Wherever a command takes a file it also takes a dataset directory (made by `execal ingest`):
+`calibrate` then streams it (out of core, optionally on a Dask cluster: --scheduler ADDR or
+EXECAL_DASK_SCHEDULER), `predict` writes predictions batch by batch, the others read it into memory.
 
 Exit codes: 0 ok, 2 bad input or usage (a short message on stderr, never a traceback),
 3 the fit did not converge (the config is still written, with the optimizer's status), 1 unexpected.
@@ -44,6 +49,11 @@ def _json_out(obj, out: str | None = None) -> None:
         sys.stdout.write(text + "\n")
 
 
+# a dataset directory read into memory by a command that does not stream (vol, surface, inspect
+# --rows) stops at this many rows: filter it, or use a command that streams
+IN_MEMORY_ROWS = 20_000_000
+
+
 def _expand(paths) -> list[str]:
     """Paths as given, a glob pattern ('capture-*.gz') expanded in name order."""
     import glob
@@ -63,17 +73,42 @@ def _expand(paths) -> list[str]:
 
 
 def _load(path, kind: str | None, mapping: str | None):
-    """One file, or several consecutive raw Binance captures (paths or glob patterns)."""
+    """One file, several consecutive raw Binance captures (paths or glob patterns), or a dataset
+    directory (`execal ingest`) read into memory."""
+    from execal.models.data.dataset import is_dataset, open_dataset
     from execal.models.data.io import load, parse_mapping
 
     paths = _expand(path)
+    if len(paths) == 1 and is_dataset(paths[0]):
+        ds = open_dataset(paths[0])
+        if kind is not None and kind != ds.kind:
+            raise UsageError(f"{paths[0]}: the dataset holds {ds.kind}, not {kind}")
+        if mapping:
+            raise UsageError(f"{paths[0]}: a dataset has canonical columns already; --map applies to files")
+        return ds.all().to_dataset(max_rows=IN_MEMORY_ROWS)
     source = paths[0] if len(paths) == 1 else paths
     return load(source, kind=kind, mapping=parse_mapping(mapping) if mapping else None)
+
+
+def _is_dataset(path: str) -> bool:
+    from execal.models.data.dataset import is_dataset
+
+    return is_dataset(path)
 
 
 # --- commands ---------------------------------------------------------------------------------
 
 def cmd_inspect(args) -> int:
+    if len(args.path) == 1 and _is_dataset(args.path[0]):
+        from execal.models.data.dataset import open_dataset
+
+        dataset = open_dataset(args.path[0])
+        summary = dataset.summary()          # from the manifest: no row is read
+        if args.report:
+            summary["reports"] = [{"file": s["file"], **(s.get("report") or {})}
+                                  for s in dataset.manifest["sources"]]
+        _json_out(summary)
+        return 0
     ds = _load(args.path, args.kind, args.map)
     summary = ds.summary()
     summary.pop("report", None) if not args.report else None
@@ -175,6 +210,51 @@ def _finish(result, args, caught=()) -> int:
     return 0 if result.converged else 3
 
 
+def cmd_ingest(args) -> int:
+    from execal.models.data.dataset import fmt_bytes, ingest, open_dataset
+    from execal.models.data.io import parse_mapping
+
+    for src in args.sources:
+        if not Path(src).is_file():
+            raise UsageError(f"{src}: no such file")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise UsageError(f"--out {args.out}: is a file, not a directory")
+
+    def show(name, rows):
+        if not args.quiet:
+            print(f"execal: {name}: {rows:,} rows", file=sys.stderr, flush=True)
+    report = ingest(args.sources, args.out, kind=args.kind,
+                    mapping=parse_mapping(args.map) if args.map else None,
+                    chunk_rows=args.chunk_rows, progress=show)
+    out = report.to_dict()
+    summary = open_dataset(args.out).summary()
+    out["dataset"] = {k: summary[k] for k in ("kind", "rows", "start", "end", "symbols", "venues",
+                                               "days", "partitions", "files", "bytes")}
+    _json_out(out)
+    if not args.quiet:
+        print(f"execal: {args.out}: {summary['rows']:,} {summary['kind']} rows in "
+              f"{summary['partitions']:,} partitions ({fmt_bytes(summary['bytes'])})", file=sys.stderr)
+    return 0
+
+
+def _view(path: str, args):
+    """The dataset directory `path` with --symbol/--venue/--start/--end/--min-quantity/
+    --max-quantity as a filtered view (pushed down to the partitions and pyarrow)."""
+    from execal.models.data.dataset import open_dataset
+
+    ds = open_dataset(path)
+    if ds.kind != "fills":
+        raise UsageError(f"{path}: the dataset holds {ds.kind}, not fills")
+    if getattr(args, "map", None):
+        raise UsageError(f"{path}: a dataset has canonical columns already; --map applies to files")
+    view = ds.select(start=args.start, end=args.end, symbols=args.symbol, venues=args.venue,
+                     min_quantity=getattr(args, "min_quantity", None),
+                     max_quantity=getattr(args, "max_quantity", None))
+    if not view.partitions:
+        raise UsageError(f"{path}: no rows left after the filters {view.filters.to_dict()}")
+    return view
+
+
 def cmd_models(args) -> int:
     from execal.models.core.registry import describe
 
@@ -194,6 +274,10 @@ def cmd_calibrate(args) -> int:
     from execal.models.vol.realized import volatility_from_bars
     from execal.models.vol.regimes import with_regimes
 
+    if _is_dataset(args.path):
+        return _calibrate_dataset(args)
+    if args.min_quantity is not None or args.max_quantity is not None:
+        raise UsageError("--min-quantity / --max-quantity filter a dataset directory (execal ingest)")
     ds = _load(args.path, "fills", args.map)
     frame, filters = _filter(ds, args)
     provenance = make_provenance(ds, filters=filters, frame=frame)
@@ -214,22 +298,8 @@ def cmd_calibrate(args) -> int:
         frame, regimes = with_regimes(frame, bars, k_regimes=args.regimes)
         for w in regimes["warnings"] + [f"dropped {d['count']} fills: {d['reason']}" for d in regimes["dropped"]]:
             print(f"execal: warning: {w}", file=sys.stderr)
-    fixed = {k: _number(v, "--fix") for k, v in _pairs(args.fix, "--fix").items()}
-    bounds = {}
-    for name, rng in _pairs(args.bound, "--bound").items():
-        lo, sep, hi = rng.partition(":")
-        if not sep:
-            raise UsageError(f"--bound: expected name=lower:upper, got {name}={rng}")
-        bounds[name] = (None if lo in ("", "-inf") else _number(lo, "--bound"),
-                        None if hi in ("", "inf") else _number(hi, "--bound"))
-    options = {k: _number(v, "--option") for k, v in _pairs(args.option, "--option").items()}
-    options = {k: int(v) if float(v).is_integer() else v for k, v in options.items()}
-    calibrator = Calibrator(model=args.model, optimizer=args.optimizer, loss=args.loss,
-                            f_scale=args.f_scale, weights=args.weights, weight_column=args.weight_column,
-                            fixed=fixed, bounds=bounds, participation=args.participation,
-                            test_fraction=args.test_fraction, walk_forward=args.walk_forward,
-                            multistart=args.multistart, seed=args.seed,
-                            free=tuple(filter(None, (args.free or "").split(","))), options=options)
+    calibrator = _calibrator(args)
+    path = None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", CalibrationWarning)
         if time_varying:
@@ -255,11 +325,120 @@ def cmd_calibrate(args) -> int:
     return code
 
 
+def _calibrator(args):
+    from execal.models.impact.fit import Calibrator
+
+    fixed = {k: _number(v, "--fix") for k, v in _pairs(args.fix, "--fix").items()}
+    bounds = {}
+    for name, rng in _pairs(args.bound, "--bound").items():
+        lo, sep, hi = rng.partition(":")
+        if not sep:
+            raise UsageError(f"--bound: expected name=lower:upper, got {name}={rng}")
+        bounds[name] = (None if lo in ("", "-inf") else _number(lo, "--bound"),
+                        None if hi in ("", "inf") else _number(hi, "--bound"))
+    options = {k: _number(v, "--option") for k, v in _pairs(args.option, "--option").items()}
+    options = {k: int(v) if float(v).is_integer() else v for k, v in options.items()}
+    return Calibrator(model=args.model, optimizer=args.optimizer, loss=args.loss,
+                      f_scale=args.f_scale, weights=args.weights, weight_column=args.weight_column,
+                      fixed=fixed, bounds=bounds, participation=args.participation,
+                      test_fraction=args.test_fraction, walk_forward=args.walk_forward,
+                      multistart=args.multistart, seed=args.seed,
+                      free=tuple(filter(None, (args.free or "").split(","))), options=options)
+
+
+def _calibrate_dataset(args) -> int:
+    """calibrate on a dataset directory: streamed, in-process or on a Dask cluster."""
+    import warnings
+
+    from execal.models.impact.config import dump_config
+    from execal.models.impact.fit import CalibrationWarning
+    from execal.models.impact.outofcore import fit_dataset, fit_segments_dataset
+
+    if args.bars or args.volatility_from:
+        raise UsageError("--bars / --volatility-from / --by regime need the fills in memory; "
+                         "not available on a dataset directory")
+    if args.bootstrap and args.bootstrap_by != "day":
+        raise UsageError("on a dataset directory the bootstrap resamples days (--bootstrap-by day)")
+    view = _view(args.path, args)
+    by = tuple(filter(None, (args.by or "").split(",")))
+    calibrator = _calibrator(args)
+    last = [0.0]
+
+    def progress(info):
+        import time
+
+        now = time.monotonic()
+        if not args.quiet and (now - last[0] > 5 or info["tasks_done"] == info["tasks"]) and now - last[0] > 1:
+            last[0] = now
+            print(f"execal: pass {info['pass']} ({info['stage']}): {info['tasks_done']}/{info['tasks']} tasks",
+                  file=sys.stderr, flush=True)
+    options = dict(scheduler=args.scheduler, threads=args.threads, progress=progress,
+                   bootstrap=args.bootstrap, bootstrap_steps=args.bootstrap_steps,
+                   group_metrics=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", CalibrationWarning)
+        if by:
+            result = fit_segments_dataset(calibrator, view, by=by, **options)
+            pooled = result.pooled
+        else:
+            result = pooled = fit_dataset(calibrator, view, **options)
+    for w in caught:
+        print(f"execal: warning: {w.message}", file=sys.stderr)
+    provenance = {"file": view.source, "dataset": str(view.dataset.root), "sha256": view.dataset.sha256,
+                  "rows": pooled.validation.rows_read, "start": pooled.span[0], "end": pooled.span[1],
+                  "filters": view.filters.to_dict(), "out_of_core": {k: pooled.source[k] for k in
+                                                                     ("executor", "passes", "tasks", "seconds")}}
+    text = dump_config(result.to_config(provenance), None, args.out or "json")
+    if not args.out:
+        sys.stdout.write(text)
+    if not args.quiet:
+        print(pooled.summary(), file=sys.stderr)
+    converged = pooled.report.success and all(s.result.report.success for s in getattr(result, "segments", ()))
+    return 0 if converged else 3
+
+
+def _predict_dataset(args, config) -> int:
+    """predict on a dataset directory: batch by batch, so memory holds one batch."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    from execal.models.data.dataset import read_task
+    from execal.models.impact.config import predict_from_config
+
+    view = _view(args.path, args)
+    columns = view.dataset.summary()["columns"]
+    out = open(args.out, "wb") if args.out else sys.stdout.buffer
+    writer = None
+    try:
+        for task in view.tasks():
+            for batch in read_task(task, columns):
+                frame = batch.to_pandas()
+                frame["timestamp"] = frame["timestamp"].astype("datetime64[ns, UTC]")
+                frame["predicted_cost_bps"] = predict_from_config(config, frame)
+                if "cost_bps" in frame.columns:
+                    frame["residual_bps"] = frame["cost_bps"] - frame["predicted_cost_bps"]
+                table = pa.Table.from_pandas(frame, preserve_index=False)
+                if writer is None:
+                    writer = pacsv.CSVWriter(out, table.schema)
+                writer.write_table(table)
+    finally:
+        if writer is not None:
+            writer.close()
+        if args.out:
+            out.close()
+    return 0
+
+
 def cmd_predict(args) -> int:
     from execal.models.data.csvsafe import neutralise
     from execal.models.impact.config import load_config, predict_from_config
 
     config = load_config(args.config)
+    if _is_dataset(args.path):
+        return _predict_dataset(args, config)
+    if args.symbol or args.venue or args.start or args.end:
+        raise UsageError("--symbol/--venue/--start/--end of predict filter a dataset directory; "
+                         "a file is predicted whole")
     ds = _load(args.path, "fills", args.map)
     frame = ds.frame.copy()
     frame["predicted_cost_bps"] = predict_from_config(config, frame)
@@ -781,13 +960,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", action="store_true", help="include the full validation report")
     p.set_defaults(func=cmd_inspect)
 
+    p = sub.add_parser("ingest", help="turn CSV / Parquet / captures into a partitioned Parquet dataset "
+                                      "(by day, symbol, venue) with a manifest; appends, skips files "
+                                      "already ingested")
+    p.add_argument("sources", nargs="+", metavar="SOURCE", help="data files (CSV, CSV.gz, Parquet, "
+                   "Binance capture, Tardis CSV)")
+    p.add_argument("--out", required=True, metavar="DIR", help="dataset directory (created or appended to)")
+    p.add_argument("--kind", choices=KINDS + ("ticker",), help="dataset kind (detected when omitted)")
+    p.add_argument("--map", help="column mapping their_name=canonical_name,...")
+    p.add_argument("--chunk-rows", type=int, default=1_000_000,
+                   help="rows validated at a time (memory is bounded by this; default: %(default)s)")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.set_defaults(func=cmd_ingest)
+
     from execal.models.core.registry import LOSSES, OPTIMIZERS, PARTICIPATION, WEIGHTS, models_of_kind
 
     p = sub.add_parser("models", help="list models, parameters, optimizers, losses and weights (JSON)")
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("calibrate", help="fit an execution-cost model to fills and write its config")
-    p.add_argument("path", help="fills file (CSV, CSV.gz or Parquet)")
+    p.add_argument("path", help="fills file (CSV, CSV.gz or Parquet) or dataset directory (streamed)")
     p.add_argument("--model", required=True, choices=list(models_of_kind("impact")),
                    help="the impact model (required; `execal models` lists their parameters)")
     p.add_argument("--optimizer", default="lm_normal", choices=list(OPTIMIZERS),
@@ -833,16 +1025,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--venue", action="append", help="keep only this venue (repeatable)")
     p.add_argument("--start", help="keep fills at or after this UTC time")
     p.add_argument("--end", help="keep fills before this UTC time")
+    p.add_argument("--min-quantity", type=float, help="dataset directory: keep fills with quantity >= this")
+    p.add_argument("--max-quantity", type=float, help="dataset directory: keep fills with quantity <= this")
+    p.add_argument("--bootstrap-steps", type=int, default=1,
+                   help="dataset directory: Gauss-Newton steps per day-bootstrap resample (1 = one-step; default: %(default)s)")
+    p.add_argument("--scheduler", metavar="ADDR",
+                   help="dataset directory: run the passes on this Dask scheduler (default: "
+                        "$EXECAL_DASK_SCHEDULER, else in this process)")
+    p.add_argument("--threads", type=int, default=1, help="dataset directory, in this process: threads (default: %(default)s)")
     p.add_argument("--map", help="column mapping their_name=canonical_name,...")
     p.add_argument("--out", help="config file (.json, .yaml); stdout (JSON) when omitted")
     p.add_argument("--quiet", action="store_true", help="no summary on stderr")
     p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("predict", help="expected cost of each fill from a config (CSV out)")
-    p.add_argument("path", help="fills file")
+    p.add_argument("path", help="fills file or dataset directory (streamed batch by batch)")
     p.add_argument("--config", required=True, help="config written by `execal calibrate`")
     p.add_argument("--map", help="column mapping their_name=canonical_name,...")
     p.add_argument("--out", help="CSV file; stdout when omitted")
+    for flag in ("--symbol", "--venue"):
+        p.add_argument(flag, action="append", help=f"dataset directory: keep only this {flag[2:]} (repeatable)")
+    p.add_argument("--start", help="dataset directory: keep fills at or after this UTC time")
+    p.add_argument("--end", help="dataset directory: keep fills before this UTC time")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("vol", help="fit a volatility model (realised, GARCH family, regimes, jumps, HAR) to "

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import json
 import pkgutil
 import sys
@@ -18,6 +19,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="smaller sizes (smoke run)")
     ap.add_argument("--only", help="run only bench_<ONLY>")
     ap.add_argument("--json", help="also write the rows to this file")
+    ap.add_argument("--rows", type=int, help="size for the benchmarks that take one (bench_outofcore)")
     args = ap.parse_args(argv)
     here = Path(__file__).parent
     names = sorted(m.name for m in pkgutil.iter_modules([str(here)]) if m.name.startswith("bench_"))
@@ -27,7 +29,8 @@ def main(argv=None) -> int:
     for name in names:
         mod = importlib.import_module(f"bench.{name}")
         print(f"running {name} ...", file=sys.stderr, flush=True)
-        rows.extend(mod.run(quick=args.quick))
+        sized = args.rows and "rows" in inspect.signature(mod.run).parameters
+        rows.extend(mod.run(quick=args.quick, **({"rows": args.rows} if sized else {})))
     print("| benchmark | execal s | floor s | meets floor | baseline | baseline s | ratio | note |")
     print("|---|---:|---:|:---:|---|---:|---:|---|")
     for r in rows:

@@ -28,6 +28,7 @@ from execal.components.shell import (DEFAULT_MAX_UPLOAD_MB, LOCATION_ID, REQUEST
                                      Settings, attach_settings, get_settings, is_shown, max_upload_bytes)
 from execal.components import corr_panel
 from execal.components import monitor_panel
+from execal.components import datasets_panel
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ PANELS: list[ModuleType] = [
     orderflow_panel,
     corr_panel,
     monitor_panel,
+    datasets_panel,
 ]
 # the shell answers "is this panel on screen?" for the panels, which never import this module
 shell.set_panel_order(p.PANEL for p in PANELS)

@@ -22,7 +22,7 @@ import re
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -48,7 +48,7 @@ DEFAULT_MAX_ROWS = 20_000_000
 # more than this fraction of rows dropped means the file, not a few rows, is wrong
 MAX_DROP_FRACTION = 0.5
 # a fill whose exec and arrival prices differ by this factor is a unit error or a typo, not a cost
-MAX_PRICE_RATIO = 2.0
+MAX_PRICE_RATIO = 10.0
 _HEAD_BYTES = 64 * 1024
 # pyarrow infers column types from the first block; a later bad cell triggers a re-read
 _CSV_BLOCK_BYTES = 4 * 1024**2
@@ -146,6 +146,166 @@ def load(source, *, name: str | None = None, kind: str | None = None,
         _check_text(head, label)
         parsed = _read_csv(raw)
     return _from_table(parsed, label=label, sha256=raw.sha256, kind=kind, mapping=mapping)
+
+
+# a stateful Tardis format cannot be converted chunk by chunk (the book is replayed row by row)
+_WHOLE_FILE_FORMATS = ("incremental_book_L2",)
+
+
+def load_chunks(source: str | os.PathLike, *, name: str | None = None, kind: str | None = None,
+                mapping: dict[str, str] | None = None, chunk_rows: int = 1_000_000,
+                column_types: dict[str, "pa.DataType"] | None = None,
+                max_bytes: int | None = None) -> Iterator[Dataset]:
+    """`load` for files bigger than memory: validated `Dataset`s of consecutive chunks of about
+    `chunk_rows` rows of one CSV (plain or gzip) or Parquet file, each through the same renaming,
+    kind detection and validation as `load`. Rows in the reports are numbered from the start of
+    the file. The kind is detected on the first chunk and held for the rest.
+
+    Row checks that need the whole file work per chunk: duplicates are found within a chunk and
+    rows are sorted by time within a chunk (both said in the first chunk's warnings). Binance
+    captures and Tardis `incremental_book_L2` (a book replayed row by row) are read whole by
+    `load` and given as one chunk. A CSV column whose type the first block got wrong raises
+    `ColumnTypeError` naming it: read again with `column_types={column: pa.string()}`.
+    `max_bytes` = None means no size limit (this is the path for big files).
+    """
+    if kind is not None and kind not in KINDS:
+        raise DataError(f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
+    limit = max_bytes if max_bytes is not None else 1 << 62
+    raw = _Raw.open(source, name, limit)
+    label = raw.label
+    if raw.size == 0:
+        raise DataError("the file is empty (0 bytes)", file=label)
+    gz = raw.head[:2] == b"\x1f\x8b"
+    head = raw.head
+    if gz:
+        try:
+            with gzip.open(raw.path, "rb") as fh:
+                head = fh.read(_HEAD_BYTES)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise DataError(f"is a corrupt or truncated gzip file ({exc})", file=label) from None
+    if _BINANCE_LINE.match(head):
+        yield load(source, name=name, kind=kind, mapping=mapping, max_bytes=limit)
+        return
+    chunk_rows = max(int(chunk_rows), 1)
+    if head[:4] == b"PAR1":
+        try:
+            pf = pq.ParquetFile(raw.path)
+            tables = (pa.Table.from_batches([b]) for b in pf.iter_batches(batch_size=chunk_rows))
+        except Exception as exc:   # pyarrow raises several types for corrupt files
+            raise DataError(f"unreadable Parquet file ({str(exc).splitlines()[0]})", file=label) from None
+        parsed_chunks = (_Parsed(t) for t in tables)
+    else:
+        _check_text(head, label)
+        parsed_chunks = _csv_chunks(raw, head, gz, chunk_rows, dict(column_types or {}))
+    first_row = 1
+    notes = [f"read in chunks of {chunk_rows:,} rows: duplicate rows are found, and rows sorted "
+             f"by time, within a chunk"]
+    for parsed in parsed_chunks:
+        n = parsed.table.num_rows
+        if parsed.rows is None:
+            parsed.rows = np.arange(first_row, first_row + n, dtype=np.int64)
+            parsed.rows_read = n
+        if n == 0:
+            continue
+        if first_row == 1:
+            fmt = tardis.detect_format(c.strip().lower() for c in parsed.table.column_names)
+            if fmt in _WHOLE_FILE_FORMATS:
+                yield load(source, name=name, kind=kind, mapping=mapping, max_bytes=limit)
+                return
+        parsed.warnings = notes + parsed.warnings
+        notes = []
+        ds = _from_table(parsed, label=label, sha256=raw.sha256, kind=kind, mapping=mapping)
+        kind = ds.kind
+        first_row = int(parsed.rows[-1]) + 1 if len(parsed.rows) else first_row
+        yield ds
+    if first_row == 1:
+        raise DataError("has no data rows", file=label)
+
+
+class ColumnTypeError(DataError):
+    """A CSV column that the first block read as numbers holds text further down."""
+
+    def __init__(self, column: str, message: str, *, file: str | None = None):
+        self.bad_column = column
+        super().__init__(message, file=file, column=column)
+
+
+def _csv_chunks(raw: "_Raw", head: bytes, gz: bool, chunk_rows: int,
+                column_types: dict) -> Iterator["_Parsed"]:
+    """Consecutive chunks of a CSV as `_Parsed` tables with 1-based file row numbers."""
+    delim, skip = _sniff_delimiter(head)
+    warnings: list[str] = []
+    if delim != ",":
+        word = {"\t": "tab", ";": "';'", "|": "'|'"}[delim]
+        warnings.append(f"the file looks {word}-delimited, not comma-delimited; read it as such")
+    if skip:
+        warnings.append(f"skipped {skip} line(s) before the header")
+    bad_lines: list[int] = []
+
+    def on_invalid(row):
+        bad_lines.append(row.number)
+        return "skip"
+    stream = pa.input_stream(raw.path, compression="gzip" if gz else None)
+    try:
+        reader = pacsv.open_csv(
+            stream,
+            # one thread: pyarrow numbers the malformed lines it skips only when parsing serially
+            read_options=pacsv.ReadOptions(skip_rows=skip, block_size=_CSV_BLOCK_BYTES,
+                                           use_threads=False),
+            parse_options=pacsv.ParseOptions(delimiter=delim, invalid_row_handler=on_invalid),
+            convert_options=pacsv.ConvertOptions(column_types=column_types, strings_can_be_null=True))
+    except pa.ArrowInvalid as exc:
+        if "Empty CSV file" in str(exc):
+            raise DataError("the file is empty (no header line)", file=raw.label) from None
+        raise DataError(f"unreadable CSV ({str(exc).splitlines()[0]})", file=raw.label) from None
+    names = reader.schema.names
+    state = {"next_row": 1, "unnumbered": 0}
+    pending: list = []
+
+    def emit() -> _Parsed:
+        table = pa.Table.from_batches(pending, schema=reader.schema)
+        n, first = table.num_rows, state["next_row"]
+        # the next n data rows the parser did not skip as malformed (pyarrow numbers lines with
+        # the header as line 1; a multithreaded parse may not number them: counted, not located)
+        bad = np.asarray(sorted(b - 1 for b in bad_lines if b is not None and b - 1 >= first),
+                         dtype=np.int64)
+        span = np.arange(first, first + n + bad.size, dtype=np.int64)
+        rows = np.setdiff1d(span, bad, assume_unique=True)[:n]
+        last = int(rows[-1]) if n else first - 1
+        skipped = bad[bad <= last]
+        unnumbered = sum(1 for b in bad_lines if b is None) - state["unnumbered"]
+        state["unnumbered"] += unnumbered
+        drops = []
+        if skipped.size or unnumbered:
+            drops.append(DropRecord(f"wrong number of fields (the header has {len(names)})", None,
+                                    int(skipped.size) + unnumbered, skipped[:5].tolist()))
+        state["next_row"] = last + 1
+        return _Parsed(table, rows, n + int(skipped.size) + unnumbered, drops, list(warnings))
+    rows_pending = 0
+    while True:
+        try:
+            batch = reader.read_next_batch()
+        except StopIteration:
+            break
+        except pa.ArrowInvalid as exc:
+            msg = str(exc)
+            conv = _CONVERSION_ERR.search(msg)
+            if conv:
+                col = names[int(conv.group(1))]
+                raise ColumnTypeError(col, f"holds values that are not of the type its first "
+                                           f"rows have ({msg.splitlines()[0]})", file=raw.label) from None
+            raise DataError(f"unreadable CSV ({msg.splitlines()[0]})", file=raw.label) from None
+        pending.append(batch)
+        rows_pending += batch.num_rows
+        if rows_pending >= chunk_rows:
+            parsed = emit()
+            warnings = []
+            pending, rows_pending = [], 0
+            yield parsed
+    if rows_pending:
+        yield emit()
+    elif state["next_row"] == 1:
+        raise DataError("has a header but no data rows", file=raw.label)
 
 
 def detect_kind(columns: Iterable[str], *, shown: Iterable[str] | None = None) -> str:
@@ -261,6 +421,10 @@ class _Raw:
         except OSError as exc:
             raise DataError(f"cannot open: {exc.strerror or exc}", file=label) from None
         if not path.is_file():
+            if (path / "_manifest.json").is_file():
+                raise DataError("is a dataset directory (execal ingest): open it with "
+                                "execal.models.data.dataset.open_dataset, or give it to an execal command",
+                                file=label)
             raise DataError("is not a file", file=label)
         if size > limit:   # checked before reading a single byte
             raise DataError(f"file is {_mb(size)} MB, over the limit of {_mb(limit)} MB",

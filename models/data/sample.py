@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import hashlib
 import json
 import sys
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ import numpy as np
 import pandas as pd
 from scipy.signal import lfilter
 from scipy.special import ndtr
+
+from execal.models.data.dataset import DatasetWriter, is_dataset
 
 # --- the simulated world -----------------------------------------------------------------------
 
@@ -304,7 +307,9 @@ def generate_fills(n: int = 20_000, *, seed: int = DEFAULT_SEED, model: str = "p
                    noise_scale: float = NOISE_SCALE, outlier_share: float = OUTLIER_SHARE,
                    dof: float = NOISE_DOF, participation: str = "adv",
                    days: int = DEFAULT_DAYS, start: str = DEFAULT_START,
-                   market: Market | None = None) -> tuple[pd.DataFrame, dict]:
+                   market: Market | None = None, day: int | None = None,
+                   rng: np.random.Generator | None = None,
+                   first_order_id: int = 1) -> tuple[pd.DataFrame, dict]:
     """Metaorders with a known cost model, as a canonical fills frame, and the truth behind them.
 
     `params` override the model's defaults (`DEFAULT_PARAMS`); a value may be a number or a
@@ -314,6 +319,10 @@ def generate_fills(n: int = 20_000, *, seed: int = DEFAULT_SEED, model: str = "p
     (dof) scaled to unit variance; `outlier_share` of the rows get an outlier (half noise bursts,
     half bad prints). The frame is what `execal.models.data.io.load` makes of fills.csv: timestamp
     datetime64[ns, UTC], side int8 (+1/-1), and the derived cost_bps.
+
+    For data bigger than memory (`generate_fills_dataset`): `day` (0-based day of the fills
+    window) puts every arrival in that UTC day, `rng` replaces the seed's fills stream and order
+    ids start at `first_order_id`.
     """
     if n < 1:
         raise ValueError("n must be >= 1")
@@ -339,7 +348,8 @@ def generate_fills(n: int = 20_000, *, seed: int = DEFAULT_SEED, model: str = "p
         raise ValueError("market was simulated for other venues or another seed")
     symbols = market.symbols
     specs = [SYMBOL_SPECS[s] for s in symbols]
-    rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(5)[1])
+    if rng is None:
+        rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(5)[1])
 
     sym_share = np.array([s["share"] for s in specs])
     si = rng.choice(len(symbols), size=n, p=sym_share / sym_share.sum())
@@ -351,7 +361,12 @@ def generate_fills(n: int = 20_000, *, seed: int = DEFAULT_SEED, model: str = "p
 
     # arrival minute drawn with the intraday activity profile, within the fills window
     first_min = market.warmup_days * MINUTES_PER_DAY
-    window = np.arange(first_min, market.minutes)
+    if day is None:
+        window = np.arange(first_min, market.minutes)
+    else:
+        if not 0 <= day < market.days - market.warmup_days:
+            raise ValueError(f"day {day} is outside the {market.days - market.warmup_days} fills days")
+        window = np.arange(first_min + day * MINUTES_PER_DAY, first_min + (day + 1) * MINUTES_PER_DAY)
     w = _intraday_profile(window % MINUTES_PER_DAY)
     arrival_s = (rng.choice(window, size=n, p=w / w.sum()) * 60
                  + rng.integers(0, 60, n)).astype(np.float64)
@@ -401,7 +416,7 @@ def generate_fills(n: int = 20_000, *, seed: int = DEFAULT_SEED, model: str = "p
     exec_price = np.round(arrival_price * (1 + side * cost / 1e4), 6)
 
     ts = market.start.astype("datetime64[ns]") + (arrival_s * 1e9).astype("timedelta64[ns]")
-    order_id = np.char.add("O", np.char.zfill(np.arange(1, n + 1).astype(str), 7))
+    order_id = np.char.add("O", np.char.zfill(np.arange(first_order_id, first_order_id + n).astype(str), 7))
     fee = np.array([VENUE_SPECS.get(v, {"fee_bps": 1.0})["fee_bps"] for v in venue_names])[vi]
     frame = pd.DataFrame({
         "timestamp": pd.DatetimeIndex(ts).tz_localize("UTC"),
@@ -862,11 +877,84 @@ def write_sample(out: str | Path, seed: int = DEFAULT_SEED) -> dict[str, Path]:
     return paths
 
 
+DATASET_CHUNK_ROWS = 1_000_000   # at most this many fills are in memory while writing a dataset
+
+
+def generate_fills_dataset(out: str | Path, n: int, *, days: int = 365, seed: int = DEFAULT_SEED,
+                           start: str = DEFAULT_START, model: str = "power_law",
+                           params: Mapping[str, Any] | None = None,
+                           chunk_rows: int = DATASET_CHUNK_ROWS,
+                           progress=None) -> dict:
+    """Write `n` fills over `days` UTC days as a partitioned dataset (day / symbol / venue, see
+    execal.models.data.dataset) in bounded memory: one simulated market for the whole span, then
+    day by day (and in chunks of at most `chunk_rows` within a day) the fills of that day, each
+    chunk from its own seeded stream, written and forgotten. Deterministic for (seed, n, days,
+    chunk_rows). The truth (model, parameters, noise) goes to DIR/_ground_truth.json.
+    Returns the dataset manifest."""
+    if n < days:
+        raise ValueError(f"n ({n}) must be at least the number of days ({days})")
+    out = Path(out)
+    if is_dataset(out):
+        raise ValueError(f"{out} already holds a dataset; write the sample into a new directory")
+    market = simulate_market(seed, start=start, days=days)
+    per_day = np.full(days, n // days, dtype=np.int64)
+    per_day[: n % days] += 1
+    settings = {"generator": "execal.models.data.sample.generate_fills_dataset", "n": int(n),
+                "days": int(days), "seed": int(seed), "start": start, "model": model,
+                "params": dict(params or {}), "chunk_rows": int(chunk_rows)}
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+    writer = DatasetWriter(out, "fills", {"file": f"generated: {n:,} fills, seed {seed}",
+                                          "sha256": digest, "kind": "fills", "generator": settings})
+    truth = None
+    next_id = 1
+    try:
+        for d in range(days):
+            chunks = -(-int(per_day[d]) // chunk_rows)
+            for c in range(chunks):
+                size = int(per_day[d]) // chunks + (1 if c < int(per_day[d]) % chunks else 0)
+                rng = np.random.default_rng(np.random.SeedSequence([seed, 15, d, c]))
+                frame, truth_chunk = generate_fills(size, seed=seed, model=model, params=params,
+                                                    market=market, day=d, rng=rng,
+                                                    first_order_id=next_id)
+                next_id += size
+                writer.write_frame(frame)
+                del frame
+                if truth is None:
+                    truth = {k: v for k, v in truth_chunk.items() if k not in ("outliers", "n")}
+                    truth["outliers"] = {"share": truth_chunk["outliers"]["share"],
+                                         "note": "order ids of outliers are not listed for datasets"}
+            writer.flush_days_before(None)
+            if progress:
+                progress(d + 1, days, writer.rows)
+        truth["n"] = int(n)
+        truth["market"] = market_truth(market)
+        truth["settings"] = settings
+        manifest = writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    (out / "_ground_truth.json").write_text(json.dumps(truth, indent=1, allow_nan=False) + "\n")
+    return manifest
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m execal.models.data.sample", description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="sample_data", help="output directory (default sample_data)")
     ap.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"seed (default {DEFAULT_SEED})")
+    ap.add_argument("--dataset", metavar="DIR", help="instead of the sample files, write --rows fills "
+                    "as a partitioned dataset in DIR (bounded memory)")
+    ap.add_argument("--rows", type=int, default=1_000_000, help="--dataset: number of fills")
+    ap.add_argument("--days", type=int, default=365, help="--dataset: UTC days they span")
     args = ap.parse_args(argv)
+    if args.dataset:
+        def show(done, total, rows):
+            if done == total or done % 30 == 0:
+                print(f"day {done}/{total}: {rows:,} fills", file=sys.stderr, flush=True)
+        manifest = generate_fills_dataset(args.dataset, args.rows, days=args.days, seed=args.seed,
+                                          progress=show)
+        print(f"{args.dataset}: {manifest['rows']:,} fills in {len(manifest['partitions']):,} "
+              f"partitions, {manifest['bytes']:,} bytes")
+        return 0
     paths = write_sample(args.out, args.seed)
     for name, path in paths.items():
         print(f"{path}  {path.stat().st_size:,} bytes")

@@ -91,12 +91,20 @@ def _model_block(result, alpha: float = 0.05) -> dict:
 
 
 def _span(result) -> tuple[str | None, str | None]:
+    if getattr(result, "span", None) is not None:      # a streamed (out-of-core) result
+        return tuple(result.span)
     ts = result.features.timestamp_ns
     if ts is None or not ts.size:
         return None, None
     def iso(v):
         return _dt.datetime.fromtimestamp(int(v) / 1e9, tz=_dt.timezone.utc).isoformat()
     return iso(ts.min()), iso(ts.max())
+
+
+def _rows_used(result) -> int:
+    """Usable rows (train and test) of a result: from its features, or its count when streamed."""
+    rows = getattr(result, "rows_used", None)
+    return int(rows) if rows is not None else int(result.features.n)
 
 
 def config_dict(result_or_segmented, provenance=None) -> dict:
@@ -110,7 +118,7 @@ def config_dict(result_or_segmented, provenance=None) -> dict:
     data = {"file": None, "sha256": None, "rows": result.validation.rows_read, "start": start,
             "end": end, "filters": {}}
     data.update({k: v for k, v in dict(provenance or {}).items() if v is not None or k not in data})
-    data["rows_used"] = int(result.features.n)
+    data["rows_used"] = _rows_used(result)
     data["dropped"] = [d.to_dict() for d in result.validation.dropped]
     settings = dict(result.settings)
     config = {
@@ -135,7 +143,7 @@ def config_dict(result_or_segmented, provenance=None) -> dict:
         config["segments"] = [
             {"key": dict(s.key), "params": s.result.params, "std_errors": s.result.std_errors,
              "conf_int": {k: list(v) for k, v in s.result.conf_int().items()},
-             "rows": int(s.result.features.n), "status": s.result.report.status,
+             "rows": _rows_used(s.result), "status": s.result.report.status,
              "converged": s.result.report.converged, "message": s.result.report.message,
              "active_bounds": list(s.result.report.active_bounds), "warnings": list(s.result.warnings),
              "metrics": {"in_sample": s.result.in_sample, "out_of_sample": s.result.out_of_sample}}

@@ -169,25 +169,17 @@ def _least_squares(prob: _Problem, x0, method: str, max_nfev, tol) -> _Solution:
 
 
 def _lm_normal(prob: _Problem, x0, max_nfev=None, tol=DEFAULT_TOL) -> _Solution:
-    """Levenberg–Marquardt on the k×k normal equations, robust loss as IRLS weights.
+    """Levenberg–Marquardt on the k×k normal equations, robust loss as IRLS weights (`lm_solve`
+    on rows in memory)."""
 
-    Same objective, Gauss-Newton model (scipy's rho' + 2rho''z weights, clipped at EPS) and
-    termination tests (ftol on the relative cost decrease with a good model fit, xtol on the step)
-    as scipy's trf; bounds by projection with an active set (a parameter at a bound whose gradient
-    points outward is held there).
-    """
-    lo, hi = prob.lo, prob.hi
-    k = prob.k
-    max_nfev = max_nfev or 100 * max(k, 1)
-    x = np.clip(np.asarray(x0, dtype=np.float64), lo, hi)
-    r = prob.residuals(x)
-    nfev, njev, iterations = 1, 0, 0
-    cost, rho1, rho2, z = prob.rho(r)
-    lam, nu = 1e-6, 2.0
-    status = None
-    while status is None:
+    def evaluate(x):
+        r = prob.residuals(x)
+        cost, rho1, rho2, z = prob.rho(r)
+        return cost, (r, rho1, rho2, z)
+
+    def normal(x, state):
+        r, rho1, rho2, z = state
         J = prob.jac(x)
-        njev += 1
         psi = rho1 * r
         gn = rho2 * z
         gn *= 2.0
@@ -200,6 +192,33 @@ def _lm_normal(prob: _Problem, x0, max_nfev=None, tol=DEFAULT_TOL) -> _Solution:
         JT = J.T
         g = np.einsum("kn,n->k", JT, psi)
         H = np.einsum("kn,jn->kj", JT * gn, JT)
+        return g, H
+    return lm_solve(evaluate, normal, x0, prob.lo, prob.hi, max_nfev, tol)
+
+
+def lm_solve(evaluate, normal, x0, lo, hi, max_nfev=None, tol=DEFAULT_TOL) -> _Solution:
+    """Levenberg–Marquardt on the k×k normal equations, robust loss as IRLS weights.
+
+    Same objective, Gauss-Newton model (scipy's rho' + 2rho''z weights, clipped at EPS) and
+    termination tests (ftol on the relative cost decrease with a good model fit, xtol on the step)
+    as scipy's trf; bounds by projection with an active set (a parameter at a bound whose gradient
+    points outward is held there).
+
+    The data enter only through `evaluate(x) -> (cost, state)` and `normal(x, state) -> (g, H)`
+    (gradient Jᵀψ and Gauss-Newton matrix Jᵀ diag(max(rho'+2rho''z, EPS)) J at an x that
+    `evaluate` has seen): rows in memory (`_lm_normal`) or sums streamed from a dataset
+    (execal.models.impact.outofcore), which then follow the same path.
+    """
+    k = len(lo)
+    max_nfev = max_nfev or 100 * max(k, 1)
+    x = np.clip(np.asarray(x0, dtype=np.float64), lo, hi)
+    cost, state = evaluate(x)
+    nfev, njev, iterations = 1, 0, 0
+    lam, nu = 1e-6, 2.0
+    status = None
+    while status is None:
+        g, H = normal(x, state)
+        njev += 1
         active = ((x <= lo) & (g > 0)) | ((x >= hi) & (g < 0))
         free = ~active
         scale = np.sqrt(np.maximum(np.diag(H), EPS)) * np.sqrt(max(2.0 * cost, EPS))
@@ -218,19 +237,21 @@ def _lm_normal(prob: _Problem, x0, max_nfev=None, tol=DEFAULT_TOL) -> _Solution:
             step[free] = step_f
             x_new = np.clip(x + step, lo, hi)
             d = x_new - x
-            r_new = prob.residuals(x_new)
+            cost_new, state_new = evaluate(x_new)
             nfev += 1
-            cost_new, rho1_new, rho2_new, z_new = prob.rho(r_new)
             predicted = -(g @ d + 0.5 * d @ H @ d)
             actual = cost - cost_new
             ratio = actual / predicted if predicted > 0 else (-1.0 if actual <= 0 else 1.0)
             d_norm, x_norm = np.linalg.norm(d), np.linalg.norm(x_new)
             if 0 <= predicted <= tol * cost and abs(actual) <= tol * cost:
                 # MINPACK's ftol test: neither the model nor the data promise a relative decrease
-                # above ftol; further steps only chase rounding noise.
-                if actual > 0:
-                    x, r, cost, rho1, rho2, z = x_new, r_new, cost_new, rho1_new, rho2_new, z_new
-                    iterations += 1
+                # above ftol; further steps only chase rounding noise. The step is taken whatever
+                # the sign of `actual`: at this size the sign is rounding (it differs between two
+                # summation orders of the same rows), while the step itself comes from the
+                # gradient, which still carries information. So a fit from streamed sums follows
+                # the in-memory path to the end (execal.models.impact.outofcore).
+                x, cost, state = x_new, cost_new, state_new
+                iterations += 1
                 status = 2
                 break
             if ratio > 1e-4 and np.isfinite(cost_new):
@@ -239,7 +260,7 @@ def _lm_normal(prob: _Problem, x0, max_nfev=None, tol=DEFAULT_TOL) -> _Solution:
                 iterations += 1
                 ftol_ok = actual < tol * cost and ratio > 0.25
                 xtol_ok = d_norm < tol * (tol + x_norm)
-                x, r, cost, rho1, rho2, z = x_new, r_new, cost_new, rho1_new, rho2_new, z_new
+                x, cost, state = x_new, cost_new, state_new
                 if ftol_ok and xtol_ok:
                     status = 4
                 elif ftol_ok:
@@ -258,7 +279,7 @@ def _lm_normal(prob: _Problem, x0, max_nfev=None, tol=DEFAULT_TOL) -> _Solution:
                 status = 0
                 break
     return _Solution(x, status, TERMINATION_MESSAGES[status], status > 0, nfev, njev, iterations,
-                     cost, _active_mask(x, lo, hi), state=(r, rho1, rho2, z))
+                     cost, _active_mask(x, lo, hi), state=state)
 
 
 def _local(prob, x0, method, max_nfev, tol) -> _Solution:
@@ -524,6 +545,25 @@ class Calibrator:
         """Drop rows the model cannot use, counting each row once under its first reason."""
         n = features.n
         weights = self._weights_name(features)
+        keep, drops = self._usable_mask(features, weights, need_cost=need_cost)
+        report = ValidationReport(rows_read=n)
+        for reason, column, bad in drops:
+            rows = (features.row_index[np.flatnonzero(bad)[:5]] + 1).tolist()
+            report.dropped.append(DropRecord(reason, column, int(bad.sum()), rows))
+        report.rows_kept = int(keep.sum())
+        if report.rows_kept == 0:
+            why = "; ".join(f"{d.count} {d.reason} (column '{d.column}', rows "
+                            f"{', '.join(map(str, d.first_rows))})" for d in report.dropped)
+            raise CalibrationError(f"no usable rows out of {n}: {why or 'the data is empty'}")
+        if report.rows_kept < n:
+            features = features.take_rows(keep)
+        return features, report, weights
+
+    def _usable_mask(self, features: Features, weights: str, *,
+                     need_cost: bool) -> tuple[np.ndarray, list[tuple[str, str, np.ndarray]]]:
+        """(rows the model can use, [(reason, column, rows dropped for it)]): each row is dropped
+        under the first check it fails, in a fixed order of checks."""
+        n = features.n
         checks = []
         checks.append(("participation must be a positive number", "quantity/adv" if
                        features.participation_kind == "adv" else "quantity/market_volume",
@@ -546,7 +586,7 @@ class Calibrator:
             checks.append(("weight missing or negative", self.weight_column,
                            features.extra[self.weight_column], "nonneg"))
         keep = np.ones(n, dtype=bool)
-        report = ValidationReport(rows_read=n)
+        drops = []
         for reason, column, values, rule in checks:
             with np.errstate(invalid="ignore"):
                 if rule == "positive":
@@ -559,19 +599,10 @@ class Calibrator:
                     good = np.isfinite(values)
                 good &= np.isfinite(values)
             bad = keep & ~good
-            count = int(bad.sum())
-            if count:
-                rows = (features.row_index[np.flatnonzero(bad)[:5]] + 1).tolist()
-                report.dropped.append(DropRecord(reason, column, count, rows))
+            if bad.any():
+                drops.append((reason, column, bad))
                 keep &= good
-        report.rows_kept = int(keep.sum())
-        if report.rows_kept == 0:
-            why = "; ".join(f"{d.count} {d.reason} (column '{d.column}', rows "
-                            f"{', '.join(map(str, d.first_rows))})" for d in report.dropped)
-            raise CalibrationError(f"no usable rows out of {n}: {why or 'the data is empty'}")
-        if report.rows_kept < n:
-            features = features.take_rows(keep)
-        return features, report, weights
+        return keep, drops
 
     def _residual_weights(self, features: Features, weights: str) -> np.ndarray | None:
         if weights == "noise":
@@ -623,7 +654,7 @@ class Calibrator:
             return _multistart(prob, x0, local, starts, seed, self.max_nfev, self.tol)
         return _local(prob, x0, method, self.max_nfev, self.tol)
 
-    def _report(self, prob: _Problem, sol: _Solution, weights: str, notes: list[str]) -> OptimizerReport:
+    def _report(self, prob: _Problem, sol: _Solution, weights: str, notes: list[str], n_rows: int | None = None) -> OptimizerReport:
         names = [self.model.params[i].name for i in prob.free]
         active = []
         for name, a, lo, hi in zip(names, sol.active, prob.lo, prob.hi):
@@ -638,7 +669,7 @@ class Calibrator:
         if active:
             warn.append("parameter(s) at a bound: " + "; ".join(active)
                         + " (standard errors there are not reliable)")
-        n_rows, k = int(prob.y.shape[0]), prob.k
+        n_rows, k = (int(prob.y.shape[0]) if n_rows is None else int(n_rows)), prob.k
         if k and n_rows < MIN_ROWS_PER_PARAMETER * k:
             warn.append(few_rows_warning(n_rows, k))
         if self.optimizer == "lm":
@@ -883,10 +914,12 @@ class Calibrator:
         return SegmentedResult(by=by, pooled=pooled, segments=tuple(segments), test=test)
 
 
-def segment_test(pooled: CalibrationResult, results: list[CalibrationResult]) -> dict:
+def segment_test(pooled: CalibrationResult, results: list[CalibrationResult], *,
+                 chow_sums: tuple[float, float, int] | None = None) -> dict:
     """Do the segments share coefficients? Wald χ² on the free parameters using each segment's
     sandwich covariance (robust-loss valid), and the Chow F on weighted residual sums of squares
-    evaluated on the segments' in-sample rows (exact for least squares, indicative otherwise)."""
+    evaluated on the segments' in-sample rows (exact for least squares, indicative otherwise).
+    `chow_sums` = (unrestricted SS, restricted SS, rows) when the caller has them (out of core)."""
     free = pooled.free
     K, k = len(results), len(free)
     out: dict[str, Any] = {"segments": K, "parameters": list(free), "hypothesis":
@@ -910,6 +943,16 @@ def segment_test(pooled: CalibrationResult, results: list[CalibrationResult]) ->
     except np.linalg.LinAlgError:
         wald = None
     # Chow: restricted (pooled params) vs unrestricted (segment params), same rows and weights
+    ss_u, ss_r, n = chow_sums if chow_sums is not None else _chow_sums(pooled, results)
+    df1, df2 = (K - 1) * k, n - K * k
+    chow = None
+    if df2 > 0 and ss_u > 0:
+        F = ((ss_r - ss_u) / df1) / (ss_u / df2)
+        chow = {"statistic": F, "df1": df1, "df2": df2, "p_value": float(stats.f.sf(F, df1, df2))}
+    return out | {"wald": wald, "chow": chow}
+
+
+def _chow_sums(pooled: CalibrationResult, results: list[CalibrationResult]) -> tuple[float, float, int]:
     ss_u, ss_r, n = 0.0, 0.0, 0
     for r in results:
         f = r.features.take_rows(r.is_train) if not r.is_train.all() else r.features
@@ -922,12 +965,7 @@ def segment_test(pooled: CalibrationResult, results: list[CalibrationResult]) ->
         ss_u += float(np.einsum("i,i->", res_u, res_u))
         ss_r += float(np.einsum("i,i->", res_r, res_r))
         n += f.n
-    df1, df2 = (K - 1) * k, n - K * k
-    chow = None
-    if df2 > 0 and ss_u > 0:
-        F = ((ss_r - ss_u) / df1) / (ss_u / df2)
-        chow = {"statistic": F, "df1": df1, "df2": df2, "p_value": float(stats.f.sf(F, df1, df2))}
-    return out | {"wald": wald, "chow": chow}
+    return ss_u, ss_r, n
 
 
 def result_from_config(config, fills, cost_bps=None):

@@ -147,15 +147,48 @@ def _impact_only(cost_bps: np.ndarray, features: Features, h: float) -> np.ndarr
     return cost_bps - h * features.half_spread_bps
 
 
-def _wls_scale(basis: np.ndarray, target: np.ndarray, w2: np.ndarray | None) -> float:
-    """Closed-form least-squares coefficient c of target ≈ c·basis (NaN-safe)."""
+def _wls_terms(basis: np.ndarray, target: np.ndarray, w2: np.ndarray | None) -> tuple[float, float]:
+    """(Σ w²·basis·target, Σ w²·basis²) over the finite rows: additive over rows, so a streamed
+    fit (execal.models.impact.outofcore) sums them batch by batch."""
     # einsum, not np.dot: a 1-D BLAS dot wakes OpenBLAS threads, which costs milliseconds on a
     # busy machine for microseconds of work
     ok = np.isfinite(basis) & np.isfinite(target)
     b, t = basis[ok], target[ok]
     wb = b if w2 is None else w2[ok] * b
-    den = float(np.einsum("i,i->", wb, b))
-    return float(np.einsum("i,i->", wb, t)) / den if den > 0 else np.nan
+    return float(np.einsum("i,i->", wb, t)), float(np.einsum("i,i->", wb, b))
+
+
+def _wls_scale(basis: np.ndarray, target: np.ndarray, w2: np.ndarray | None) -> float:
+    """Closed-form least-squares coefficient c of target ≈ c·basis (NaN-safe)."""
+    num, den = _wls_terms(basis, target, w2)
+    return num / den if den > 0 else np.nan
+
+
+class _ClosedFormStart:
+    """Models linear in their one impact coefficient (params[1]) start at its weighted
+    least-squares value over every row: `start_terms` gives the two sums, `start_from_terms`
+    the start, so a streamed fit starts where the in-memory fit does."""
+
+    def _basis(self, f):   # pragma: no cover - subclasses
+        raise NotImplementedError
+
+    def start_terms(self, features, cost_bps, weights, theta) -> tuple[float, float]:
+        target = _impact_only(cost_bps, features, theta[0])
+        return _wls_terms(self._basis(features), target, None if weights is None else weights ** 2)
+
+    def start_from_terms(self, num: float, den: float, theta, free) -> np.ndarray:
+        out = theta.copy()
+        if 1 not in free:
+            return out
+        coef = num / den if den > 0 else np.nan
+        if np.isfinite(coef):
+            out[1] = float(np.clip(coef, self.params[1].lower, self.params[1].upper))
+        return out
+
+    def start(self, features, cost_bps, weights, theta, free):
+        if 1 not in free:
+            return theta
+        return self.start_from_terms(*self.start_terms(features, cost_bps, weights, theta), theta, free)
 
 
 def _subsample(n: int, size: int = 50_000) -> slice | np.ndarray:
@@ -222,7 +255,7 @@ class PowerLaw(ImpactModel):
         return out
 
 
-class SquareRoot(ImpactModel):
+class SquareRoot(_ClosedFormStart, ImpactModel):
     name = "sqrt"
     label = "Square-root law"
     formula = "cost_bps = h·spread_bps/2 + 1e4·Y·sigma·(Q/V)^0.5"
@@ -239,19 +272,11 @@ class SquareRoot(ImpactModel):
         for row, _ in rest:
             np.multiply(f.sqrt_participation, f.sigma_bps, out=out[row])
 
-    def start(self, features, cost_bps, weights, theta, free):
-        if 1 not in free:
-            return theta
-        target = _impact_only(cost_bps, features, theta[0])
-        y_coef = _wls_scale(features.sqrt_participation * features.sigma_bps, target,
-                            None if weights is None else weights ** 2)
-        out = theta.copy()
-        if np.isfinite(y_coef):
-            out[1] = float(np.clip(y_coef, self.params[1].lower, self.params[1].upper))
-        return out
+    def _basis(self, f):
+        return f.sqrt_participation * f.sigma_bps
 
 
-class Linear(ImpactModel):
+class Linear(_ClosedFormStart, ImpactModel):
     name = "linear"
     label = "Linear (Kyle)"
     formula = "cost_bps = h·spread_bps/2 + 1e4·lambda·sigma·(Q/V)"
@@ -269,16 +294,8 @@ class Linear(ImpactModel):
         for row, _ in rest:
             np.multiply(f.participation, f.sigma_bps, out=out[row])
 
-    def start(self, features, cost_bps, weights, theta, free):
-        if 1 not in free:
-            return theta
-        target = _impact_only(cost_bps, features, theta[0])
-        lam = _wls_scale(features.participation * features.sigma_bps, target,
-                         None if weights is None else weights ** 2)
-        out = theta.copy()
-        if np.isfinite(lam):
-            out[1] = float(np.clip(lam, self.params[1].lower, self.params[1].upper))
-        return out
+    def _basis(self, f):
+        return f.participation * f.sigma_bps
 
 
 class Almgren(ImpactModel):
