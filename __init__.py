@@ -11,7 +11,7 @@ The public API, small on purpose (each name is imported on first use, so `import
     cost_bps = execal.predict(execal.read_config("config.json"), data.frame)
     path = execal.TimeVaryingCalibrator(model="sqrt", method="kalman").fit(data)   # a drifting Y
 
-The README's "Python API" example is run by tests/test_api_example.py.
+The README's "Python API" example is run by tests/core/test_api_example.py.
 
 Every estimator follows one contract: settings in `__init__`, `get_params()`, `fit(data) -> Result`,
 `fix(params, data) -> Result` of the same type; every result has `params`, `std_errors`,

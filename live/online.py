@@ -23,7 +23,7 @@ Per fill, in arrival order:
 * SGD: one step of `timevarying.sgd_step` on the fill (the offline pass's own kernel), from the
   config's parameters (or the model defaults, as the offline pass starts).
 
-tests/test_live_online.py checks that the online paths equal `calibrate_time_varying` (kalman with
+tests/live/test_live_online.py checks that the online paths equal `calibrate_time_varying` (kalman with
 outlier_k = 0, sgd) on the same fills to 1e-9.
 """
 from __future__ import annotations

@@ -4,6 +4,6 @@ Parameters and units (`params`), the one optimizer report (`report`), read-only 
 results (`frozen`), the one JSON cleaner (`jsonable`), the errors every area raises (`errors`), the
 result contract (`result`) and the registry of models, losses and optimizers (`registry`).
 
-Imports nothing of execal (tests/test_architecture.py holds this).
+Imports nothing of execal (tests/core/test_architecture.py holds this).
 """
 __version__ = "0.2.0"

@@ -7,5 +7,5 @@ covariance on synchronised grids and the Epps curve), `panel` (aligned multi-ass
 (correlation per given regime label), `basket` (Almgren–Chriss cost of a basket with correlated
 risk), `hac` (the long-run variance every standard error here uses), `spec` (the registry's view).
 
-Imports only execal.models.core, execal.models.data and itself (tests/test_architecture.py).
+Imports only execal.models.core, execal.models.data and itself (tests/core/test_architecture.py).
 """

@@ -28,7 +28,7 @@ volatility clustering and misspecified dynamics are not assumed away. It is comp
 few score evaluations per margin parameter; the fit does not wait for it). `se_conditional` is the
 sandwich conditional on the first steps (ignores their error; smaller). Limits: the asymptotics are
 non-standard at a bound (a = 0: no standard errors are given), and the margins' own standard errors are
-arch's, each margin on its own (not joint). tests/test_corr_dcc.py checks the two-step errors against
+arch's, each margin on its own (not joint). tests/corr/test_corr_dcc.py checks the two-step errors against
 the Monte-Carlo spread of (â, b̂) over 40 simulated datasets.
 
 `loglikelihood` = Σ margins' log-likelihoods (of the unscaled returns) + L_C: with normal margins it

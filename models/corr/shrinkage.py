@@ -9,7 +9,7 @@ X the (T, N) demeaned returns, S = X'X/T, μ = tr(S)/N and the normalised Froben
 
 the convex combination of S and the scaled identity that minimises the expected quadratic loss,
 with the optimal weight estimated consistently. The same normalisation as scikit-learn's
-`LedoitWolf` (tests/test_corr_shrinkage.py checks both against each other and against a loop
+`LedoitWolf` (tests/corr/test_corr_shrinkage.py checks both against each other and against a loop
 written from the paper). The shrunk matrix is always positive definite, which is what a basket's
 risk term needs when a sample or pairwise (HY) matrix is not.
 

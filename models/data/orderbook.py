@@ -19,7 +19,7 @@ fresh REST snapshot after a gap. `OrderBook` is that incremental book, one symbo
 Each side is a dict price -> quantity plus a sorted list of its prices, as in the file reader;
 prices are parsed once per distinct string. Unlike the file reader (which samples a few levels and keeps quantities as
 text), quantities are parsed when they arrive: the live state sums hundreds of levels near the mid
-every second, which would parse each of them again. tests/test_orderbook.py checks that this book, sampled on the file
+every second, which would parse each of them again. tests/data/test_orderbook.py checks that this book, sampled on the file
 reader's one-second grid, equals `read_capture(...).book` at every snapshot of every shared capture.
 """
 from __future__ import annotations

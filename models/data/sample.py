@@ -727,7 +727,7 @@ def _readme(truth: dict, sizes: dict[str, int], seed: int) -> str:
         "agree with each other (bars are the sum of the tape, `adv`/`market_volume` come from the",
         "same volume).",
         "",
-        "Regenerate (byte-identical for a seed; `tests/test_sample.py` checks the committed copy):",
+        "Regenerate (byte-identical for a seed; `tests/data/test_sample.py` checks the committed copy):",
         "",
         "```",
         f"python -m execal.models.data.sample --out sample_data --seed {seed}",

@@ -8,7 +8,7 @@ each closed period's return moves the regime probabilities by one step of the sa
 started at the chain's steady state (statsmodels' initialisation, as the offline filter). The
 parameters come as plain data (the `markov` block of a vol fit's JSON: transition matrix, means,
 variances per period and the period length), so this room needs nothing of the vol area;
-tests/test_live_state.py checks the path against the offline filter on the same returns.
+tests/live/test_live_state.py checks the path against the offline filter on the same returns.
 """
 from __future__ import annotations
 

@@ -33,7 +33,7 @@ are uniform, so e^{iu_n x} = e^{i·m·h·x}·e^{i·b·B·h·x} (n = b·B + m, B 
 complex exponentials per strike and the sum over nodes is a matrix product: pricing 1,200 options
 costs a few milliseconds (bench/bench_heston.py).
 
-Accuracy (tests/test_heston.py): absolute error below 1e-10 of the forward against QuantLib's
+Accuracy (tests/surface/test_heston.py): absolute error below 1e-10 of the forward against QuantLib's
 AnalyticHestonEngine / BatesEngine run with adaptive Gauss–Lobatto at tolerance 1e-12 (itself checked
 against a 30-digit mpmath quadrature), for strikes K/F from 0.5 to 2 and expiries from 1 day to 2
 years, including the short-dated wings. The number of nodes adapts to the expiry: a few dozen for

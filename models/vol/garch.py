@@ -10,7 +10,7 @@ level, per period, per day and annualised (365-day calendar).
 
 `params` / `std_errors` are arch's, on the scaled returns, under arch's names (mu, omega, alpha[1],
 gamma[1], beta[1], nu), so a fit on the same returns equals `arch_model(scale·r).fit()` exactly
-(tests/test_garch.py checks it on arch's S&P 500 data). `loglikelihood` is of the unscaled returns
+(tests/vol/test_garch.py checks it on arch's S&P 500 data). `loglikelihood` is of the unscaled returns
 (arch's value + n·ln(scale)) so it compares with the Markov and Merton fits; arch's own value is
 `loglikelihood_arch`. arch's convergence flag and optimizer message are the `report`, and its
 warnings are collected into `warnings` rather than lost.

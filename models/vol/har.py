@@ -26,7 +26,7 @@ are autocorrelated; for a target `ahead` > 1 periods away the targets overlap to
 (`hac_lags=None`): `base.default_hac_lags` = at least the longest window (22), at least ahead − 1,
 at least the Newey–West rule ⌊4(n/100)^(2/9)⌋, at most a quarter of the rows. `hac_correction`
 multiplies by n/(n − k) (statsmodels' `use_correction`; off by default, as statsmodels).
-tests/test_har.py checks the coefficients (to 1e-10) and the HAC standard errors against
+tests/vol/test_har.py checks the coefficients (to 1e-10) and the HAC standard errors against
 statsmodels' OLS with `cov_type="HAC"` on the same design.
 
 Forecasts (`forecast(H)`, `ahead` = 1): the multi-step recursion, each forecast fed back as the

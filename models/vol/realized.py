@@ -16,7 +16,7 @@ flags the periods with every bar present. Crypto trades 24/7: annualised = daily
 
 `window=w` pools w consecutive periods (daily bars with window=20 give the classic 20-day
 estimators). Range estimators on bars built from a discrete path are biased low (the high and low
-are only seen at the sampled points); tests/test_realized.py measures this bias.
+are only seen at the sampled points); tests/vol/test_realized.py measures this bias.
 
 The registry's "realized" model (`VolatilityCalibrator("realized", estimator=...)`) averages the
 chosen estimator over the complete periods: a closed form (`OptimizerReport.closed_form`) with a

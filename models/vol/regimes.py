@@ -7,7 +7,7 @@ variance switches and the mean is common (volatility regimes); `switching_mean=T
 per regime, and `switching_variance=False` one common variance (then a mean must switch: regimes
 of level, as statsmodels' Fed funds example). Parameters are reported under statsmodels' names and
 in its order (p[i->j], const, sigma2[j] or sigma2) and `loglike` equals statsmodels' `loglike` on
-the same parameters (tests/test_regimes.py checks it).
+the same parameters (tests/vol/test_regimes.py checks it).
 
 Why not statsmodels' fit: its Hamilton filter walks the series in Python-level steps per
 iteration of a quasi-Newton search, which takes minutes on 50,000 returns. Here the filter is a

@@ -19,7 +19,7 @@ from execal.live.synthetic import change_point_fills, to_records
 from execal.models.impact.fit import Calibrator
 
 pytestmark = pytest.mark.shared_data
-PKG = Path(__file__).resolve().parents[1]
+PKG = Path(__file__).resolve().parents[2]
 
 
 def env():

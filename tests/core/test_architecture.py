@@ -15,7 +15,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 UI_LIBS = {"dash", "plotly", "dash_bootstrap_components", "dash_ag_grid"}
 OLD_TOP_LEVEL = {"models", "components", "app", "cli"}
 # the command line imports each command's area when that command runs, so `execal --version` and

@@ -17,7 +17,7 @@ from execal.components import surface_panel as sp
 from execal.models.surface import heston as H
 from execal.models.surface.svi import SurfaceCalibrator
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_DIR = ROOT / "sample_data"
 SAMPLE = sp.sample_value(sp.SAMPLE_CHAIN)
 

@@ -10,7 +10,7 @@ import pytest
 
 from execal import cli
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_FILLS = ROOT / "sample_data" / "fills.csv"
 
 

@@ -473,7 +473,7 @@ def test_runs_without_numba():
         "r = tv.fit_kalman(df, model='sqrt'); s = tv.fit_sgd(df, model='sqrt')\n"
         "print(repr(r.params['Y']), repr(r.q), repr(s.params['Y']))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                         cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+                         cwd=str(__import__("pathlib").Path(__file__).resolve().parents[2]))
     assert out.returncode == 0, out.stderr
     y_kalman, q, y_sgd = map(float, out.stdout.split())
     df, _ = simulate_fills(1500, model="sqrt", params={"Y": 0.8}, seed=3)

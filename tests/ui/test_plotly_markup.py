@@ -7,7 +7,7 @@ is escaped by the figure builders (`figures.user_text`), end to end: a file whos
 and per venue) and drawn by every impact figure builder and the HTML report; a symbol with markup goes
 through the volatility, surface, order-flow and correlation builders. The figure JSON (what Dash sends to
 the browser) must hold no raw tag from the data, the escaped text instead, and execal's own markup (the
-<br> and <extra> of its hover templates) untouched. tests/test_browser_markup.py checks what the browser draws.
+<br> and <extra> of its hover templates) untouched. tests/browser/test_browser_markup.py checks what the browser draws.
 """
 from __future__ import annotations
 

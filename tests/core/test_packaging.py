@@ -24,7 +24,7 @@ import pytest
 
 from browser_utils import free_port, stop
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 HOSTILE = "raise RuntimeError('a user module named {name!r} was imported instead of execal\\'s')\n"
 
 

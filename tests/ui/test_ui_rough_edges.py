@@ -1,5 +1,5 @@
 """Issue 10 item 11, the rough edges of a first hour, as the callback bodies and figure builders see them
-(tests/test_browser_rough_edges.py looks at the same things in a real browser): empty states that fit
+(tests/browser/test_browser_rough_edges.py looks at the same things in a real browser): empty states that fit
 a third of the page, optimizer messages without literal backticks, a smile RMSE that shows the real
 number, the 3D surface's z unit inside the card, the bar length "as in the data" of the data on screen,
 and the volatility tables given a full row."""

@@ -18,7 +18,7 @@ from execal.models.data import io as model_io
 from execal.models.surface.options import chain_from_vols, prepare_chain
 from execal.models.surface.svi import SVI_PARAMS, VOL_PTS, SurfaceCalibrator, fit_surface, ssvi_phi, svi_total_variance
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TRUTH = json.loads((ROOT / "sample_data" / "ground_truth.json").read_text())["options"]
 
 

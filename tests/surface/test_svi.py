@@ -312,7 +312,7 @@ def test_settings_are_validated_and_spread_weights_need_a_band():
 
 def test_registered_in_the_registry():
     surface = models_of_kind("surface")
-    assert set(surface) == {"svi", "ssvi", "heston", "bates"}     # heston, bates: tests/test_heston.py
+    assert set(surface) == {"svi", "ssvi", "heston", "bates"}     # heston, bates: tests/surface/test_heston.py
     d = json.loads(json.dumps(describe()))
     svi = d["models"]["svi"]
     assert svi["kind"] == "surface" and [p["name"] for p in svi["params"]] == list(SVI_PARAMS)

@@ -31,7 +31,7 @@ from execal.models.impact.timevarying import regime_summary_text, regime_table
 from execal.models.vol.realized import volatility_from_bars
 from execal.models.vol.regimes import with_regimes
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "sample_data"
 
 

@@ -1,6 +1,6 @@
 """The estimator contract of the impact results, and every warning a result carries reaching the user.
 
-`CalibrationResult`, `SegmentedResult` (and `TimeVaryingResult`, tests/test_timevarying.py) have params,
+`CalibrationResult`, `SegmentedResult` (and `TimeVaryingResult`, tests/impact/test_timevarying.py) have params,
 std_errors, conf_int(), report, converged, warnings, summary(), to_dict(), to_config(). A segment's
 warning (a parameter at its bound, few observations, a non-positive-definite Hessian) reaches the
 Python result, the config / CLI JSON segment, the CLI's stderr and the Calibrate panel's segment
@@ -25,7 +25,7 @@ from execal.models.impact.fit import MIN_ROWS_PER_PARAMETER, Calibrator
 from execal.models.impact.result import CalibrationResult, SegmentedResult
 from execal.models.impact.simulate import simulate_fills
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_FILLS = ROOT / "sample_data" / "fills.csv"
 BOUND_WARNING = "parameter(s) at a bound: Y at upper bound 20"
 
