@@ -88,6 +88,15 @@ def _is_loopback(host: str) -> bool:
         return False     # a host name: it may resolve to anything
 
 
+def gunicorn_command(host: str, port: int, workers: int = 2, threads: int = 4) -> list[str]:
+    """The gunicorn command line `execal serve` runs (the load benchmark and tests run exactly this)."""
+    return [sys.executable, "-m", "gunicorn", "-w", str(workers), "--threads", str(threads),
+            "-b", f"{host}:{port}", "--timeout", "600", "--no-control-socket",
+            # execal's own package directory as the working directory: gunicorn puts its working
+            # directory first on sys.path, and a user's own app.py / models/ must never shadow ours
+            "--chdir", str(Path(__file__).resolve().parent), "execal.app:server"]
+
+
 def cmd_serve(args) -> int:
     if not _is_loopback(args.host):
         print(f"execal: warning: --host {args.host} makes the dashboard reachable from other machines, and "
@@ -99,11 +108,7 @@ def cmd_serve(args) -> int:
 
         app.main(host=args.host, port=args.port, debug=False)
         return 0
-    cmd = [sys.executable, "-m", "gunicorn", "-w", str(args.workers), "--threads", "4",
-           "-b", f"{args.host}:{args.port}", "--timeout", "600", "--no-control-socket",
-           # execal's own package directory as the working directory: gunicorn puts its working
-           # directory first on sys.path, and a user's own app.py / models/ must never shadow ours
-           "--chdir", str(Path(__file__).resolve().parent), "execal.app:server"]
+    cmd = gunicorn_command(args.host, args.port, args.workers)
     env = dict(os.environ)
     print(f"execal: serving on http://{args.host}:{args.port} ({args.workers} workers)", file=sys.stderr)
     os.execvpe(cmd[0], cmd, env)
