@@ -24,7 +24,7 @@ import dash
 import dash_bootstrap_components as dbc  # noqa: F401  (registers the component library)
 
 from execal.components import layout as shell
-from execal.components import results, security, store
+from execal.components import jobs, results, security, store
 
 ROOT = Path(__file__).resolve().parent
 log = logging.getLogger("execal")
@@ -45,7 +45,8 @@ def create_app(*, cache_dir: str | None = None, sample_dir: str | None = None,
         update_title=None,
         assets_folder=str(ROOT / "assets"),
         serve_locally=True,            # no CDN: the app works offline (Bootstrap CSS is in assets/)
-        background_callback_manager=dash.DiskcacheManager(cache),
+        # jobs run in clean processes forked by a job server, never forked from a threaded web worker
+        background_callback_manager=jobs.JobManager(cache),
         on_error=shell.on_callback_error,
     )
     # the base64 upload travels inside one JSON request; bigger requests are refused before parsing
@@ -55,6 +56,7 @@ def create_app(*, cache_dir: str | None = None, sample_dir: str | None = None,
     results.attach(app, results.ResultStore(cache))
     shell.attach_settings(app, settings)
     app.layout = lambda: shell.build_layout(app)
+    jobs.start_job_server()     # before any request: the first job forks at once
     shell.register_callbacks(app)
     # Dash finishes its setup (script registry) on the first request, and that is not thread-safe: two
     # concurrent first requests to a threaded gunicorn worker can 500 on the JS bundles ("not a

@@ -204,50 +204,89 @@ class DashClient:
         return self.http.post(url, data=json.dumps(body), headers={"Content-Type": "application/json"},
                               **self._kw(name))
 
+    def begin(self, *, output: str | None = None, inputs: Iterable[str] = (), trigger: str | None = None,
+              name: str | None = None, body: dict | None = None) -> "Call":
+        """Send one callback request (the first of a background job: its handle comes back)."""
+        cb = self.find(output=output, inputs=inputs)
+        body = body or self.payload(cb, [trigger] if trigger else [])
+        call = Call(self, cb, body, name, time.perf_counter())
+        call.response = self.post(body, name=name)
+        if call.response.status_code == 200 and cb.get("background"):
+            data = call.response.json()
+            if "cacheKey" in data:
+                call.handle = {"cacheKey": data["cacheKey"], "job": data["job"]}
+        return call
+
     def call(self, *, output: str | None = None, inputs: Iterable[str] = (), trigger: str | None = None,
              name: str | None = None, body: dict | None = None, interval_s: float | None = None) -> CallResult:
         """Fire one callback (found by `output` / `inputs`) as if `trigger` ("id.prop") had just changed;
         follow a background job to its end; write the outputs back into the page's props."""
-        cb = self.find(output=output, inputs=inputs)
-        body = body or self.payload(cb, [trigger] if trigger else [])
-        started = time.perf_counter()
-        r = self.post(body, name=name)
-        polls = 0
-        background = cb.get("background")
-        if r.status_code == 200 and background:
-            handle = r.json()
-            if "cacheKey" in handle:
-                wait = interval_s if interval_s is not None else background.get("interval", 1000) / 1000
-                quiet = json.loads(json.dumps(body))
-                for group in ("inputs", "state"):
-                    for dep in quiet.get(group, []):
-                        for d in (dep if isinstance(dep, list) else [dep]):
-                            d["value"] = None
-                query = {"cacheKey": handle["cacheKey"], "job": handle["job"]}
-                deadline = started + self.timeout_s
-                while True:
-                    time.sleep(wait)
-                    polls += 1
-                    r = self.post(quiet, query=query, name=(name + " poll") if name else None)
-                    if r.status_code != 200:
-                        break
-                    data = r.json()
-                    if "response" in data or "sideUpdate" in data and "response" in data:
-                        break
-                    if "response" not in data and time.perf_counter() > deadline:
-                        raise DashError(f"hung: the background job gave no result in {self.timeout_s:.0f} s", 0)
-        seconds = time.perf_counter() - started
-        if r.status_code == 204:
-            return CallResult(204, {}, seconds, polls)
-        if r.status_code != 200:
-            raise DashError(f"callback {cb['output'][:60]}: HTTP {r.status_code} {r.text[:200]}", r.status_code)
-        data = r.json()
-        outputs = data.get("response", {})
-        for cid, props in outputs.items():
-            key = cid
+        return self.begin(output=output, inputs=inputs, trigger=trigger, name=name, body=body).finish(interval_s)
+
+    def apply(self, data: dict) -> None:
+        for cid, props in (data.get("response") or {}).items():
             for prop, value in props.items():
-                self.props.setdefault(key, {})[prop] = value
+                self.props.setdefault(cid, {})[prop] = value
         for cid, props in (data.get("sideUpdate") or {}).items():
             for prop, value in props.items():
                 self.props.setdefault(cid, {})[prop] = value
-        return CallResult(200, outputs, seconds, polls, data.get("sideUpdate") or {})
+
+
+@dataclass
+class Call:
+    client: DashClient
+    cb: dict
+    body: dict
+    name: str | None
+    started: float
+    response: Any = None
+    handle: dict | None = None
+    polls: int = 0
+
+    @property
+    def job_pid(self) -> int | None:
+        """The job's process id, read from its (signed, not secret) handle."""
+        if not self.handle:
+            return None
+        value = self.handle["job"].rpartition("~")[0]
+        head = value.split(":")[0]
+        return int(head) if head.isdigit() else None
+
+    def poll(self):
+        """One poll of a background job, as the renderer sends it (inputs and states nulled)."""
+        quiet = json.loads(json.dumps(self.body))
+        for group in ("inputs", "state"):
+            for dep in quiet.get(group, []):
+                for d in (dep if isinstance(dep, list) else [dep]):
+                    d["value"] = None
+        self.polls += 1
+        name = (self.name + " poll") if self.name else None
+        self.response = self.client.post(quiet, query=dict(self.handle), name=name)
+        return self.response
+
+    def done(self) -> bool:
+        r = self.response
+        return r.status_code != 200 or "response" in r.json() or self.handle is None
+
+    def finish(self, interval_s: float | None = None) -> CallResult:
+        c = self.client
+        if self.handle is not None:
+            background = self.cb.get("background") or {}
+            wait = interval_s if interval_s is not None else background.get("interval", 1000) / 1000
+            deadline = self.started + c.timeout_s
+            while True:
+                time.sleep(wait)
+                r = self.poll()
+                if r.status_code != 200 or "response" in r.json():
+                    break
+                if time.perf_counter() > deadline:
+                    raise DashError(f"hung: the background job gave no result in {c.timeout_s:.0f} s", 0)
+        r = self.response
+        seconds = time.perf_counter() - self.started
+        if r.status_code == 204:
+            return CallResult(204, {}, seconds, self.polls)
+        if r.status_code != 200:
+            raise DashError(f"callback {self.cb['output'][:60]}: HTTP {r.status_code} {r.text[:200]}", r.status_code)
+        data = r.json()
+        c.apply(data)
+        return CallResult(200, data.get("response", {}), seconds, self.polls, data.get("sideUpdate") or {})

@@ -409,6 +409,15 @@ def run_job(st: store_mod.SessionStore, results: results_mod.ResultStore, job: A
     return out
 
 
+@shell.background_job
+def calibration_job(set_progress, job):
+    """The background callback: runs in a job process (components/jobs.py), on that process's stores."""
+    progress = shell.JobProgress(set_progress)
+    out = run_job(*shell.job_stores(), job, progress)
+    note = "" if out["alert"][1] else f"Calibrated in {progress.seconds:.1f} s."
+    return out["active"], out["alert"][0], out["alert"][1], note
+
+
 def restored_result(results: results_mod.ResultStore, session_id: Any) -> dict | None:
     """ACTIVE_RESULT_ID after a page load: the session's last result, if the cache still has it."""
     key = results.active(session_id) if store_mod.is_session_id(session_id) else None
@@ -749,18 +758,13 @@ def register_callbacks(app) -> None:
             return plan["active"], no_update, "", False, plan["note"]
         return no_update, plan["job"], "", False, "Starting the calibration…"
 
-    @app.callback(
+    app.callback(
         Output(results_mod.ACTIVE_RESULT_ID, "data", allow_duplicate=True),
         Output(ALERT, "children", allow_duplicate=True), Output(ALERT, "is_open", allow_duplicate=True),
         Output(NOTE, "children", allow_duplicate=True),
         Input(JOB, "data"),
         **shell.job_callback_kwargs(JOB_IDS),
-    )
-    def _run(set_progress, job):
-        progress = shell.JobProgress(set_progress)
-        out = run_job(*shell.job_stores(app), job, progress)
-        note = "" if out["alert"][1] else f"Calibrated in {progress.seconds:.1f} s."
-        return out["active"], out["alert"][0], out["alert"][1], note
+    )(calibration_job)
 
     shell.register_cancel_note(app, JOB_IDS, "Calibration cancelled: the result shown is the previous one.")
 

@@ -33,7 +33,9 @@ frame: one look for every card (pure layout builders, no callbacks)
     Style constants: `GRAPH_CONFIG`, `FIGURE_HEIGHT_PX`, `LOADING_DELAY_MS`, `EMPTY_CLASS`, `LEVEL_RANK`.
 background jobs (a Run / Cancel / progress card and its background callback)
     `JobIds.of(_id)`, `job_card(ids, run_label, stores=())`, `job_callback_kwargs(ids)`,
-    `JobProgress(set_progress)`, `job_stores(app)`, `register_cancel_note(app, ids, message)`.
+    `JobProgress(set_progress)`, `register_cancel_note(app, ids, message)`.
+    The job's body is a module-level function marked `@background_job` (it runs in a clean job process,
+    components/jobs.py); inside it, `job_stores()` are its stores and `job_owner()` who asked.
 per-process cache
     `LRU(size).get_or_make(key, make)`: what a worker prepares once per result; `clear_process_caches()`.
 data sources
@@ -59,10 +61,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, NamedTuple
 
 import dash_bootstrap_components as dbc
-from dash import Input, Output, dcc, html
+from dash import Input, Output, dcc, html, set_props
 from dash.exceptions import PreventUpdate
 
 from execal.components import figures
+from execal.components import jobs as jobs_mod
 from execal.components import results as results_mod
 from execal.components import store as store_mod
 from execal.models.data.schema import DataError
@@ -385,15 +388,35 @@ def job_card(ids: JobIds, run_label: str, store_ids: Iterable[str] = ()) -> dbc.
     ]), className="mb-3")
 
 
+# how often the browser asks a running job for news: a finished fit shows within this
+JOB_POLL_MS = 400
+background_job = jobs_mod.background_job
+job_owner = jobs_mod.job_owner
+job_stores = jobs_mod.job_stores
+
+
+def job_error_handler(ids: JobIds) -> Callable[[Exception], None]:
+    """A background callback's `on_error`: a job that failed or whose process died (killed, out of memory,
+    over its time limit) is said in the job card's alert, within one poll; nothing else changes."""
+    def _on_error(err: Exception) -> None:
+        set_props(ids.alert, {"children": jobs_mod.error_message(err), "is_open": True})
+        set_props(ids.note, {"children": ""})
+        return None
+    return _on_error
+
+
 def job_callback_kwargs(ids: JobIds) -> dict:
     """The `app.callback` keywords of a job's background callback (Input(ids.job, "data")): Run disabled
-    and Cancel enabled while it runs, Cancel kills its process, progress as (percent, label)."""
+    and Cancel enabled while it runs, Cancel kills its process, progress as (percent, label), polled every
+    JOB_POLL_MS, a failed or lost job said in the card's alert."""
     return {"background": True,
             "running": [(Output(ids.run, "disabled"), True, False), (Output(ids.cancel, "disabled"), False, True),
                         (Output(ids.progress_wrap, "hidden"), False, True)],
             "cancel": [Input(ids.cancel, "n_clicks")],
             "progress": [Output(ids.progress, "value"), Output(ids.progress, "label")],
             "progress_default": [0, ""],
+            "interval": JOB_POLL_MS,
+            "on_error": job_error_handler(ids),
             "prevent_initial_call": True}
 
 
@@ -411,13 +434,6 @@ class JobProgress:
 
     def __call__(self, percent: float, label: str) -> None:
         self._set((round(float(percent), 1), f"{label} · {self.seconds:.1f} s"))
-
-
-def job_stores(app) -> tuple[store_mod.SessionStore, results_mod.ResultStore]:
-    """Fresh stores for a forked job process, on the app's cache directory: a lock held by another server
-    thread at fork time would never be released in the child."""
-    st, results = stores(app)
-    return store_mod.SessionStore(st.cache), results_mod.ResultStore(results.cache)
 
 
 def register_cancel_note(app, ids: JobIds, message: str) -> None:
