@@ -290,3 +290,32 @@ class Call:
         data = r.json()
         c.apply(data)
         return CallResult(200, data.get("response", {}), seconds, self.polls, data.get("sideUpdate") or {})
+
+
+class FlaskHTTP:
+    """requests-like get/post over a Flask test client (in-process tests): cookies ride on the client."""
+
+    class _Response:
+        def __init__(self, r):
+            self.status_code = r.status_code
+            self.headers = r.headers
+            self.content = r.get_data()
+            self.text = r.get_data(as_text=True)
+
+        def json(self):
+            return json.loads(self.text)
+
+    def __init__(self, client, headers: dict | None = None):
+        self.client = client
+        self.headers = dict(headers or {})
+
+    @staticmethod
+    def _path(url: str) -> str:
+        return re.sub(r"^https?://[^/]+", "", url)
+
+    def get(self, url, headers=None, **_kw):
+        return self._Response(self.client.get(self._path(url), headers={**self.headers, **(headers or {})}))
+
+    def post(self, url, data=None, headers=None, **_kw):
+        return self._Response(self.client.post(self._path(url), data=data,
+                                               headers={**self.headers, **(headers or {})}))

@@ -66,7 +66,7 @@ JOB_LOST_MARK = "the job stopped without a result"
 JOB_LOST = (JOB_LOST_MARK + ": its process ended (killed, out of memory, or over the {limit} s time "
             "limit). The result shown is the previous one; run it again.")
 ERROR_KEY = "background_callback_error"
-_CANCELLED = "execal:job-cancelled:"
+_ENDED = "execal:job-ended:"          # a job cancelled, or whose result was delivered: no error later
 PR_SET_PDEATHSIG = 1
 
 
@@ -409,7 +409,7 @@ class JobManager(DiskcacheManager):
         if job is None:
             return
         proc = process_of(job)
-        self.handle.set(_CANCELLED + str(job), 1, expire=3600)
+        self.handle.set(_ENDED + str(job), 1, expire=3600)
         if proc is not None:
             with contextlib.suppress(psutil.Error):
                 proc.kill()
@@ -421,7 +421,7 @@ class JobManager(DiskcacheManager):
     def get_result(self, key, job):
         result = self.handle.get(key, self.UNDEFINED)
         if result is self.UNDEFINED and job and not self.job_running(job) \
-                and self.handle.get(_CANCELLED + str(job)) is None:
+                and self.handle.get(_ENDED + str(job)) is None:
             # gone without a result? look once more: it may have written it and exited in between
             result = self.handle.get(key, self.UNDEFINED)
             if result is self.UNDEFINED:
@@ -433,6 +433,8 @@ class JobManager(DiskcacheManager):
         if self.cache_by is None:
             self.clear_cache_entry(key)
         self.clear_cache_entry(self._make_progress_key(key))
+        if job:
+            self.handle.set(_ENDED + str(job), 1, expire=3600)
         if job and self.job_running(job):
             self.terminate_job(job)
         return result

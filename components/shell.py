@@ -36,6 +36,10 @@ background jobs (a Run / Cancel / progress card and its background callback)
     `JobProgress(set_progress)`, `register_cancel_note(app, ids, message)`.
     The job's body is a module-level function marked `@background_job` (it runs in a clean job process,
     components/jobs.py); inside it, `job_stores()` are its stores and `job_owner()` who asked.
+    Server-side truth: the plan callback validates and builds the job on the server and keeps it there,
+    `submit_job(cache, owner, job)` -> {"ticket"} (what the browser's job store holds); the job body
+    `claim_job(cache, request)` takes it back for the job's owner only (a forged request finds nothing).
+    `request_owner()`: who is asking (the server-side session or user; components/identity.py).
 per-process cache
     `LRU(size).get_or_make(key, make)`: what a worker prepares once per result; `clear_process_caches()`.
 data sources
@@ -52,6 +56,7 @@ import binascii
 import functools
 import json
 import os
+import secrets
 import threading
 import time
 import weakref
@@ -65,6 +70,7 @@ from dash import Input, Output, dcc, html, set_props
 from dash.exceptions import PreventUpdate
 
 from execal.components import figures
+from execal.components import identity
 from execal.components import jobs as jobs_mod
 from execal.components import results as results_mod
 from execal.components import store as store_mod
@@ -393,6 +399,34 @@ JOB_POLL_MS = 400
 background_job = jobs_mod.background_job
 job_owner = jobs_mod.job_owner
 job_stores = jobs_mod.job_stores
+request_owner = identity.current_owner
+JOB_TICKET_TTL_S = 3600
+_JOB_PREFIX = "execal:job:"
+
+
+def submit_job(cache, owner: Any, job: Mapping) -> dict:
+    """Keep a job the server has built and validated, for `owner`; returns what the browser's job store
+    holds: {"ticket": random} (a ticket names a job only together with the owner who asked)."""
+    if not store_mod.is_session_id(owner):
+        raise DataError("your session is not ready yet; reload the page")
+    ticket = secrets.token_urlsafe(18)
+    cache.set(f"{_JOB_PREFIX}{owner}:{ticket}", json.dumps(dict(job), default=str), expire=JOB_TICKET_TTL_S)
+    return {"ticket": ticket}
+
+
+def claim_job(cache, request: Any) -> dict | None:
+    """In a job: the job kept by `submit_job` under the request's ticket for the job's own owner, taken
+    once (None for anything else: a forged payload, another owner's ticket, a replay)."""
+    ticket = request.get("ticket") if isinstance(request, dict) else None
+    owner = job_owner()
+    if not (isinstance(ticket, str) and 8 <= len(ticket) <= 64 and store_mod.is_session_id(owner)):
+        return None
+    text = cache.pop(f"{_JOB_PREFIX}{owner}:{ticket}", None)
+    try:
+        job = json.loads(text) if isinstance(text, str) else None
+    except ValueError:
+        return None
+    return job if isinstance(job, dict) and job.get("session") == owner else None
 
 
 def job_error_handler(ids: JobIds) -> Callable[[Exception], None]:

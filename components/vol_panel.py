@@ -1056,11 +1056,13 @@ def needs_render(pathname: str | None, trigger: Any, view: Any, shown: Any) -> b
 
 
 @shell.background_job
-def fit_job(set_progress, job):
-    """The background callback: runs in a job process (components/jobs.py), on that process's stores."""
-    if not isinstance(job, dict) or not _valid_view(job):
-        raise PreventUpdate
+def fit_job(set_progress, ticket):
+    """The background callback: runs in a job process (components/jobs.py), on that process's stores,
+    the job `_plan` built on the server for this owner (a forged payload runs nothing)."""
     job_st, job_results = shell.job_stores()
+    job = shell.claim_job(job_st.cache, ticket)
+    if job is None or not _valid_view(job):
+        raise PreventUpdate
     progress = shell.JobProgress(set_progress)
     session_id = job.pop("session", None)
     out = run_fit(job_st, job_results, job, progress)
@@ -1154,7 +1156,8 @@ def register_callbacks(app) -> None:
             save_view(st.cache, session_id, plan["view"])
             return plan["view"], no_update, "", False, "Shown from the cache: these fits were done before."
         plan["job"]["session"] = session_id
-        return no_update, plan["job"], "", False, "Starting the fits…"
+        # the job stays on the server; the browser gets a ticket that only this session can redeem
+        return no_update, shell.submit_job(st.cache, session_id, plan["job"]), "", False, "Starting the fits…"
 
     app.callback(
         Output(VIEW, "data", allow_duplicate=True),

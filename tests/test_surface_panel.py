@@ -332,7 +332,7 @@ def test_filtered_config_records_its_filters(stores, session, shared_data):
 
 def test_the_panel_is_wired_into_the_app(tmp_path):
     from execal import app as app_module
-    from execal.components import layout
+    from execal.components import identity, layout
 
     assert sp in layout.PANELS
     app = app_module.create_app(cache_dir=str(tmp_path / "c"))
@@ -343,6 +343,8 @@ def test_the_panel_is_wired_into_the_app(tmp_path):
                                                   results_mod.FILTERS_ID}
     # the fit callback through Dash's own endpoint: Fit pressed on the sample chain
     session = store_mod.new_session_id()
+    # the browser of this session holds its signed cookie: the server reads the session from it
+    client.set_cookie(identity.COOKIE_NAME, identity.session_cookie(app, session))
     outputs = [{"id": i, "property": p} for i, p in re.findall(r"\.\.?([\w-]+)\.([\w]+)", fit_cb["output"])]
     values = {sp.RUN: 1, sp.SOURCE: SAMPLE, sp.UNDERLYING: "BTC", sp.MODEL: "svi", sp.WEIGHTS: "vega",
               sp.NO_ARB: False, results_mod.FILTERS_ID: {}}
