@@ -196,7 +196,8 @@ def run_job(cache, job: Mapping, progress: Callable[[float, str], None] = lambda
     def on_diag(info):
         frac = info["tasks_done"] / max(info["tasks"], 1)
         base = {"prepare": 75, "diagnostics: counts": 83}.get(info["stage"], 91)
-        progress(base + 8 * frac, f"diagnostics: {info['stage']} ({info['tasks_done']}/{info['tasks']} tasks)")
+        stage = info["stage"] if info["stage"].startswith("diagnostics") else f"diagnostics: {info['stage']}"
+        progress(base + 8 * frac, f"{stage} ({info['tasks_done']}/{info['tasks']} tasks)")
     agg = diagnostics_aggregate(result, view, scheduler=scheduler, progress=on_diag)
     payload = clean({"job": dict(job), "result": result.to_dict(), "summary": result.summary(),
                      "diagnostics": agg, "dataset": view.summary()["file"]})

@@ -571,8 +571,8 @@ def ingest(sources: Sequence[str | os.PathLike], out: str | os.PathLike, *, kind
             total = ValidationReport()
             try:
                 source_kind = kind or (manifest["kind"] if manifest else None)
-                for chunk in load_chunks(path, kind=source_kind, mapping=mapping,
-                                         chunk_rows=chunk_rows, column_types=column_types):
+                for chunk in load_chunks(path, kind=source_kind, mapping=mapping, chunk_rows=chunk_rows,
+                                         column_types=column_types, sha256=sha):
                     if writer is None:
                         writer = DatasetWriter(out, chunk.kind, {"file": path.name, "path": str(path.resolve()),
                                                                  "sha256": sha, "kind": chunk.kind},

@@ -155,7 +155,7 @@ _WHOLE_FILE_FORMATS = ("incremental_book_L2",)
 def load_chunks(source: str | os.PathLike, *, name: str | None = None, kind: str | None = None,
                 mapping: dict[str, str] | None = None, chunk_rows: int = 1_000_000,
                 column_types: dict[str, "pa.DataType"] | None = None,
-                max_bytes: int | None = None) -> Iterator[Dataset]:
+                max_bytes: int | None = None, sha256: str | None = None) -> Iterator[Dataset]:
     """`load` for files bigger than memory: validated `Dataset`s of consecutive chunks of about
     `chunk_rows` rows of one CSV (plain or gzip) or Parquet file, each through the same renaming,
     kind detection and validation as `load`. Rows in the reports are numbered from the start of
@@ -166,12 +166,19 @@ def load_chunks(source: str | os.PathLike, *, name: str | None = None, kind: str
     captures and Tardis `incremental_book_L2` (a book replayed row by row) are read whole by
     `load` and given as one chunk. A CSV column whose type the first block got wrong raises
     `ColumnTypeError` naming it: read again with `column_types={column: pa.string()}`.
-    `max_bytes` = None means no size limit (this is the path for big files).
+    `max_bytes` = None means no size limit (this is the path for big files). `sha256`, when the
+    caller has hashed the file already, saves reading it once more.
     """
     if kind is not None and kind not in KINDS:
         raise DataError(f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
     limit = max_bytes if max_bytes is not None else 1 << 62
-    raw = _Raw.open(source, name, limit)
+    if sha256 is not None and Path(os.fspath(source)).is_file():
+        path = Path(os.fspath(source))
+        with open(path, "rb") as fh:
+            head = fh.read(_HEAD_BYTES)
+        raw = _Raw(name or path.name, path.stat().st_size, sha256, head, limit, path=str(path))
+    else:
+        raw = _Raw.open(source, name, limit)
     label = raw.label
     if raw.size == 0:
         raise DataError("the file is empty (0 bytes)", file=label)

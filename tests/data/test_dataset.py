@@ -255,3 +255,20 @@ def test_load_points_a_dataset_directory_to_open_dataset(tmp_path, two_files):
     assert ds.kind == "fills" and len(ds.frame) == len(load(a).frame)
     with pytest.raises(DataError, match="more than 10"):
         open_dataset(tmp_path / "ds").all().to_dataset(max_rows=10)
+
+
+@pytest.mark.shared_data
+def test_ingest_real_captures_and_tardis_files(shared_data, tmp_path):
+    capture = shared_data / "binance-raw" / "usdm_btcusdt_20240808.gz"
+    tardis = shared_data / "tardis" / "binance-futures_trades_BTCUSDT_2020-02-22.csv"
+    rep = ingest([capture, tardis], tmp_path / "ds", kind="trades", chunk_rows=3_000)
+    assert [s["status"] for s in rep.sources] == ["ingested", "ingested"]
+    got = canonical_trades(open_dataset(tmp_path / "ds").all().to_frame())
+    want = canonical_trades(pd.concat([load(capture, kind="trades").frame, load(tardis).frame]))
+    pd.testing.assert_frame_equal(got[want.columns], want, check_dtype=False)
+    days = open_dataset(tmp_path / "ds").all().values("day")
+    assert days == ["2020-02-22", "2024-08-08"]
+
+
+def canonical_trades(frame):
+    return frame.sort_values(["timestamp", "trade_id", "price"]).reset_index(drop=True)
