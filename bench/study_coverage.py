@@ -6,7 +6,7 @@ For each model and sample size, simulate `reps` independent samples with known p
 (`execal.models.impact.simulate.simulate_fills`: Student-t(4) noise scaled by the expected noise
 1e4·sigma·√T, participation log-uniform over 1e-5..0.1), fit with the default calibrator (soft-L1 loss,
 noise weights, sandwich standard errors) and count how often the nominal 95 % interval holds the
-true value. The table in NOTES-contract.md (and `MIN_ROWS_PER_PARAMETER` in models/impact/fit.py)
+true value. The table in docs/notes/NOTES-contract.md (and `MIN_ROWS_PER_PARAMETER` in models/impact/fit.py)
 comes from this script's output. Fits that refuse (too few usable rows) are counted separately.
 """
 from __future__ import annotations

@@ -3,7 +3,7 @@
 A panel is a module with `PANEL` (its url slug), `TITLE`, `layout(app) -> Component` and
 `register_callbacks(app)`. It imports this shell (and figures, store, results, models), never another
 panel and never `layout`; `layout` imports the panels (one line in its `PANELS` list) and is the only
-module that does (`tests/core/test_architecture.py` holds the rule). NOTES-uishell.md has a panel template.
+module that does (`tests/core/test_architecture.py` holds the rule). docs/notes/NOTES-uishell.md has a panel template.
 
 The shell, by section (every name below is public and stable):
 

@@ -47,7 +47,7 @@ TERMINATION_MESSAGES = {   # scipy.optimize.least_squares' own wording, reused b
 
 # Below this many usable rows per free parameter a fit carries a "few observations" warning: the
 # sandwich intervals are too narrow there. Measured by `python -m bench.study_coverage` (2,000
-# simulated samples a cell, Student-t(4) noise, the default calibrator; table in NOTES-contract.md):
+# simulated samples a cell, Student-t(4) noise, the default calibrator; table in docs/notes/NOTES-contract.md):
 # nominal 95 % intervals covered 77-92 % at 15-30 rows per parameter (sqrt 30 rows: 0.848; power
 # law 30 rows: Y 0.878, delta 0.897), and 89-96 % at 50 (sqrt 0.88-0.90, power law 0.91-0.93,
 # Almgren 0.92-0.96); more rows buy little after that (power law at 150 per parameter: 0.93-0.94).

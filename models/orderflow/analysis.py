@@ -4,7 +4,7 @@
 propagator, resilience) on each `VenueData` with shared settings and returns an `OrderFlowReport`:
 one `VenueReport` per venue (its results, and the models that could not be fitted with why) and
 `table()`, the rows of the per-venue comparison (β, R², λ, sign memory, kernel decay, half-lives)
-the CLI prints, the panel shows and NOTES-orderflow.md quotes. Cont, Kukanov & Stoikov (2014)
+the CLI prints, the panel shows and docs/notes/NOTES-orderflow.md quotes. Cont, Kukanov & Stoikov (2014)
 report an average R² of about 0.65 for 10 s windows on US equities: `PAPER_R2_10S`.
 """
 from __future__ import annotations

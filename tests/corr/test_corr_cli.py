@@ -1,6 +1,6 @@
 """`execal corr` end to end: every method on generated files, exit codes 0 / 2 / 3, JSON on stdout or --out,
 summary and warnings on stderr, never a traceback; and the Binance captures' Epps curve and spot/perp
-lead–lag from the one command NOTES-corr.md shows."""
+lead–lag from the one command docs/notes/NOTES-corr.md shows."""
 from __future__ import annotations
 
 import json
@@ -120,7 +120,7 @@ def test_bad_input_exits_2_with_one_line(argv, needle, tick_file, bars_files, ca
 
 @pytest.mark.shared_data
 def test_binance_captures_epps_and_spot_perp_lead_lag(shared_data, tmp_path, capsys):
-    """The command of NOTES-corr.md: spot vs USD-M vs COIN-M BTC and USD-M ETH, mid quotes."""
+    """The command of docs/notes/NOTES-corr.md: spot vs USD-M vs COIN-M BTC and USD-M ETH, mid quotes."""
     raw = shared_data / "binance-raw"
     files = [raw / f"{n}_20240808.gz" for n in ("spot_btcusdt", "usdm_btcusdt", "cm_btcusd_perp", "usdm_ethusdt")]
     out_path = tmp_path / "corr.json"

@@ -1,5 +1,5 @@
 """`execal orderflow`: the four shared captures in one command (the per-venue table of
-NOTES-orderflow.md), JSON like the other commands, exit codes 0 / 2 / 3."""
+docs/notes/NOTES-orderflow.md), JSON like the other commands, exit codes 0 / 2 / 3."""
 from __future__ import annotations
 
 import json
