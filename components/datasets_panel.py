@@ -29,6 +29,7 @@ from dash import Input, Output, State, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
 from execal.components import dataset_figures as D
+from execal.components import shell
 from execal.components import store as store_mod
 from execal.models.core.errors import CalibrationError
 from execal.models.core.jsonable import clean
@@ -46,30 +47,14 @@ SEARCH_DEPTH = 2
 RESULT_PREFIX = "ooc-result:"
 
 
-def _id(name: str) -> str:
-    return f"{name}-{PANEL}"
+_id = shell.ids_for(PANEL)
 
 
-DATASET = _id("dataset")
-REFRESH = _id("refresh")
-SUMMARY = _id("summary")
-COVERAGE = _id("coverage")
-SYMBOLS = _id("symbols")
-VENUES = _id("venues")
-START = _id("start")
-END = _id("end")
-MODEL = _id("model")
-LOSS = _id("loss")
-BOOT_N = _id("bootstrap")
-WHERE = _id("where")
-RUN = _id("run")
-CANCEL = _id("cancel")
-PROGRESS = _id("progress")
-PROGRESS_WRAP = _id("progress-wrap")
-JOB = _id("job")
-RESULT_KEY = _id("result-key")
-RESULT = _id("result")
-ALERT = _id("alert")
+DATASET, REFRESH, SUMMARY, COVERAGE = _id("dataset", "refresh", "summary", "coverage")
+SYMBOLS, VENUES, START, END = _id("symbols", "venues", "start", "end")
+MODEL, LOSS, BOOT_N, WHERE = _id("model", "loss", "bootstrap", "where")
+RUN, CANCEL, PROGRESS, PROGRESS_WRAP = _id("run", "cancel", "progress", "progress-wrap")
+JOB, RESULT_KEY, RESULT, ALERT = _id("job", "result-key", "result", "alert")
 
 
 # --- the server's data roots ---------------------------------------------------------------------

@@ -28,6 +28,7 @@ from dash import Input, Output, State, ctx, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
 from execal.components import monitor_figures as MF
+from execal.components import shell
 from execal.components import store
 from execal.live import runs
 from execal.models.live.versions import HistoryError
@@ -38,21 +39,12 @@ PANEL = "monitor"
 TITLE = "Monitor"
 
 
-def _id(name: str) -> str:
-    return f"{name}-{PANEL}"
+_id = shell.ids_for(PANEL)
 
 
-SOURCE = _id("source")
-SOURCE_PATH = _id("source-path")
-FILLS_MODE = _id("fills-mode")
-FILLS_PATH = _id("fills-path")
-CONFIG_PATH = _id("config-path")
-SPEED = _id("speed")
-START = _id("start")
-PAUSE = _id("pause")
-STOP = _id("stop")
-NOTE = _id("note")
-STATUS = _id("status")
+SOURCE, SOURCE_PATH, FILLS_MODE, FILLS_PATH = _id("source", "source-path", "fills-mode", "fills-path")
+CONFIG_PATH, SPEED, START, PAUSE = _id("config-path", "speed", "start", "pause")
+STOP, NOTE, STATUS = _id("stop", "note", "status")
 RUN = _id("run")                 # dcc.Store (localStorage): {"run_id": ...}
 OFFSETS = _id("offsets")         # dcc.Store: {"run_id", "ticks", "fills", "events", "versions"}
 TICK = _id("tick")               # dcc.Interval
