@@ -25,7 +25,7 @@ What runs jobs here instead (`JobManager`, a DiskcacheManager):
 Job functions are module-level functions decorated with `background_job` (the job server imports them by
 reference; the Celery worker finds them in `JOBS` by name). They read who asked (`job_owner()`, taken from
 the request on the server, never from the browser) and their stores (`job_stores()`) from the job's
-context. A Celery manager over Redis (a scale-out not yet on main) would run the same functions by name.
+context. With EXECAL_REDIS_URL set, the Celery manager (components/scaleout.py) runs the same functions.
 """
 from __future__ import annotations
 
