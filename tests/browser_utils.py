@@ -218,7 +218,9 @@ def browser(request):
 @pytest.fixture
 def page(browser, gunicorn_app):
     """A fresh browser context (so a fresh localStorage session) at 1280×800, failing on page errors."""
-    context = browser.new_context(viewport=VIEWPORT, base_url=gunicorn_app.url)
+    # Playwright's string predicates (wait_for_function("...")) run through eval, which the app's own
+    # Content-Security-Policy refuses; tests/ui/test_security_http.py checks the page under the policy
+    context = browser.new_context(viewport=VIEWPORT, base_url=gunicorn_app.url, bypass_csp=True)
     context.set_default_timeout(30_000)
     pg = context.new_page()
     errors: list[str] = []

@@ -99,7 +99,12 @@ def test_a_chunked_body_over_the_limit_is_refused_without_reading_it(tmp_path):
 
 
 @pytest.mark.browser
-def test_the_page_works_under_its_own_content_security_policy(page):
+def test_the_page_works_under_its_own_content_security_policy(browser, gunicorn_app):
+    # a context that enforces the policy (the shared `page` fixture bypasses it for Playwright's own eval)
+    context = browser.new_context(base_url=gunicorn_app.url)
+    page = context.new_page()
+    page.errors = []
+    page.on("pageerror", lambda exc: page.errors.append(str(exc)))
     violations: list[str] = []
     page.on("console", lambda msg: violations.append(msg.text)
             if "Content Security Policy" in msg.text or "Refused to" in msg.text else None)
@@ -113,3 +118,4 @@ def test_the_page_works_under_its_own_content_security_policy(page):
     # a framed copy is refused by the browser (frame-ancestors 'none')
     status, headers, _ = _request(page.url)
     assert json.dumps(headers).count("frame-ancestors 'none'") == 1
+    context.close()
