@@ -42,7 +42,6 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from scipy import stats
 
 from execal.models.core.errors import CalibrationError
 from execal.models.core.jsonable import clean, num
@@ -57,7 +56,7 @@ from execal.models.impact.features import (SIZE_BUCKET_EDGES, SIZE_BUCKET_LABELS
                                            impact_features)
 from execal.models.impact.fit import EPS, Calibrator, _Problem, _Solution, lm_solve, segment_test
 from execal.models.impact.models import _subsample
-from execal.models.impact.result import BootstrapResult, Segment, SegmentedResult
+from execal.models.impact.result import BootstrapResult, ParameterVector, Segment, SegmentedResult
 
 DEFAULT_BATCH_ROWS = 1_000_000
 DEFAULT_TASK_ROWS = 4_000_000
@@ -536,7 +535,7 @@ def _row_group_metrics(groups: dict, batch, rows, ft: Features, pred, noise) -> 
 # --- the result -------------------------------------------------------------------------------------
 
 @dataclass(frozen=True, eq=False)
-class StreamedResult:
+class StreamedResult(ParameterVector):
     """A fit on a dataset too big for memory: what a `CalibrationResult` says, from sums (no
     per-row predictions or residuals; `predict` works on any frame)."""
     model: Any
@@ -563,29 +562,6 @@ class StreamedResult:
     def __post_init__(self):
         for name in ("theta", "covariance"):
             getattr(self, name).flags.writeable = False
-
-    @property
-    def params(self) -> dict[str, float]:
-        return self.model.as_dict(self.theta)
-
-    @property
-    def fixed(self) -> tuple[str, ...]:
-        return tuple(n for n in self.model.param_names if n not in self.free)
-
-    @property
-    def std_errors(self) -> dict[str, float]:
-        se = np.sqrt(np.clip(np.diag(self.covariance), 0.0, None)) if self.covariance.size else []
-        by_name = dict(zip(self.free, map(float, se)))
-        return {n: by_name.get(n, np.nan) for n in self.model.param_names}
-
-    def conf_int(self, alpha: float = 0.05) -> dict[str, tuple[float, float]]:
-        zcrit = float(stats.norm.ppf(1 - alpha / 2))
-        se = self.std_errors
-        return {n: (v - zcrit * se[n], v + zcrit * se[n]) for n, v in self.params.items()}
-
-    @property
-    def converged(self) -> bool:
-        return bool(self.report.converged)
 
     @property
     def warnings(self) -> tuple[str, ...]:

@@ -151,8 +151,38 @@ class BootstrapResult:
 
 # --- the result ------------------------------------------------------------------------------
 
+class ParameterVector:
+    """What every impact result derives from its full parameter vector `theta`, the names that were
+    estimated (`free`) and their covariance: named params, the fixed ones, standard errors, normal
+    intervals and the optimizer's verdict. `CalibrationResult` and the streamed result share it."""
+
+    @property
+    def params(self) -> dict[str, float]:
+        return self.model.as_dict(self.theta)
+
+    @property
+    def fixed(self) -> tuple[str, ...]:
+        return tuple(n for n in self.model.param_names if n not in self.free)
+
+    @property
+    def std_errors(self) -> dict[str, float]:
+        se = np.sqrt(np.clip(np.diag(self.covariance), 0.0, None)) if self.covariance.size else []
+        by_name = dict(zip(self.free, map(float, se)))
+        return {n: by_name.get(n, np.nan) for n in self.model.param_names}
+
+    def conf_int(self, alpha: float = 0.05) -> dict[str, tuple[float, float]]:
+        """Normal-approximation intervals from the sandwich standard errors (NaN for fixed params)."""
+        zcrit = float(stats.norm.ppf(1 - alpha / 2))
+        se = self.std_errors
+        return {n: (v - zcrit * se[n], v + zcrit * se[n]) for n, v in self.params.items()}
+
+    @property
+    def converged(self) -> bool:
+        return bool(self.report.converged)
+
+
 @dataclass(frozen=True, eq=False)
-class CalibrationResult:
+class CalibrationResult(ParameterVector):
     """An impact model with parameters, fitted (`status == "fitted"`) or set by hand ("fixed")."""
     model: Any                          # ImpactModel
     theta: np.ndarray                   # full parameter vector (model.params order), read-only
@@ -176,27 +206,6 @@ class CalibrationResult:
 
     def __post_init__(self):
         freeze_arrays(self, ("theta", "covariance", "is_train", "predicted_bps", "residuals_bps"))
-
-    # -- parameters ---------------------------------------------------------------------------
-    @property
-    def params(self) -> dict[str, float]:
-        return self.model.as_dict(self.theta)
-
-    @property
-    def fixed(self) -> tuple[str, ...]:
-        return tuple(n for n in self.model.param_names if n not in self.free)
-
-    @property
-    def std_errors(self) -> dict[str, float]:
-        se = np.sqrt(np.clip(np.diag(self.covariance), 0.0, None)) if self.covariance.size else []
-        by_name = dict(zip(self.free, map(float, se)))
-        return {n: by_name.get(n, np.nan) for n in self.model.param_names}
-
-    def conf_int(self, alpha: float = 0.05) -> dict[str, tuple[float, float]]:
-        """Normal-approximation intervals from the sandwich standard errors (NaN for fixed params)."""
-        zcrit = float(stats.norm.ppf(1 - alpha / 2))
-        se = self.std_errors
-        return {n: (v - zcrit * se[n], v + zcrit * se[n]) for n, v in self.params.items()}
 
     @property
     def correlation(self) -> pd.DataFrame:
@@ -270,10 +279,6 @@ class CalibrationResult:
         return replace(self, bootstrap=bootstrap, _cache={})
 
     # -- the estimator contract ---------------------------------------------------------------
-    @property
-    def converged(self) -> bool:
-        return bool(self.report.converged)
-
     @property
     def warnings(self) -> tuple[str, ...]:
         """Everything that needs care: the optimizer's warnings (not converged, at a bound, a
