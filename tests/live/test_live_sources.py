@@ -8,6 +8,7 @@ temporary directory, so each test streams a few thousand messages through a real
 from __future__ import annotations
 
 import asyncio
+import threading
 import gzip
 import json
 import os
@@ -58,7 +59,28 @@ def offline_book(path) -> OrderBook:
 
 
 def run(coro, timeout=240):
-    return asyncio.run(asyncio.wait_for(coro, timeout))
+    """Run ``coro`` on a fresh event loop in its own thread.
+
+    In the whole suite the browser tests' Playwright (sync API) keeps an
+    event loop running on the main thread for the session, and
+    ``asyncio.run`` refuses to start inside a running loop.
+    """
+    out = {}
+
+    def target():
+        try:
+            out["value"] = asyncio.run(asyncio.wait_for(coro, timeout))
+        except BaseException as exc:  # re-raised on the test's thread
+            out["error"] = exc
+
+    thread = threading.Thread(target=target, name="live-test-loop")
+    thread.start()
+    thread.join(timeout + 30)
+    if thread.is_alive():
+        raise TimeoutError(f"live test loop still running after {timeout + 30} s")
+    if "error" in out:
+        raise out["error"]
+    return out.get("value")
 
 
 def test_replay_through_the_socket_equals_the_offline_rebuild(shared_data, tmp_path):
