@@ -107,15 +107,16 @@ def _file_sha256(path: Path, size: int, mtime_ns: int) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def sample_of_key(sample_dir: Path, key: str | None) -> str | None:
-    """The bundled sample a dataset key was loaded from (its content hash is the key's prefix), or None:
-    the sample picker shows the sample on screen, and never a same-named upload."""
+def sample_of_key(sample_dir: Path, key: str | None, secret: bytes) -> str | None:
+    """The bundled sample a dataset key was loaded from (the key's prefix is the server-keyed content hash
+    of the file), or None: the sample picker shows the sample on screen, and never a same-named upload."""
     if not store_mod.is_dataset_key(key):
         return None
     for name in sample_files(sample_dir):
         path = sample_dir / name
         st_ = path.stat()
-        if key.startswith(_file_sha256(path, st_.st_size, st_.st_mtime_ns) + "-"):
+        keyed = store_mod.dataset_key(_file_sha256(path, st_.st_size, st_.st_mtime_ns), "x", secret=secret)
+        if key.startswith(keyed[:-len("-x")] + "-"):
             return name
     return None
 
@@ -175,7 +176,7 @@ def load_dataset(st: store_mod.SessionStore, settings: Settings, *, trigger: str
             trigger, sample, out["source"] = SAMPLE, PRELOAD_SAMPLE, source
         else:
             out["active"] = {"key": key} if key else None
-            out["sample"] = sample_of_key(settings.sample_dir, key)
+            out["sample"] = sample_of_key(settings.sample_dir, key, st.secret)
             return out
 
     if trigger == UPLOAD:
