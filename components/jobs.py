@@ -419,7 +419,7 @@ class JobManager(DiskcacheManager):
         return False
 
     def get_result(self, key, job):
-        result = self.handle.get(key, self.UNDEFINED)
+        result = wait_for_result(self.handle, key, lambda: self.job_running(job), self.UNDEFINED)
         if result is self.UNDEFINED and job and not self.job_running(job) \
                 and self.handle.get(_ENDED + str(job)) is None:
             # gone without a result? look once more: it may have written it and exited in between
@@ -440,11 +440,36 @@ class JobManager(DiskcacheManager):
         return result
 
 
+# a poll waits up to this long for a running job's result, so a result reaches the page as soon as it is
+# written instead of at the next poll (the waiting thread sleeps: it holds no CPU and no lock)
+RESULT_WAIT_S = 1.0
+RESULT_WAIT_STEP_S = 0.05
+
+
+def wait_for_result(cache, key: str, running: Callable[[], bool], undefined: Any,
+                    wait_s: float = RESULT_WAIT_S) -> Any:
+    """The result under `key`, waiting up to `wait_s` while the job is still running."""
+    deadline = time.monotonic() + wait_s
+    checked = 0.0
+    while True:
+        result = cache.get(key, undefined)
+        now = time.monotonic()
+        if result is not undefined or now >= deadline:
+            return result
+        if now - checked >= 0.25:            # a job that died stops the wait (it is reported next)
+            if not running():
+                return cache.get(key, undefined)
+            checked = now
+        time.sleep(RESULT_WAIT_STEP_S)
+
+
 def error_message(err: Exception) -> str:
     """The one line a user sees for a background callback that failed (Dash's BackgroundCallbackError)."""
     text = str(err)
     if JOB_LOST_MARK in text:
         return "Failed: " + text[text.index(JOB_LOST_MARK):].strip()
+    if isinstance(err, store_mod.StorageUnavailable):
+        return f"Not now: {err}"
     return ("Failed unexpectedly; the details are in the server log. The result shown is the previous one.")
 
 
