@@ -34,7 +34,7 @@ import dash_bootstrap_components as dbc  # noqa: F401  (registers the component 
 from flask import Response
 
 from execal.components import layout as shell
-from execal.components import identity, jobs, results, scaleout, security, store
+from execal.components import identity, jobs, results, scaleout, security, store, uploads
 
 ROOT = Path(__file__).resolve().parent
 log = logging.getLogger("execal")
@@ -58,6 +58,7 @@ def create_app(*, cache_dir: str | None = None, sample_dir: str | None = None,
         cache_dir=Path(cache.directory),
         sample_dir=Path(sample_dir or os.environ.get("EXECAL_SAMPLE_DIR") or ROOT / "sample_data").resolve(),
         max_upload_bytes=shell.max_upload_bytes(max_upload_mb),
+        backend=manager.backend,
     )
     app = dash.Dash(
         __name__,
@@ -85,6 +86,8 @@ def create_app(*, cache_dir: str | None = None, sample_dir: str | None = None,
     identity.attach(app, secret=secret, stores=lambda: (store.get_store(app), results.get_results(app)),
                     alert_id=shell.APP_ALERT_ID)
     shell.attach_settings(app, settings)
+    # uploads stream to disk through a plain route, never whole in a worker (components/uploads.py)
+    uploads.attach(app, cache, manager.backend, settings.max_upload_bytes)
     # the same page for everyone (the session is a cookie, not part of the page): built and serialised once
     app.layout = shell.build_layout(app)
     if isinstance(manager, jobs.JobManager):

@@ -49,6 +49,8 @@ _id = shell.ids_for(PANEL)
 UPLOAD, UPLOAD_LABEL, SAMPLE, KIND, MAPPING, APPLY = _id("upload", "upload-label", "sample", "kind", "mapping", "apply")
 ALERT, SIZE_ALERT = _id("alert", "size-alert")
 LIMITS, SOURCE = _id("limits", "source")       # dcc.Stores: the upload limit; what the active dataset came from
+# dcc.Store: {"token", "name", "bytes"} of a file the page streamed to the upload route (assets/execal_upload.js)
+STREAMED = _id("streamed")
 # what the dataset is
 SUMMARY, REPORT, COVERAGE, GRID, PREVIEW_TITLE = _id("summary", "report", "coverage", "grid", "preview-title")
 # the Filters card
@@ -104,6 +106,9 @@ def _load_source(st: store_mod.SessionStore, settings: Settings, session_id: str
         raw = (settings.sample_dir / name).read_bytes()
         # the upload limit protects the server from users' files, not from its own samples
         max_bytes = max(settings.max_upload_bytes, len(raw))
+    elif source.get("token"):
+        # streamed to disk by the upload route: parsed in a clean process, never whole in this worker
+        return shell.load_streamed_upload(st, settings, session_id, source["token"], kind=kind, mapping=mapping)
     else:
         if not contents:
             raise DataError("choose a file to upload first", file=name)
@@ -116,7 +121,7 @@ def _load_source(st: store_mod.SessionStore, settings: Settings, session_id: str
 def load_dataset(st: store_mod.SessionStore, settings: Settings, *, trigger: str | None, session_id: Any,
                  contents: str | None = None, filename: str | None = None, sample: str | None = None,
                  kind: str | None = None, mapping_text: str | None = None,
-                 source: dict | None = None) -> dict:
+                 source: dict | None = None, streamed: dict | None = None) -> dict:
     """Decide the session's active dataset after `trigger` (an input id, or None for page load).
 
     Returns {"active": {"key": ...} | no_update, "alert": (message, open) | no_update,
@@ -136,7 +141,11 @@ def load_dataset(st: store_mod.SessionStore, settings: Settings, *, trigger: str
             out["active"] = {"key": key} if key else None
             return out
 
-    if trigger == UPLOAD:
+    if trigger == STREAMED:
+        if not isinstance(streamed, dict) or not streamed.get("token"):
+            raise PreventUpdate
+        source = {"type": "upload", "name": str(streamed.get("name") or "upload"), "token": streamed["token"]}
+    elif trigger == UPLOAD:
         source = {"type": "upload", "name": filename or "upload"}
     elif trigger == SAMPLE:
         if not sample:
@@ -153,6 +162,8 @@ def load_dataset(st: store_mod.SessionStore, settings: Settings, *, trigger: str
         key = _load_source(st, settings, session_id, source, contents, kind, mapping_text)
     except DataError as err:
         out["alert"] = alert(str(err) + _kept_note(st, session_id))
+        if source.get("token"):
+            out["source"] = source      # the streamed file is kept: "Reload with these options" retries it
         return out
     except Exception as err:  # never a traceback in the browser: log it, say one line
         log.exception("loading %s failed", source.get("name"))
@@ -415,7 +426,9 @@ def layout(app) -> html.Div:
         dcc.Upload(
             id=UPLOAD, multiple=False, className="execal-upload mb-1",
             children=html.Div(["Drag and drop or ", html.Span("choose a file", className="execal-link")],
-                              **{"aria-labelledby": UPLOAD_LABEL}),
+                              **{"aria-labelledby": UPLOAD_LABEL,
+                                 # the page streams the file to the server (assets/execal_upload.js)
+                                 "data-max-bytes": str(settings.max_upload_bytes), "data-limit": limit}),
         ),
         html.Div(f"CSV, CSV.gz or Parquet, up to {limit}. The kind and column mapping below apply.",
                  className="form-text mb-3"),
@@ -433,6 +446,7 @@ def layout(app) -> html.Div:
         dbc.Button("Reload with these options", id=APPLY, color="secondary", outline=True, size="sm"),
         dcc.Store(id=LIMITS, data={"max_request_chars": settings.max_request_bytes, "limit": limit}),
         dcc.Store(id=SOURCE, storage_type="memory"),
+        dcc.Store(id=STREAMED, storage_type="memory"),
     ])
 
     filter_card = shell.card("Filters", [
@@ -493,18 +507,18 @@ def register_callbacks(app) -> None:
         Output(ALERT, "children"), Output(ALERT, "is_open"),
         Output(SOURCE, "data"),
         Input(store_mod.SESSION_STORE_ID, "modified_timestamp"),
-        Input(UPLOAD, "contents"), Input(SAMPLE, "value"), Input(APPLY, "n_clicks"),
+        Input(UPLOAD, "contents"), Input(SAMPLE, "value"), Input(APPLY, "n_clicks"), Input(STREAMED, "data"),
         State(store_mod.SESSION_STORE_ID, "data"), State(UPLOAD, "filename"),
         State(KIND, "value"), State(MAPPING, "value"), State(SOURCE, "data"),
     )
-    def _load(session_ts, contents, sample, _clicks, session_id, filename, kind, mapping_text, source):
+    def _load(session_ts, contents, sample, _clicks, streamed, session_id, filename, kind, mapping_text, source):
         trigger = ctx.triggered_id
         if trigger in (None, store_mod.SESSION_STORE_ID) and (session_ts is None or session_ts < 0):
             # the store has not been read from localStorage yet: the real session id follows
             raise PreventUpdate
         out = load_dataset(st, settings, trigger=trigger, session_id=session_id, contents=contents,
                            filename=filename, sample=sample, kind=kind, mapping_text=mapping_text,
-                           source=source)
+                           source=source, streamed=streamed)
         message, is_open = out["alert"]
         return out["active"], message, is_open, out["source"]
 

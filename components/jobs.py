@@ -32,9 +32,11 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import io
+import json
 import logging
 import multiprocessing
 import os
+import secrets
 import signal
 import sys
 import threading
@@ -56,6 +58,7 @@ from dash.exceptions import PreventUpdate
 
 from execal.components import results as results_mod
 from execal.components import store as store_mod
+from execal.models.data.schema import DataError
 
 log = logging.getLogger(__name__)
 
@@ -250,6 +253,50 @@ def _job_process_main(fn: Callable, backend: Backend, progress: bool, result_key
     run_job_body(fn, cache, progress=progress, result_key=result_key, progress_key=progress_key, args=args,
                  context=context, owner=owner, backend=backend)
     cache.close()
+
+
+# --- isolated work: a web request's heavy step in a clean process ----------------------------------
+
+
+def _isolated_main(fn: Callable, backend: Backend, args: tuple, kwargs: dict, reply_key: str, limit_s: int) -> None:
+    _become_job_process(limit_s)
+    cache = open_backend(backend)
+    try:
+        out = {"value": fn(cache, *args, **kwargs)}
+    except DataError as err:
+        out = {"data_error": str(err)}
+    except Exception as err:        # logged here (the job server's stderr is the server log)
+        log.exception("isolated %s failed", job_name(fn))
+        out = {"error": type(err).__name__}
+    cache.set(reply_key, json.dumps(out, default=str), expire=600)
+    cache.close()
+
+
+def run_isolated(backend: Backend, cache, fn: Callable, *args, timeout_s: float | None = None, **kwargs) -> Any:
+    """`fn(cache, *args, **kwargs)` in a clean job process, waited for: what it allocates (parsing a 200 MB
+    upload into a frame) never lives in this web worker, which only sleeps meanwhile. `fn` is module-level
+    and returns JSON; a DataError it raises is raised here with the same message."""
+    start_job_server()
+    limit = int(timeout_s or default_time_limit_s())
+    reply = "execal:isolated:" + secrets.token_hex(16)
+    proc = JobProcess(target=_isolated_main, name=f"execal-isolated {job_name(fn)}",
+                      args=(fn, backend, args, kwargs, reply, limit))
+    proc.start()
+    proc.join(limit + 5)
+    if proc.exitcode is None:
+        proc.kill()
+        proc.join(5)
+    proc.close()
+    text = cache.pop(reply, None)
+    if not isinstance(text, str):
+        raise DataError("the file could not be read: its process ended before it finished (out of memory, "
+                        f"or over the {limit} s limit)")
+    out = json.loads(text)
+    if "data_error" in out:
+        raise DataError(out["data_error"])
+    if "error" in out:
+        raise RuntimeError(f"{job_name(fn)} failed ({out['error']}); the details are in the server log")
+    return out["value"]
 
 
 # --- the job server -------------------------------------------------------------------------------

@@ -415,6 +415,29 @@ class SessionStore:
             self.set_active(session_id, key)
         return key
 
+    def load_file(self, path: str | os.PathLike, *, name: str, kind: str | None = None,
+                  mapping: dict[str, str] | None = None, max_bytes: int | None = None,
+                  session_id: str | None = None) -> str:
+        """`load_bytes` for a file on disk (a streamed upload): hashed and parsed from the file, never
+        read whole into memory here. Raises `DataError`."""
+        size = os.path.getsize(path)
+        if max_bytes is not None and size > max_bytes:
+            raise DataError(f"file is {size / 2**20:.3g} MB ({size:,} bytes), over the "
+                            f"{max_bytes / 2**20:.3g} MB upload limit", file=name)
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            while chunk := fh.read(4 * 2**20):
+                digest.update(chunk)
+        request = self._k("load", digest.hexdigest(), kind or "auto", mapping_digest(mapping) or "nomap")
+        key = self.cache.get(request)
+        if not (isinstance(key, str) and self.has_dataset(key)):
+            dataset = model_io.load(path, name=name, kind=kind, mapping=mapping, max_bytes=max_bytes)
+            key = self.put_dataset(None, dataset, mapping=mapping)
+            self.cache.set(request, key, expire=LOAD_INDEX_TTL_S)
+        if session_id is not None:
+            self.set_active(session_id, key)
+        return key
+
     # sessions -----------------------------------------------------------------------------------
 
     def _session(self, session_id: str) -> dict:
