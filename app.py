@@ -90,8 +90,9 @@ def create_app(*, cache_dir: str | None = None, sample_dir: str | None = None,
     uploads.attach(app, cache, manager.backend, settings.max_upload_bytes)
     # the same page for everyone (the session is a cookie, not part of the page): built and serialised once
     app.layout = shell.build_layout(app)
-    if isinstance(manager, jobs.JobManager):
-        jobs.start_job_server()     # before any request: the first job forks at once
+    # before any request, so the first job (or big upload) forks at once; with Celery, the job server
+    # parses big uploads on this host (components/uploads.py)
+    jobs.start_job_server()
     shell.register_callbacks(app)
     # Dash finishes its setup (script registry) on the first request, and that is not thread-safe: two
     # concurrent first requests to a threaded gunicorn worker can 500 on the JS bundles ("not a

@@ -58,6 +58,7 @@ from dash.exceptions import PreventUpdate
 
 from execal.components import results as results_mod
 from execal.components import store as store_mod
+from execal.components.rediscache import RedisCache
 from execal.models.data.schema import DataError
 
 log = logging.getLogger(__name__)
@@ -134,17 +135,9 @@ def open_backend(backend: Backend):
             if backend.kind == "diskcache":
                 cache = store_mod.open_cache(backend.cache_dir, size_limit_bytes=backend.size_limit_bytes)
             else:
-                cache = _redis_opener[0](backend)
+                cache = RedisCache(backend.redis_url, backend.shared_dir)
             _opened[backend] = cache
         return cache
-
-
-def _no_redis(backend: Backend):
-    raise RuntimeError("this process has no Redis backend (components/scaleout.py registers it)")
-
-
-# components/scaleout.py registers how a Redis backend is opened (it imports this module, not the reverse)
-_redis_opener: list[Callable[[Backend], Any]] = [_no_redis]
 
 
 @contextlib.contextmanager

@@ -12,8 +12,9 @@ decoded bytes, the parse) and keeps ~360 MB (NOTES-serve.md has the measurements
   header `X-Execal-Upload` (a cross-site form cannot send it, and the route answers no CORS preflight),
   and, when the browser says so, Sec-Fetch-Site same-origin and an Origin equal to the host;
 - the route answers {"token", "name", "bytes"}; the page puts it in the Data panel's `STREAMED` store and
-  the Data panel's load callback parses the file in a clean job process (`jobs.run_isolated`), so the
-  frame is built, stored as Parquet and freed there: the web worker only sleeps meanwhile;
+  the Data panel's load callback parses the file from disk: from `ISOLATE_BYTES` (16 MB) on in a clean
+  job process (`jobs.run_isolated`), so the frame is built, stored as Parquet and freed there while the
+  web worker only sleeps; a smaller file in the worker itself;
 - a token names an upload only for the owner who sent it (`execal:upload:<owner>:<token>`); the owner's
   previous upload file is deleted (the last one is kept, so "Reload" with another kind or mapping parses
   it again without a new upload).
@@ -44,6 +45,9 @@ NAME_HEADER = "X-Execal-Filename"
 CHUNK_BYTES = 2**20
 UPLOAD_TTL_S = 24 * 3600
 MAX_NAME_CHARS = 200
+# from this size on a streamed upload is parsed in a clean process; below it, in the worker (the frame of a
+# 16 MB CSV is ~40 MB for a moment, and a process per small upload would cost more than it saves)
+ISOLATE_BYTES = 16 * 2**20
 _KEY = "execal:upload:"
 _LAST = "execal:upload-last:"
 
@@ -150,12 +154,16 @@ def _parse(cache, path: str, name: str, kind: str | None, mapping: dict | None, 
 
 def load(st: store_mod.SessionStore, backend: jobs.Backend, owner: Any, token: Any, *, kind: str | None,
          mapping: dict | None, max_bytes: int) -> str:
-    """The dataset key of the owner's streamed upload `token`, parsed in a clean process and made the
-    owner's active dataset. Raises DataError (unknown token, bad file)."""
+    """The dataset key of the owner's streamed upload `token`, made the owner's active dataset: a file of
+    `ISOLATE_BYTES` or more is parsed in a clean process (its frame never lives in this worker), a smaller
+    one here (from disk: its raw bytes are never held). Raises DataError (unknown token, bad file)."""
     rec = record(st.cache, owner, token)
     if rec is None:
         raise DataError("this upload is no longer on the server: choose the file again")
-    key = jobs.run_isolated(backend, st.cache, _parse, rec["path"], rec["name"], kind, mapping, max_bytes)
+    if rec["bytes"] < ISOLATE_BYTES:
+        key = st.load_file(rec["path"], name=rec["name"], kind=kind, mapping=mapping, max_bytes=max_bytes)
+    else:
+        key = jobs.run_isolated(backend, st.cache, _parse, rec["path"], rec["name"], kind, mapping, max_bytes)
     if not store_mod.is_dataset_key(key):
         raise DataError("the file could not be stored; try again", file=rec["name"])
     st.set_active(owner, key)

@@ -104,7 +104,7 @@ def test_two_servers_and_two_workers_serve_one_session(cluster):
     one, two = (a.url for a in cluster.apps)
     # one browser page behind a load balancer: each request may land on either server
     page.open("/")                                     # server 1
-    key = page.upload(fills_bytes(1500, seed=31), "mine.csv")
+    key = page.upload_stream(fills_bytes(1500, seed=31), "mine.csv")   # as the page sends it: streamed
     page.client.base = two
     result = page.calibrate(RoundTimes())              # planned on server 2, fitted by a Celery worker
     page.client.base = one
@@ -122,6 +122,21 @@ def test_two_servers_and_two_workers_serve_one_session(cluster):
         b.open("/")
         assert b.client.value(ACTIVE_DATASET, "data") != {"key": key}
         assert b.client.value(ACTIVE_RESULT, "data") is None
+
+
+def test_a_big_streamed_upload_is_parsed_off_the_web_worker(cluster, tmp_path):
+    from bench.bench_upload_memory import write_csv
+    from execal.components import uploads
+
+    path = write_csv(tmp_path / "big.csv", 260_000)          # ~23 MB: parsed in a clean process
+    assert path.stat().st_size >= uploads.ISOLATE_BYTES
+    http, page, _ = user(cluster)
+    page.open("/")
+    with open(path, "rb") as fh:
+        key = page.upload_stream(fh, "big.csv")
+    page.client.base = cluster.apps[1].url
+    page.open("/")
+    assert page.client.value(ACTIVE_DATASET, "data") == {"key": key}
 
 
 def _long_job(browser: Browser):

@@ -58,6 +58,18 @@ def test_a_streamed_upload_becomes_the_sessions_dataset(app):
     assert len(list((Path(st.cache.directory) / "uploads").glob("*.bin"))) == len(files)
 
 
+def test_a_big_streamed_upload_is_parsed_in_a_clean_process(app, monkeypatch):
+    monkeypatch.setattr(uploads, "ISOLATE_BYTES", 0)      # every upload counts as big here
+    ran = []
+    original = uploads.jobs.run_isolated
+    monkeypatch.setattr(uploads.jobs, "run_isolated", lambda *a, **k: ran.append(a[2]) or original(*a, **k))
+    page = _page(app)
+    key = page.upload_stream(fills_bytes(800, seed=9), "isolated.csv")
+    assert ran == [uploads._parse] and store.get_store(app).info(key)["rows"] == 800
+    with pytest.raises(Exception, match="not loaded.*isolated-bad.csv"):
+        page.upload_stream(b"who,knows\n1,2\n", "isolated-bad.csv")     # its DataError comes back as is
+
+
 def test_reload_with_another_mapping_parses_the_kept_file(app):
     page = _page(app)
     raw = fills_bytes(500, seed=5).replace(b"exec_price", b"zz_fill_level", 1)
