@@ -129,8 +129,10 @@ def _is_loopback(host: str) -> bool:
         return False     # a host name: it may resolve to anything
 
 
-def gunicorn_command(host: str, port: int, workers: int = 2, threads: int = 4) -> list[str]:
-    """The gunicorn command line `execal serve` runs (the load benchmark and tests run exactly this)."""
+def gunicorn_command(host: str, port: int, workers: int = 2, threads: int = 8) -> list[str]:
+    """The gunicorn command line `execal serve` runs (the load benchmark and tests run exactly this).
+    Threads: a background job's poll waits up to a second for its result (sleeping, not computing), so
+    each worker keeps threads for the polls besides those that compute."""
     return [sys.executable, "-m", "gunicorn", "-w", str(workers), "--threads", str(threads),
             "-b", f"{host}:{port}", "--timeout", "600", "--no-control-socket",
             # execal's own package directory as the working directory: gunicorn puts its working
@@ -193,6 +195,19 @@ def cmd_users(args) -> int:
         raise UsageError(str(err)) from None
     print(f"execal: {args.name} can sign in (users file {path}; serve with EXECAL_USERS_FILE={path})",
           file=sys.stderr)
+    return 0
+
+
+def cmd_worker(args) -> int:
+    from execal.components import layout  # noqa: F401  (registers every panel's background jobs)
+    from execal.components import scaleout
+
+    try:
+        scaleout.backend_from_env()
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    print(f"execal: Celery workers ({args.concurrency} processes) on {scaleout.redis_url()}", file=sys.stderr)
+    scaleout.worker_main(concurrency=args.concurrency, name=args.name, loglevel=args.loglevel)
     return 0
 
 
@@ -1276,6 +1291,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--file", help="the users file (default: $EXECAL_USERS_FILE); created 0600")
     p.add_argument("--password-stdin", action="store_true", help="read the password from stdin (scripts)")
     p.set_defaults(func=cmd_users)
+
+    p = sub.add_parser("worker", help="Celery workers for the dashboard's background jobs (scale-out: needs "
+                                      "EXECAL_REDIS_URL, EXECAL_SHARED_DIR and EXECAL_SECRET_KEY)")
+    p.add_argument("--concurrency", type=int, default=2, help="job processes (default: %(default)s)")
+    p.add_argument("--name", help="worker name (default: celery's)")
+    p.add_argument("--loglevel", default="INFO", help="Celery log level (default: %(default)s)")
+    p.set_defaults(func=cmd_worker)
     return ap
 
 

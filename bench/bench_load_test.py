@@ -88,7 +88,7 @@ def load_test(backend: str, users: int, rounds: int, folder: Path) -> tuple[dict
     """(summary under load, summary of one user alone) for one backend, on one fresh server."""
     files = make_files(folder / "files", users + 1, rounds)     # the last set is the lone user's
     with backend_env(backend, folder) as env:
-        with servers.gunicorn(folder / backend, env=env, workers=2, threads=4, name="gunicorn") as srv:
+        with servers.gunicorn(folder / backend, env=env, workers=2, name="gunicorn") as srv:
             alone = run_locust(srv.url, [files[users]], 1, 1, folder / backend / "alone.jsonl", folder / backend)
             crowd = run_locust(srv.url, files[:users], users, rounds, folder / backend / "crowd.jsonl",
                                folder / backend)

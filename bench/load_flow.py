@@ -19,6 +19,7 @@ SESSION = "execal-session"
 ACTIVE_DATASET = "execal-active-dataset"
 ACTIVE_RESULT = "execal-active-result"
 UPLOAD = "upload-data"
+STREAMED = "streamed-data"
 JOB = "job-calibrate"
 RUN = "run-calibrate"
 LOCATION = "execal-url"
@@ -78,6 +79,25 @@ class Browser:
         c.set(UPLOAD, "last_modified", _now_ms())
         out = c.call(output=f"{ACTIVE_DATASET}.data", inputs=[f"{UPLOAD}.contents"],
                      trigger=f"{UPLOAD}.contents", name="cb data upload")
+        return self._uploaded(out)
+
+    def upload_stream(self, raw, filename: str) -> str:
+        """What the page does with a chosen file (assets/execal_upload.js): post the raw bytes to the
+        upload route, then hand its token to the Data panel's load callback. `raw`: bytes or an open file."""
+        c = self.client
+        r = c.http.post(c.base + "/_execal/upload", data=raw, timeout=c.timeout_s,
+                        headers={"X-Execal-Upload": "1", "X-Execal-Filename": filename,
+                                 "Content-Type": "application/octet-stream"},
+                        **({"name": "upload route"} if c.named else {}))
+        if r.status_code != 200:
+            raise FlowError("upload", f"route HTTP {r.status_code}: {r.text[:200]}")
+        c.set(STREAMED, "data", {**r.json(), "at": _now_ms()})
+        out = c.call(output=f"{ACTIVE_DATASET}.data", inputs=[f"{STREAMED}.data"], trigger=f"{STREAMED}.data",
+                     name="cb data upload (streamed)")
+        return self._uploaded(out)
+
+    def _uploaded(self, out) -> str:
+        c = self.client
         if out.status != 200:
             raise FlowError("upload", f"HTTP {out.status}")
         alert = c.value("alert-data", "is_open")
@@ -129,13 +149,15 @@ class Browser:
             raise FlowError("diagnostics", f"HTTP {out.status}")
         c.set(LOCATION, "pathname", "/")
 
-    def round(self, raw: bytes, filename: str) -> RoundTimes:
+    def round(self, raw: bytes, filename: str, *, streamed: bool = True) -> RoundTimes:
+        """One round; the upload goes as the page sends it (streamed to the upload route), or with
+        `streamed=False` through dcc.Upload's base64 callback."""
         times = RoundTimes()
         t = time.perf_counter()
         self.open("/")
         times.page = time.perf_counter() - t
         t = time.perf_counter()
-        self.upload(raw, filename)
+        (self.upload_stream if streamed else self.upload)(raw, filename)
         times.upload = time.perf_counter() - t
         key = self.calibrate(times)
         t = time.perf_counter()

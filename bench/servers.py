@@ -75,7 +75,7 @@ def wait_http(url: str, proc: subprocess.Popen, log_path: Path, timeout_s: float
 
 
 @contextlib.contextmanager
-def gunicorn(folder: Path, *, env: dict | None = None, workers: int = 2, threads: int = 4,
+def gunicorn(folder: Path, *, env: dict | None = None, workers: int = 2, threads: int = 8,
              port: int | None = None, name: str = "gunicorn"):
     """`execal serve` (gunicorn, `workers` gthread workers) on 127.0.0.1 with the settings in `env`."""
     port = port or free_port()

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import logging
 import os
 import threading
@@ -201,7 +202,7 @@ def _key_value(value: Any) -> Any:
 
 def attach(app, *, secret: bytes, settings: AuthSettings | None = None,
            stores: Callable[[], tuple[store_mod.SessionStore, results_mod.ResultStore]] | None = None,
-           public_paths: tuple[str, ...] = ()) -> AuthSettings:
+           public_paths: tuple[str, ...] = (), alert_id: str = "execal-app-alert") -> AuthSettings:
     """Identify every request of `app` (a dash.Dash): authentication, the session cookie, the owner."""
     settings = settings or AuthSettings.from_env()
     server: Flask = app.server
@@ -265,8 +266,18 @@ def attach(app, *, secret: bytes, settings: AuthSettings | None = None,
                 session.permanent = True
             g.execal_owner = sid
         if request.method == "POST" and request.path.endswith(CALLBACK_PATH):
-            _bind_request(g.execal_owner)
+            try:
+                _bind_request(g.execal_owner)
+            except store_mod.StorageUnavailable as err:
+                # the ownership checks cannot run: no callback runs unchecked; the page says why
+                return storage_down(err)
         return None
+
+    def storage_down(err: Exception) -> Response:
+        """A callback answer that changes nothing but the app's alert: one clear line."""
+        body = {"multi": True, "response": {},
+                "sideUpdate": {alert_id: {"children": f"Not now: {err}", "is_open": True}}}
+        return Response(json.dumps(body), status=200, mimetype="application/json")
 
     def _bind_request(owner: str) -> None:
         """The owner's own session id for the session store, and only the owner's keys for the two

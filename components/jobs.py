@@ -32,9 +32,11 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import io
+import json
 import logging
 import multiprocessing
 import os
+import secrets
 import signal
 import sys
 import threading
@@ -56,6 +58,8 @@ from dash.exceptions import PreventUpdate
 
 from execal.components import results as results_mod
 from execal.components import store as store_mod
+from execal.components.rediscache import RedisCache
+from execal.models.data.schema import DataError
 
 log = logging.getLogger(__name__)
 
@@ -131,17 +135,9 @@ def open_backend(backend: Backend):
             if backend.kind == "diskcache":
                 cache = store_mod.open_cache(backend.cache_dir, size_limit_bytes=backend.size_limit_bytes)
             else:
-                cache = _redis_opener[0](backend)
+                cache = RedisCache(backend.redis_url, backend.shared_dir)
             _opened[backend] = cache
         return cache
-
-
-def _no_redis(backend: Backend):
-    raise RuntimeError("this process has no Redis backend (components/scaleout.py registers it)")
-
-
-# components/scaleout.py registers how a Redis backend is opened (it imports this module, not the reverse)
-_redis_opener: list[Callable[[Backend], Any]] = [_no_redis]
 
 
 @contextlib.contextmanager
@@ -250,6 +246,50 @@ def _job_process_main(fn: Callable, backend: Backend, progress: bool, result_key
     run_job_body(fn, cache, progress=progress, result_key=result_key, progress_key=progress_key, args=args,
                  context=context, owner=owner, backend=backend)
     cache.close()
+
+
+# --- isolated work: a web request's heavy step in a clean process ----------------------------------
+
+
+def _isolated_main(fn: Callable, backend: Backend, args: tuple, kwargs: dict, reply_key: str, limit_s: int) -> None:
+    _become_job_process(limit_s)
+    cache = open_backend(backend)
+    try:
+        out = {"value": fn(cache, *args, **kwargs)}
+    except DataError as err:
+        out = {"data_error": str(err)}
+    except Exception as err:        # logged here (the job server's stderr is the server log)
+        log.exception("isolated %s failed", job_name(fn))
+        out = {"error": type(err).__name__}
+    cache.set(reply_key, json.dumps(out, default=str), expire=600)
+    cache.close()
+
+
+def run_isolated(backend: Backend, cache, fn: Callable, *args, timeout_s: float | None = None, **kwargs) -> Any:
+    """`fn(cache, *args, **kwargs)` in a clean job process, waited for: what it allocates (parsing a 200 MB
+    upload into a frame) never lives in this web worker, which only sleeps meanwhile. `fn` is module-level
+    and returns JSON; a DataError it raises is raised here with the same message."""
+    start_job_server()
+    limit = int(timeout_s or default_time_limit_s())
+    reply = "execal:isolated:" + secrets.token_hex(16)
+    proc = JobProcess(target=_isolated_main, name=f"execal-isolated {job_name(fn)}",
+                      args=(fn, backend, args, kwargs, reply, limit))
+    proc.start()
+    proc.join(limit + 5)
+    if proc.exitcode is None:
+        proc.kill()
+        proc.join(5)
+    proc.close()
+    text = cache.pop(reply, None)
+    if not isinstance(text, str):
+        raise DataError("the file could not be read: its process ended before it finished (out of memory, "
+                        f"or over the {limit} s limit)")
+    out = json.loads(text)
+    if "data_error" in out:
+        raise DataError(out["data_error"])
+    if "error" in out:
+        raise RuntimeError(f"{job_name(fn)} failed ({out['error']}); the details are in the server log")
+    return out["value"]
 
 
 # --- the job server -------------------------------------------------------------------------------
@@ -419,7 +459,7 @@ class JobManager(DiskcacheManager):
         return False
 
     def get_result(self, key, job):
-        result = self.handle.get(key, self.UNDEFINED)
+        result = wait_for_result(self.handle, key, lambda: self.job_running(job), self.UNDEFINED)
         if result is self.UNDEFINED and job and not self.job_running(job) \
                 and self.handle.get(_ENDED + str(job)) is None:
             # gone without a result? look once more: it may have written it and exited in between
@@ -440,11 +480,36 @@ class JobManager(DiskcacheManager):
         return result
 
 
+# a poll waits up to this long for a running job's result, so a result reaches the page as soon as it is
+# written instead of at the next poll (the waiting thread sleeps: it holds no CPU and no lock)
+RESULT_WAIT_S = 1.0
+RESULT_WAIT_STEP_S = 0.05
+
+
+def wait_for_result(cache, key: str, running: Callable[[], bool], undefined: Any,
+                    wait_s: float = RESULT_WAIT_S) -> Any:
+    """The result under `key`, waiting up to `wait_s` while the job is still running."""
+    deadline = time.monotonic() + wait_s
+    checked = 0.0
+    while True:
+        result = cache.get(key, undefined)
+        now = time.monotonic()
+        if result is not undefined or now >= deadline:
+            return result
+        if now - checked >= 0.25:            # a job that died stops the wait (it is reported next)
+            if not running():
+                return cache.get(key, undefined)
+            checked = now
+        time.sleep(RESULT_WAIT_STEP_S)
+
+
 def error_message(err: Exception) -> str:
     """The one line a user sees for a background callback that failed (Dash's BackgroundCallbackError)."""
     text = str(err)
     if JOB_LOST_MARK in text:
         return "Failed: " + text[text.index(JOB_LOST_MARK):].strip()
+    if isinstance(err, store_mod.StorageUnavailable):
+        return f"Not now: {err}"
     return ("Failed unexpectedly; the details are in the server log. The result shown is the previous one.")
 
 

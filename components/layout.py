@@ -132,6 +132,10 @@ def on_callback_error(err: Exception) -> None:
     Panels catch the errors they expect (DataError) themselves; this catches the rest, so no traceback
     ever reaches the browser.
     """
+    if isinstance(err, store.StorageUnavailable):
+        log.warning("callback failed: %s", err)
+        set_props(APP_ALERT_ID, {"children": f"Not now: {err}", "is_open": True})
+        return
     log.error("callback failed", exc_info=err)
     set_props(APP_ALERT_ID, {"children": f"Something went wrong ({type(err).__name__}); "
                                          "the details are in the server log.", "is_open": True})

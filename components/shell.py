@@ -56,6 +56,8 @@ uploads
     panel that lets the user act on an upload later keeps the bytes server-side
     (`SessionStore.keep_upload` / `last_upload`) and empties the dcc.Upload (contents None), so the
     browser holds no copy and choosing the same file again fires the upload again.
+    `load_streamed_upload(st, settings, owner, token, kind=, mapping=)`: the dataset of a file the page
+    streamed to the upload route (components/uploads.py), parsed from disk, never whole in a worker.
 """
 from __future__ import annotations
 
@@ -82,6 +84,7 @@ from execal.components import identity
 from execal.components import jobs as jobs_mod
 from execal.components import results as results_mod
 from execal.components import store as store_mod
+from execal.components import uploads as uploads_mod
 from execal.models.data.schema import DataError
 
 # --- ids ----------------------------------------------------------------------------------------
@@ -136,6 +139,7 @@ class Settings:
     cache_dir: Path
     sample_dir: Path
     max_upload_bytes: int
+    backend: Any = None           # jobs.Backend: where a clean process finds the stores (streamed uploads)
 
     @property
     def max_upload_mb(self) -> float:
@@ -657,6 +661,15 @@ class DatasetPicker:
 
 
 # --- uploads --------------------------------------------------------------------------------------
+
+
+def load_streamed_upload(st: store_mod.SessionStore, settings: Settings, owner: Any, token: Any, *,
+                         kind: str | None = None, mapping: dict | None = None) -> str:
+    """The dataset key of the owner's streamed upload `token` (made the owner's active dataset). DataError."""
+    if settings.backend is None:
+        raise DataError("this server takes uploads through the page only")
+    return uploads_mod.load(st, settings.backend, owner, token, kind=kind, mapping=mapping,
+                            max_bytes=settings.max_upload_bytes)
 
 
 def decode_upload(contents: str | None, filename: str) -> bytes:

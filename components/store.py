@@ -23,6 +23,7 @@ Dash's DiskcacheManager (background callbacks) shares the same `diskcache.Cache`
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import hmac
@@ -70,6 +71,10 @@ _UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-
 
 class CacheDirError(RuntimeError):
     """The cache directory cannot be made private (wrong owner, shared temp dir, not a directory)."""
+
+
+class StorageUnavailable(RuntimeError):
+    """The server's storage cannot be reached right now (Redis down or restarting): one line for the user."""
 
 
 SECRET_FILE = "execal-secret-key"
@@ -141,15 +146,66 @@ def private_cache_dir(path: str | os.PathLike | None = None) -> Path:
     return p
 
 
+class ServerCache(diskcache.Cache):
+    """The server's diskcache, which notices when its directory was deleted (or replaced) under it.
+
+    A worker's open SQLite connections would go on using the deleted file while new job processes create a
+    new one: each would see a different cache. `revive_if_gone()` (the app calls it before each request; a
+    stat) recreates the private directory, the database and the server secret file (the same secret, so
+    running workers and new job processes agree) and drops every thread's old connection. What the
+    deleted directory held is gone: panels then say "no longer in the server's cache, load it again"."""
+
+    def __init__(self, directory: str, **settings):
+        super().__init__(directory, **settings)
+        self._open_settings = settings
+        self._revive_lock = threading.Lock()
+        self._db_inode = self._inode()
+        secret = Path(directory) / SECRET_FILE
+        self._secret_text = secret.read_text() if secret.exists() else None
+
+    def _inode(self) -> int | None:
+        try:
+            return os.stat(os.path.join(self.directory, diskcache.core.DBNAME)).st_ino
+        except OSError:
+            return None
+
+    def remember_secret(self) -> None:
+        """Keep the server secret file's text, to write it back if the directory is deleted."""
+        secret = Path(self.directory) / SECRET_FILE
+        if secret.exists():
+            self._secret_text = secret.read_text()
+
+    def revive_if_gone(self) -> bool:
+        if self._db_inode is not None and self._inode() == self._db_inode:
+            return False
+        with self._revive_lock:
+            if self._db_inode is not None and self._inode() == self._db_inode:
+                return False
+            log.warning("the cache directory %s was deleted or replaced: starting an empty cache", self.directory)
+            private_cache_dir(self.directory)
+            if self._secret_text and not os.environ.get("EXECAL_SECRET_KEY", "").strip():
+                path = Path(self.directory) / SECRET_FILE
+                tmp = path.with_name(f"{SECRET_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w") as fh:
+                    fh.write(self._secret_text)
+                with contextlib.suppress(FileExistsError):
+                    os.link(tmp, path)
+                os.unlink(tmp)
+            # a fresh database and fresh per-thread connections (the old ones are dropped with the old local)
+            diskcache.Cache.__init__(self, self.directory, **self._open_settings)
+            self._db_inode = self._inode()
+            return True
+
+
 def open_cache(path: str | os.PathLike | None = None, *,
-               size_limit_bytes: int = DEFAULT_CACHE_SIZE_BYTES) -> diskcache.Cache:
+               size_limit_bytes: int = DEFAULT_CACHE_SIZE_BYTES) -> ServerCache:
     """The one `diskcache.Cache` of this server, in `private_cache_dir(path)`.
 
     Every gunicorn worker opens the same directory; diskcache (SQLite + files) is safe across processes.
     """
     directory = private_cache_dir(path)
-    return diskcache.Cache(str(directory), size_limit=int(size_limit_bytes),
-                           eviction_policy="least-recently-used")
+    return ServerCache(str(directory), size_limit=int(size_limit_bytes), eviction_policy="least-recently-used")
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -357,6 +413,29 @@ class SessionStore:
         key = self.cache.get(request)
         if not (isinstance(key, str) and self.has_dataset(key)):
             dataset = (loader or model_io.load)(raw, name=name, kind=kind, mapping=mapping, max_bytes=max_bytes)
+            key = self.put_dataset(None, dataset, mapping=mapping)
+            self.cache.set(request, key, expire=LOAD_INDEX_TTL_S)
+        if session_id is not None:
+            self.set_active(session_id, key)
+        return key
+
+    def load_file(self, path: str | os.PathLike, *, name: str, kind: str | None = None,
+                  mapping: dict[str, str] | None = None, max_bytes: int | None = None,
+                  session_id: str | None = None) -> str:
+        """`load_bytes` for a file on disk (a streamed upload): hashed and parsed from the file, never
+        read whole into memory here. Raises `DataError`."""
+        size = os.path.getsize(path)
+        if max_bytes is not None and size > max_bytes:
+            raise DataError(f"file is {size / 2**20:.3g} MB ({size:,} bytes), over the "
+                            f"{max_bytes / 2**20:.3g} MB upload limit", file=name)
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            while chunk := fh.read(4 * 2**20):
+                digest.update(chunk)
+        request = self._k("load", digest.hexdigest(), kind or "auto", mapping_digest(mapping) or "nomap")
+        key = self.cache.get(request)
+        if not (isinstance(key, str) and self.has_dataset(key)):
+            dataset = model_io.load(path, name=name, kind=kind, mapping=mapping, max_bytes=max_bytes)
             key = self.put_dataset(None, dataset, mapping=mapping)
             self.cache.set(request, key, expire=LOAD_INDEX_TTL_S)
         if session_id is not None:
