@@ -189,7 +189,7 @@ def run(quick: bool = False) -> list[dict]:
             continue
         rows.append(row(f"upload: {x['input']}", x["seconds"],
                         note=f"{x['outcome'][:90]}; worker peak +{x['worker_peak_added_mb']:.0f} MB, kept "
-                             f"+{x['worker_kept_mb']:.0f} MB; other processes peak {x['other_processes_peak_mb']:.0f} MB"))
+                             f"+{x['worker_kept_mb']:.0f} MB; parse process peak {x['other_processes_peak_mb']:.0f} MB"))
     return rows
 
 
