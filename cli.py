@@ -3,6 +3,8 @@
     execal inspect PATH [--kind K] [--map a=b,...]     summary of a data file or dataset directory (JSON)
     execal ingest SOURCE... --out DIR                  CSV / Parquet / captures -> partitioned dataset
     execal serve [--host H] [--port P] [--workers N]   the dashboard (gunicorn; --dev for Dash's server)
+    execal users add NAME [--file F]                   add a dashboard user (hashed password) to a users file
+    execal worker [--concurrency N]                    Celery workers for background jobs (EXECAL_REDIS_URL)
     execal models                                      models, parameters, optimizers, losses (JSON)
     execal calibrate PATH --model M [...] --out cfg    fit an execution-cost model, write the config
     execal predict --config cfg PATH [--out preds.csv] expected cost of each fill from a config
@@ -127,26 +129,86 @@ def _is_loopback(host: str) -> bool:
         return False     # a host name: it may resolve to anything
 
 
+def gunicorn_command(host: str, port: int, workers: int = 2, threads: int = 8) -> list[str]:
+    """The gunicorn command line `execal serve` runs (the load benchmark and tests run exactly this).
+    Threads: a background job's poll waits up to a second for its result (sleeping, not computing), so
+    each worker keeps threads for the polls besides those that compute."""
+    return [sys.executable, "-m", "gunicorn", "-w", str(workers), "--threads", str(threads),
+            "-b", f"{host}:{port}", "--timeout", "600", "--no-control-socket",
+            # execal's own package directory as the working directory: gunicorn puts its working
+            # directory first on sys.path, and a user's own app.py / models/ must never shadow ours
+            "--chdir", str(Path(__file__).resolve().parent), "execal.app:server"]
+
+
+def _auth_configured() -> bool:
+    return bool(os.environ.get("EXECAL_USERS_FILE", "").strip() or os.environ.get("EXECAL_AUTH_HEADER", "").strip())
+
+
 def cmd_serve(args) -> int:
-    if not _is_loopback(args.host):
-        print(f"execal: warning: --host {args.host} makes the dashboard reachable from other machines, and "
-              "execal has no login: anyone who can reach it can upload files and read every session's "
-              "results. Bind 127.0.0.1 (the default) or put it behind an authenticating proxy.",
-              file=sys.stderr)
+    if not _is_loopback(args.host) and not _auth_configured():
+        print(f"execal: warning: --host {args.host} makes the dashboard reachable from other machines without "
+              "authentication: anyone who can reach it can upload files and run jobs. Set EXECAL_USERS_FILE "
+              "(execal users add NAME) or EXECAL_AUTH_HEADER behind an authenticating proxy, or bind "
+              "127.0.0.1 (the default).", file=sys.stderr)
     if args.dev:
         from execal import app
 
         app.main(host=args.host, port=args.port, debug=False)
         return 0
-    cmd = [sys.executable, "-m", "gunicorn", "-w", str(args.workers), "--threads", "4",
-           "-b", f"{args.host}:{args.port}", "--timeout", "600", "--no-control-socket",
-           # execal's own package directory as the working directory: gunicorn puts its working
-           # directory first on sys.path, and a user's own app.py / models/ must never shadow ours
-           "--chdir", str(Path(__file__).resolve().parent), "execal.app:server"]
+    cmd = gunicorn_command(args.host, args.port, args.workers)
     env = dict(os.environ)
     print(f"execal: serving on http://{args.host}:{args.port} ({args.workers} workers)", file=sys.stderr)
     os.execvpe(cmd[0], cmd, env)
     return 0  # pragma: no cover
+
+
+def cmd_users(args) -> int:
+    import getpass
+
+    from execal.components import identity
+
+    path = args.file or os.environ.get("EXECAL_USERS_FILE", "").strip()
+    if not path:
+        raise UsageError("name the users file: --file PATH, or set EXECAL_USERS_FILE")
+    try:
+        if args.action == "list":
+            for name in sorted(identity.read_users(path)):
+                print(name)
+            return 0
+        if args.action == "remove":
+            users = identity.read_users(path)
+            if args.name not in users:
+                raise UsageError(f"no user {args.name!r} in {path}")
+            identity.remove_user(path, args.name)
+            print(f"execal: removed {args.name} from {path}", file=sys.stderr)
+            return 0
+        if not args.name:
+            raise UsageError("execal users add NAME")
+        if args.password_stdin:
+            password = sys.stdin.readline().rstrip("\n")
+        else:
+            password = getpass.getpass(f"password for {args.name}: ")
+            if getpass.getpass("again: ") != password:
+                raise UsageError("the two passwords differ")
+        identity.add_user(path, args.name, password)
+    except identity.UsersFileError as err:
+        raise UsageError(str(err)) from None
+    print(f"execal: {args.name} can sign in (users file {path}; serve with EXECAL_USERS_FILE={path})",
+          file=sys.stderr)
+    return 0
+
+
+def cmd_worker(args) -> int:
+    from execal.components import layout  # noqa: F401  (registers every panel's background jobs)
+    from execal.components import scaleout
+
+    try:
+        scaleout.backend_from_env()
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    print(f"execal: Celery workers ({args.concurrency} processes) on {scaleout.redis_url()}", file=sys.stderr)
+    scaleout.worker_main(concurrency=args.concurrency, name=args.name, loglevel=args.loglevel)
+    return 0
 
 
 def _pairs(text: str | None, what: str) -> dict[str, str]:
@@ -1221,6 +1283,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (default: %(default)s)")
     p.add_argument("--dev", action="store_true", help="Dash's development server instead of gunicorn")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("users", help="manage the dashboard's users file (sign-in with hashed passwords)")
+    p.add_argument("action", choices=["add", "remove", "list"], help="add (or change the password of), remove, "
+                                                                      "or list users")
+    p.add_argument("name", nargs="?", help="user name (letters, digits, . _ - @)")
+    p.add_argument("--file", help="the users file (default: $EXECAL_USERS_FILE); created 0600")
+    p.add_argument("--password-stdin", action="store_true", help="read the password from stdin (scripts)")
+    p.set_defaults(func=cmd_users)
+
+    p = sub.add_parser("worker", help="Celery workers for the dashboard's background jobs (scale-out: needs "
+                                      "EXECAL_REDIS_URL, EXECAL_SHARED_DIR and EXECAL_SECRET_KEY)")
+    p.add_argument("--concurrency", type=int, default=2, help="job processes (default: %(default)s)")
+    p.add_argument("--name", help="worker name (default: celery's)")
+    p.add_argument("--loglevel", default="INFO", help="Celery log level (default: %(default)s)")
+    p.set_defaults(func=cmd_worker)
     return ap
 
 

@@ -44,6 +44,7 @@ import orjson
 from dash import html
 
 from bench.common import best_of, row
+from execal.components import identity
 
 ROOT = Path(__file__).resolve().parents[1]
 LIMIT_BYTES = 5 * 2**20
@@ -83,6 +84,8 @@ class Renderer:
     def __init__(self, client, session_id: str):
         self.client = client
         self.session_id = session_id
+        # the browser of this session holds its signed cookie (the server decides the session from it)
+        client.set_cookie(identity.COOKIE_NAME, identity.session_cookie(client.application, session_id))
         self.props: dict[tuple[str, str], Any] = {}
         self.ids: dict[str, Any] = {}            # in layout order, as the renderer lists wildcard matches
         self.owned: dict[tuple[str, str], set[str]] = {}   # (id, prop) -> ids of the components inside it
@@ -102,7 +105,7 @@ class Renderer:
         for d in self.deps:
             d["_outputs"] = _split_outputs(d["output"])
         self._walk(layout)
-        # the browser's localStorage session wins over the layout's fresh id, and the store says so
+        # whatever the page's session store says, the server reads the session from the cookie
         self.props[("execal-session", "data")] = self.session_id
         self.props[("execal-session", "modified_timestamp")] = int(time.time() * 1000)
         initial = [d for d in self.deps if not d.get("prevent_initial_call")]

@@ -253,7 +253,8 @@ def plan_calibration(st: store_mod.SessionStore, results: results_mod.ResultStor
     if not store_mod.is_session_id(session_id):
         raise DataError("your session is not ready yet; reload the page")
     dataset_key = shell.key_of(active_dataset)
-    if not dataset_key or not st.has_dataset(dataset_key):
+    if not dataset_key or not st.has_dataset(dataset_key) or dataset_key not in st.session_keys(session_id):
+        # only the caller's own dataset: a key from elsewhere is no dataset here
         raise DataError("no dataset loaded (or it left the server's cache): load fills in the Data panel")
     dataset = st.get_dataset(dataset_key)
     if dataset is None:
@@ -407,6 +408,21 @@ def run_job(st: store_mod.SessionStore, results: results_mod.ResultStore, job: A
         return out
     out["active"] = {"key": key}
     return out
+
+
+@shell.background_job
+def calibration_job(set_progress, ticket):
+    """The background callback: runs in a job process (components/jobs.py), on that process's stores.
+    What it fits is the job `_plan` built and validated on the server for this owner, never the
+    browser's payload: anything else (a forged job, another session's ticket) runs nothing."""
+    st, results = shell.job_stores()
+    job = shell.claim_job(results.cache, ticket)
+    if job is None or not results_mod.is_result_key(job.get("key")):
+        raise PreventUpdate
+    progress = shell.JobProgress(set_progress)
+    out = run_job(st, results, job, progress)
+    note = "" if out["alert"][1] else f"Calibrated in {progress.seconds:.1f} s."
+    return out["active"], out["alert"][0], out["alert"][1], note
 
 
 def restored_result(results: results_mod.ResultStore, session_id: Any) -> dict | None:
@@ -747,20 +763,17 @@ def register_callbacks(app) -> None:
             return no_update, no_update, f"Cannot calibrate: {err}", True, ""
         if plan["job"] is None:
             return plan["active"], no_update, "", False, plan["note"]
-        return no_update, plan["job"], "", False, "Starting the calibration…"
+        # the job stays on the server; the browser gets a ticket that only this session can redeem
+        return no_update, shell.submit_job(results.cache, session_id, plan["job"]), "", False, \
+            "Starting the calibration…"
 
-    @app.callback(
+    app.callback(
         Output(results_mod.ACTIVE_RESULT_ID, "data", allow_duplicate=True),
         Output(ALERT, "children", allow_duplicate=True), Output(ALERT, "is_open", allow_duplicate=True),
         Output(NOTE, "children", allow_duplicate=True),
         Input(JOB, "data"),
         **shell.job_callback_kwargs(JOB_IDS),
-    )
-    def _run(set_progress, job):
-        progress = shell.JobProgress(set_progress)
-        out = run_job(*shell.job_stores(app), job, progress)
-        note = "" if out["alert"][1] else f"Calibrated in {progress.seconds:.1f} s."
-        return out["active"], out["alert"][0], out["alert"][1], note
+    )(calibration_job)
 
     shell.register_cancel_note(app, JOB_IDS, "Calibration cancelled: the result shown is the previous one.")
 

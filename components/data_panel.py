@@ -53,6 +53,8 @@ ALERT, SIZE_ALERT = _id("alert", "size-alert")
 # dcc.Stores: the upload limit; what "Reload with these options" applies to (the last file chosen,
 # even a refused one)
 LIMITS, SOURCE = _id("limits", "source")
+# dcc.Store: {"token", "name", "bytes"} of a file the page streamed to the upload route (assets/execal_upload.js)
+STREAMED = _id("streamed")
 # what the dataset is
 SUMMARY, REPORT, COVERAGE, GRID, PREVIEW_TITLE = _id("summary", "report", "coverage", "grid", "preview-title")
 # the Filters card
@@ -107,15 +109,16 @@ def _file_sha256(path: Path, size: int, mtime_ns: int) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def sample_of_key(sample_dir: Path, key: str | None) -> str | None:
-    """The bundled sample a dataset key was loaded from (its content hash is the key's prefix), or None:
-    the sample picker shows the sample on screen, and never a same-named upload."""
+def sample_of_key(sample_dir: Path, key: str | None, secret: bytes) -> str | None:
+    """The bundled sample a dataset key was loaded from (the key's prefix is the server-keyed content hash
+    of the file), or None: the sample picker shows the sample on screen, and never a same-named upload."""
     if not store_mod.is_dataset_key(key):
         return None
     for name in sample_files(sample_dir):
         path = sample_dir / name
         st_ = path.stat()
-        if key.startswith(_file_sha256(path, st_.st_size, st_.st_mtime_ns) + "-"):
+        keyed = store_mod.dataset_key(_file_sha256(path, st_.st_size, st_.st_mtime_ns), "x", secret=secret)
+        if key.startswith(keyed[:-len("-x")] + "-"):
             return name
     return None
 
@@ -141,6 +144,9 @@ def _load_source(st: store_mod.SessionStore, settings: Settings, session_id: str
     """Load an upload or a bundled sample for a session; returns the dataset key (raises DataError)."""
     kind = None if kind in (None, "", AUTO_KIND) else kind
     mapping = parse_mapping_text(mapping_text)
+    if source.get("token"):
+        # streamed to disk by the upload route: parsed from the file, never whole in this worker
+        return shell.load_streamed_upload(st, settings, session_id, source["token"], kind=kind, mapping=mapping)
     raw, max_bytes = _source_bytes(st, settings, session_id, source)
     return st.load_bytes(raw, name=source.get("name") or "upload", kind=kind, mapping=mapping,
                          max_bytes=max_bytes, session_id=session_id)
@@ -149,7 +155,7 @@ def _load_source(st: store_mod.SessionStore, settings: Settings, session_id: str
 def load_dataset(st: store_mod.SessionStore, settings: Settings, *, trigger: str | None, session_id: Any,
                  contents: str | None = None, filename: str | None = None, sample: str | None = None,
                  kind: str | None = None, mapping_text: str | None = None,
-                 source: dict | None = None) -> dict:
+                 source: dict | None = None, streamed: dict | None = None) -> dict:
     """Decide the session's active dataset after `trigger` (an input id, or None for page load).
 
     An upload's bytes are kept server-side for the session (`SessionStore.keep_upload`) and the upload
@@ -175,10 +181,15 @@ def load_dataset(st: store_mod.SessionStore, settings: Settings, *, trigger: str
             trigger, sample, out["source"] = SAMPLE, PRELOAD_SAMPLE, source
         else:
             out["active"] = {"key": key} if key else None
-            out["sample"] = sample_of_key(settings.sample_dir, key)
+            out["sample"] = sample_of_key(settings.sample_dir, key, st.secret)
             return out
 
-    if trigger == UPLOAD:
+    if trigger == STREAMED:
+        if not isinstance(streamed, dict) or not streamed.get("token"):
+            raise PreventUpdate
+        source = {"type": "upload", "name": str(streamed.get("name") or "upload"), "token": streamed["token"]}
+        out["source"] = source      # the file stays on the server: Reload applies to it, loaded or refused
+    elif trigger == UPLOAD:
         if not contents:
             raise PreventUpdate     # the box emptied by this callback, after taking the file
         name = filename or "upload"
@@ -471,7 +482,9 @@ def layout(app) -> html.Div:
         dcc.Upload(
             id=UPLOAD, multiple=False, className="execal-upload mb-1",
             children=html.Div(["Drag and drop or ", html.Span("choose a file", className="execal-link")],
-                              **{"aria-labelledby": UPLOAD_LABEL}),
+                              **{"aria-labelledby": UPLOAD_LABEL,
+                                 # the page streams the file to the server (assets/execal_upload.js)
+                                 "data-max-bytes": str(settings.max_upload_bytes), "data-limit": limit}),
         ),
         html.Div(f"CSV, CSV.gz or Parquet, up to {limit}. The kind and column mapping below apply.",
                  className="form-text mb-3"),
@@ -489,6 +502,7 @@ def layout(app) -> html.Div:
         dbc.Button("Reload with these options", id=APPLY, color="secondary", outline=True, size="sm"),
         dcc.Store(id=LIMITS, data={"max_request_chars": settings.max_request_bytes, "limit": limit}),
         dcc.Store(id=SOURCE, storage_type="memory"),
+        dcc.Store(id=STREAMED, storage_type="memory"),
     ])
 
     filter_card = shell.card("Filters", [
@@ -552,18 +566,18 @@ def register_callbacks(app) -> None:
         # call a callback again for its own outputs)
         Output(UPLOAD, "contents"), Output(SAMPLE, "value"),
         Input(store_mod.SESSION_STORE_ID, "modified_timestamp"),
-        Input(UPLOAD, "contents"), Input(SAMPLE, "value"), Input(APPLY, "n_clicks"),
+        Input(UPLOAD, "contents"), Input(SAMPLE, "value"), Input(APPLY, "n_clicks"), Input(STREAMED, "data"),
         State(store_mod.SESSION_STORE_ID, "data"), State(UPLOAD, "filename"),
         State(KIND, "value"), State(MAPPING, "value"), State(SOURCE, "data"),
     )
-    def _load(session_ts, contents, sample, _clicks, session_id, filename, kind, mapping_text, source):
+    def _load(session_ts, contents, sample, _clicks, streamed, session_id, filename, kind, mapping_text, source):
         trigger = ctx.triggered_id
         if trigger in (None, store_mod.SESSION_STORE_ID) and (session_ts is None or session_ts < 0):
             # the store has not been read from localStorage yet: the real session id follows
             raise PreventUpdate
         out = load_dataset(st, settings, trigger=trigger, session_id=session_id, contents=contents,
                            filename=filename, sample=sample, kind=kind, mapping_text=mapping_text,
-                           source=source)
+                           source=source, streamed=streamed)
         message, is_open = out["alert"]
         return (out["active"], message, is_open, out["source"], None if out["clear_upload"] else no_update,
                 out["sample"])

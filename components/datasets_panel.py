@@ -192,6 +192,25 @@ def run_job(cache, job: Mapping, progress: Callable[[float, str], None] = lambda
     return key
 
 
+@shell.background_job
+def dataset_job(set_progress, ticket):
+    """The background callback: runs in a job process (components/jobs.py), on the job that `_plan`
+    built and validated on the server for this owner (a forged payload runs nothing)."""
+    cache = shell.job_stores()[0].cache
+    job = shell.claim_job(cache, ticket)
+    if not job:
+        raise PreventUpdate
+    job.pop("session", None)
+    started = time.perf_counter()
+
+    def progress(pct, label):
+        set_progress((round(float(pct), 1), f"{label} · {time.perf_counter() - started:.0f} s"))
+    try:
+        return run_job(cache, job, progress), "", False
+    except (DataError, CalibrationError) as err:
+        return no_update, f"Calibration failed: {err}", True
+
+
 # --- rendering ----------------------------------------------------------------------------------
 
 def _facts(rows: list[tuple[str, str]]) -> html.Dl:
@@ -328,9 +347,11 @@ def register_callbacks(app) -> None:
         done = result_key(job)
         if cache.get(done) is not None:      # the same job ran before: shown at once
             return no_update, "", False, done
-        return job, "", False, no_update
+        owner = shell.request_owner()
+        # the job stays on the server; the browser gets a ticket only this session can redeem
+        return shell.submit_job(cache, owner, {**job, "session": owner}), "", False, no_update
 
-    @app.callback(
+    app.callback(
         Output(RESULT_KEY, "data"), Output(ALERT, "children", allow_duplicate=True),
         Output(ALERT, "is_open", allow_duplicate=True),
         Input(JOB, "data"),
@@ -340,19 +361,9 @@ def register_callbacks(app) -> None:
         cancel=[Input(CANCEL, "n_clicks")],
         progress=[Output(PROGRESS, "value"), Output(PROGRESS, "label")],
         progress_default=[0, ""],
+        interval=shell.JOB_POLL_MS,
         prevent_initial_call=True,
-    )
-    def _run(set_progress, job):
-        if not job:
-            raise PreventUpdate
-        started = time.perf_counter()
-
-        def progress(pct, label):
-            set_progress((round(float(pct), 1), f"{label} · {time.perf_counter() - started:.0f} s"))
-        try:
-            return run_job(cache, job, progress), "", False
-        except (DataError, CalibrationError) as err:
-            return no_update, f"Calibration failed: {err}", True
+    )(dataset_job)
 
     @app.callback(Output(RESULT, "children"), Input(RESULT_KEY, "data"))
     def _render(key):

@@ -1,10 +1,11 @@
 """The Export panel: take the active result away (config, predictions, report) and bring a config back.
 
-Downloads are plain links to one Flask route, `/_execal/export/<file>?session=…&key=…`, answered from the
+Downloads are plain links to one Flask route, `/_execal/export/<file>?key=…`, answered from the
 server-side stores: the config as JSON or YAML (`execal.models.impact.config.dump_config` with the provenance the Calibrate
 panel recorded), the predictions as CSV streamed in blocks (a million rows never sit in one string, and never
 ride through a callback), and the self-contained HTML report (`execal.components.report`). A link works only for a
-result of the asking session's datasets, so a result key alone opens nothing.
+result of the asking session's datasets, the session being the request's own (its signed cookie or signed-in
+user, never a URL parameter), so a result key alone opens nothing.
 
 Importing a config validates it (`execal.models.impact.config.load_config`: a bad key is named, never a traceback), applies
 it to the active dataset with the filters it records (the pooled parameters and, for a segmented config, each
@@ -92,7 +93,8 @@ def download_name(result, key: str, name: str, *, hand_set: bool = False) -> str
 
 
 def link_href(session_id: str, key: str, name: str) -> str:
-    return ROUTE_PREFIX + name + "?" + urlencode({"session": session_id, "key": key})
+    """The download link of a result (the session is the request's own cookie, never in the URL)."""
+    return ROUTE_PREFIX + name + "?" + urlencode({"key": key})
 
 
 def authorised(st: store_mod.SessionStore, results: results_mod.ResultStore, session_id: Any, key: Any) -> bool:
@@ -434,7 +436,7 @@ def register_callbacks(app) -> None:
     @app.server.route(ROUTE)
     def _export(name: str):
         try:
-            body, mime, filename = export_response(st, results, name, request.args.get("session"),
+            body, mime, filename = export_response(st, results, name, shell.request_owner(),
                                                    request.args.get("key"))
         except ExportError as err:
             return Response(f"{err}\n", status=404, mimetype="text/plain")

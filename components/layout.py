@@ -20,7 +20,7 @@ from dash import Input, Output, State, dcc, html, set_props
 from dash.exceptions import PreventUpdate
 
 from execal.components import calibrate_panel, data_panel, diagnostics_panel, export_panel, results, store, tweak_panel
-from execal.components import shell
+from execal.components import identity, shell
 from execal.components import surface_panel
 from execal.components import orderflow_panel
 from execal.components import vol_panel
@@ -85,11 +85,11 @@ def navbar() -> dbc.Navbar:
 
 
 def build_layout(app) -> html.Div:
-    """The whole page. Called per page load: a fresh session id is offered to the browser, and the
-    localStorage one (if any) wins inside dcc.Store, so a reload keeps its session."""
+    """The whole page, the same for everyone: the session is a server-signed cookie, and the session
+    store holds only a placeholder that the server replaces with the caller's id (components/identity.py)."""
     return html.Div([
         dcc.Location(id=LOCATION_ID, refresh=False),
-        dcc.Store(id=store.SESSION_STORE_ID, storage_type="local", data=store.new_session_id()),
+        dcc.Store(id=store.SESSION_STORE_ID, storage_type="memory", data=identity.PLACEHOLDER),
         dcc.Store(id=store.ACTIVE_DATASET_ID, storage_type="memory"),
         # keys only: the active result ({"key": result key}) and the data filters every later panel applies
         dcc.Store(id=results.ACTIVE_RESULT_ID, storage_type="memory"),
@@ -122,17 +122,6 @@ def register_callbacks(app) -> None:
         shown = visible_panel(pathname)
         return [i != shown for i in range(len(PANELS))] + [i == shown for i in range(len(PANELS))]
 
-    @app.callback(
-        Output(store.SESSION_STORE_ID, "data"),
-        Input(store.SESSION_STORE_ID, "modified_timestamp"),
-        State(store.SESSION_STORE_ID, "data"),
-    )
-    def _repair_session(ts, session_id):
-        # only a tampered or foreign localStorage value lands here; the layout offers a valid id
-        if ts is None or ts < 0 or store.is_session_id(session_id):
-            raise PreventUpdate
-        return store.new_session_id()
-
     for panel in PANELS:
         panel.register_callbacks(app)
 
@@ -143,6 +132,10 @@ def on_callback_error(err: Exception) -> None:
     Panels catch the errors they expect (DataError) themselves; this catches the rest, so no traceback
     ever reaches the browser.
     """
+    if isinstance(err, store.StorageUnavailable):
+        log.warning("callback failed: %s", err)
+        set_props(APP_ALERT_ID, {"children": f"Not now: {err}", "is_open": True})
+        return
     log.error("callback failed", exc_info=err)
     set_props(APP_ALERT_ID, {"children": f"Something went wrong ({type(err).__name__}); "
                                          "the details are in the server log.", "is_open": True})

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import hmac
 import json
 import threading
 from collections import OrderedDict
@@ -26,6 +27,7 @@ import pandas as pd
 
 from execal.components.impact_figures import segment_name
 from execal.models.impact.fit import Calibrator
+from execal.components import store as store_mod
 
 ACTIVE_RESULT_ID = "execal-active-result"   # dcc.Store (memory): {"key": result key} or None
 FILTERS_ID = "execal-filters"               # dcc.Store (memory): filters dict, see apply_filters
@@ -76,11 +78,19 @@ def apply_filters(frame: pd.DataFrame, filters: dict | None) -> pd.DataFrame:
     return frame if keep.all() else frame.loc[keep].reset_index(drop=True)
 
 
-def result_key(dataset_key: str, filters: dict | None, settings: dict[str, Any]) -> str:
-    """Deterministic key of a calibration: same data, filters and settings -> same key."""
+# the server secret result keys are made with (set by this process's ResultStore, see result_key)
+_key_secret: list[bytes] = []
+
+
+def result_key(dataset_key: str, filters: dict | None, settings: dict[str, Any], *,
+               secret: bytes | None = None) -> str:
+    """Key of a calibration, derived on the server: same data, filters and settings -> same key on this
+    server, a different key on another (keyed with the server secret: `secret`, else that of the process's
+    ResultStore). Nothing a client sends is used as a key."""
+    secret = secret if secret is not None else (_key_secret[-1] if _key_secret else b"")
     blob = json.dumps({"data": dataset_key, "filters": clean_filters(filters), "settings": settings},
                       sort_keys=True, default=str)
-    return _PREFIX + hashlib.sha256(blob.encode()).hexdigest()[:32]
+    return _PREFIX + hmac.new(secret, blob.encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def is_result_key(value: Any) -> bool:
@@ -98,8 +108,14 @@ def _jsonable(value: Any) -> Any:
 class ResultStore:
     """Results by key (diskcache, shared by workers) and each session's active result."""
 
-    def __init__(self, cache: diskcache.Cache):
+    def __init__(self, cache: diskcache.Cache, *, secret: bytes | None = None):
         self.cache = cache
+        self.secret = secret if secret is not None else store_mod.server_secret(cache.directory)
+        if self.secret not in _key_secret:
+            _key_secret.append(self.secret)
+        else:                            # the latest store's secret is the default
+            _key_secret.remove(self.secret)
+            _key_secret.append(self.secret)
         self._memory: OrderedDict[str, Any] = OrderedDict()
         self._lock = threading.Lock()
 

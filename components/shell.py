@@ -38,7 +38,13 @@ plain runs (a computation quick enough for an ordinary callback)
     `register_download(app, button_id=, download_id=, alert_id=, view_id=, make=)`.
 background jobs (a Run / Cancel / progress card and its background callback)
     `JobIds.of(_id)`, `job_card(ids, run_label, store_ids=())`, `job_callback_kwargs(ids)`,
-    `JobProgress(set_progress)`, `job_stores(app)`, `register_cancel_note(app, ids, message)`.
+    `JobProgress(set_progress)`, `register_cancel_note(app, ids, message)`.
+    The job's body is a module-level function marked `@background_job` (it runs in a clean job process,
+    components/jobs.py); inside it, `job_stores()` are its stores and `job_owner()` who asked.
+    Server-side truth: the plan callback validates and builds the job on the server and keeps it there,
+    `submit_job(cache, owner, job)` -> {"ticket"} (what the browser's job store holds); the job body
+    `claim_job(cache, request)` takes it back for the job's owner only (a forged request finds nothing).
+    `request_owner()`: who is asking (the server-side session or user; components/identity.py).
 per-process cache
     `LRU(size).get_or_make(key, make)`: what a worker prepares once per result; `clear_process_caches()`.
 data sources
@@ -50,6 +56,8 @@ uploads
     panel that lets the user act on an upload later keeps the bytes server-side
     (`SessionStore.keep_upload` / `last_upload`) and empties the dcc.Upload (contents None), so the
     browser holds no copy and choosing the same file again fires the upload again.
+    `load_streamed_upload(st, settings, owner, token, kind=, mapping=)`: the dataset of a file the page
+    streamed to the upload route (components/uploads.py), parsed from disk, never whole in a worker.
 """
 from __future__ import annotations
 
@@ -58,6 +66,7 @@ import binascii
 import functools
 import json
 import os
+import secrets
 import threading
 import time
 import weakref
@@ -67,12 +76,15 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, NamedTuple
 
 import dash_bootstrap_components as dbc
-from dash import Input, Output, State, dcc, html
+from dash import Input, Output, State, dcc, html, set_props
 from dash.exceptions import PreventUpdate
 
 from execal.components import figures
+from execal.components import identity
+from execal.components import jobs as jobs_mod
 from execal.components import results as results_mod
 from execal.components import store as store_mod
+from execal.components import uploads as uploads_mod
 from execal.models.data.schema import DataError
 
 # --- ids ----------------------------------------------------------------------------------------
@@ -127,6 +139,7 @@ class Settings:
     cache_dir: Path
     sample_dir: Path
     max_upload_bytes: int
+    backend: Any = None           # jobs.Backend: where a clean process finds the stores (streamed uploads)
 
     @property
     def max_upload_mb(self) -> float:
@@ -429,15 +442,63 @@ def job_card(ids: JobIds, run_label: str, store_ids: Iterable[str] = ()) -> dbc.
     ]), className="mb-3")
 
 
+# how often the browser asks a running job for news: a finished fit shows within this
+JOB_POLL_MS = 400
+background_job = jobs_mod.background_job
+job_owner = jobs_mod.job_owner
+job_stores = jobs_mod.job_stores
+request_owner = identity.current_owner
+JOB_TICKET_TTL_S = 3600
+_JOB_PREFIX = "execal:job:"
+
+
+def submit_job(cache, owner: Any, job: Mapping) -> dict:
+    """Keep a job the server has built and validated, for `owner`; returns what the browser's job store
+    holds: {"ticket": random} (a ticket names a job only together with the owner who asked)."""
+    if not store_mod.is_session_id(owner):
+        raise DataError("your session is not ready yet; reload the page")
+    ticket = secrets.token_urlsafe(18)
+    cache.set(f"{_JOB_PREFIX}{owner}:{ticket}", json.dumps(dict(job), default=str), expire=JOB_TICKET_TTL_S)
+    return {"ticket": ticket}
+
+
+def claim_job(cache, request: Any) -> dict | None:
+    """In a job: the job kept by `submit_job` under the request's ticket for the job's own owner, taken
+    once (None for anything else: a forged payload, another owner's ticket, a replay)."""
+    ticket = request.get("ticket") if isinstance(request, dict) else None
+    owner = job_owner()
+    if not (isinstance(ticket, str) and 8 <= len(ticket) <= 64 and store_mod.is_session_id(owner)):
+        return None
+    text = cache.pop(f"{_JOB_PREFIX}{owner}:{ticket}", None)
+    try:
+        job = json.loads(text) if isinstance(text, str) else None
+    except ValueError:
+        return None
+    return job if isinstance(job, dict) and job.get("session") == owner else None
+
+
+def job_error_handler(ids: JobIds) -> Callable[[Exception], None]:
+    """A background callback's `on_error`: a job that failed or whose process died (killed, out of memory,
+    over its time limit) is said in the job card's alert, within one poll; nothing else changes."""
+    def _on_error(err: Exception) -> None:
+        set_props(ids.alert, {"children": jobs_mod.error_message(err), "is_open": True})
+        set_props(ids.note, {"children": ""})
+        return None
+    return _on_error
+
+
 def job_callback_kwargs(ids: JobIds) -> dict:
     """The `app.callback` keywords of a job's background callback (Input(ids.job, "data")): Run disabled
-    and Cancel enabled while it runs, Cancel kills its process, progress as (percent, label)."""
+    and Cancel enabled while it runs, Cancel kills its process, progress as (percent, label), polled every
+    JOB_POLL_MS, a failed or lost job said in the card's alert."""
     return {"background": True,
             "running": [(Output(ids.run, "disabled"), True, False), (Output(ids.cancel, "disabled"), False, True),
                         (Output(ids.progress_wrap, "hidden"), False, True)],
             "cancel": [Input(ids.cancel, "n_clicks")],
             "progress": [Output(ids.progress, "value"), Output(ids.progress, "label")],
             "progress_default": [0, ""],
+            "interval": JOB_POLL_MS,
+            "on_error": job_error_handler(ids),
             "prevent_initial_call": True}
 
 
@@ -455,13 +516,6 @@ class JobProgress:
 
     def __call__(self, percent: float, label: str) -> None:
         self._set((round(float(percent), 1), f"{label} · {self.seconds:.1f} s"))
-
-
-def job_stores(app) -> tuple[store_mod.SessionStore, results_mod.ResultStore]:
-    """Fresh stores for a forked job process, on the app's cache directory: a lock held by another server
-    thread at fork time would never be released in the child."""
-    st, results = stores(app)
-    return store_mod.SessionStore(st.cache), results_mod.ResultStore(results.cache)
 
 
 def register_cancel_note(app, ids: JobIds, message: str) -> None:
@@ -607,6 +661,15 @@ class DatasetPicker:
 
 
 # --- uploads --------------------------------------------------------------------------------------
+
+
+def load_streamed_upload(st: store_mod.SessionStore, settings: Settings, owner: Any, token: Any, *,
+                         kind: str | None = None, mapping: dict | None = None) -> str:
+    """The dataset key of the owner's streamed upload `token` (made the owner's active dataset). DataError."""
+    if settings.backend is None:
+        raise DataError("this server takes uploads through the page only")
+    return uploads_mod.load(st, settings.backend, owner, token, kind=kind, mapping=mapping,
+                            max_bytes=settings.max_upload_bytes)
 
 
 def decode_upload(contents: str | None, filename: str) -> bytes:

@@ -1,7 +1,8 @@
 """The server-side session store: where datasets live between callbacks, so frames never ride through the browser.
 
-The browser holds only a session id (uuid4, in a `dcc.Store(storage_type="local")`, so a reload keeps it) and
-dataset keys. Everything else lives in ONE private diskcache directory (mode 0700) shared by all gunicorn workers:
+The browser holds only dataset keys. The session (its owner id) is decided by the server from a signed cookie
+or the signed-in user (components/identity.py): the page's session store holds a placeholder that the server
+replaces with the caller's own id in every callback request. Everything else lives in ONE private diskcache directory (mode 0700) shared by all gunicorn workers:
 
     execal:ds:<key>:parquet   the frame as Parquet bytes (diskcache stores bytes raw: nothing is pickled)
     execal:ds:<key>:meta      JSON text: kind, source, sha256, validation report, mapping
@@ -14,18 +15,24 @@ dataset keys. Everything else lives in ONE private diskcache directory (mode 070
     execal:ds:<key>:view:<name>  JSON text: a small view of the dataset (`register_view`), so a page shows
                               a 1M-row dataset's summary, preview and choices without reading the frame
 
-A dataset key is `<content sha256>-<kind>`, with `-m<digest>` appended when a column mapping shaped the frame.
+A dataset key is `<HMAC(server secret, content sha256)>-<kind>`, with `-m<digest>` appended when a column mapping
+shaped the frame: the content hash (printed in an exported config) is a de-duplication detail, never a key, and
+keys differ between servers. The server secret is EXECAL_SECRET_KEY, else generated once and kept 0600 in the
+private directory (`server_secret`).
 Dash's DiskcacheManager (background callbacks) shares the same `diskcache.Cache`; our keys are prefixed `execal:`.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
+import hmac
 import io
 import json
 import logging
 import os
 import re
+import secrets
 import stat
 import tempfile
 import threading
@@ -43,7 +50,7 @@ from execal.models.data.schema import DataError, Dataset, DropRecord, Validation
 log = logging.getLogger(__name__)
 
 # ids of the app-level stores (layout.py places them; every panel reads them)
-SESSION_STORE_ID = "execal-session"          # {"session_id": uuid4}, localStorage
+SESSION_STORE_ID = "execal-session"          # a placeholder the server replaces with the caller's owner id
 ACTIVE_DATASET_ID = "execal-active-dataset"  # {"key": dataset key} or None, memory
 
 DEFAULT_CACHE_DIR = Path("~/.cache/execal")
@@ -64,6 +71,48 @@ _UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-
 
 class CacheDirError(RuntimeError):
     """The cache directory cannot be made private (wrong owner, shared temp dir, not a directory)."""
+
+
+class StorageUnavailable(RuntimeError):
+    """The server's storage cannot be reached right now (Redis down or restarting): one line for the user."""
+
+
+SECRET_FILE = "execal-secret-key"
+MIN_SECRET_CHARS = 16
+
+
+def server_secret(directory: str | os.PathLike | None) -> bytes:
+    """The server secret: EXECAL_SECRET_KEY, else 32 random bytes generated once and kept (hex, mode 0600)
+    in `directory` (the private cache directory, or the shared directory of a scaled-out deployment).
+
+    It signs the session cookie and keys datasets and results, so keys differ between servers. Several
+    workers starting at once agree: the file appears whole or not at all (written aside, then linked)."""
+    text = os.environ.get("EXECAL_SECRET_KEY", "").strip()
+    if text:
+        if len(text) < MIN_SECRET_CHARS:
+            raise ValueError(f"EXECAL_SECRET_KEY must have at least {MIN_SECRET_CHARS} characters")
+        return text.encode("utf-8")
+    if directory is None:
+        raise ValueError("no directory to keep the server secret in (set EXECAL_SECRET_KEY)")
+    path = Path(directory) / SECRET_FILE
+    if not path.exists():
+        tmp = path.with_name(f"{SECRET_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_hex(32))
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass                       # another worker won: use its secret
+        finally:
+            os.unlink(tmp)
+    st = path.stat()
+    if stat.S_IMODE(st.st_mode) & 0o077 or (hasattr(os, "geteuid") and st.st_uid != os.geteuid()):
+        raise CacheDirError(f"{path} must be owned by this user with mode 0600")
+    value = path.read_text().strip()
+    if len(value) < MIN_SECRET_CHARS:
+        raise CacheDirError(f"{path} is damaged (too short): delete it to generate a new server secret")
+    return value.encode("utf-8")
 
 
 # --- the private directory ----------------------------------------------------------------------
@@ -97,15 +146,66 @@ def private_cache_dir(path: str | os.PathLike | None = None) -> Path:
     return p
 
 
+class ServerCache(diskcache.Cache):
+    """The server's diskcache, which notices when its directory was deleted (or replaced) under it.
+
+    A worker's open SQLite connections would go on using the deleted file while new job processes create a
+    new one: each would see a different cache. `revive_if_gone()` (the app calls it before each request; a
+    stat) recreates the private directory, the database and the server secret file (the same secret, so
+    running workers and new job processes agree) and drops every thread's old connection. What the
+    deleted directory held is gone: panels then say "no longer in the server's cache, load it again"."""
+
+    def __init__(self, directory: str, **settings):
+        super().__init__(directory, **settings)
+        self._open_settings = settings
+        self._revive_lock = threading.Lock()
+        self._db_inode = self._inode()
+        secret = Path(directory) / SECRET_FILE
+        self._secret_text = secret.read_text() if secret.exists() else None
+
+    def _inode(self) -> int | None:
+        try:
+            return os.stat(os.path.join(self.directory, diskcache.core.DBNAME)).st_ino
+        except OSError:
+            return None
+
+    def remember_secret(self) -> None:
+        """Keep the server secret file's text, to write it back if the directory is deleted."""
+        secret = Path(self.directory) / SECRET_FILE
+        if secret.exists():
+            self._secret_text = secret.read_text()
+
+    def revive_if_gone(self) -> bool:
+        if self._db_inode is not None and self._inode() == self._db_inode:
+            return False
+        with self._revive_lock:
+            if self._db_inode is not None and self._inode() == self._db_inode:
+                return False
+            log.warning("the cache directory %s was deleted or replaced: starting an empty cache", self.directory)
+            private_cache_dir(self.directory)
+            if self._secret_text and not os.environ.get("EXECAL_SECRET_KEY", "").strip():
+                path = Path(self.directory) / SECRET_FILE
+                tmp = path.with_name(f"{SECRET_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w") as fh:
+                    fh.write(self._secret_text)
+                with contextlib.suppress(FileExistsError):
+                    os.link(tmp, path)
+                os.unlink(tmp)
+            # a fresh database and fresh per-thread connections (the old ones are dropped with the old local)
+            diskcache.Cache.__init__(self, self.directory, **self._open_settings)
+            self._db_inode = self._inode()
+            return True
+
+
 def open_cache(path: str | os.PathLike | None = None, *,
-               size_limit_bytes: int = DEFAULT_CACHE_SIZE_BYTES) -> diskcache.Cache:
+               size_limit_bytes: int = DEFAULT_CACHE_SIZE_BYTES) -> ServerCache:
     """The one `diskcache.Cache` of this server, in `private_cache_dir(path)`.
 
     Every gunicorn worker opens the same directory; diskcache (SQLite + files) is safe across processes.
     """
     directory = private_cache_dir(path)
-    return diskcache.Cache(str(directory), size_limit=int(size_limit_bytes),
-                           eviction_policy="least-recently-used")
+    return ServerCache(str(directory), size_limit=int(size_limit_bytes), eviction_policy="least-recently-used")
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -138,9 +238,11 @@ def mapping_digest(mapping: dict[str, str] | None) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def dataset_key(sha256: str, kind: str, mapping: dict[str, str] | None = None) -> str:
+def dataset_key(sha256: str, kind: str, mapping: dict[str, str] | None = None, *, secret: bytes) -> str:
+    """The key of a dataset on this server: the content hash keyed with the server secret."""
+    keyed = hmac.new(secret, sha256.encode("ascii"), hashlib.sha256).hexdigest()
     digest = mapping_digest(mapping)
-    return f"{sha256}-{kind}" + (f"-m{digest}" if digest else "")
+    return f"{keyed}-{kind}" + (f"-m{digest}" if digest else "")
 
 
 def frame_to_parquet(frame: pd.DataFrame) -> bytes:
@@ -201,8 +303,10 @@ class SessionStore:
     (copy-on-write), so they cannot alter the cached frame.
     """
 
-    def __init__(self, cache: diskcache.Cache, *, memory_bytes: int = MEMORY_BUDGET_BYTES):
+    def __init__(self, cache: diskcache.Cache, *, memory_bytes: int = MEMORY_BUDGET_BYTES,
+                 secret: bytes | None = None):
         self.cache = cache
+        self.secret = secret if secret is not None else server_secret(cache.directory)
         self._memory: OrderedDict[str, tuple[Dataset, int]] = OrderedDict()
         self._memory_bytes = memory_bytes
         self._lock = threading.Lock()
@@ -212,7 +316,7 @@ class SessionStore:
     def put_dataset(self, session_id: str | None, dataset: Dataset, *,
                     mapping: dict[str, str] | None = None, activate: bool = True) -> str:
         """Store `dataset` (Parquet bytes + JSON metadata) and, with a session, make it its active one."""
-        key = dataset_key(dataset.sha256, dataset.kind, mapping)
+        key = dataset_key(dataset.sha256, dataset.kind, mapping, secret=self.secret)
         if not self.has_dataset(key):
             meta = {"kind": dataset.kind, "source": dataset.source, "sha256": dataset.sha256,
                     "report": dataset.report.to_dict(), "mapping": dict(mapping or {})}
@@ -309,6 +413,29 @@ class SessionStore:
         key = self.cache.get(request)
         if not (isinstance(key, str) and self.has_dataset(key)):
             dataset = (loader or model_io.load)(raw, name=name, kind=kind, mapping=mapping, max_bytes=max_bytes)
+            key = self.put_dataset(None, dataset, mapping=mapping)
+            self.cache.set(request, key, expire=LOAD_INDEX_TTL_S)
+        if session_id is not None:
+            self.set_active(session_id, key)
+        return key
+
+    def load_file(self, path: str | os.PathLike, *, name: str, kind: str | None = None,
+                  mapping: dict[str, str] | None = None, max_bytes: int | None = None,
+                  session_id: str | None = None) -> str:
+        """`load_bytes` for a file on disk (a streamed upload): hashed and parsed from the file, never
+        read whole into memory here. Raises `DataError`."""
+        size = os.path.getsize(path)
+        if max_bytes is not None and size > max_bytes:
+            raise DataError(f"file is {size / 2**20:.3g} MB ({size:,} bytes), over the "
+                            f"{max_bytes / 2**20:.3g} MB upload limit", file=name)
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            while chunk := fh.read(4 * 2**20):
+                digest.update(chunk)
+        request = self._k("load", digest.hexdigest(), kind or "auto", mapping_digest(mapping) or "nomap")
+        key = self.cache.get(request)
+        if not (isinstance(key, str) and self.has_dataset(key)):
+            dataset = model_io.load(path, name=name, kind=kind, mapping=mapping, max_bytes=max_bytes)
             key = self.put_dataset(None, dataset, mapping=mapping)
             self.cache.set(request, key, expire=LOAD_INDEX_TTL_S)
         if session_id is not None:

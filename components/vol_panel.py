@@ -1090,6 +1090,26 @@ def needs_render(pathname: str | None, trigger: Any, view: Any, shown: Any) -> b
     return shell.needs_render(PANEL, pathname, trigger, view_signature(view), shown)
 
 
+@shell.background_job
+def fit_job(set_progress, ticket):
+    """The background callback: runs in a job process (components/jobs.py), on that process's stores,
+    the job `_plan` built on the server for this owner (a forged payload runs nothing)."""
+    job_st, job_results = shell.job_stores()
+    job = shell.claim_job(job_st.cache, ticket)
+    if job is None or not _valid_view(job):
+        raise PreventUpdate
+    progress = shell.JobProgress(set_progress)
+    session_id = job.pop("session", None)
+    out = run_fit(job_st, job_results, job, progress)
+    if out["view"] is None:
+        return no_update, out["alert"][0], True, ""
+    save_view(job_st.cache, session_id, out["view"])
+    failed = sorted(n for n in out["view"]["errors"] if n not in DERIVED)
+    note = f"Fitted in {progress.seconds:.1f} s." + (
+        f" Not fitted: {', '.join(failed)} (see the status above)." if failed else "")
+    return out["view"], "", False, note
+
+
 def register_callbacks(app) -> None:
     st, results = shell.stores(app)
     LOCATION_ID = shell.LOCATION_ID
@@ -1173,29 +1193,16 @@ def register_callbacks(app) -> None:
             save_view(st.cache, session_id, plan["view"])
             return plan["view"], no_update, "", False, "Shown from the cache: these fits were done before."
         plan["job"]["session"] = session_id
-        return no_update, plan["job"], "", False, "Starting the fits…"
+        # the job stays on the server; the browser gets a ticket that only this session can redeem
+        return no_update, shell.submit_job(st.cache, session_id, plan["job"]), "", False, "Starting the fits…"
 
-    @app.callback(
+    app.callback(
         Output(VIEW, "data", allow_duplicate=True),
         Output(ALERT, "children", allow_duplicate=True), Output(ALERT, "is_open", allow_duplicate=True),
         Output(NOTE, "children", allow_duplicate=True),
         Input(JOB, "data"),
         **shell.job_callback_kwargs(JOB_IDS),
-    )
-    def _run(set_progress, job):
-        if not isinstance(job, dict) or not _valid_view(job):
-            raise PreventUpdate
-        job_st, job_results = shell.job_stores(app)
-        progress = shell.JobProgress(set_progress)
-        session_id = job.pop("session", None)
-        out = run_fit(job_st, job_results, job, progress)
-        if out["view"] is None:
-            return no_update, out["alert"][0], True, ""
-        save_view(job_st.cache, session_id, out["view"])
-        failed = sorted(n for n in out["view"]["errors"] if n not in DERIVED)
-        note = f"Fitted in {progress.seconds:.1f} s." + (
-            f" Not fitted: {', '.join(failed)} (see the status above)." if failed else "")
-        return out["view"], "", False, note
+    )(fit_job)
 
     shell.register_cancel_note(app, JOB_IDS, "Fit cancelled: the figures show the previous fits.")
 

@@ -22,6 +22,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from execal.components import identity
+from execal.components import store as store_mod
 from execal.components.shell import dom_id
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,6 +73,21 @@ def save_screenshot(page, name: str, *, settle_ms: int = 300, full_page: bool = 
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=full_page)
     return path
+
+
+def session_cookie(page) -> dict | None:
+    """The browser's execal session cookie (name, value, httpOnly, sameSite, ...), or None."""
+    return next((c for c in page.context.cookies() if c["name"] == identity.COOKIE_NAME), None)
+
+
+def session_of(page, server) -> str | None:
+    """The session id the browser's signed cookie names (the server decides the session from it)."""
+    from flask import Flask
+
+    cookie = session_cookie(page)
+    signer = Flask("browser-tests")
+    signer.secret_key = store_mod.server_secret(server.cache_dir)
+    return identity.owner_of_cookie(signer, cookie["value"]) if cookie else None
 
 
 def live(processes) -> list:

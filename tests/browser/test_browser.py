@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from browser_utils import browser, fills_csv, gunicorn_app, page  # noqa: F401  (fixtures)
-from browser_utils import expect_text, save_screenshot
+from browser_utils import expect_text, save_screenshot, session_cookie, session_of
 from execal.components import data_panel
 
 pytestmark = pytest.mark.browser
@@ -78,7 +78,11 @@ def test_malformed_upload_shows_alert_and_keeps_previous(page, gunicorn_app):
 def test_reload_keeps_the_session_dataset(page, gunicorn_app):
     open_app(page, gunicorn_app.url)
     expect_text(field(page, "file"), r"^fills\.csv$")
-    session_before = page.evaluate("localStorage.getItem('execal-session')")
+    cookie = session_cookie(page)
+    # the session is a signed HttpOnly SameSite=Lax cookie the page's scripts cannot read; nothing in storage
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Lax"
+    assert page.evaluate("localStorage.getItem('execal-session')") is None
+    session_before = session_of(page, gunicorn_app)
     upload(page, "survives_reload.csv", fills_csv(6, symbol="DOGEUSDT"))
     expect_text(field(page, "file"), r"^survives_reload\.csv$")
     for _ in range(2):   # twice: the second reload must not fall back to the sample either
@@ -86,7 +90,7 @@ def test_reload_keeps_the_session_dataset(page, gunicorn_app):
         field(page, "file").wait_for()
         expect_text(field(page, "file"), r"^survives_reload\.csv$")
         expect_text(field(page, "rows"), r"^6$")
-    assert page.evaluate("localStorage.getItem('execal-session')") == session_before
+    assert session_of(page, gunicorn_app) == session_before     # (the cookie is re-signed, the session kept)
 
 
 def test_bundled_sample_can_be_picked(page, gunicorn_app):

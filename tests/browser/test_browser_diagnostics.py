@@ -6,14 +6,13 @@ it. One test also runs a calibration through the Calibrate panel itself.
 """
 from __future__ import annotations
 
-import json
 import re
 
 import diskcache
 import pytest
 
 from browser_utils import browser, gunicorn_app, page  # noqa: F401  (fixtures)
-from browser_utils import expect_text, save_screenshot
+from browser_utils import expect_text, save_screenshot, session_of
 from execal.components import calibrate_panel, data_panel
 from execal.components import diagnostics_panel as D
 from execal.components import results as R
@@ -27,18 +26,20 @@ DIAGNOSTIC_GRAPHS = (D.PRED_ACTUAL, D.COST_PARTICIPATION, D.RESID_FITTED, D.RESI
 
 
 def open_app(pg, base_url: str) -> str:
-    """Load the app (the sample fills become the session's dataset); returns the session id."""
+    """Load the app (the sample fills become the session's dataset); returns the page."""
     pg.goto(base_url + "/")
     pg.locator(f"#{data_panel.SUMMARY} [data-field=file]").wait_for()
-    return json.loads(pg.evaluate(f"localStorage.getItem('{store_mod.SESSION_STORE_ID}')"))
+    return pg
 
 
-def seed(server, session_id: str, result, sample, label: str = "seed") -> str:
-    """Store `result` in the server's ResultStore and make it the session's active result."""
-    dataset = store_mod.dataset_key(sample.sha256, sample.kind)
+def seed(server, pg, result, sample, label: str = "seed") -> str:
+    """Store `result` in the server's ResultStore and make it the active result of the page's session."""
+    session_id = session_of(pg, server)
+    secret = store_mod.server_secret(server.cache_dir)
+    dataset = store_mod.dataset_key(sample.sha256, sample.kind, secret=secret)
     run = {"calibrator": dict(getattr(result, "pooled", result).settings), "segments": [], "bootstrap": None,
            "label": label}
-    key = R.result_key(dataset, {}, run)
+    key = R.result_key(dataset, {}, run, secret=secret)
     with diskcache.Cache(str(server.cache_dir)) as cache:
         results = R.ResultStore(cache)
         results.put(key, result, meta={"origin": "fit", "dataset": dataset, "filters": {}, "settings": run,
@@ -82,8 +83,8 @@ def box(pg, param: str):
 
 
 def test_diagnostics_populated_after_a_calibration(page, gunicorn_app, fitted, sample):
-    session = open_app(page, gunicorn_app.url)
-    seed(gunicorn_app, session, fitted, sample)
+    open_app(page, gunicorn_app.url)
+    seed(gunicorn_app, page, fitted, sample)
     page.goto(gunicorn_app.url + "/diagnostics")
     status = page.locator(f"#{D._id('status-alert')}")
     expect_text(status, r"^Converged")
@@ -108,8 +109,8 @@ def test_diagnostics_populated_after_a_calibration(page, gunicorn_app, fitted, s
 
 
 def test_tweak_slider_box_reset_and_refit(page, gunicorn_app, fitted, sample):
-    session = open_app(page, gunicorn_app.url)
-    seed(gunicorn_app, session, fitted, sample, label="tweak")
+    open_app(page, gunicorn_app.url)
+    seed(gunicorn_app, page, fitted, sample, label="tweak")
     page.goto(gunicorn_app.url + "/tweak")
     rmse = badge(page, "delta-rmse-in")
     expect_text(rmse, r"Δ RMSE \(in-sample\) \+0 bps$")

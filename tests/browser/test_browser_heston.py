@@ -23,7 +23,9 @@ def expect_text(locator, pattern: str, timeout: float = 60_000):
 
 
 def wait_count(pg, selector: str, n: int, timeout: float = 60_000):
-    pg.wait_for_function(f"document.querySelectorAll({selector!r}).length === {n}", timeout=timeout)
+    # a function, not an expression string: the page's CSP forbids eval, which an expression would need
+    pg.wait_for_function("([sel, n]) => document.querySelectorAll(sel).length === n", arg=[selector, n],
+                         timeout=timeout)
 
 
 def test_heston_and_bates_beside_the_svi_fit(page, gunicorn_app):

@@ -174,7 +174,9 @@ def test_dataset_round_trip_across_processes_view(st, cache_dir):
     ds = make_dataset()
     sid = store.new_session_id()
     key = st.put_dataset(sid, ds)
-    assert key == "ab" * 32 + "-fills"
+    # keyed with the server secret: the content hash (printed in exported configs) is not the key
+    assert key == store.dataset_key("ab" * 32, "fills", secret=st.secret) and not key.startswith("ab" * 32)
+    assert key.endswith("-fills") and store.is_dataset_key(key)
     # a second store on the same directory stands for another gunicorn worker (no shared memory)
     other = store.SessionStore(store.open_cache(cache_dir))
     for got in (other.get_dataset(key), other.get_dataset(sid)):
@@ -300,7 +302,8 @@ def test_first_visit_preloads_sample_fills(st, settings):
     # the next visit of the same session finds its dataset, and does not reload the sample
     st.put_dataset(sid, make_dataset())
     again = data_panel.load_dataset(st, settings, trigger=None, session_id=sid)
-    assert again["active"] == {"key": "ab" * 32 + "-fills"} and again["source"] is no_update
+    assert again["active"] == {"key": store.dataset_key("ab" * 32, "fills", secret=st.secret)}
+    assert again["source"] is no_update
 
 
 def test_first_visit_without_samples_is_an_empty_state(st, settings, tmp_path):

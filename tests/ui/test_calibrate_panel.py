@@ -14,6 +14,8 @@ from dash import no_update
 from browser_utils import fills_csv
 from execal.components import calibrate_panel as cp
 from execal.components import data_panel as dp
+from execal.components import jobs
+from execal.components import shell as ui_shell
 from execal.components import layout as shell
 from execal.components import results as results_mod
 from execal.components import store
@@ -283,7 +285,12 @@ def test_plan_refuses_what_cannot_be_calibrated(st, results, fills_key):
                             run_settings=settings)
     with pytest.raises(DataError, match="no dataset loaded"):
         cp.plan_calibration(st, results, session_id=SESSION, active_dataset=None, filters={}, run_settings=settings)
-    bars = st.load_bytes((ROOT / "sample_data" / "bars_15m.csv").read_bytes(), name="bars_15m.csv")
+    # another session's dataset is no dataset here, whatever key the browser sends
+    with pytest.raises(DataError, match="no dataset loaded"):
+        cp.plan_calibration(st, results, session_id=store.new_session_id(), active_dataset={"key": fills_key},
+                            filters={}, run_settings=settings)
+    bars = st.load_bytes((ROOT / "sample_data" / "bars_15m.csv").read_bytes(), name="bars_15m.csv",
+                         session_id=SESSION)
     with pytest.raises(DataError, match="Calibration needs fills.*bars \\(bars_15m.csv\\)"):
         cp.plan_calibration(st, results, session_id=SESSION, active_dataset={"key": bars}, filters={},
                             run_settings=settings)
@@ -454,7 +461,10 @@ def test_callbacks_wire_the_panels_through_a_replayed_page(tmp_path):
     assert page.props[(results_mod.FILTERS_ID, "data")] == {"venue": ["coinbase", "okx"]}
     page.set(cp.SEGMENTS, "value", ["symbol"])
     page.set(cp.RUN, "n_clicks", 1)
-    job = page.props[(cp.JOB, "data")]
+    ticket = page.props[(cp.JOB, "data")]
+    assert set(ticket) == {"ticket"}              # the job itself stays on the server
+    with jobs.job_context(SESSION, cache=results.cache):
+        job = ui_shell.claim_job(results.cache, ticket)
     assert job["filters"] == {"venue": ["coinbase", "okx"]} and job["settings"]["segments"] == ["symbol"]
     # the job process's part, then its output reaches the page as the background callback's would
     out = cp.run_job(st, results, job)
@@ -470,7 +480,7 @@ def test_callbacks_wire_the_panels_through_a_replayed_page(tmp_path):
     assert f"{fitted['delta']:.6g}" in json.dumps(page.props[(cp.PARAMS, "children")])
     # pressing Calibrate again: answered from the cache, no second job
     page.set(cp.RUN, "n_clicks", 2)
-    assert page.props[(cp.JOB, "data")] == job
+    assert page.props[(cp.JOB, "data")] == ticket
     assert "from the cache" in page.props[(cp.NOTE, "children")]
 
     # the form follows the registry: lm takes least squares only; the weight column opens for 'column'

@@ -15,6 +15,7 @@ from dash import no_update
 
 from browser_utils import fills_csv
 from execal.components import calibrate_panel as cp
+from execal.components import identity
 from execal.components import export_panel as ep
 from execal.components import report
 from execal.components import results as results_mod
@@ -219,14 +220,21 @@ def test_export_route_serves_attachments(tmp_path):
     fills_key = st.load_bytes(SAMPLE.read_bytes(), name="fills.csv", session_id=SESSION)
     key = calibrate(st, results, fills_key)
     client = app.server.test_client()
+    # the session is the browser's signed cookie; a link names only the result
+    client.set_cookie(identity.COOKIE_NAME, identity.session_cookie(app, SESSION))
     r = client.get(ep.link_href(SESSION, key, "config.json"))
     assert r.status_code == 200 and r.mimetype == "application/json"
     assert r.headers["Content-Disposition"] == f'attachment; filename="{ep.download_name(results.get(key), key, "config.json")}"'
     assert load_config(r.get_data(as_text=True))["model"]["params"] == results.get(key).params
     r = client.get(ep.link_href(SESSION, key, "predictions.csv"))
     assert r.status_code == 200 and r.get_data(as_text=True).count("\n") == results.get(key).features.n + 1
-    assert client.get(ep.link_href(OTHER_SESSION, key, "config.json")).status_code == 404
     assert client.get(ep.ROUTE_PREFIX + "config.json").status_code == 404
+    # another browser (its own cookie, or none) gets nothing, even naming this session in the URL
+    other = app.server.test_client()
+    other.set_cookie(identity.COOKIE_NAME, identity.session_cookie(app, OTHER_SESSION))
+    for c in (other, app.server.test_client()):
+        assert c.get(ep.link_href(SESSION, key, "config.json")).status_code == 404
+        assert c.get(ep.ROUTE_PREFIX + f"predictions.csv?session={SESSION}&key={key}").status_code == 404
 
 
 # --- import -------------------------------------------------------------------------------------
@@ -316,7 +324,7 @@ def test_export_summary_and_links(st, results, fills_key):
     text = json.dumps(ep.summary_component(results, key), cls=plotly.utils.PlotlyJSONEncoder)
     assert "Converged" in text and "Power law (power_law)" in text and "Y = " in text
     href = ep.link_href(SESSION, key, "report.html")
-    assert href.startswith("/_execal/export/report.html?session=") and "key=result%3A" in href
+    assert href.startswith("/_execal/export/report.html?key=result%3A") and SESSION not in href
 
 
 def test_dump_of_an_imported_result_keeps_the_parameters(st, results, fills_key):

@@ -333,15 +333,18 @@ def test_filtered_config_records_its_filters(stores, session, shared_data):
 
 def test_the_panel_is_wired_into_the_app(tmp_path):
     from execal import app as app_module
-    from execal.components import layout
+    from execal.components import identity, layout
 
     assert sp in layout.PANELS
     app = app_module.create_app(cache_dir=str(tmp_path / "c"))
     # the fit callback through Dash's own endpoint: Fit pressed on the sample chain
     session = store_mod.new_session_id()
+    # the browser of this session holds its signed cookie: the server reads the session from it
+    client = app.server.test_client()
+    client.set_cookie(identity.COOKIE_NAME, identity.session_cookie(app, session))
     values = {sp.RUN: 1, sp.SOURCE: SAMPLE, sp.UNDERLYING: "BTC", sp.MODEL: "svi", sp.WEIGHTS: "vega",
               sp.NO_ARB: False, results_mod.FILTERS_ID: {}, sp.PRICING: [], store_mod.SESSION_STORE_ID: session}
-    fit_cb, response = post_callback(app.server.test_client(), f"..{sp.VIEW}.data", values,
+    fit_cb, response = post_callback(client, f"..{sp.VIEW}.data", values,
                                      changed=f"{sp.RUN}.n_clicks")
     assert {i["id"] for i in fit_cb["inputs"]} == {sp.RUN, sp.SOURCE, sp.UNDERLYING, sp.MODEL, sp.WEIGHTS, sp.NO_ARB,
                                                   results_mod.FILTERS_ID, sp.PRICING}
