@@ -522,9 +522,15 @@ def cmd_vol(args) -> int:
     False (the JSON is still written)."""
     from execal.models.vol.base import VolatilityCalibrator
 
-    calibrator = VolatilityCalibrator(args.model, **_vol_settings(args))
-    ds = _load(args.path, args.kind, args.map)
-    result = calibrator.fit(ds)
+    settings = _vol_settings(args)
+    calibrator = VolatilityCalibrator(args.model, **settings)
+    if _is_dataset(args.path):
+        data = _vol_bars_of_dataset(args, settings)
+    else:
+        if args.venue or args.start or args.end or args.scheduler:
+            raise UsageError("--venue / --start / --end / --scheduler filter a dataset directory (execal ingest)")
+        data = _load(args.path, args.kind, args.map)
+    result = calibrator.fit(data)
     out = result.to_dict()
     if calibrator.spec.forecasts and args.horizon:
         fc = result.forecast(args.horizon)
@@ -538,6 +544,26 @@ def cmd_vol(args) -> int:
     else:                                   # the summary ends with every warning
         print(result.summary(), file=sys.stderr)
     return 0 if result.converged else 3
+
+
+def _vol_bars_of_dataset(args, settings: dict):
+    """The bars of a dataset directory of trades or bars for `vol`, aggregated out of core with
+    the filters pushed down (`streambars.dataset_bar_series`), on a Dask cluster when given."""
+    from execal.models.core.registry import get_model
+    from execal.models.data.dataset import open_dataset
+    from execal.models.data.streambars import dataset_bar_series
+
+    if args.map:
+        raise UsageError(f"{args.path}: a dataset has canonical columns already; --map applies to files")
+    if "bar" not in get_model(args.model, kind="volatility").defaults():
+        raise UsageError(f"--model {args.model} takes given returns, not bars: it cannot read a dataset directory")
+    ds = open_dataset(args.path)
+    if args.kind and args.kind != ds.kind:
+        raise UsageError(f"{args.path}: the dataset holds {ds.kind}, not {args.kind}")
+    view = ds.select(start=args.start, end=args.end, venues=args.venue)
+    return dataset_bar_series(view, symbol=settings.get("symbol"), bar=settings.get("bar"),
+                              gaps=settings.get("gaps") or "error", scheduler=args.scheduler,
+                              threads=args.threads)
 
 
 def _finite(x):
@@ -1115,7 +1141,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "bars or trades (JSON)",
                        description="Fit a volatility model. Every model's settings are flags (generated from "
                                    "the registry: `execal models`); a flag a model does not take is an error.")
-    p.add_argument("path", help="bars or trades file (CSV, CSV.gz, Parquet, Tardis, Binance capture)")
+    p.add_argument("path", help="bars or trades file (CSV, CSV.gz, Parquet, Tardis, Binance capture), or a "
+                                "dataset directory of trades or bars (aggregated to bars out of core)")
     p.add_argument("--model", required=True, choices=list(models_of_kind("volatility")),
                    help="the volatility model (required); its settings below are named by model")
     p.add_argument("--horizon", type=int, default=10,
@@ -1124,6 +1151,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--map", help="column mapping their_name=canonical_name,...")
     p.add_argument("--out", help="JSON file; stdout when omitted")
     p.add_argument("--quiet", action="store_true", help="no summary on stderr (warnings are still printed)")
+    p.add_argument("--venue", action="append", help="dataset directory: keep only this venue (repeatable)")
+    p.add_argument("--start", help="dataset directory: keep rows at or after this UTC time")
+    p.add_argument("--end", help="dataset directory: keep rows before this UTC time")
+    p.add_argument("--scheduler", metavar="ADDR",
+                   help="dataset directory: aggregate the bars on this Dask scheduler (default: "
+                        "$EXECAL_DASK_SCHEDULER, else in this process)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="dataset directory, in this process: threads (default: %(default)s)")
     _add_vol_flags(p)
     p.set_defaults(func=cmd_vol)
 

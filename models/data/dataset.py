@@ -732,8 +732,9 @@ def read_task(task: ScanTask, columns: Sequence[str], *, batch_rows: int = 1_000
 
 def read_task_parts(task: ScanTask, columns: Sequence[str], *, batch_rows: int = 1_000_000,
                     filesystem=None) -> Iterator[tuple[dict[str, str], pa.RecordBatch]]:
-    """`read_task` with each batch's partition values ({'day': ..., 'symbol': ..., ...}): every
-    row of a batch shares them, so per-symbol / per-venue sums need no per-row work."""
+    """`read_task` with each batch's partition values ({'day': ..., 'symbol': ..., ...}, and
+    '_file': the data file's path relative to the dataset root): every row of a batch shares them,
+    so per-symbol / per-venue sums need no per-row work, and a bad value can name its file."""
     schema = pa.schema([(n, _arrow_type(t)) for n, t in task.schema])
     known = set(schema.names) | {k for p in task.partitions for k, _ in p}
     unknown = [c for c in columns if c not in known]
@@ -742,7 +743,7 @@ def read_task_parts(task: ScanTask, columns: Sequence[str], *, batch_rows: int =
                         column=unknown[0])
     for rel, part, day in zip(task.files, task.partitions, _file_days(task)):
         path = os.path.join(task.root, rel)
-        values = {"day": day, **dict(part)}
+        values = {"day": day, **dict(part), "_file": rel}
         for batch in _batches_of_fragment(path, dict(part), schema, list(columns), task.row_filter,
                                           task.bounds, batch_rows, filesystem):
             yield values, batch

@@ -305,10 +305,12 @@ def gap_note(bars: BarSeries) -> str | None:
 
 
 def dropped_notes(report: ValidationReport | None, bars: BarSeries | None = None) -> list[str]:
-    """Every row or return the data plumbing dropped, one line each (the gap record in words)."""
+    """Every row or return the data plumbing dropped, one line each (the gap record in words),
+    then what it did to the data (bars sorted, flat bars over intervals without a trade, bars
+    aggregated, read out of core): the result's warnings carry both to the CLI and the UI."""
     if report is None:
         return []
-    out = []
+    out = list(dict.fromkeys(report.warnings))
     for d in report.dropped:
         if d.reason.startswith(GAP_REASON) and bars is not None:
             note = gap_note(bars)
