@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from execal.components.figures import format_count, format_names, format_span
+from execal.components.figures import format_count, format_names, format_span, user_text
 
 FIGURE_HEIGHT = 360
 
@@ -111,3 +111,20 @@ def param_rows(result: Mapping[str, Any]) -> list[dict]:
                     "std err": "—" if se is None else f"{se:.4g}",
                     "95% CI": "—" if ci[0] is None else f"[{ci[0]:.5g}, {ci[1]:.5g}]"})
     return out
+
+
+def bars_figure(bars: Mapping[str, Any], symbol: str | None = None) -> go.Figure:
+    """The closes of bars aggregated out of core: every bar, or per point the last close of a
+    bucket of `step` bars with the bucket's exact min-max band (no spike is lost)."""
+    fig = go.Figure()
+    if "low" in bars:
+        fig.add_scatter(x=bars["t"], y=bars["high"], mode="lines", line=dict(width=0), showlegend=False,
+                        hoverinfo="skip")
+        fig.add_scatter(x=bars["t"], y=bars["low"], mode="lines", line=dict(width=0), fill="tonexty",
+                        fillcolor="rgba(31,119,180,0.25)", name=f"min-max of each {bars['step']} bars (exact)")
+    fig.add_scatter(x=bars["t"], y=bars["close"], mode="lines", line=dict(width=1),
+                    name="close" if bars["step"] == 1 else f"close, every {bars['step']}th bar")
+    title = f"{format_count(bars['n'])} bars" + (f" of {user_text(symbol)}" if symbol else "")
+    fig.update_layout(height=FIGURE_HEIGHT, margin=dict(l=60, r=10, t=40, b=40), title=title,
+                      xaxis_title="time (UTC)", yaxis_title="close", legend=dict(orientation="h", y=-0.2))
+    return fig

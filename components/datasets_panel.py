@@ -6,7 +6,8 @@ sub-directories two levels down, those with a `_manifest.json`), and the browser
 the opaque key of one of those entries, which `resolve` maps to a path again and checks. Summary,
 coverage and the filter choices come from the manifest and partition statistics (no row is read); a
 calibration streams the rows (execal.models.impact.outofcore) as a background job with a progress bar
-and a Cancel button, in this process or on the Dask cluster the server is configured with
+and a Cancel button; on a dataset of trades or bars the models offered are the volatility models,
+fitted on bars aggregated out of core (execal.models.data.streambars) by the same kind of job, in this process or on the Dask cluster the server is configured with
 (EXECAL_DASK_SCHEDULER: the browser picks "cluster", not an address). The diagnostics are drawn from
 exact aggregates over every usable row (binned means, residual quantiles) plus a stratified sample of
 points, and say so. The browser holds keys; results (JSON-ready dicts, our own) are in the cache.
@@ -25,7 +26,7 @@ from typing import Any, Callable, Mapping
 
 import dash_bootstrap_components as dbc
 import numpy as np
-from dash import Input, Output, State, dcc, html, no_update
+from dash import Input, Output, State, ctx, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
 from execal.components import dataset_figures as D
@@ -34,17 +35,22 @@ from execal.components import store as store_mod
 from execal.models.core.errors import CalibrationError
 from execal.models.core.jsonable import clean
 from execal.models.core.registry import LOSSES, models_of_kind
+from execal.models.data.bars import parse_freq
 from execal.models.data.compute import ENV_SCHEDULER, scheduler_address
 from execal.models.data.dataset import is_dataset, open_dataset
 from execal.models.data.schema import DataError
+from execal.models.data.streambars import dataset_bar_series
 from execal.models.impact.fit import Calibrator
 from execal.models.impact.outofcore import diagnostics_aggregate, fit_dataset
+from execal.models.vol.base import VolatilityCalibrator
 
 PANEL = "datasets"
 TITLE = "Datasets"
 ENV_ROOTS = "EXECAL_DATA_ROOTS"
 SEARCH_DEPTH = 2
 RESULT_PREFIX = "ooc-result:"
+BAR_LIMITS_S = (1, 86_400)             # bar lengths a volatility job may ask for
+MAX_PLOT_POINTS = 2_000                # the bars chart: an exact min/max envelope beyond this
 
 
 _id = shell.ids_for(PANEL)
@@ -54,6 +60,7 @@ DATASET, REFRESH, SUMMARY, COVERAGE = _id("dataset", "refresh", "summary", "cove
 SYMBOLS, VENUES, START, END = _id("symbols", "venues", "start", "end")
 MODEL, LOSS, BOOT_N, WHERE = _id("model", "loss", "bootstrap", "where")
 RUN, CANCEL, PROGRESS, PROGRESS_WRAP = _id("run", "cancel", "progress", "progress-wrap")
+BAR = _id("bar")
 JOB, RESULT_KEY, RESULT, ALERT = _id("job", "result-key", "result", "alert")
 
 
@@ -125,13 +132,35 @@ def dataset_summary(key: Any, filters: Mapping | None = None, roots: list[Path] 
             "all": ds.summary() if filters else None}
 
 
+def model_options(kind: str) -> list[dict]:
+    """The models a dataset of `kind` can calibrate: impact models on fills, volatility models
+    (those that read bars) on trades and bars."""
+    if kind in ("trades", "bars"):
+        return [{"label": f"{m.label} (volatility)", "value": name}
+                for name, m in models_of_kind("volatility").items() if "bar" in m.defaults()]
+    return [{"label": name, "value": name} for name in models_of_kind("impact")]
+
+
 # --- the job ------------------------------------------------------------------------------------
 
 _STAGE_SPAN = {"prepare": (0, 8), "start values": (8, 14), "fit": (14, 70), "select": (8, 10)}
 
 
-def job_for(key, filters, model, loss, bootstrap, where, roots=None) -> dict:
-    resolve(key, roots)      # refuse early, in the request, what the job would refuse
+def job_for(key, filters, model, loss, bootstrap, where, roots=None, bar=None) -> dict:
+    path = resolve(key, roots)      # refuse early, in the request, what the job would refuse
+    kind = open_dataset(path).kind
+    cluster = where == "cluster"
+    if cluster and scheduler_address() is None:
+        raise CalibrationError(f"no Dask cluster is configured on the server ({ENV_SCHEDULER})")
+    if kind in ("trades", "bars"):
+        if model not in {o["value"] for o in model_options(kind)}:
+            raise CalibrationError(f"{model!r} is not a volatility model that reads bars")
+        bar = str(bar or "1min").strip()
+        bar_s = parse_freq(bar, "bar") / 1e9
+        if not BAR_LIMITS_S[0] <= bar_s <= BAR_LIMITS_S[1]:
+            raise CalibrationError(f"bar length: {BAR_LIMITS_S[0]} s to 1 day, got {bar}")
+        return {"area": "volatility", "key": key, "filters": dict(filters), "model": model, "bar": bar,
+                "cluster": cluster}
     if model not in models_of_kind("impact"):
         raise CalibrationError(f"unknown impact model {model!r}")
     if loss not in LOSSES:
@@ -139,9 +168,6 @@ def job_for(key, filters, model, loss, bootstrap, where, roots=None) -> dict:
     n = int(bootstrap or 0)
     if n and not 2 <= n <= 1000:
         raise CalibrationError("bootstrap resamples: 0 (none) or 2 to 1000")
-    cluster = where == "cluster"
-    if cluster and scheduler_address() is None:
-        raise CalibrationError(f"no Dask cluster is configured on the server ({ENV_SCHEDULER})")
     return {"key": key, "filters": dict(filters), "model": model, "loss": loss, "bootstrap": n,
             "cluster": cluster}
 
@@ -156,6 +182,8 @@ def run_job(cache, job: Mapping, progress: Callable[[float, str], None] = lambda
     path = resolve(job["key"], roots)
     view = open_dataset(path).select(**job["filters"])
     scheduler = scheduler_address() if job["cluster"] else ""
+    if job.get("area") == "volatility":
+        return _run_volatility(cache, job, view, scheduler, progress)
     fit_passes = [0]
 
     def on_fit(info):
@@ -190,6 +218,45 @@ def run_job(cache, job: Mapping, progress: Callable[[float, str], None] = lambda
     cache.set(key, json.dumps(payload, allow_nan=False))
     progress(100, "done")
     return key
+
+
+def _run_volatility(cache, job: Mapping, view, scheduler, progress) -> str:
+    """Bars of the view aggregated out of core (gaps skipped and reported), then the model."""
+    symbols = job["filters"].get("symbols") or []
+    if len(symbols) > 1:
+        raise DataError("a volatility model fits one symbol: choose one in Symbols")
+
+    def on_task(done, total):
+        progress(5 + 75 * done / max(total, 1), f"bars: {done}/{total} tasks")
+    progress(2, "bars: reading the partitions")
+    bars = dataset_bar_series(view, symbol=symbols[0] if symbols else None, bar=job["bar"], gaps="skip",
+                              scheduler=scheduler, progress=on_task)
+    progress(82, f"fitting {job['model']} on {bars.n:,} bars")
+    result = VolatilityCalibrator(job["model"], bar=job["bar"], gaps="skip").fit(bars)
+    payload = clean({"job": dict(job), "vol": result.to_dict(), "summary": result.summary(),
+                     "bars": bars_envelope(bars.t_ns, bars.close), "dataset": view.summary()["file"]})
+    key = result_key(job)
+    cache.set(key, json.dumps(payload, allow_nan=False))
+    progress(100, "done")
+    return key
+
+
+def bars_envelope(t_ns: np.ndarray, close: np.ndarray, max_points: int = MAX_PLOT_POINTS) -> dict:
+    """The closes to draw: every bar when there are few, else per bucket of consecutive bars the
+    exact min and max close and the last close (so no spike is lost)."""
+    n = int(close.shape[0])
+    step = max(1, -(-n // max_points))
+    starts = np.arange(0, n, step)
+    ends = np.minimum(starts + step, n) - 1
+    t = pd_iso(t_ns[ends])
+    if step == 1:
+        return {"n": n, "step": 1, "t": t, "close": close.tolist()}
+    return {"n": n, "step": step, "t": t, "close": close[ends].tolist(),
+            "low": np.minimum.reduceat(close, starts).tolist(), "high": np.maximum.reduceat(close, starts).tolist()}
+
+
+def pd_iso(t_ns: np.ndarray) -> list[str]:
+    return [str(np.datetime64(int(v), "ns"))[:19] for v in t_ns]
 
 
 @shell.background_job
@@ -236,6 +303,8 @@ def render_result(cache, key: str | None) -> list:
     if text is None:
         return [html.P("That result is no longer in the cache; calibrate again.", className="text-muted")]
     payload = json.loads(text)
+    if "vol" in payload:
+        return _render_volatility(payload)
     res, agg = payload["result"], payload["diagnostics"]
     status = "converged" if res["converged"] else "NOT CONVERGED"
     agg["sample"] = {**agg["sample"], **{k: np.asarray(agg["sample"][k], dtype=float)
@@ -253,6 +322,24 @@ def render_result(cache, key: str | None) -> list:
         dbc.Row([dbc.Col([html.H4("Residual quantiles (exact)", className="h6"),
                           _table(D.quantile_rows(agg))], md=4),
                  dbc.Col([html.H4("Binned means (exact)", className="h6"), _table(D.bin_rows(agg))], md=8)]),
+        html.Pre(payload["summary"], className="small bg-light p-2"),
+    ]
+
+
+def _render_volatility(payload: Mapping) -> list:
+    res = payload["vol"]
+    status = "converged" if res["converged"] else "NOT CONVERGED"
+    data = res.get("data") or {}
+    return [
+        dbc.Alert(f"{res['label']}: {status} — {res['report'].get('message', '')}",
+                  color="success" if res["converged"] else "warning", className="py-2"),
+        html.P(f"{res['n_obs']:,} returns of {payload['bars']['n']:,} {data.get('frequency', '')} bars "
+               f"aggregated out of core from {payload['dataset']} ({data.get('start', '')} to "
+               f"{data.get('end', '')})", className="small"),
+        _table(D.param_rows(res)),
+        html.Ul([html.Li(w, className="small text-warning-emphasis") for w in res["warnings"]])
+        if res["warnings"] else html.Div(),
+        dcc.Graph(figure=D.bars_figure(payload["bars"], data.get("symbol")), config={"displaylogo": False}),
         html.Pre(payload["summary"], className="small bg-light p-2"),
     ]
 
@@ -285,6 +372,8 @@ def layout(app) -> html.Div:
                 className="mt-2"),
         html.Label("Model", htmlFor=MODEL, className="mt-2"),
         dcc.Dropdown(id=MODEL, options=models, value="power_law", clearable=False),
+        html.Label("Bar length (volatility models)", htmlFor=BAR, className="mt-2"),
+        dbc.Input(id=BAR, value="1min", disabled=True, placeholder="1min, 5min, 1h, 1D"),
         html.Label("Loss", htmlFor=LOSS, className="mt-2"),
         dcc.Dropdown(id=LOSS, options=[{"label": n, "value": n} for n in LOSSES], value="soft_l1",
                      clearable=False),
@@ -313,6 +402,8 @@ def register_callbacks(app) -> None:
     @app.callback(
         Output(SUMMARY, "children"), Output(COVERAGE, "figure"), Output(SYMBOLS, "options"),
         Output(VENUES, "options"), Output(START, "placeholder"), Output(END, "placeholder"),
+        Output(MODEL, "options"), Output(MODEL, "value"), Output(LOSS, "disabled"), Output(BOOT_N, "disabled"),
+        Output(BAR, "disabled"),
         Input(DATASET, "value"), Input(SYMBOLS, "value"), Input(VENUES, "value"),
         Input(START, "value"), Input(END, "value"),
     )
@@ -322,11 +413,16 @@ def register_callbacks(app) -> None:
         try:
             out = dataset_summary(key, _filters(symbols, venues, start, end))
         except DataError as err:
-            return html.P(str(err), className="text-danger"), no_update, [], [], "", ""
+            return (html.P(str(err), className="text-danger"), no_update, [], [], "", "") + (no_update,) * 5
         choices = D.filter_choices(out["all"] or out["summary"])
+        models = no_update, no_update, no_update, no_update, no_update
+        if ctx.triggered_id == DATASET:       # a new dataset: the models its kind can calibrate
+            vol = out["summary"]["kind"] in ("trades", "bars")
+            options = model_options(out["summary"]["kind"])
+            models = options, options[0]["value"] if options else None, vol, vol, not vol
         return (_facts(D.summary_rows(out["summary"])), D.coverage_figure(out["coverage"]),
                 choices["symbols"], choices["venues"], choices["start"] or "YYYY-MM-DD",
-                choices["end"] or "YYYY-MM-DD")
+                choices["end"] or "YYYY-MM-DD") + models
 
     @app.callback(
         Output(JOB, "data"), Output(ALERT, "children"), Output(ALERT, "is_open"),
@@ -334,14 +430,14 @@ def register_callbacks(app) -> None:
         Input(RUN, "n_clicks"),
         State(DATASET, "value"), State(SYMBOLS, "value"), State(VENUES, "value"), State(START, "value"),
         State(END, "value"), State(MODEL, "value"), State(LOSS, "value"), State(BOOT_N, "value"),
-        State(WHERE, "value"),
+        State(WHERE, "value"), State(BAR, "value"),
         prevent_initial_call=True,
     )
-    def _plan(clicks, key, symbols, venues, start, end, model, loss, boot, where):
+    def _plan(clicks, key, symbols, venues, start, end, model, loss, boot, where, bar):
         if not clicks:
             raise PreventUpdate
         try:
-            job = job_for(key, _filters(symbols, venues, start, end), model, loss, boot, where)
+            job = job_for(key, _filters(symbols, venues, start, end), model, loss, boot, where, bar=bar)
         except (DataError, CalibrationError, ValueError) as err:
             return no_update, f"Cannot calibrate: {err}", True, no_update
         done = result_key(job)

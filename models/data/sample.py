@@ -554,6 +554,33 @@ def make_quotes(market: Market, *, symbol: str = TAPE_SYMBOL, venue: str = TAPE_
 # --- option chain ------------------------------------------------------------------------------
 
 
+def random_walk_trades(day: str, n: int, symbol: str, start_price: float, *, seed: int,
+                       sigma_per_min: float = 0.0008, quiet_hour: int | None = 5,
+                       tie_every: int = 7, shuffle: bool = True) -> pd.DataFrame:
+    """`n` trades of `symbol` over one UTC day, as a file would hold them (ISO timestamps): a
+    random walk of log price with `sigma_per_min` per minute (the ground truth) sampled at random
+    millisecond times, no trade in hour `quiet_hour` (flat bars), every `tie_every`-th trade at
+    its predecessor's time (ties), rows shuffled when `shuffle` (a file not in time order). Prices
+    are rounded to cents, so a few rows can repeat exactly (the reader drops those)."""
+    rng = np.random.default_rng(seed)
+    t0 = pd.Timestamp(day, tz="UTC").value
+    ms = np.sort(rng.integers(0, 86_400_000, n))
+    if quiet_hour is not None:
+        lo = 3_600_000 * quiet_hour
+        ms = np.sort(np.minimum(np.where((ms >= lo) & (ms < lo + 3_600_000), ms + 3_600_000, ms), 86_399_999))
+    if tie_every:
+        ms[1::tie_every] = ms[0:-1:tie_every][: len(ms[1::tie_every])]
+    dt_min = np.diff(np.concatenate([[0], ms])) / 60_000.0
+    log_p = np.log(start_price) + np.cumsum(rng.standard_normal(n) * sigma_per_min * np.sqrt(dt_min))
+    frame = pd.DataFrame({"timestamp": pd.to_datetime(t0 + ms * 1_000_000, unit="ns", utc=True)
+                          .strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                          "symbol": symbol, "price": np.round(np.exp(log_p), 2),
+                          "quantity": np.round(rng.uniform(0.001, 2, n), 3)})
+    if shuffle:
+        frame = frame.iloc[rng.permutation(n)].reset_index(drop=True)
+    return frame
+
+
 def ssvi_phi(theta: np.ndarray, eta: float, gamma: float) -> np.ndarray:
     """Power-law phi(theta) = eta / (theta^gamma (1+theta)^(1-gamma))."""
     return eta / (theta ** gamma * (1 + theta) ** (1 - gamma))

@@ -12,8 +12,9 @@ import pytest
 
 from execal.components import dataset_figures as D
 from execal.components import datasets_panel as P
-from execal.models.data.dataset import open_dataset
-from execal.models.data.sample import generate_fills_dataset
+from execal.models.core.errors import CalibrationError
+from execal.models.data.dataset import ingest, open_dataset
+from execal.models.data.sample import generate_fills_dataset, random_walk_trades
 from execal.models.data.schema import DataError
 from execal.models.impact.fit import Calibrator
 

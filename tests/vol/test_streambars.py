@@ -16,6 +16,7 @@ import pytest
 
 from execal.models.data.bars import bar_series
 from execal.models.data.dataset import ingest, open_dataset
+from execal.models.data.sample import random_walk_trades
 from execal.models.data.schema import DataError
 from execal.models.data.streambars import _batch_partial, dataset_bar_series, merge_partials
 from execal.models.vol.base import VolatilityCalibrator
@@ -25,22 +26,8 @@ SMALL = {"task_rows": 9_000, "batch_rows": 2_500}
 
 
 def _trades(seed: int, day: str, n: int, symbol: str, start_price: float) -> pd.DataFrame:
-    """`n` trades of `symbol` over one day: a random walk with SIGMA_PER_MIN per minute sampled at
-    random times (many at the same millisecond, a quiet hour without trades), rows shuffled."""
-    rng = np.random.default_rng(seed)
-    t0 = pd.Timestamp(day, tz="UTC").value
-    ms = np.sort(rng.integers(0, 86_400_000, n))
-    ms = np.where((ms > 3_600_000 * 5) & (ms < 3_600_000 * 6), ms + 3_600_000, ms)   # no trade 05:00-06:00
-    ms = np.sort(np.minimum(ms, 86_399_999))
-    ms[1::7] = ms[0:-1:7][: len(ms[1::7])]             # ties: every 7th trade at its predecessor's time
-    dt_min = np.diff(np.concatenate([[0], ms])) / 60_000.0
-    log_p = np.log(start_price) + np.cumsum(rng.standard_normal(n) * SIGMA_PER_MIN * np.sqrt(dt_min))
-    frame = pd.DataFrame({"timestamp": pd.to_datetime(t0 + ms * 1_000_000, unit="ns", utc=True)
-                          .strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-                          "symbol": symbol, "price": np.round(np.exp(log_p), 2),
-                          "quantity": np.round(rng.uniform(0.001, 2, n), 3)})
-    order = rng.permutation(n)           # a file not in time order
-    return frame.iloc[order].reset_index(drop=True)
+    """A day of trades of a random walk with SIGMA_PER_MIN per minute: ties, a quiet hour, shuffled."""
+    return random_walk_trades(day, n, symbol, start_price, seed=seed, sigma_per_min=SIGMA_PER_MIN)
 
 
 @pytest.fixture(scope="module")
