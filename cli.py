@@ -1313,7 +1313,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="start the dashboard")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind; anything but a loopback address is reachable from other machines "
-                        "and prints a warning (execal has no login) (default: %(default)s)")
+                        "and prints a warning unless sign-in is set up (EXECAL_USERS_FILE or EXECAL_AUTH_HEADER) "
+                        "(default: %(default)s)")
     p.add_argument("--port", type=int, default=8050, help="TCP port (default: %(default)s)")
     p.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (default: %(default)s)")
     p.add_argument("--dev", action="store_true", help="Dash's development server instead of gunicorn")

@@ -86,6 +86,7 @@ def valid_user_name(name: str) -> bool:
 def _write_users(p: Path, users: dict[str, str]) -> None:
     text = "# execal users: name:password-hash (werkzeug); edit with `execal users`\n" + "".join(
         f"{n}:{h}\n" for n, h in sorted(users.items()))
+    p.parent.mkdir(mode=0o700, parents=True, exist_ok=True)     # a new ~/.config/execal: owner only
     tmp = p.with_name(p.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:

@@ -310,13 +310,13 @@ def test_execal_users_add_writes_a_hashed_users_file(tmp_path):
     import subprocess
     import sys
 
-    path = tmp_path / "users"
+    path = tmp_path / "config" / "execal" / "users"        # its folder does not exist yet
     r = subprocess.run([sys.executable, "-m", "execal.cli", "users", "add", "carol", "--file", str(path),
                         "--password-stdin"], input="a long password\n", capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     users = identity.read_users(path)
     assert list(users) == ["carol"] and "a long password" not in path.read_text()
-    assert path.stat().st_mode & 0o777 == 0o600
+    assert path.stat().st_mode & 0o777 == 0o600 and path.parent.stat().st_mode & 0o777 == 0o700
     r = subprocess.run([sys.executable, "-m", "execal.cli", "users", "add", "bad name!", "--file", str(path),
                         "--password-stdin"], input="a long password\n", capture_output=True, text=True)
     assert r.returncode == 2 and "Traceback" not in r.stderr
