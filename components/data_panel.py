@@ -117,7 +117,8 @@ def sample_of_key(sample_dir: Path, key: str | None, secret: bytes) -> str | Non
     for name in sample_files(sample_dir):
         path = sample_dir / name
         st_ = path.stat()
-        keyed = store_mod.dataset_key(_file_sha256(path, st_.st_size, st_.st_mtime_ns), "x", secret=secret)
+        keyed = store_mod.dataset_key(_file_sha256(path, st_.st_size, st_.st_mtime_ns), "x", secret=secret,
+                                      name=name)
         if key.startswith(keyed[:-len("-x")] + "-"):
             return name
     return None

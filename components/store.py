@@ -6,7 +6,7 @@ replaces with the caller's own id in every callback request. Everything else liv
 
     execal:ds:<key>:parquet   the frame as Parquet bytes (diskcache stores bytes raw: nothing is pickled)
     execal:ds:<key>:meta      JSON text: kind, source, sha256, validation report, mapping
-    execal:load:<request>     JSON text: the dataset key a (raw-bytes sha256, kind override, mapping) request made,
+    execal:load:<request>     JSON text: the dataset key a (raw-bytes sha256, file name, kind override, mapping) request made,
                               so loading the same file twice is a lookup, not a parse
     execal:session:<id>       JSON text: {"active": key, "datasets": [keys, most recent last]}
     execal:upload:<id>:raw / :name   the session's last uploaded file as it arrived (bytes) and its name, so a
@@ -15,9 +15,11 @@ replaces with the caller's own id in every callback request. Everything else liv
     execal:ds:<key>:view:<name>  JSON text: a small view of the dataset (`register_view`), so a page shows
                               a 1M-row dataset's summary, preview and choices without reading the frame
 
-A dataset key is `<HMAC(server secret, content sha256)>-<kind>`, with `-m<digest>` appended when a column mapping
-shaped the frame: the content hash (printed in an exported config) is a de-duplication detail, never a key, and
-keys differ between servers. The server secret is EXECAL_SECRET_KEY, else generated once and kept 0600 in the
+A dataset key is `<HMAC(server secret, content sha256 and file name)>-<kind>`, with `-m<digest>` appended when a
+column mapping shaped the frame: the content hash (printed in an exported config) is a de-duplication detail, never
+a key, and keys differ between servers. The file name is part of the identity, so the same bytes uploaded under two
+names are two datasets: nobody sees another uploader's file name (or results filed under it); the same bytes
+under the same name are stored once, which tells the second uploader nothing they did not hold. The server secret is EXECAL_SECRET_KEY, else generated once and kept 0600 in the
 private directory (`server_secret`).
 Dash's DiskcacheManager (background callbacks) shares the same `diskcache.Cache`; our keys are prefixed `execal:`.
 """
@@ -238,11 +240,19 @@ def mapping_digest(mapping: dict[str, str] | None) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def dataset_key(sha256: str, kind: str, mapping: dict[str, str] | None = None, *, secret: bytes) -> str:
-    """The key of a dataset on this server: the content hash keyed with the server secret."""
-    keyed = hmac.new(secret, sha256.encode("ascii"), hashlib.sha256).hexdigest()
+def dataset_key(sha256: str, kind: str, mapping: dict[str, str] | None = None, *, secret: bytes,
+                name: str | None = None) -> str:
+    """The key of a dataset on this server: the content hash and the file name (the dataset's
+    `source`) keyed with the server secret."""
+    material = sha256 if name is None else f"{sha256}\x00{name}"
+    keyed = hmac.new(secret, material.encode("utf-8"), hashlib.sha256).hexdigest()
     digest = mapping_digest(mapping)
     return f"{keyed}-{kind}" + (f"-m{digest}" if digest else "")
+
+
+def _name_digest(name: str) -> str:
+    """A file name as a fixed-length, key-safe part of a load request."""
+    return hashlib.sha256(str(name).encode("utf-8")).hexdigest()[:16]
 
 
 def frame_to_parquet(frame: pd.DataFrame) -> bytes:
@@ -316,7 +326,7 @@ class SessionStore:
     def put_dataset(self, session_id: str | None, dataset: Dataset, *,
                     mapping: dict[str, str] | None = None, activate: bool = True) -> str:
         """Store `dataset` (Parquet bytes + JSON metadata) and, with a session, make it its active one."""
-        key = dataset_key(dataset.sha256, dataset.kind, mapping, secret=self.secret)
+        key = dataset_key(dataset.sha256, dataset.kind, mapping, secret=self.secret, name=dataset.source)
         if not self.has_dataset(key):
             meta = {"kind": dataset.kind, "source": dataset.source, "sha256": dataset.sha256,
                     "report": dataset.report.to_dict(), "mapping": dict(mapping or {})}
@@ -409,7 +419,7 @@ class SessionStore:
             raise DataError(f"file is {len(raw) / 2**20:.3g} MB ({len(raw):,} bytes), over the "
                             f"{max_bytes / 2**20:.3g} MB upload limit", file=name)
         raw_sha = hashlib.sha256(raw).hexdigest()
-        request = self._k("load", raw_sha, kind or "auto", mapping_digest(mapping) or "nomap")
+        request = self._k("load", raw_sha, _name_digest(name), kind or "auto", mapping_digest(mapping) or "nomap")
         key = self.cache.get(request)
         if not (isinstance(key, str) and self.has_dataset(key)):
             dataset = (loader or model_io.load)(raw, name=name, kind=kind, mapping=mapping, max_bytes=max_bytes)
@@ -432,7 +442,8 @@ class SessionStore:
         with open(path, "rb") as fh:
             while chunk := fh.read(4 * 2**20):
                 digest.update(chunk)
-        request = self._k("load", digest.hexdigest(), kind or "auto", mapping_digest(mapping) or "nomap")
+        request = self._k("load", digest.hexdigest(), _name_digest(name), kind or "auto",
+                          mapping_digest(mapping) or "nomap")
         key = self.cache.get(request)
         if not (isinstance(key, str) and self.has_dataset(key)):
             dataset = model_io.load(path, name=name, kind=kind, mapping=mapping, max_bytes=max_bytes)

@@ -36,7 +36,7 @@ def seed(server, pg, result, sample, label: str = "seed") -> str:
     """Store `result` in the server's ResultStore and make it the active result of the page's session."""
     session_id = session_of(pg, server)
     secret = store_mod.server_secret(server.cache_dir)
-    dataset = store_mod.dataset_key(sample.sha256, sample.kind, secret=secret)
+    dataset = store_mod.dataset_key(sample.sha256, sample.kind, secret=secret, name=sample.source)
     run = {"calibrator": dict(getattr(result, "pooled", result).settings), "segments": [], "bootstrap": None,
            "label": label}
     key = R.result_key(dataset, {}, run, secret=secret)

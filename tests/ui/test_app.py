@@ -175,7 +175,7 @@ def test_dataset_round_trip_across_processes_view(st, cache_dir):
     sid = store.new_session_id()
     key = st.put_dataset(sid, ds)
     # keyed with the server secret: the content hash (printed in exported configs) is not the key
-    assert key == store.dataset_key("ab" * 32, "fills", secret=st.secret) and not key.startswith("ab" * 32)
+    assert key == store.dataset_key("ab" * 32, "fills", secret=st.secret, name="my_fills.csv") and not key.startswith("ab" * 32)
     assert key.endswith("-fills") and store.is_dataset_key(key)
     # a second store on the same directory stands for another gunicorn worker (no shared memory)
     other = store.SessionStore(store.open_cache(cache_dir))
@@ -185,6 +185,21 @@ def test_dataset_round_trip_across_processes_view(st, cache_dir):
         assert got.report.to_dict() == ds.report.to_dict()
     assert other.active_key(sid) == key
     other.cache.close()
+
+
+def test_the_same_bytes_under_another_name_are_another_dataset(st):
+    """Datasets are de-duplicated by content *and* file name: a second uploader of the same bytes
+    under another name gets a dataset of their own and never sees the first uploader's file name;
+    the same bytes under the same name are stored once."""
+    raw = fills_csv(40).encode()
+    alice, bob, carol = (store.new_session_id() for _ in range(3))
+    a = st.load_bytes(raw, name="alice-desk-q3.csv", session_id=alice)
+    b = st.load_bytes(raw, name="fills.csv", session_id=bob)
+    assert a != b and st.get_dataset(a).sha256 == st.get_dataset(b).sha256
+    assert st.get_dataset(bob).source == "fills.csv" and st.info(b)["source"] == "fills.csv"
+    assert "alice" not in json.dumps(st.info(b)) + st.cache.get(f"execal:ds:{b}:meta")
+    assert st.load_bytes(raw, name="alice-desk-q3.csv", session_id=carol) == a
+    assert st.session_keys(bob) == [b]
 
 
 def test_store_keeps_no_pickles(st):
@@ -302,7 +317,7 @@ def test_first_visit_preloads_sample_fills(st, settings):
     # the next visit of the same session finds its dataset, and does not reload the sample
     st.put_dataset(sid, make_dataset())
     again = data_panel.load_dataset(st, settings, trigger=None, session_id=sid)
-    assert again["active"] == {"key": store.dataset_key("ab" * 32, "fills", secret=st.secret)}
+    assert again["active"] == {"key": store.dataset_key("ab" * 32, "fills", secret=st.secret, name="my_fills.csv")}
     assert again["source"] is no_update
 
 
