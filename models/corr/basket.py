@@ -36,7 +36,8 @@ from execal.models.core.frozen import freeze_arrays
 from execal.models.core.jsonable import clean
 from execal.models.core.params import BPS
 from execal.models.core.report import OptimizerReport
-from execal.models.core.result import Estimator, ResultMixin
+from execal.models.core.result import Estimator
+from execal.models.corr.result import PanelResult
 
 
 def ac_trajectory(X: np.ndarray, H: np.ndarray, C: np.ndarray, *, T: float, N: int, lam: float) -> np.ndarray:
@@ -74,14 +75,8 @@ def ac_moments(x: np.ndarray, *, H: np.ndarray, C: np.ndarray, gamma: np.ndarray
 
 
 @dataclass(frozen=True, eq=False)
-class BasketResult(ResultMixin):
+class BasketResult(PanelResult):
     """Expected cost, risk and utility of a basket executed together and apart."""
-    model: str
-    names: tuple[str, ...]
-    params: Mapping[str, float]
-    std_errors: Mapping[str, float]
-    report: OptimizerReport
-    warnings: tuple[str, ...]
     together: np.ndarray                   # (N + 1, m) holdings
     apart: np.ndarray
     times_days: np.ndarray

@@ -54,10 +54,10 @@ from execal.models.core.frozen import freeze_arrays
 from execal.models.core.jsonable import clean, num
 from execal.models.core.params import DAYS_PER_YEAR
 from execal.models.core.report import OptimizerReport
-from execal.models.core.result import Estimator, ResultMixin
+from execal.models.core.result import Estimator
 from execal.models.corr.hac import long_run_cov
 from execal.models.corr.panel import ReturnPanel, returns_panel
-from execal.models.corr.result import pair_name, pairs_of
+from execal.models.corr.result import PanelResult, pair_name, pairs_of
 from execal.models.data.schema import DataError
 
 VOLS = {"garch": ("GARCH", 0), "gjr": ("GARCH", 1), "egarch": ("EGARCH", 1)}
@@ -485,14 +485,8 @@ def standardized(margin: Margin) -> tuple[np.ndarray, np.ndarray]:
 # --- the result ---------------------------------------------------------------------------------------
 
 @dataclass(frozen=True, eq=False)
-class DCCResult(ResultMixin):
+class DCCResult(PanelResult):
     """A two-step DCC-GARCH fit (or hand-set parameters): margins, (a, b), the correlation path."""
-    model: str
-    names: tuple[str, ...]
-    params: Mapping[str, float]
-    std_errors: Mapping[str, float]
-    report: OptimizerReport
-    warnings: tuple[str, ...]
     margins: tuple[Margin, ...]
     panel: ReturnPanel
     z: np.ndarray                      # (T, k) standardised residuals

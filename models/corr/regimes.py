@@ -26,10 +26,10 @@ from execal.models.core.frozen import freeze_arrays
 from execal.models.core.jsonable import clean
 from execal.models.core.params import NS_PER_DAY
 from execal.models.core.report import OptimizerReport
-from execal.models.core.result import Estimator, ResultMixin
+from execal.models.core.result import Estimator
 from execal.models.corr.hac import ratio_corr_se
 from execal.models.corr.panel import ReturnPanel, returns_panel
-from execal.models.corr.result import pair_name, pairs_of
+from execal.models.corr.result import PanelResult, pair_name, pairs_of
 from execal.models.data.schema import DataError
 
 MIN_PER_REGIME = 20
@@ -84,13 +84,7 @@ class RegimeCorrelation:
 
 
 @dataclass(frozen=True, eq=False)
-class RegimeResult(ResultMixin):
-    model: str
-    names: tuple[str, ...]
-    params: Mapping[str, float]
-    std_errors: Mapping[str, float]
-    report: OptimizerReport
-    warnings: tuple[str, ...]
+class RegimeResult(PanelResult):
     regimes: tuple[RegimeCorrelation, ...]
     differences: tuple[Mapping, ...]
     panel: ReturnPanel

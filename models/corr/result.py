@@ -149,6 +149,18 @@ class LeadLag:
 
 
 @dataclass(frozen=True, eq=False)
+class PanelResult(ResultMixin):
+    """The contract fields every correlation-area result over a panel of assets shares (DCC, Ledoit–Wolf,
+    regime-conditional matrices, basket cost); each subclass adds its own after them."""
+    model: str
+    names: tuple[str, ...]
+    params: Mapping[str, float]
+    std_errors: Mapping[str, float]
+    report: OptimizerReport
+    warnings: tuple[str, ...]
+
+
+@dataclass(frozen=True, eq=False)
 class CorrelationResult(ResultMixin):
     """Correlation of several tick series over their common window (realised or Hayashi–Yoshida)."""
     model: str

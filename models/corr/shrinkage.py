@@ -29,9 +29,9 @@ import numpy as np
 from execal.models.core.frozen import freeze_arrays
 from execal.models.core.jsonable import clean
 from execal.models.core.report import OptimizerReport
-from execal.models.core.result import Estimator, ResultMixin
+from execal.models.core.result import Estimator
 from execal.models.corr.panel import ReturnPanel, returns_panel
-from execal.models.corr.result import pair_name, pairs_of, psd_warning
+from execal.models.corr.result import PanelResult, pair_name, pairs_of, psd_warning
 
 MIN_OBS = 10
 
@@ -70,14 +70,8 @@ def block_bootstrap_indices(T: int, n_boot: int, seed: int, block: int | None = 
 
 
 @dataclass(frozen=True, eq=False)
-class ShrinkageResult(ResultMixin):
+class ShrinkageResult(PanelResult):
     """Ledoit–Wolf covariance of a return panel, with the sample covariance beside it."""
-    model: str
-    names: tuple[str, ...]
-    params: Mapping[str, float]
-    std_errors: Mapping[str, float]
-    report: OptimizerReport
-    warnings: tuple[str, ...]
     covariance: np.ndarray               # shrunk, per period
     sample_covariance: np.ndarray        # per period
     panel: ReturnPanel
