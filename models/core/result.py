@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from typing import Any, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from scipy import stats
 
@@ -42,6 +42,35 @@ class Estimator:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({args})"
+
+
+class LazyMapping(Mapping):
+    """A read-only mapping whose keys are known now and whose values `compute()` (name -> float)
+    makes on first access: standard errors from a numerical Hessian (arch's), which a forecast or a
+    volatility path never reads. Give a picklable `compute` (a module-level function or a
+    functools.partial of one) and the mapping pickles without computing anything."""
+
+    def __init__(self, keys: Iterable[str], compute: Callable[[], Mapping[str, float]]):
+        self._keys = tuple(map(str, keys))
+        self._compute = compute
+        self._values: dict[str, float] | None = None
+
+    def _get(self) -> dict[str, float]:
+        if self._values is None:
+            self._values = {str(k): float(v) for k, v in self._compute().items()}
+        return self._values
+
+    def __getitem__(self, key):
+        return self._get()[key]
+
+    def __iter__(self):
+        return iter(self._keys)
+
+    def __len__(self):
+        return len(self._keys)
+
+    def __repr__(self):
+        return repr(self._get())
 
 
 def normal_conf_int(params: Mapping[str, float], std_errors: Mapping[str, float],

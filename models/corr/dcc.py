@@ -40,6 +40,7 @@ H_{T+h} = D_{T+h} R_{T+h} D_{T+h} with the margins' variance forecasts from arch
 """
 from __future__ import annotations
 
+import functools
 import math
 import time
 import warnings as _warnings
@@ -54,7 +55,7 @@ from execal.models.core.frozen import freeze_arrays
 from execal.models.core.jsonable import clean, num
 from execal.models.core.params import DAYS_PER_YEAR
 from execal.models.core.report import OptimizerReport
-from execal.models.core.result import Estimator
+from execal.models.core.result import Estimator, LazyMapping
 from execal.models.corr.hac import long_run_cov
 from execal.models.corr.panel import ReturnPanel, returns_panel
 from execal.models.corr.result import PanelResult, pair_name, pairs_of
@@ -359,28 +360,10 @@ def _arch(y: np.ndarray, vol: str, dist: str, mean: str):
                       dist=dist, rescale=False)
 
 
-class _LazyStdErrors(Mapping):
-    """arch's standard errors, computed on first access (arch builds its robust covariance from a
-    numerical Hessian, a large share of a fit's time that a correlation path does not need; the
-    volatility area does the same)."""
-
-    def __init__(self, res):
-        self._res = res
-        self._values: dict[str, float] | None = None
-
-    def _get(self) -> dict[str, float]:
-        if self._values is None:
-            self._values = {str(k): float(v) for k, v in self._res.std_err.items()}
-        return self._values
-
-    def __getitem__(self, key):
-        return self._get()[key]
-
-    def __iter__(self):
-        return iter(map(str, self._res.params.index))
-
-    def __len__(self):
-        return len(self._res.params)
+def _arch_std_errors(res) -> Mapping:
+    """arch's standard errors of a margin (a numerical Hessian a correlation path does not need),
+    for `LazyMapping`: computed on first access."""
+    return res.std_err
 
 
 class _DCCStdErrors(Mapping):
@@ -460,7 +443,7 @@ def fit_margin(values: np.ndarray, name: str, *, vol: str, dist: str, mean: str,
         flag = int(res.convergence_flag)
         converged = flag == 0
         message = str(getattr(res.optimization_result, "message", "")) or ("converged" if converged else "not converged")
-        ses = _LazyStdErrors(res)
+        ses = LazyMapping(res.params.index, functools.partial(_arch_std_errors, res))
     else:
         converged, message = True, "parameters fixed by hand"
         ses = {k: float("nan") for k in params}

@@ -39,6 +39,7 @@ import pandas as pd
 from execal.models.core.frozen import freeze_arrays
 from execal.models.core.params import DAYS_PER_YEAR, Param
 from execal.models.core.report import OptimizerReport
+from execal.models.core.result import LazyMapping
 from execal.models.data.bars import GAP_POLICIES, Returns, _freq_label
 from execal.models.vol.base import (VolatilityModel, VolatilityResult, data_info, few_observations,
                                     prepare_returns)
@@ -217,31 +218,10 @@ def _units(scale: float, params: Mapping[str, float]) -> dict[str, str]:
     return {k: units.get(k, "-") for k in params}
 
 
-class _StdErrors(Mapping):
-    """arch's standard errors, computed on first access: arch derives its robust covariance from
-    a numerical Hessian (a quarter of a fit's time on 100,000 returns), which a forecast or a
-    volatility path does not need."""
-
-    def __init__(self, res):
-        self._res = res
-        self._values: dict[str, float] | None = None
-
-    def _get(self) -> dict[str, float]:
-        if self._values is None:
-            self._values = {str(k): float(v) for k, v in self._res.std_err.items()}
-        return self._values
-
-    def __getitem__(self, key):
-        return self._get()[key]
-
-    def __iter__(self):
-        return iter(self._res.params.index)
-
-    def __len__(self):
-        return len(self._res.params)
-
-    def __repr__(self):
-        return repr(self._get())
+def _arch_std_errors(res) -> Mapping:
+    """arch's standard errors (its robust covariance from a numerical Hessian: a quarter of a fit's
+    time on 100,000 returns), for `LazyMapping`."""
+    return res.std_err
 
 
 def _term(coef: float, name: str) -> str:
@@ -312,7 +292,7 @@ def _build(res, *, vol, dist, mean, scale, returns: Returns, status, settings, c
     warn = list(notes)
     active: list[str] = []
     if status == "fitted":
-        std = _StdErrors(res)
+        std = LazyMapping(res.params.index, functools.partial(_arch_std_errors, res))
         flag = int(res.convergence_flag)
         opt = res.optimization_result
         message = str(getattr(opt, "message", "")) or ("converged" if flag == 0 else "not converged")
