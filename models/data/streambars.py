@@ -209,6 +209,9 @@ def dataset_bar_series(view: DatasetView, *, symbol: str | None = None, bar: str
     if view.kind not in ("trades", "bars"):
         raise DataError(f"volatility needs a dataset of trades or bars; this one holds {view.kind}",
                         file=source)
+    if symbol is not None and view.filters.symbols is not None and symbol not in view.filters.symbols:
+        raise DataError(f"symbol {symbol!r} is not among the view's symbols ({', '.join(view.filters.symbols)})",
+                        file=source, column="symbol")
     if symbol is not None and "symbol" in view.dataset.manifest["partitioning"]:
         view = view.dataset.select(**_filter_args(view), symbols=[symbol])
     if not view.partitions:

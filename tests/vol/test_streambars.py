@@ -96,6 +96,9 @@ def test_filters_and_threads_give_the_same_bars(trades_dir):
 def test_several_symbols_need_a_choice(trades_dir):
     with pytest.raises(DataError, match="several symbols.*BTCUSDT, ETHUSDT"):
         dataset_bar_series(open_dataset(trades_dir).all())
+    # a symbol outside the view's own symbol filter is refused, not read around the filter
+    with pytest.raises(DataError, match="not among the view's symbols"):
+        dataset_bar_series(open_dataset(trades_dir).select(symbols=["ETHUSDT"]), symbol="BTCUSDT")
 
 
 def test_garch_on_streamed_bars_equals_the_in_memory_fit_and_recovers_sigma(trades_dir):
