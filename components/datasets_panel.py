@@ -248,15 +248,11 @@ def bars_envelope(t_ns: np.ndarray, close: np.ndarray, max_points: int = MAX_PLO
     step = max(1, -(-n // max_points))
     starts = np.arange(0, n, step)
     ends = np.minimum(starts + step, n) - 1
-    t = pd_iso(t_ns[ends])
+    t = np.datetime_as_string(t_ns[ends].astype("datetime64[ns]"), unit="s").tolist()
     if step == 1:
         return {"n": n, "step": 1, "t": t, "close": close.tolist()}
     return {"n": n, "step": step, "t": t, "close": close[ends].tolist(),
             "low": np.minimum.reduceat(close, starts).tolist(), "high": np.maximum.reduceat(close, starts).tolist()}
-
-
-def pd_iso(t_ns: np.ndarray) -> list[str]:
-    return [str(np.datetime64(int(v), "ns"))[:19] for v in t_ns]
 
 
 @shell.background_job

@@ -51,6 +51,7 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, signal
 
+from execal.models.core.archutil import arch_std_errors, choose_scale
 from execal.models.core.frozen import freeze_arrays
 from execal.models.core.jsonable import clean, num
 from execal.models.core.params import DAYS_PER_YEAR
@@ -334,36 +335,12 @@ def two_step_covariance(margins: Sequence["Margin"], z: np.ndarray, a: float, b:
 
 # --- margins through arch -----------------------------------------------------------------------------
 
-def _choose_scale(values: np.ndarray, scale) -> float:
-    """arch's rescale rule, as the volatility area applies it: ×100, or the power of ten that brings the
-    scaled variance into [1, 1000] (copied rule, not imported: areas never import each other)."""
-    if scale not in (None, "auto"):
-        s = float(scale)
-        if not s > 0:
-            raise ValueError(f"scale must be > 0, got {scale!r}")
-        return s
-    var = float(np.var(values))
-    s = 100.0
-    if var > 0:
-        while var * s * s < 1.0:
-            s *= 10.0
-        while var * s * s > 1000.0:
-            s /= 10.0
-    return s
-
-
 def _arch(y: np.ndarray, vol: str, dist: str, mean: str):
     from arch import arch_model
 
     name, o = VOLS[vol]
     return arch_model(y, mean="Constant" if mean == "constant" else "Zero", vol=name, p=1, o=o, q=1,
                       dist=dist, rescale=False)
-
-
-def _arch_std_errors(res) -> Mapping:
-    """arch's standard errors of a margin (a numerical Hessian a correlation path does not need),
-    for `LazyMapping`: computed on first access."""
-    return res.std_err
 
 
 class _DCCStdErrors(Mapping):
@@ -424,7 +401,7 @@ class Margin:
 
 def fit_margin(values: np.ndarray, name: str, *, vol: str, dist: str, mean: str, scale, fixed: Mapping | None = None,
                options: Mapping | None = None) -> Margin:
-    s = _choose_scale(values, scale)
+    s = choose_scale(values, scale)
     model = _arch(values * s, vol, dist, mean)
     with _warnings.catch_warnings(record=True) as caught:
         _warnings.simplefilter("always")
@@ -443,7 +420,7 @@ def fit_margin(values: np.ndarray, name: str, *, vol: str, dist: str, mean: str,
         flag = int(res.convergence_flag)
         converged = flag == 0
         message = str(getattr(res.optimization_result, "message", "")) or ("converged" if converged else "not converged")
-        ses = LazyMapping(res.params.index, functools.partial(_arch_std_errors, res))
+        ses = LazyMapping(res.params.index, functools.partial(arch_std_errors, res))
     else:
         converged, message = True, "parameters fixed by hand"
         ses = {k: float("nan") for k in params}

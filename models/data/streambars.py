@@ -21,6 +21,7 @@ is a wrong answer that looks right.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Callable
 
@@ -213,7 +214,7 @@ def dataset_bar_series(view: DatasetView, *, symbol: str | None = None, bar: str
         raise DataError(f"symbol {symbol!r} is not among the view's symbols ({', '.join(view.filters.symbols)})",
                         file=source, column="symbol")
     if symbol is not None and "symbol" in view.dataset.manifest["partitioning"]:
-        view = view.dataset.select(**_filter_args(view), symbols=[symbol])
+        view = DatasetView(view.dataset, dataclasses.replace(view.filters, symbols=(symbol,)))
     if not view.partitions:
         raise DataError(f"no rows in the dataset after the filters {view.filters.to_dict()}"
                         + (f" and symbol {symbol!r}" if symbol else ""), file=source)
@@ -271,12 +272,6 @@ def _bars_dataset(view, tasks, run, symbol, bar, gaps, progress, batch_rows) -> 
                         gaps=gaps, kind="bars")
     return BarSeries(series.t_ns, series.open, series.high, series.low, series.close, series.bar_ns,
                      series.contiguous, series.source, symbol, series.report, series.rows, False)
-
-
-def _filter_args(view: DatasetView) -> dict:
-    f = view.filters
-    return {"start": f.start, "end": f.end, "days": f.days, "venues": f.venues,
-            "min_quantity": f.min_quantity, "max_quantity": f.max_quantity}
 
 
 def _iso(ns: int) -> str:

@@ -36,6 +36,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
+from execal.models.core.archutil import DEFAULT_SCALE, arch_std_errors, choose_scale
 from execal.models.core.frozen import freeze_arrays
 from execal.models.core.params import DAYS_PER_YEAR, Param
 from execal.models.core.report import OptimizerReport
@@ -56,25 +57,7 @@ DISTS = ("normal", "t")
 MEANS = ("constant", "zero")
 MIN_OBS = 100            # below this a GARCH likelihood is too flat to say anything (refused)
 FEW_OBS = 500            # below this GARCH estimates are unreliable (warned; Hwang & Valls Pereira 2006)
-DEFAULT_SCALE = 100.0
 BOUND_TOL = 1e-6         # a constraint within this (relative) distance of equality is active
-
-
-def _choose_scale(values: np.ndarray, scale) -> float:
-    if scale not in (None, "auto"):
-        s = float(scale)
-        if not s > 0:
-            raise ValueError(f"scale must be > 0, got {scale!r}")
-        return s
-    var = float(np.var(values))
-    s = DEFAULT_SCALE
-    if var > 0:
-        # arch's rescale rule: powers of ten until the scaled variance is in [1, 1000]
-        while var * s * s < 1.0:
-            s *= 10.0
-        while var * s * s > 1000.0:
-            s /= 10.0
-    return s
 
 
 def _arch_model(y: np.ndarray, vol: str, dist: str, mean: str):
@@ -218,12 +201,6 @@ def _units(scale: float, params: Mapping[str, float]) -> dict[str, str]:
     return {k: units.get(k, "-") for k in params}
 
 
-def _arch_std_errors(res) -> Mapping:
-    """arch's standard errors (its robust covariance from a numerical Hessian: a quarter of a fit's
-    time on 100,000 returns), for `LazyMapping`."""
-    return res.std_err
-
-
 def _term(coef: float, name: str) -> str:
     c = abs(coef)
     return name if c == 1 else f"{c:g}·{name}"
@@ -292,7 +269,7 @@ def _build(res, *, vol, dist, mean, scale, returns: Returns, status, settings, c
     warn = list(notes)
     active: list[str] = []
     if status == "fitted":
-        std = LazyMapping(res.params.index, functools.partial(_arch_std_errors, res))
+        std = LazyMapping(res.params.index, functools.partial(arch_std_errors, res))
         flag = int(res.convergence_flag)
         opt = res.optimization_result
         message = str(getattr(opt, "message", "")) or ("converged" if flag == 0 else "not converged")
@@ -339,7 +316,7 @@ def _fit(data, *, vol: str, dist: str = "normal", mean: str = "constant", scale:
     _check(vol, dist, mean)
     returns, notes = prepare_returns(data, freq=freq, symbol=symbol, bar=bar, gaps=gaps, period=period)
     returns.require(MIN_OBS, VOLS[vol]["label"])
-    s = _choose_scale(returns.values, scale)
+    s = choose_scale(returns.values, scale)
     model = _arch_model(returns.values * s, vol, dist, mean)
     with _warnings.catch_warnings(record=True) as caught:
         _warnings.simplefilter("always")
@@ -358,7 +335,7 @@ def _fix(params: Mapping[str, float], data, *, vol: str, dist: str = "normal", m
     _check(vol, dist, mean)
     returns, notes = prepare_returns(data, freq=freq, symbol=symbol, bar=bar, gaps=gaps, period=period)
     returns.require(2, VOLS[vol]["label"])
-    s = _choose_scale(returns.values, scale)
+    s = choose_scale(returns.values, scale)
     model = _arch_model(returns.values * s, vol, dist, mean)
     names = (list(model.parameter_names()) + list(model.volatility.parameter_names())
              + list(model.distribution.parameter_names()))
